@@ -1,0 +1,119 @@
+"""Callbacks every `sfda` run gets: run record, results.json, per-epoch seeding, prediction CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    """HEAD commit of the git checkout at ``cwd`` (None outside one)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchvision
+
+    import sfda
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "sfda": getattr(sfda, "__version__", "unknown")}
+
+
+def _scalar(value) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class RunRecorder(Callback):
+    """Writes ``run_info.json`` (seed, versions, git commit, command) at start and
+    ``results.json`` (flat metric keys, ``wall_s``) at the end of fit and of test, rank 0 only."""
+
+    def __init__(self):
+        self.started = time.time()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.started = time.time()
+        if trainer.is_global_zero and trainer.log_dir:
+            info = {"stage": stage, "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
+                    "git_commit": git_commit(), "processes": trainer.world_size, "precision": str(trainer.precision),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(trainer.log_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero or not trainer.log_dir:
+            return
+        path = Path(trainer.log_dir) / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        for key, value in trainer.callback_metrics.items():
+            if (number := _scalar(value)) is not None:
+                results[key] = number
+        results.update(getattr(pl_module, "results", {}))
+        results[f"{stage}/wall_s"] = time.time() - self.started
+        results["wall_s"] = results[f"{stage}/wall_s"]
+        results["epochs"] = trainer.current_epoch
+        path.write_text(json.dumps(results, indent=2, sort_keys=True))
+
+    def on_fit_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "fit")
+
+    def on_test_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "test")
+
+
+class EpochSeeder(Callback):
+    """Reseeds python, numpy and torch at every training epoch start from (run seed, epoch, rank),
+    so a run resumed at epoch k draws the same random numbers as an uninterrupted one."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed = (int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000003 + trainer.current_epoch * 1009 + trainer.global_rank) % 2**31
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class PredictionCSV(BasePredictionWriter):
+    """``sfda predict`` output: ``predictions.csv`` with index, predicted class id and name, confidence."""
+
+    def __init__(self):
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        rows = {k: torch.cat([p[k] for p in predictions]) for k in ("index", "prediction", "confidence")}
+        gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in rows.items()} if trainer.world_size > 1 else rows
+        if not trainer.is_global_zero:
+            return
+        names = getattr(trainer.datamodule, "class_names", None) or []
+        order = torch.argsort(gathered["index"])
+        path = Path(trainer.log_dir or ".") / "predictions.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "prediction", "class_name", "confidence"])
+            seen = set()
+            for i in order.tolist():
+                index = int(gathered["index"][i])
+                if index in seen:
+                    continue
+                seen.add(index)
+                pred = int(gathered["prediction"][i])
+                writer.writerow([index, pred, names[pred] if pred < len(names) else pred, f"{float(gathered['confidence'][i]):.6f}"])

@@ -1,0 +1,72 @@
+"""The `sfda` command: LightningCLI with omegaconf recipes, a run directory per run, and defaults.
+
+    sfda fit --config recipes/digits/svhn_mnist/shot.yaml
+    sfda test --config recipes/digits/svhn_mnist/source_only.yaml
+    sfda fit --config <recipe> --print_config
+
+A run directory ``<trainer.default_root_dir>/version_N`` holds config.yaml, run_info.json,
+results.json, checkpoints/, CSV metrics and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .callbacks import EpochSeeder, PredictionCSV, RunRecorder
+
+VERSION_ENV = "SFDA_RUN_VERSION"
+
+
+def next_version(root: Path) -> str:
+    """``version_N`` with N one above the largest existing under ``root``."""
+    taken = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return f"version_{max(taken, default=-1) + 1}"
+
+
+class SFDACLI(LightningCLI):
+    """LightningCLI that adds the run directory, loggers and sfda's standard callbacks."""
+
+    def _recipe_name(self) -> str:
+        configs = self.config.get(self.subcommand, {}).get("config") or []
+        return Path(str(configs[-1])).stem if configs else "run"
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        root = Path(config.get("default_root_dir") or Path("runs") / self._recipe_name())
+        config["default_root_dir"] = str(root)
+        if config.get("logger") in (None, True):
+            # children of a DDP launch re-run this command: they inherit the version through the environment
+            version = os.environ.setdefault(VERSION_ENV, next_version(root))
+            config["logger"] = [CSVLogger(root, name="", version=version),
+                                TensorBoardLogger(root, name="", version=version, default_hp_metric=False)]
+        given = callbacks + list(config.get("callbacks") or [])
+        if not any(isinstance(c, ModelCheckpoint) for c in given):
+            callbacks.append(ModelCheckpoint(save_last=True))
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
+            callbacks.append(RichProgressBar(leave=True))
+        callbacks += [RunRecorder(), EpochSeeder(), PredictionCSV()]
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def main(args: list[str] | None = None) -> SFDACLI:
+    """Entry point of the ``sfda`` console script."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    return SFDACLI(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"use_distributed_sampler": False},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

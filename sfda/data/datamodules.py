@@ -1,0 +1,147 @@
+"""LightningDataModules for classification: the shared machinery and the real digit sets.
+
+Roles: ``source`` (labelled; 90/10 train/val split of the train set for source
+checkpoint selection) and ``target`` (the train split is the unlabelled adaptation set
+with labels HIDDEN; val/test are the labelled evaluation split, used only for reporting).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Subset
+
+from .datasets import ImageDataset
+from .digits import DATASETS, class_names, load_digits_split
+from .samplers import GlobalBatchSampler
+from .transforms import InputSpec, View
+
+Role = Literal["source", "target"]
+SOURCE_VAL_FRACTION = 0.1
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base: subclasses fill ``self.splits`` = {"train"|"val"|"test": (images, labels or None)}.
+
+    Args:
+        role: 'source' or 'target' (see module docstring).
+        batch_size: GLOBAL training batch size (split over processes).
+        eval_batch_size: global batch size of evaluation and bank passes.
+        num_workers: DataLoader workers per process.
+        train_view: augmentation of the training view ('test' = none).
+        input: the model's input spec; None adopts the source artifact's (the method sets it).
+        train_subset: use only this many training samples (a fixed seeded subset), for quick runs.
+        eval_subset: the same for val/test.
+    """
+
+    def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
+                 eval_subset: int | None = None):
+        super().__init__()
+        self.role, self.batch_size, self.eval_batch_size = role, batch_size, eval_batch_size
+        self.num_workers, self.train_view, self.input_spec = num_workers, train_view, input
+        self.train_subset, self.eval_subset = train_subset, eval_subset
+        self.splits: dict[str, tuple] = {}
+        self.class_names: list[str] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load_splits(self) -> None:
+        """Fill ``self.splits`` and ``self.class_names``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.load_splits()
+            self.splits = {name: self._subset(name, *pair) for name, pair in self.splits.items()}
+
+    def _subset(self, name: str, images, labels):
+        limit = self.train_subset if name == "train" else self.eval_subset
+        if limit is None or limit >= len(images):
+            return images, labels
+        keep = np.sort(np.random.default_rng(12345).permutation(len(images))[:limit])
+        return ([images[i] for i in keep] if isinstance(images, list) else images[keep]), (
+            None if labels is None else np.asarray(labels)[keep])
+
+    def num_samples(self, split: str = "train") -> int:
+        """Number of samples of a split (after subsetting)."""
+        self.setup()
+        return len(self.splits[split][0])
+
+    def dataset(self, split: str, view: View = "test") -> ImageDataset:
+        """The dataset of ``split``; target training data always comes with labels hidden."""
+        if self.input_spec is None:
+            raise RuntimeError("data.input is not set and no source artifact provided one")
+        self.setup()
+        images, labels = self.splits[split]
+        hide = self.role == "target" and split == "train"
+        return ImageDataset(images, labels, self.input_spec, view=view, hide_labels=hide)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if drop_last and len(dataset) < batch_size:
+            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training samples; the run would do zero steps")
+        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last,
+                                     seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), rank=rank, world_size=world)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        # drop_last so every process runs the same number of steps (an uneven last batch would hang DDP)
+        return self._loader(self.dataset("train", self.train_view), self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def bank_dataloader(self) -> DataLoader:
+        """Unshuffled test-view pass over the (unlabelled) training set, for full bank refreshes."""
+        return self._loader(self.dataset("train", "test"), self.eval_batch_size, shuffle=False, drop_last=False)
+
+
+class DigitsDataModule(ImageClassificationDataModule):
+    """MNIST, optdigits or Fashion-MNIST, fetched offline into the data root on first use.
+
+    Args:
+        dataset: 'mnist', 'optdigits' or 'fashion_mnist'.
+        root: data cache (default ``$SFDA_DATA`` or ``./data``).
+        (the rest: see ImageClassificationDataModule)
+    """
+
+    def __init__(self, dataset: Literal["mnist", "optdigits", "fashion_mnist"] = "mnist", root: str | None = None,
+                 role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
+                 eval_subset: int | None = None):
+        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset, eval_subset)
+        if dataset not in DATASETS:
+            raise ValueError(f"data.dataset: unknown dataset '{dataset}', expected one of {DATASETS}")
+        self.name, self.root = dataset, root
+        self.class_names = class_names(dataset)
+
+    def prepare_data(self) -> None:
+        """Fetch and cache both splits (rank 0 only, Lightning's contract)."""
+        for split in ("train", "test"):
+            load_digits_split(self.name, split, self.root)
+
+    def load_splits(self) -> None:
+        train_x, train_y = load_digits_split(self.name, "train", self.root)
+        test_x, test_y = load_digits_split(self.name, "test", self.root)
+        if self.role == "source":
+            order = np.random.default_rng(0).permutation(len(train_y))
+            n_val = int(len(order) * SOURCE_VAL_FRACTION)
+            val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+            self.splits = {"train": (train_x[train], train_y[train]), "val": (train_x[val], train_y[val]),
+                           "test": (test_x, test_y)}
+        else:
+            self.splits = {"train": (train_x, train_y), "val": (test_x, test_y), "test": (test_x, test_y)}

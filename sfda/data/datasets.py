@@ -1,0 +1,54 @@
+"""Map-style datasets returning ``{"image", "label", "index"}`` with the GLOBAL sample index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .transforms import InputSpec, View, build_view, to_tensor
+
+UNLABELLED = -1
+
+
+class ImageDataset(Dataset):
+    """Images from an array ``(N, H, W[, C]) uint8`` or a list of file paths.
+
+    Args:
+        images: the array, or a sequence of image paths (read with PIL on access).
+        labels: ``(N,)`` int labels; ``None`` or ``hide_labels`` gives -1 for every sample, so
+            an adaptation stage provably never sees target labels.
+        spec: the model's input spec.
+        view: which augmentation view to apply.
+        hide_labels: return -1 instead of the label.
+    """
+
+    def __init__(self, images, labels, spec: InputSpec, view: View = "test", hide_labels: bool = False):
+        self.images = images
+        self.labels = None if labels is None or hide_labels else np.asarray(labels, dtype=np.int64)
+        self.spec = spec
+        self.view = view
+        self.pipeline = build_view(spec, view)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> np.ndarray:
+        """The raw uint8 image ``index``; a path that cannot be read raises naming the file."""
+        item = self.images[index]
+        if isinstance(item, (str, Path)):
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(item) as img:
+                    return np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"{item}: image file not found (sample index {index})") from err
+            except (UnidentifiedImageError, OSError) as err:
+                raise OSError(f"{item}: corrupt or unreadable image (sample index {index}): {err}") from err
+        return item
+
+    def __getitem__(self, index: int) -> dict:
+        label = UNLABELLED if self.labels is None else int(self.labels[index])
+        return {"image": to_tensor(self.load(index), self.spec, self.pipeline), "label": label, "index": index}

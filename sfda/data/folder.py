@@ -1,0 +1,104 @@
+"""A datamodule for a user's own images: an image folder or a list file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .datamodules import ImageClassificationDataModule, Role
+from .transforms import InputSpec, View
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def read_image_source(location: str, class_names: list[str] | None, field_name: str) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Paths, labels (or None) and class names from a folder or a list file.
+
+    - a folder with one sub-folder per class (ImageFolder layout, classes sorted by name)
+    - a flat folder of images (unlabelled)
+    - a text file of lines ``path [label]`` (label an int index or a class name; paths
+      relative to the file's folder)
+    """
+    root = Path(location).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data.{field_name}: '{root}' does not exist (expected an image folder or a list file)")
+    if root.is_file():
+        return _read_list(root, class_names, field_name)
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if subdirs:
+        names = class_names or [p.name for p in subdirs]
+        missing = [p.name for p in subdirs if p.name not in names]
+        if missing:
+            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not in data.class_names {names}")
+        paths, labels = [], []
+        for sub in subdirs:
+            files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            paths += files
+            labels += [names.index(sub.name)] * len(files)
+        return _nonempty(paths, root, field_name), labels, names
+    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    return _nonempty(files, root, field_name), None, list(class_names or [])
+
+
+def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
+    if not paths:
+        raise ValueError(f"data.{field_name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root}")
+    return paths
+
+
+def _read_list(path: Path, class_names: list[str] | None, field_name: str):
+    paths, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        candidate = path.parent / parts[0] if len(parts) == 2 else path.parent / line.strip()
+        if len(parts) == 2 and not candidate.exists() and (path.parent / line.strip()).exists():
+            parts = [line.strip()]  # a path with a space and no label
+        paths.append(path.parent / parts[0])
+        if len(parts) == 2:
+            labels.append(_parse_label(parts[1], class_names, path, number))
+    if labels and len(labels) != len(paths):
+        raise ValueError(f"{path}: some lines have a label and some do not; label every line or none")
+    names = list(class_names or ([str(i) for i in range(max(labels) + 1)] if labels else []))
+    return _nonempty(paths, path, field_name), (labels or None), names
+
+
+def _parse_label(text: str, class_names: list[str] | None, path: Path, number: int) -> int:
+    if class_names and text in class_names:
+        return class_names.index(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{path}:{number}: label '{text}' is neither an integer nor one of data.class_names {class_names}") from None
+    if class_names and not 0 <= value < len(class_names):
+        raise ValueError(f"{path}:{number}: label {value} outside [0, {len(class_names)}) for data.class_names")
+    return value
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Your own images. ``train`` is the unlabelled adaptation set (target) or the labelled
+    training set (source); ``val``/``test`` optionally hold labelled images for reporting.
+
+    Args:
+        train: image folder or list file.
+        val: optional folder or list file for evaluation (defaults to ``train`` for label-free scores).
+        test: optional; defaults to ``val``.
+        class_names: names in the model's output order (default: from the folder layout).
+    """
+
+    def __init__(self, train: str, val: str | None = None, test: str | None = None, class_names: list[str] | None = None,
+                 role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
+                 eval_subset: int | None = None):
+        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset, eval_subset)
+        self.locations = {"train": train, "val": val or train, "test": test or val or train}
+        self.given_names = class_names
+        self.class_names = list(class_names or [])
+
+    def load_splits(self) -> None:
+        names = self.given_names
+        for split in ("train", "val", "test"):
+            paths, labels, found = read_image_source(self.locations[split], names, split)
+            names = names or (found or None)
+            self.splits[split] = (paths, labels)
+        self.class_names = list(names or [])

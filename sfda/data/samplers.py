@@ -1,0 +1,60 @@
+"""A batch sampler that makes the global batch independent of the number of processes."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's share of each GLOBAL batch.
+
+    One seeded permutation per epoch (``seed + epoch``) is cut into global batches of
+    ``batch_size``; rank r takes the r-th contiguous slice of each. So the set of samples in
+    global step t is the same on 1 or N processes, which keeps pseudo-labels, banks and
+    (with synchronised BatchNorm) the training trajectory independent of the process count.
+    Evaluation (``shuffle=False, drop_last=False``) covers every sample exactly once.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: GLOBAL batch size, divisible by ``world_size`` when ``drop_last``.
+        shuffle: permute each epoch.
+        drop_last: drop the final incomplete global batch.
+        seed: run seed.
+        rank, world_size: this process and the number of processes.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size and drop_last:
+            raise ValueError(f"data.batch_size: the global batch size {batch_size} must be divisible by the number of processes {world_size}")
+        self.num_samples, self.batch_size, self.shuffle, self.drop_last = num_samples, batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start."""
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_samples, generator=gen).tolist()
+
+    def __iter__(self):
+        order = self._order()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            share = -(-len(batch) // self.world_size)  # ceil
+            mine = batch[self.rank * share : (self.rank + 1) * share]
+            if mine:
+                yield mine
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        if self.drop_last or rest == 0:
+            return full
+        share = -(-rest // self.world_size)
+        return full + (1 if self.rank * share < rest else 0)

@@ -1,0 +1,86 @@
+"""Input specification of a model and the albumentations views built from it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise calls the network at import
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+View = Literal["test", "weak", "strong"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects as input: square ``size``, ``channels`` (1 or 3), per-channel ``mean``/``std`` on [0, 1] pixels."""
+
+    size: int
+    channels: int = 3
+    mean: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
+    std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"input.channels: expected 1 or 3, got {self.channels}")
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != self.channels:
+                raise ValueError(f"input.{name}: expected {self.channels} values (one per channel), got {values}")
+            object.__setattr__(self, name, values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(**data)
+
+
+def build_view(spec: InputSpec, view: View = "test") -> A.Compose:
+    """Albumentations pipeline: HxW or HxWxC uint8 -> ``(channels, size, size)`` float tensor.
+
+    - test: resize + normalise only.
+    - weak: small affine jitter (shift 6%, scale 0.9-1.1, rotate 10 degrees).
+    - strong: larger affine, brightness/contrast, blur and one erased patch.
+    No flips: they change digit and text identities.
+    """
+    ops: list = [A.Resize(spec.size, spec.size)]
+    if view in ("weak", "strong"):
+        strength = 1.0 if view == "weak" else 2.0
+        ops.append(
+            A.Affine(
+                scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
+                translate_percent=(-0.06 * strength, 0.06 * strength),
+                rotate=(-10 * strength, 10 * strength),
+                p=1.0,
+            )
+        )
+    if view == "strong":
+        ops += [
+            A.RandomBrightnessContrast(0.4, 0.4, p=0.8),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.3),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.2, 0.4), hole_width_range=(0.2, 0.4), p=0.5),
+        ]
+    elif view != "test" and view != "weak":
+        raise ValueError(f"view: expected one of 'test', 'weak', 'strong', got '{view}'")
+    ops.append(A.Normalize(mean=spec.mean, std=spec.std, max_pixel_value=255.0))
+    return A.Compose(ops)
+
+
+def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.Tensor:
+    """Match ``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) to ``spec.channels``, apply ``pipeline``, return CHW float32."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if spec.channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif spec.channels == 1 and image.shape[2] == 3:
+        image = np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[:, :, None]
+    out = pipeline(image=np.ascontiguousarray(image))["image"]
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float()

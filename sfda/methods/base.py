@@ -1,0 +1,239 @@
+"""Base LightningModules: shared classification evaluation, optimiser, and the adaptation base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..data.transforms import InputSpec
+from ..metrics import LabelFreeScores
+from ..models import ArtifactError, ExternalModel, FeatureClassifier, SourceArtifact, load_artifact, wrap_external
+from ..pseudo_labels import gather_rows
+from ..progress import track
+
+
+@dataclass
+class Optim:
+    """Optimiser and schedule (SHOT family defaults).
+
+    Args:
+        name: 'sgd' (momentum, nesterov) or 'adam'.
+        lr: base learning rate (bottleneck and other non-backbone groups).
+        backbone_lr_mult: backbone lr = this x lr (spec: 0.1).
+        momentum, nesterov, weight_decay: SGD settings.
+        gamma, power: per-step decay lr_t = lr (1 + gamma t / T)^-power (T = total steps); power 0 = constant.
+    """
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    backbone_lr_mult: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-3
+    gamma: float = 10.0
+    power: float = 0.75
+
+
+class ClassifierTask(L.LightningModule):
+    """Evaluation shared by source training and adaptation.
+
+    Validation and test log ``<eval_prefix>/acc``, ``<eval_prefix>/acc_per_class`` (where the
+    evaluation split has labels) and label-free scores ``label_free/{entropy,im,snd}``.
+    """
+
+    eval_prefix = "target"
+    network: FeatureClassifier
+
+    def __init__(self, optim: Optim | None = None):
+        super().__init__()
+        self.optim = optim or Optim()
+        self.results: dict[str, float] = {}  # extra entries for results.json
+
+    def build_metrics(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        for stage in ("val", "test"):
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", ignore_index=-1))
+            setattr(self, f"{stage}_acc_per_class", MulticlassAccuracy(num_classes, average="macro", ignore_index=-1))
+            setattr(self, f"{stage}_label_free", LabelFreeScores())
+            setattr(self, f"{stage}_labelled", 0)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, H, W) -> (features (B, D), logits (B, K))``."""
+        return self.network(images)
+
+    # evaluation ---------------------------------------------------------------------------
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        _, logits = self(batch["image"])
+        probs = logits.float().softmax(dim=1)
+        getattr(self, f"{stage}_label_free").update(probs)
+        labels = batch["label"]
+        if (labels >= 0).any():
+            getattr(self, f"{stage}_acc").update(probs, labels)
+            getattr(self, f"{stage}_acc_per_class").update(probs, labels)
+            setattr(self, f"{stage}_labelled", getattr(self, f"{stage}_labelled") + int((labels >= 0).sum()))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        scores = getattr(self, f"{stage}_label_free").compute()
+        getattr(self, f"{stage}_label_free").reset()
+        self.log_dict({f"label_free/{k}": v for k, v in scores.items()}, sync_dist=False)
+        labelled = torch.tensor(float(getattr(self, f"{stage}_labelled")), device=self.device)
+        if self.trainer.world_size > 1:
+            labelled = self.all_gather(labelled).sum()
+        if labelled > 0:
+            for name in ("acc", "acc_per_class"):
+                metric = getattr(self, f"{stage}_{name}")
+                self.log(f"{self.eval_prefix}/{name}", metric.compute())
+                metric.reset()
+        setattr(self, f"{stage}_labelled", 0)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        _, logits = self(batch["image"])
+        probs = logits.float().softmax(dim=1)
+        confidence, prediction = probs.max(dim=1)
+        return {"index": batch["index"], "prediction": prediction, "confidence": confidence}
+
+    # optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups; subclasses choose which parameters train."""
+        groups = self.network.parameter_groups()
+        o = self.optim
+        return [{"params": [p for p in groups["backbone"] if p.requires_grad], "lr": o.lr * o.backbone_lr_mult},
+                {"params": [p for p in groups["bottleneck"] + groups["head"] if p.requires_grad], "lr": o.lr}]
+
+    def configure_optimizers(self):
+        groups = [g for g in self.parameter_groups() if g["params"]]
+        if not groups:
+            raise ValueError(f"{type(self).__name__}: no trainable parameters; nothing to optimise")
+        o = self.optim
+        if o.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / total) ** (-o.power))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{type(self).__name__}: loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                "(expected a finite value); lower model.optim.lr or check the input data. The last good checkpoint is kept.")
+
+
+class AdaptationModule(ClassifierTask):
+    """Base of every source-free adaptation method.
+
+    Loads the source artifact, checks it against the target data (class count, input spec),
+    freezes the classifier head (hypothesis transfer), measures source-only accuracy before
+    the first step, and offers ``full_pass`` over the target set for the engine.
+
+    Args:
+        source: path of a source artifact (``sfda fit`` of a source recipe writes one), or an
+            ``ExternalModel`` description of a model trained elsewhere.
+        optim: optimiser and schedule.
+        freeze_head: keep the final classifier fixed (SHOT, NRC, AaD: true).
+        evaluate_source: measure source-only accuracy on the evaluation split at fit start.
+    """
+
+    def __init__(self, source: str | ExternalModel, optim: Optim | None = None, freeze_head: bool = True,
+                 evaluate_source: bool = True):
+        super().__init__(optim)
+        self.artifact: SourceArtifact = wrap_external(source) if isinstance(source, ExternalModel) else load_artifact(source)
+        self.network = self.artifact.build()
+        self.freeze_head = freeze_head
+        self.evaluate_source = evaluate_source
+        if freeze_head:
+            self.network.head.requires_grad_(False)
+        self.build_metrics(self.artifact.num_classes)
+
+    # checks against the data --------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        check_against_data(self.artifact, datamodule)
+        if stage == "fit":
+            self.build_state(datamodule.num_samples("train"))
+
+    def build_state(self, num_samples: int) -> None:
+        """Create per-sample state (banks, pseudo-labels) sized to the target set; before checkpoint restore."""
+
+    def on_train_start(self) -> None:
+        if self.evaluate_source and "source_only/acc" not in self.results and self.current_epoch == 0:
+            self.results.update(self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sfda_results"] = dict(self.results)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.results.update(checkpoint.get("sfda_results", {}))
+
+    # the engine's full pass -----------------------------------------------------------------
+    @torch.no_grad()
+    def full_pass(self, loader, description: str = "engine pass") -> dict[str, torch.Tensor]:
+        """Eval-mode pass over ``loader`` on every process, gathered and ordered by global index.
+
+        Returns ``{"index": (N,), "features": (N, D), "probs": (N, C), "labels": (N,)}`` on this
+        device, identical on every rank (padding duplicates removed).
+        """
+        was_training = self.network.training
+        self.network.eval()
+        rows: dict[str, list] = {"index": [], "features": [], "probs": [], "labels": []}
+        with self.trainer.precision_plugin.forward_context():
+            for batch in track(loader, description, enabled=self.trainer.is_global_zero):
+                features, logits = self(batch["image"].to(self.device))
+                rows["index"].append(batch["index"].to(self.device))
+                rows["features"].append(features.float())
+                rows["probs"].append(logits.float().softmax(dim=1))
+                rows["labels"].append(batch["label"].to(self.device))
+        self.network.train(was_training)
+        out = {k: gather_rows(torch.cat(v)) for k, v in rows.items()}
+        order = torch.unique(out["index"], return_inverse=False)
+        first = torch.full((int(out["index"].max()) + 1,), -1, dtype=torch.long, device=self.device)
+        first[out["index"]] = torch.arange(out["index"].numel(), device=self.device)
+        pick = first[order]
+        return {k: v[pick] for k, v in out.items()}
+
+    def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
+        """Accuracy and per-class accuracy of the current network on a labelled loader."""
+        rows = self.full_pass(loader, f"evaluating {prefix}")
+        labelled = rows["labels"] >= 0
+        if not labelled.any():
+            return {}
+        pred, labels = rows["probs"].argmax(1)[labelled], rows["labels"][labelled]
+        per_class = [(pred[labels == c] == c).float().mean() for c in labels.unique()]
+        return {f"{prefix}/acc": float((pred == labels).float().mean()),
+                f"{prefix}/acc_per_class": float(torch.stack(per_class).mean())}
+
+
+def check_against_data(artifact: SourceArtifact, datamodule) -> None:
+    """Refuse a source model whose class count or input spec differs from the recipe's data."""
+    names = getattr(datamodule, "class_names", None)
+    if names and len(names) != artifact.num_classes:
+        raise ArtifactError(
+            f"class count mismatch: the source model has {artifact.num_classes} classes {artifact.class_names} "
+            f"but data ({type(datamodule).__name__}) has {len(names)} classes {names}; "
+            "use a source model trained on the target's class set")
+    spec = getattr(datamodule, "input_spec", None)
+    if spec is None:
+        datamodule.input_spec = artifact.input
+    elif InputSpec.from_dict(spec.to_dict()) != artifact.input:
+        raise ArtifactError(f"data.input {spec} differs from the source model's input spec {artifact.input}; "
+                            "remove data.input to adopt the model's preprocessing")
+

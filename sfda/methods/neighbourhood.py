@@ -1,0 +1,42 @@
+"""Shared machinery of the neighbourhood methods (NRC, AaD): feature and score banks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..pseudo_labels import TargetBank, cosine_knn
+from .base import AdaptationModule
+
+
+class NeighbourhoodMethod(AdaptationModule):
+    """Keeps a TargetBank of L2-normalised features and softmax scores for all N samples.
+
+    Filled by one eval pass before training (unless restored from a checkpoint); every step
+    first writes the current batch's detached rows (gathered from all processes), then
+    finds each sample's K nearest bank neighbours by cosine, self excluded.
+    """
+
+    k: int
+
+    def build_state(self, num_samples: int) -> None:
+        feature_dim = self.artifact.build()(torch.zeros(2, self.artifact.input.channels, self.artifact.input.size,
+                                                        self.artifact.input.size))[0].shape[1]
+        self.bank = TargetBank(num_samples, {"features": feature_dim, "scores": self.num_classes})
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if not self.bank.is_full():
+            rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "filling banks")
+            self.bank.write(rows["index"], synchronise=False, features=F.normalize(rows["features"], dim=1),
+                            scores=rows["probs"])
+
+    def step_neighbours(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, bank write-back and kNN. Returns ``probs (B, C)``, normalised ``features (B, D)``, neighbour indices ``(B, K)``."""
+        features, logits = self(batch["image"])
+        probs = logits.float().softmax(dim=1)
+        features = F.normalize(features.float(), dim=1)
+        with torch.no_grad():
+            self.bank.write(batch["index"], features=features, scores=probs)
+            _, near = cosine_knn(features, self.bank.features, self.k, query_index=batch["index"])
+        return probs, features, near

@@ -1,0 +1,26 @@
+"""The shared pseudo-label engine: banks, kNN, clustering, selection, EMA teacher, priors.
+
+Depends on torch only; every method builds its pseudo-labels from these pieces.
+"""
+
+from .bank import TargetBank
+from .clustering import augment_and_normalise, centroid_labels, kmeans
+from .distributed import gather_rows, gather_with_grad, world_size
+from .knn import cosine_knn, cosine_knn_faiss, faiss_available
+from .priors import class_marginal, estimated_prior, uniform_prior
+from .selection import (
+    class_balanced_mask,
+    confidence_mask,
+    entropy,
+    normalised_entropy,
+    unknown_by_entropy,
+    unknown_by_entropy_2means,
+)
+from .teacher import EMATeacher
+
+__all__ = [
+    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad",
+    "world_size", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
+    "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",
+    "unknown_by_entropy", "unknown_by_entropy_2means", "EMATeacher",
+]

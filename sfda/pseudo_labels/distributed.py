@@ -1,0 +1,46 @@
+"""Collectives the engine needs, safe on one process and under DDP (gloo or nccl)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` ``(n_r, ...)`` from every rank along dim 0, ranks in order.
+
+    Row counts may differ between ranks: each rank pads to the largest count before
+    ``all_gather`` (unequal shapes hang or abort gloo) and the padding is dropped after.
+    Every rank must call this. No gradient flows through the result.
+    """
+    if world_size() == 1:
+        return tensor
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    pieces = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(pieces, padded.contiguous())
+    return torch.cat([piece[: int(c.item())] for piece, c in zip(pieces, counts)])
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-shaped ``tensor`` from every rank, keeping the autograd graph.
+
+    Used for batch-level loss terms (the marginal of IM, AaD's dispersion) so the loss is
+    that of the global batch whatever the number of processes. Backward sums the
+    gradient of every rank's copy of the loss; since every rank computes the same loss
+    and DDP averages gradients, the parameter gradient equals that of one process.
+    """
+    if world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()))
