@@ -52,10 +52,10 @@ class SFDACLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
-def main(args: list[str] | None = None) -> SFDACLI:
+def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sfda`` console script."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    return SFDACLI(
+    SFDACLI(
         model_class=None,
         datamodule_class=None,
         subclass_mode_model=True,

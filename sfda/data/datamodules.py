@@ -103,7 +103,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False, drop_last=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        # Lightning re-creates batch samplers in predict mode, so a plain ordered loader is used;
+        # under DDP every rank predicts every sample and the CSV writer keeps one row per index.
+        return DataLoader(self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False,
+                          num_workers=self.num_workers)
 
     def bank_dataloader(self) -> DataLoader:
         """Unshuffled test-view pass over the (unlabelled) training set, for full bank refreshes."""

@@ -1,0 +1,55 @@
+"""Helpers of the benchmark suites: run the real `sfda` CLI, read results.json, append result rows.
+
+Rows follow DESIGN.md: {"benchmark", "setting", "method", "metric", "value", "seconds", "commit",
+"date"} plus "epochs" and "notes" where they say how a number was obtained.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "uncommitted"
+
+
+def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tuple[dict, float]:
+    """Run ``sfda <subcommand> --config <recipe>`` in a subprocess; returns (results.json, wall seconds)."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env.pop("SFDA_RUN_VERSION", None)
+    cmd = [sys.executable, "-m", "sfda.cli", subcommand, "--config", str(ROOT / recipe),
+           f"--trainer.default_root_dir={run_root}", "--trainer.enable_progress_bar=false", *overrides]
+    started = time.time()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.time() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    latest = max(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return json.loads((latest / "results.json").read_text()), seconds
+
+
+def append_rows(suite: str, rows: list[dict]) -> Path:
+    """Add rows to ``benchmarks/results/<suite>.json``, replacing rows with the same (benchmark, setting, method, metric)."""
+    path = RESULTS / f"{suite}.json"
+    existing = json.loads(path.read_text()) if path.exists() else []
+    key = lambda r: (r["benchmark"], r["setting"], r["method"], r["metric"])  # noqa: E731
+    fresh = {key(r) for r in rows}
+    merged = [r for r in existing if key(r) not in fresh] + rows
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1))
+    return path
+
+
+def row(benchmark: str, setting: str, method: str, metric: str, value: float, seconds: float, **extra) -> dict:
+    return {"benchmark": benchmark, "setting": setting, "method": method, "metric": metric, "value": round(float(value), 4),
+            "seconds": round(float(seconds), 1), "commit": commit(), "date": datetime.date.today().isoformat(), **extra}

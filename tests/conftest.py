@@ -1,0 +1,43 @@
+"""Shared fixtures: a real source model trained by `sfda fit` on optdigits, helpers to run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+DIGIT_INPUT = ["--data.init_args.input.size=28", "--data.init_args.input.channels=1",
+               "--data.init_args.input.mean=[0.5]", "--data.init_args.input.std=[0.5]"]
+
+
+def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `sfda` command in a subprocess (1 torch thread, no progress bar)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
+    full_env.pop("SFDA_RUN_VERSION", None)
+    done = subprocess.run([sys.executable, "-m", "sfda.cli", *args, "--trainer.enable_progress_bar=false"],
+                          cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"sfda {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def results_of(run_root: Path, version: int = 0) -> dict:
+    return json.loads((run_root / f"version_{version}" / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def mnist_source(tmp_path_factory) -> Path:
+    """A LeNet source artifact trained by `sfda fit` on real MNIST (subset, 1 epoch)."""
+    root = tmp_path_factory.mktemp("source")
+    run_sfda("fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/source.yaml"),
+             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=1", f"--model.init_args.artifact={root}/source.pt",
+             "--data.init_args.train_subset=3000", "--data.init_args.eval_subset=500")
+    artifact = root / "source.pt"
+    assert artifact.exists()
+    return artifact

@@ -1,0 +1,88 @@
+"""Data layer: real digit sets, hidden target labels, the global batch sampler, user image folders."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sfda.data import DigitsDataModule, ImageFolderDataModule, InputSpec
+from sfda.data.datasets import UNLABELLED
+from sfda.data.samplers import GlobalBatchSampler
+
+SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
+
+
+def test_optdigits_is_real_and_centred_like_mnist():
+    dm = DigitsDataModule("optdigits", role="target", input=SPEC)
+    dm.setup()
+    images, labels = dm.splits["train"]
+    assert images.shape[1:] == (28, 28) and len(images) + len(dm.splits["test"][0]) == 1797
+    assert set(np.unique(labels)) == set(range(10))
+    assert images[:, :4].max() == 0 and images[:, 24:].max() == 0  # 20x20 box, 4-pixel border like MNIST
+
+
+def test_target_training_data_hides_labels_and_returns_global_index():
+    dm = DigitsDataModule("optdigits", role="target", input=SPEC, train_subset=100)
+    dm.setup()
+    item = dm.dataset("train")[7]
+    assert item["label"] == UNLABELLED and item["index"] == 7 and item["image"].shape == (1, 28, 28)
+    assert dm.dataset("val")[0]["label"] >= 0  # the evaluation split keeps labels for reporting
+    batch = next(iter(dm.bank_dataloader()))
+    assert (batch["label"] == UNLABELLED).all()
+
+
+def test_source_role_holds_out_ten_percent():
+    dm = DigitsDataModule("optdigits", role="source", input=SPEC)
+    dm.setup()
+    n_train, n_val = len(dm.splits["train"][0]), len(dm.splits["val"][0])
+    assert n_val == int((n_train + n_val) * 0.1)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_global_batches_do_not_depend_on_process_count(world):
+    single = list(GlobalBatchSampler(103, 8, shuffle=True, drop_last=True, seed=3))
+    shards = [list(GlobalBatchSampler(103, 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=world)) for r in range(world)]
+    assert all(len(s) == len(single) for s in shards)
+    for step, batch in enumerate(single):
+        assert sum((s[step] for s in shards), []) == batch
+
+
+def test_evaluation_sampler_covers_every_sample_once():
+    shards = [list(GlobalBatchSampler(21, 8, shuffle=False, drop_last=False, rank=r, world_size=2)) for r in range(2)]
+    seen = sorted(i for s in shards for b in s for i in b)
+    assert seen == list(range(21))
+    assert [len(GlobalBatchSampler(21, 8, False, False, rank=r, world_size=2)) for r in range(2)] == [len(s) for s in shards]
+
+
+def test_image_folder_list_file_and_bad_input(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    dm = ImageFolderDataModule(str(tmp_path), input=InputSpec(size=16), batch_size=2)
+    dm.setup()
+    assert dm.class_names == ["cat", "dog"] and len(dm.splits["train"][0]) == 6
+    assert dm.dataset("train")[0]["image"].shape == (3, 16, 16)
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("cat/0.png 0\ndog/1.png dog\n")
+    dm = ImageFolderDataModule(str(listing), class_names=["cat", "dog"], input=InputSpec(size=16))
+    dm.setup()
+    assert list(dm.splits["train"][1]) == [0, 1]
+
+    (tmp_path / "bad.txt").write_text("cat/0.png 7\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: label 7 outside"):
+        ImageFolderDataModule(str(tmp_path / "bad.txt"), class_names=["cat", "dog"], input=InputSpec(size=16)).setup()
+    with pytest.raises(FileNotFoundError, match="data.train: .*does not exist"):
+        ImageFolderDataModule(str(tmp_path / "missing"), input=InputSpec(size=16)).setup()
+
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
+    dm = ImageFolderDataModule(str(tmp_path), input=InputSpec(size=16))
+    dm.setup()
+    broken = [i for i, p in enumerate(dm.splits["train"][0]) if p.name == "broken.png"][0]
+    with pytest.raises(OSError, match=r"broken.png: corrupt or unreadable image"):
+        dm.dataset("train")[broken]
+
+
+def test_input_spec_checks_channels():
+    with pytest.raises(ValueError, match=r"input.mean: expected 3 values"):
+        InputSpec(size=8, channels=3, mean=(0.5,), std=(0.5, 0.5, 0.5))

@@ -1,0 +1,42 @@
+"""DDP (2 CPU processes, launched as a subprocess) and exact resume."""
+
+import pytest
+import torch
+
+from conftest import ROOT, results_of, run_sfda
+
+SMALL = ["--data.init_args.train_subset=512", "--data.init_args.eval_subset=256"]
+
+
+def checkpoint_state(run_root, name="last.ckpt"):
+    return torch.load(run_root / "version_0" / "checkpoints" / name, weights_only=True)["state_dict"]
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("method", ["shot", "nrc", "aad", "tent"])
+def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
+    common = ["fit", "--config", str(ROOT / f"recipes/digits/mnist_optdigits/{method}.yaml"),
+              f"--model.init_args.source={mnist_source}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu", *SMALL]
+    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
+    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp", "--trainer.devices=2")
+    one, two = checkpoint_state(tmp_path / "one"), checkpoint_state(tmp_path / "two")
+    assert results_of(tmp_path / "two")["source_only/acc"] == results_of(tmp_path / "one")["source_only/acc"]
+    if method == "shot":  # pseudo-labels of the first epoch: from the same source model on 1 or 2 processes
+        assert (one["pseudo_labels"] >= 0).all() and torch.equal(one["pseudo_labels"], two["pseudo_labels"])
+    if method in ("nrc", "aad"):  # every rank wrote every row: the bank is complete and finite
+        assert two["bank.filled"].all() and torch.isfinite(two["bank.scores"]).all()
+        assert torch.allclose(two["bank.scores"].sum(1), torch.ones(512), atol=1e-3)
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
+    recipe = ["fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/nrc.yaml"),
+              f"--model.init_args.source={mnist_source}", *SMALL]
+    run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'full'}")
+    run_sfda(*recipe, "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'part'}")
+    last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
+    run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}", f"--ckpt_path={last}")
+    full = checkpoint_state(tmp_path / "full")
+    resumed = torch.load(tmp_path / "part" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(full["bank.features"], resumed["bank.features"])
+    assert torch.equal(full["bank.scores"], resumed["bank.scores"])
+    assert results_of(tmp_path / "full")["target/acc"] == results_of(tmp_path / "part", 1)["target/acc"]
