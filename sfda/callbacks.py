@@ -53,17 +53,19 @@ class RunRecorder(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.started = time.time()
-        if trainer.is_global_zero and trainer.log_dir:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
+        if trainer.is_global_zero and log_dir:
             info = {"stage": stage, "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
                     "git_commit": git_commit(), "processes": trainer.world_size, "precision": str(trainer.precision),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.log_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(log_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not trainer.is_global_zero or not trainer.log_dir:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
+        if not trainer.is_global_zero or not log_dir:
             return
-        path = Path(trainer.log_dir) / "results.json"
+        path = Path(log_dir) / "results.json"
         results = json.loads(path.read_text()) if path.exists() else {}
         for key, value in trainer.callback_metrics.items():
             if (number := _scalar(value)) is not None:
@@ -101,11 +103,12 @@ class PredictionCSV(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
         rows = {k: torch.cat([p[k] for p in predictions]) for k in ("index", "prediction", "confidence")}
         gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in rows.items()} if trainer.world_size > 1 else rows
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
         if not trainer.is_global_zero:
             return
         names = getattr(trainer.datamodule, "class_names", None) or []
         order = torch.argsort(gathered["index"])
-        path = Path(trainer.log_dir or ".") / "predictions.csv"
+        path = Path(log_dir or ".") / "predictions.csv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "prediction", "class_name", "confidence"])
