@@ -120,3 +120,19 @@ class PredictionCSV(BasePredictionWriter):
                 seen.add(index)
                 pred = int(gathered["prediction"][i])
                 writer.writerow([index, pred, names[pred] if pred < len(names) else pred, f"{float(gathered['confidence'][i]):.6f}"])
+
+
+class StopAfterEpochs(Callback):
+    """Stop cleanly after ``epochs`` training epochs without changing the schedule (which
+    depends on ``max_epochs``): for time-sliced or preemptible machines; resume with ``--ckpt_path``.
+
+    Args:
+        epochs: number of epochs to run in this session.
+    """
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
