@@ -46,10 +46,20 @@ def _scalar(value) -> float | None:
 
 class RunRecorder(Callback):
     """Writes ``run_info.json`` (seed, versions, git commit, command) at start and
-    ``results.json`` (flat metric keys, ``wall_s``) at the end of fit and of test, rank 0 only."""
+    ``results.json`` (flat metric keys, ``wall_s``) at the end of fit and of test, rank 0 only.
+
+    Timings in ``results.json``: ``timing/epoch_s`` (mean wall seconds of a training epoch of
+    this session, from epoch start to epoch end, so including per-epoch engine passes and any
+    validation run inside the epoch), ``timing/train_images_per_s`` (global training images per
+    second of epoch time) and ``timing/<phase>_s`` from the module's stopwatch (``engine``:
+    pseudo-label passes, clustering, bank writes and kNN within epochs; ``bank_fill``: the initial
+    bank pass; ``evaluation``: source-only evaluation) and ``timing/engine_share`` = engine / epoch time.
+    """
 
     def __init__(self):
         self.started = time.time()
+        self.epoch_seconds: list[float] = []
+        self._epoch_started = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.started = time.time()
@@ -61,6 +71,25 @@ class RunRecorder(Callback):
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
 
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
+
+    def _timings(self, trainer, pl_module) -> dict[str, float]:
+        out = {f"timing/{phase}_s": seconds for phase, seconds in getattr(pl_module, "stopwatch", None).totals.items()} \
+            if hasattr(pl_module, "stopwatch") else {}
+        if self.epoch_seconds:
+            epoch_s = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            out["timing/epoch_s"] = epoch_s
+            global_batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
+            if global_batch and trainer.num_training_batches not in (None, float("inf")):
+                out["timing/train_images_per_s"] = trainer.num_training_batches * global_batch / epoch_s
+            if "timing/engine_s" in out:
+                out["timing/engine_share"] = out["timing/engine_s"] / sum(self.epoch_seconds)
+        return out
+
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
         if not trainer.is_global_zero or not log_dir:
@@ -71,6 +100,8 @@ class RunRecorder(Callback):
             if (number := _scalar(value)) is not None:
                 results[key] = number
         results.update(getattr(pl_module, "results", {}))
+        if stage == "fit":
+            results.update(self._timings(trainer, pl_module))
         results[f"{stage}/wall_s"] = time.time() - self.started
         results["wall_s"] = results[f"{stage}/wall_s"]
         results["epochs"] = trainer.current_epoch

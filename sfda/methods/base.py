@@ -14,6 +14,7 @@ from ..metrics import LabelFreeScores
 from ..models import ArtifactError, ExternalModel, FeatureClassifier, SourceArtifact, load_artifact, wrap_external
 from ..pseudo_labels import gather_rows
 from ..progress import track
+from ..timing import Stopwatch
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ClassifierTask(L.LightningModule):
         super().__init__()
         self.optim = optim or Optim()
         self.results: dict[str, float] = {}  # extra entries for results.json
+        self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
 
     def build_metrics(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -186,12 +188,17 @@ class AdaptationModule(ClassifierTask):
 
     # the engine's full pass -----------------------------------------------------------------
     @torch.no_grad()
-    def full_pass(self, loader, description: str = "engine pass") -> dict[str, torch.Tensor]:
+    def full_pass(self, loader, description: str = "engine pass", phase: str = "engine") -> dict[str, torch.Tensor]:
         """Eval-mode pass over ``loader`` on every process, gathered and ordered by global index.
+        Its time counts towards ``timing/<phase>_s``.
 
         Returns ``{"index": (N,), "features": (N, D), "probs": (N, C), "labels": (N,)}`` on this
         device, identical on every rank (padding duplicates removed).
         """
+        with self.stopwatch(phase):
+            return self._full_pass(loader, description)
+
+    def _full_pass(self, loader, description: str) -> dict[str, torch.Tensor]:
         was_training = self.network.training
         self.network.eval()
         rows: dict[str, list] = {"index": [], "features": [], "probs": [], "labels": []}
@@ -212,7 +219,7 @@ class AdaptationModule(ClassifierTask):
 
     def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
         """Accuracy and per-class accuracy of the current network on a labelled loader."""
-        rows = self.full_pass(loader, f"evaluating {prefix}")
+        rows = self.full_pass(loader, f"evaluating {prefix}", phase="evaluation")
         labelled = rows["labels"] >= 0
         if not labelled.any():
             return {}

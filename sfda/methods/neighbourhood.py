@@ -27,7 +27,7 @@ class NeighbourhoodMethod(AdaptationModule):
     def on_train_start(self) -> None:
         super().on_train_start()
         if not self.bank.is_full():
-            rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "filling banks")
+            rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "filling banks", phase="bank_fill")
             self.bank.write(rows["index"], synchronise=False, features=F.normalize(rows["features"], dim=1),
                             scores=rows["probs"])
 
@@ -36,7 +36,7 @@ class NeighbourhoodMethod(AdaptationModule):
         features, logits = self(batch["image"])
         probs = logits.float().softmax(dim=1)
         features = F.normalize(features.float(), dim=1)
-        with torch.no_grad():
+        with torch.no_grad(), self.stopwatch("engine"):
             self.bank.write(batch["index"], features=features, scores=probs)
             _, near = cosine_knn(features, self.bank.features, self.k, query_index=batch["index"])
         return probs, features, near

@@ -31,7 +31,7 @@ class NRC(NeighbourhoodMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         probs, _, near = self.step_neighbours(batch)
-        with torch.no_grad():
+        with torch.no_grad(), self.stopwatch("engine"):
             bank_feats, bank_scores = self.bank.features, self.bank.scores
             b, k = near.shape
             _, near_near = cosine_knn(bank_feats[near.reshape(-1)], bank_feats, self.kk, query_index=near.reshape(-1))

@@ -37,8 +37,9 @@ class SHOT(AdaptationModule):
     def on_train_epoch_start(self) -> None:
         if self.beta == 0:
             return
-        rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "SHOT pseudo-labels")
-        labels = centroid_labels(rows["features"], rows["probs"], self.rounds, self.min_count)
+        with self.stopwatch("engine"):
+            rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "SHOT pseudo-labels")
+            labels = centroid_labels(rows["features"], rows["probs"], self.rounds, self.min_count)
         self.pseudo_labels[rows["index"]] = labels.to(self.pseudo_labels.device)
         self.log("engine/pseudo_label_changed_vs_argmax", (labels != rows["probs"].argmax(1)).float().mean())
 
