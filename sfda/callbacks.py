@@ -114,12 +114,14 @@ class RunRecorder(Callback):
         self._write(trainer, pl_module, "test")
 
 
-class EpochSeeder(Callback):
-    """Reseeds python, numpy and torch at every training epoch start from (run seed, epoch, rank),
-    so a run resumed at epoch k draws the same random numbers as an uninterrupted one."""
+class StepSeeder(Callback):
+    """Reseeds python, numpy and torch before every training step from (run seed, global step,
+    rank), so dropout and other in-step randomness do not depend on what drew random numbers
+    before (Lightning's loop restart does): a resumed run draws the same numbers as an
+    uninterrupted one. Augmentations are seeded per sample by the sampler instead."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seed = (int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000003 + trainer.current_epoch * 1009 + trainer.global_rank) % 2**31
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        seed = (int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000003 + trainer.global_step * 1009 + trainer.global_rank) % 2**31
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)

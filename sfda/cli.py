@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from .callbacks import EpochSeeder, PredictionCSV, RunRecorder
+from .callbacks import PredictionCSV, RunRecorder, StepSeeder
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 
@@ -48,7 +48,7 @@ class SFDACLI(LightningCLI):
             callbacks.append(ModelCheckpoint(save_last=True))
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
-        callbacks += [RunRecorder(), EpochSeeder(), PredictionCSV()]
+        callbacks += [RunRecorder(), StepSeeder(), PredictionCSV()]
         return super()._instantiate_trainer(config, callbacks)
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import ROOT, results_of, run_sfda
+
 from sfda.models import ArtifactError, load_artifact
 
 METHODS = ["shot", "shot_im", "nrc", "aad", "tent"]

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sfda.data import DigitsDataModule, ImageFolderDataModule, InputSpec
-from sfda.data.datasets import UNLABELLED
+from sfda.data.datasets import UNLABELLED, ImageDataset
 from sfda.data.samplers import GlobalBatchSampler
 
 SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
@@ -44,6 +45,23 @@ def test_global_batches_do_not_depend_on_process_count(world):
     assert all(len(s) == len(single) for s in shards)
     for step, batch in enumerate(single):
         assert sum((s[step] for s in shards), []) == batch
+
+
+def test_training_augmentation_is_seeded_per_sample_not_by_global_state():
+    images = np.random.default_rng(0).integers(0, 255, (6, 28, 28), dtype=np.uint8)
+    dataset = ImageDataset(images, None, InputSpec(28, 1, (0.5,), (0.5,)), view="strong")
+    batches = list(GlobalBatchSampler(6, 3, shuffle=True, drop_last=True, seed=5, seeded=True))
+    key = batches[0][0]
+    assert isinstance(key, tuple) and key[0] in range(6)
+    first = dataset[key]["image"]
+    torch.manual_seed(123), np.random.seed(7)  # global state must not matter
+    dataset[(key[0], key[1] + 1)]  # nor what was drawn in between
+    assert torch.equal(dataset[key]["image"], first)
+    assert not torch.equal(dataset[(key[0], key[1] + 1)]["image"], first)
+    assert dataset[key]["index"] == key[0]
+    sampler = GlobalBatchSampler(6, 3, shuffle=True, drop_last=True, seed=5, seeded=True)
+    sampler.set_epoch(1)
+    assert [k[1] for b in sampler for k in b] != [k[1] for b in batches for k in b]  # a new draw each epoch
 
 
 def test_evaluation_sampler_covers_every_sample_once():
@@ -86,3 +104,23 @@ def test_image_folder_list_file_and_bad_input(tmp_path):
 def test_input_spec_checks_channels():
     with pytest.raises(ValueError, match=r"input.mean: expected 3 values"):
         InputSpec(size=8, channels=3, mean=(0.5,), std=(0.5, 0.5, 0.5))
+
+
+def test_fashion_mnist_is_fetched_from_its_debian_package():
+    dm = DigitsDataModule("fashion_mnist", role="target", input=SPEC)
+    dm.setup()
+    (train_x, _), (test_x, test_y) = dm.splits["train"], dm.splits["test"]
+    assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28) and train_x.dtype == np.uint8
+    assert np.bincount(test_y).tolist() == [1000] * 10  # the real test split is balanced
+    assert dm.class_names[0] == "t-shirt" and len(dm.class_names) == 10
+
+
+@pytest.mark.parametrize("uri, package", [("pypi://no-such-sfda-package==0.0.1/x.bin", "no-such-sfda-package==0.0.1"),
+                                          ("deb://no-such-sfda-package/usr/share/x.bin", "no-such-sfda-package")])
+def test_a_failed_fetch_names_the_package_and_the_manual_alternative(uri, package, tmp_path):
+    from sfda.data.fetch import FetchError, resolve
+
+    with pytest.raises(FetchError, match="Fetch it by hand") as err:
+        resolve(uri, tmp_path)
+    assert package in str(err.value)
+    assert not any(tmp_path.rglob("x.bin"))  # nothing half-written

@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 
 from sfda.pseudo_labels import (
-    EMATeacher, TargetBank, centroid_labels, class_balanced_mask, confidence_mask, cosine_knn, estimated_prior,
-    gather_rows, kmeans, normalised_entropy, unknown_by_entropy_2means,
+    EMATeacher,
+    TargetBank,
+    centroid_labels,
+    class_balanced_mask,
+    confidence_mask,
+    cosine_knn,
+    estimated_prior,
+    gather_rows,
+    kmeans,
+    normalised_entropy,
+    unknown_by_entropy_2means,
 )
 
 

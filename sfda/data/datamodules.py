@@ -12,7 +12,7 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from .datasets import ImageDataset
 from .digits import DATASETS, class_names, load_digits_split
@@ -87,8 +87,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if drop_last and len(dataset) < batch_size:
             raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training samples; the run would do zero steps")
-        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last,
-                                     seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), rank=rank, world_size=world)
+        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                                     rank=rank, world_size=world, seeded=dataset.view != "test")
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

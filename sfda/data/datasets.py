@@ -49,6 +49,10 @@ class ImageDataset(Dataset):
                 raise OSError(f"{item}: corrupt or unreadable image (sample index {index}): {err}") from err
         return item
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key`` is a sample index, or ``(index, seed)`` to draw this sample's augmentation from ``seed``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None and self.view != "test":
+            self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
         return {"image": to_tensor(self.load(index), self.spec, self.pipeline), "label": label, "index": index}

@@ -6,7 +6,12 @@ import torch
 from torch.utils.data import Sampler
 
 
-class GlobalBatchSampler(Sampler[list[int]]):
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded ``seed``."""
+    return (((seed * 1_000_003) + epoch) * 1_000_033 + index) % 2**31
+
+
+class GlobalBatchSampler(Sampler[list]):
     """Yields this rank's share of each GLOBAL batch.
 
     One seeded permutation per epoch (``seed + epoch``) is cut into global batches of
@@ -15,6 +20,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
     (with synchronised BatchNorm) the training trajectory independent of the process count.
     Evaluation (``shuffle=False, drop_last=False``) covers every sample exactly once.
 
+    With ``seeded`` each element is ``(index, sample_seed(seed, epoch, index))`` rather than
+    ``index``: the dataset seeds that sample's random augmentation from it, so augmentations
+    depend on neither the process count, the worker count nor what else drew random numbers
+    (a resumed run draws the same ones).
+
     Args:
         num_samples: dataset length.
         batch_size: GLOBAL batch size, divisible by ``world_size`` when ``drop_last``.
@@ -22,14 +32,16 @@ class GlobalBatchSampler(Sampler[list[int]]):
         drop_last: drop the final incomplete global batch.
         seed: run seed.
         rank, world_size: this process and the number of processes.
+        seeded: yield ``(index, seed)`` pairs (see above).
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, seeded: bool = False):
         if batch_size % world_size and drop_last:
             raise ValueError(f"data.batch_size: the global batch size {batch_size} must be divisible by the number of processes {world_size}")
         self.num_samples, self.batch_size, self.shuffle, self.drop_last = num_samples, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.seeded = seeded
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at each epoch start."""
@@ -50,7 +62,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
             share = -(-len(batch) // self.world_size)  # ceil
             mine = batch[self.rank * share : (self.rank + 1) * share]
             if mine:
-                yield mine
+                yield [(i, sample_seed(self.seed, self.epoch, i)) for i in mine] if self.seeded else mine
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)

@@ -11,9 +11,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.transforms import InputSpec
 from ..metrics import LabelFreeScores
-from ..models import ArtifactError, ExternalModel, FeatureClassifier, SourceArtifact, load_artifact, wrap_external
-from ..pseudo_labels import gather_rows
+from ..models import (
+    ArtifactError,
+    ExternalModel,
+    FeatureClassifier,
+    SourceArtifact,
+    load_artifact,
+    wrap_external,
+)
 from ..progress import track
+from ..pseudo_labels import gather_rows
 from ..timing import Stopwatch
 
 

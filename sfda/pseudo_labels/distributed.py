@@ -28,7 +28,7 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     padded[: tensor.shape[0]] = tensor
     pieces = [torch.zeros_like(padded) for _ in counts]
     dist.all_gather(pieces, padded.contiguous())
-    return torch.cat([piece[: int(c.item())] for piece, c in zip(pieces, counts)])
+    return torch.cat([piece[: int(c.item())] for piece, c in zip(pieces, counts, strict=True)])
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

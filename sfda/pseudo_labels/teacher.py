@@ -31,9 +31,9 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
         """Move the teacher towards ``student`` (call per step or per epoch)."""
-        for t, s in zip(self.model.parameters(), student.parameters()):
+        for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
             t.lerp_(s.detach(), 1.0 - self.momentum)
-        for t, s in zip(self.model.buffers(), student.buffers()):
+        for t, s in zip(self.model.buffers(), student.buffers(), strict=True):
             if t.dtype.is_floating_point:
                 t.lerp_(s.detach(), 1.0 - self.momentum)
             else:
