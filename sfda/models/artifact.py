@@ -74,6 +74,10 @@ class ExternalModel:
     kwargs: dict = field(default_factory=dict)
     bottleneck_layers: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
+            self.input = InputSpec.from_dict(self.input)
+
 
 @dataclass
 class SourceArtifact:
