@@ -1,0 +1,64 @@
+"""Rewrite the README's results tables from ``benchmarks/results/*.json``.
+
+    python benchmarks/report.py
+
+One table per suite file: a row per (benchmark, setting, method), a column per metric, each
+cell the measured value (fractions as written, seconds rounded). The README region between
+``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from common import RESULTS, ROOT
+
+METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-val-acc",
+                "epoch-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def fmt(metric: str, value: float) -> str:
+    if metric in ("epoch-seconds", "images-per-s", "hd95"):
+        return f"{value:.1f}"
+    if metric in ("overhead", "speedup"):
+        return f"{value:.2f}x"
+    return f"{value:.4f}"
+
+
+def table(rows: list[dict]) -> str:
+    metrics = sorted({r["metric"] for r in rows}, key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
+    keys: dict[tuple, dict] = {}
+    for r in rows:
+        cell = keys.setdefault((r["benchmark"], r["setting"], r["method"]), {"epochs": r.get("epochs", "")})
+        cell[r["metric"]] = fmt(r["metric"], r["value"])
+    lines = ["| benchmark | setting | method | epochs | " + " | ".join(metrics) + " |",
+             "|---" * (4 + len(metrics)) + "|"]
+    for (bench, setting, method), cell in keys.items():
+        lines.append(f"| {bench} | {setting} | {method} | {cell['epochs']} | " + " | ".join(cell.get(m, "") for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    parts = []
+    for path in sorted(RESULTS.glob("*.json")):
+        rows = json.loads(path.read_text())
+        if rows:
+            parts.append(f"**{path.stem}** (`benchmarks/results/{path.name}`)\n\n{table(rows)}")
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: missing the {START} / {END} markers")
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{render()}\n{END}", text, flags=re.S)
+    readme.write_text(new)
+    print(f"{readme}: results tables rewritten")
+
+
+if __name__ == "__main__":
+    main()

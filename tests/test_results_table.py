@@ -1,0 +1,22 @@
+"""The README's results tables are the ones generated from benchmarks/results/*.json."""
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import report  # noqa: E402
+
+
+def test_readme_results_match_the_result_files():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(report.START, 1)[1].split(report.END, 1)[0].strip()
+    assert block == report.render().strip(), "README results are stale: run `python benchmarks/report.py`"
+
+
+def test_table_has_a_column_per_metric_and_a_row_per_method():
+    rows = [{"benchmark": "b", "setting": "closed", "method": m, "metric": k, "value": v, "epochs": 1}
+            for m, k, v in [("shot", "acc", 0.9), ("shot", "epoch-seconds", 12.34), ("nrc", "acc", 0.8)]]
+    lines = report.table(rows).splitlines()
+    assert lines[0] == "| benchmark | setting | method | epochs | acc | epoch-seconds |"
+    assert lines[2] == "| b | closed | shot | 1 | 0.9000 | 12.3 |" and lines[3] == "| b | closed | nrc | 1 | 0.8000 |  |"
