@@ -128,7 +128,8 @@ class StepSeeder(Callback):
 
 
 class PredictionCSV(BasePredictionWriter):
-    """``sfda predict`` output: ``predictions.csv`` with index, predicted class id and name, confidence."""
+    """``sfda predict`` output: ``predictions.csv`` with index, predicted class id and name, confidence.
+    A sample the method rejects has class id ``num_classes`` and the name ``unknown``."""
 
     def __init__(self):
         super().__init__(write_interval="epoch")
@@ -152,7 +153,8 @@ class PredictionCSV(BasePredictionWriter):
                     continue
                 seen.add(index)
                 pred = int(gathered["prediction"][i])
-                writer.writerow([index, pred, names[pred] if pred < len(names) else pred, f"{float(gathered['confidence'][i]):.6f}"])
+                name = names[pred] if pred < len(names) else ("unknown" if pred == len(names) else str(pred))
+                writer.writerow([index, pred, name, f"{float(gathered['confidence'][i]):.6f}"])
 
 
 class StopAfterEpochs(Callback):

@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from .class_split import ClassSplit
 from .datasets import ImageDataset
 from .digits import DATASETS, class_names, load_digits_split
 from .samplers import GlobalBatchSampler
@@ -46,6 +47,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.train_subset, self.eval_subset = train_subset, eval_subset
         self.splits: dict[str, tuple] = {}
         self.class_names: list[str] = []
+        self.split: ClassSplit | None = None  # universal-DA class split; None = closed set
+
+    @property
+    def unknown_label(self) -> int | None:
+        """Label of unknown target samples (one past the known classes), None in a closed-set run."""
+        return self.split.unknown_label if self.split is not None and self.split.has_unknown else None
 
     @property
     def num_classes(self) -> int:
@@ -119,27 +126,51 @@ class DigitsDataModule(ImageClassificationDataModule):
     Args:
         dataset: 'mnist', 'optdigits' or 'fashion_mnist'.
         root: data cache (default ``$SFDA_DATA`` or ``./data``).
+        split: a universal-DA class split (see ``ClassSplit``): a source role keeps the source
+            classes; a target role keeps shared and target-private classes and mixes in
+            ``split.unknown_dataset``. None: all classes, closed set.
         (the rest: see ImageClassificationDataModule)
     """
 
     def __init__(self, dataset: Literal["mnist", "optdigits", "fashion_mnist"] = "mnist", root: str | None = None,
                  role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None):
+                 eval_subset: int | None = None, split: ClassSplit | None = None):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset, eval_subset)
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset '{dataset}', expected one of {DATASETS}")
-        self.name, self.root = dataset, root
-        self.class_names = class_names(dataset)
+        if split is not None and split.unknown_dataset is not None and split.unknown_dataset not in DATASETS:
+            raise ValueError(f"data.split.unknown_dataset: unknown dataset '{split.unknown_dataset}', expected one of {DATASETS}")
+        self.name, self.root, self.split = dataset, root, split
+        names = class_names(dataset)
+        if split is not None:
+            missing = [c for c in split.source_classes + split.target_private if not 0 <= c < len(names)]
+            if missing:
+                raise ValueError(f"data.split: classes {missing} do not exist in {dataset} (ids 0..{len(names) - 1})")
+            names = [names[c] for c in split.source_classes]
+        self.class_names = names
 
     def prepare_data(self) -> None:
         """Fetch and cache both splits (rank 0 only, Lightning's contract)."""
-        for split in ("train", "test"):
-            load_digits_split(self.name, split, self.root)
+        for name in {self.name} | ({self.split.unknown_dataset} if self.split and self.split.unknown_dataset else set()):
+            for part in ("train", "test"):
+                load_digits_split(name, part, self.root)
+
+    def _load(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = load_digits_split(self.name, part, self.root)
+        if self.split is None:
+            return images, labels
+        if self.role == "source":
+            return self.split.source_labels(images, labels)
+        images, labels = self.split.relabel_target(images, labels)
+        if self.split.unknown_dataset is not None:
+            other, _ = load_digits_split(self.split.unknown_dataset, part, self.root)
+            images, labels = self.split.mix_unknown(images, labels, other, seed=0 if part == "train" else 1)
+        return images, labels
 
     def load_splits(self) -> None:
-        train_x, train_y = load_digits_split(self.name, "train", self.root)
-        test_x, test_y = load_digits_split(self.name, "test", self.root)
+        train_x, train_y = self._load("train")
+        test_x, test_y = self._load("test")
         if self.role == "source":
             order = np.random.default_rng(0).permutation(len(train_y))
             n_val = int(len(order) * SOURCE_VAL_FRACTION)

@@ -1,6 +1,11 @@
 """Documented loss functions shared by the methods. Shapes: B batch, C classes, K neighbours."""
 
-from .information import information_maximization, mean_entropy
+from .information import (
+    information_maximization,
+    masked_information_maximization,
+    mean_entropy,
+    soft_cross_entropy,
+)
 from .neighbourhood import attract_disperse, weighted_neighbour_affinity
 
-__all__ = ["information_maximization", "mean_entropy", "attract_disperse", "weighted_neighbour_affinity"]
+__all__ = ["information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity"]

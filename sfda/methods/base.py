@@ -7,10 +7,9 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.transforms import InputSpec
-from ..metrics import LabelFreeScores
+from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
 from ..models import (
     ArtifactError,
     ExternalModel,
@@ -20,7 +19,7 @@ from ..models import (
     wrap_external,
 )
 from ..progress import track
-from ..pseudo_labels import gather_rows
+from ..pseudo_labels import gather_rows, normalised_entropy
 from ..timing import Stopwatch
 
 
@@ -50,7 +49,10 @@ class ClassifierTask(L.LightningModule):
     """Evaluation shared by source training and adaptation.
 
     Validation and test log ``<eval_prefix>/acc``, ``<eval_prefix>/acc_per_class`` (where the
-    evaluation split has labels) and label-free scores ``label_free/{entropy,im,snd}``.
+    evaluation split has labels; with unknown target samples also ``known_acc``, ``unknown_acc``
+    and ``h_score``, see ``sfda.metrics.accuracy``) and label-free scores
+    ``label_free/{entropy,im,snd}``. Predictions are ``predict_labels``: the argmax, or
+    ``num_classes`` ("unknown") for samples the method rejects.
     """
 
     eval_prefix = "target"
@@ -65,10 +67,21 @@ class ClassifierTask(L.LightningModule):
     def build_metrics(self, num_classes: int) -> None:
         self.num_classes = num_classes
         for stage in ("val", "test"):
-            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", ignore_index=-1))
-            setattr(self, f"{stage}_acc_per_class", MulticlassAccuracy(num_classes, average="macro", ignore_index=-1))
+            setattr(self, f"{stage}_scores", ClassificationScores(num_classes))
             setattr(self, f"{stage}_label_free", LabelFreeScores())
-            setattr(self, f"{stage}_labelled", 0)
+
+    def unknown_threshold(self) -> float | None:
+        """Normalised-entropy threshold above which a sample is predicted unknown; None: never."""
+        return None
+
+    def predict_labels(self, probs: torch.Tensor) -> torch.Tensor:
+        """``(N, C) -> (N,)`` class ids, ``C`` for samples rejected as unknown."""
+        predictions = probs.argmax(dim=1)
+        threshold = self.unknown_threshold()
+        if threshold is not None:
+            predictions = torch.where(normalised_entropy(probs) > threshold, torch.full_like(predictions, probs.shape[1]),
+                                      predictions)
+        return predictions
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W) -> (features (B, D), logits (B, K))``."""
@@ -79,25 +92,15 @@ class ClassifierTask(L.LightningModule):
         _, logits = self(batch["image"])
         probs = logits.float().softmax(dim=1)
         getattr(self, f"{stage}_label_free").update(probs)
-        labels = batch["label"]
-        if (labels >= 0).any():
-            getattr(self, f"{stage}_acc").update(probs, labels)
-            getattr(self, f"{stage}_acc_per_class").update(probs, labels)
-            setattr(self, f"{stage}_labelled", getattr(self, f"{stage}_labelled") + int((labels >= 0).sum()))
+        getattr(self, f"{stage}_scores").update(self.predict_labels(probs), batch["label"])
 
     def _eval_epoch_end(self, stage: str) -> None:
-        scores = getattr(self, f"{stage}_label_free").compute()
-        getattr(self, f"{stage}_label_free").reset()
-        self.log_dict({f"label_free/{k}": v for k, v in scores.items()}, sync_dist=False)
-        labelled = torch.tensor(float(getattr(self, f"{stage}_labelled")), device=self.device)
-        if self.trainer.world_size > 1:
-            labelled = self.all_gather(labelled).sum()
-        if labelled > 0:
-            for name in ("acc", "acc_per_class"):
-                metric = getattr(self, f"{stage}_{name}")
-                self.log(f"{self.eval_prefix}/{name}", metric.compute())
-                metric.reset()
-        setattr(self, f"{stage}_labelled", 0)
+        for name in ("label_free", "scores"):
+            metric = getattr(self, f"{stage}_{name}")
+            values = metric.compute()  # gathered over processes
+            metric.reset()
+            prefix = "label_free" if name == "label_free" else self.eval_prefix
+            self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -114,8 +117,7 @@ class ClassifierTask(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         _, logits = self(batch["image"])
         probs = logits.float().softmax(dim=1)
-        confidence, prediction = probs.max(dim=1)
-        return {"index": batch["index"], "prediction": prediction, "confidence": confidence}
+        return {"index": batch["index"], "prediction": self.predict_labels(probs), "confidence": probs.max(dim=1).values}
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
@@ -158,11 +160,16 @@ class AdaptationModule(ClassifierTask):
         optim: optimiser and schedule.
         freeze_head: keep the final classifier fixed (SHOT, NRC, AaD: true).
         evaluate_source: measure source-only accuracy on the evaluation split at fit start.
+        reject_unknown: predict "unknown" (class id ``num_classes``) when the normalised entropy
+            of a prediction exceeds this (GLC's w0 = 0.55); None: closed set, never reject.
     """
 
     def __init__(self, source: str | ExternalModel, optim: Optim | None = None, freeze_head: bool = True,
-                 evaluate_source: bool = True):
+                 evaluate_source: bool = True, reject_unknown: float | None = None):
         super().__init__(optim)
+        if reject_unknown is not None and not 0 < reject_unknown < 1:
+            raise ValueError(f"model.reject_unknown: expected a normalised-entropy threshold in (0, 1), got {reject_unknown}")
+        self.reject_unknown = reject_unknown
         self.artifact: SourceArtifact = wrap_external(source) if isinstance(source, ExternalModel) else load_artifact(source)
         self.network = self.artifact.build()
         self.freeze_head = freeze_head
@@ -170,6 +177,9 @@ class AdaptationModule(ClassifierTask):
         if freeze_head:
             self.network.head.requires_grad_(False)
         self.build_metrics(self.artifact.num_classes)
+
+    def unknown_threshold(self) -> float | None:
+        return self.reject_unknown
 
     # checks against the data --------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -225,15 +235,10 @@ class AdaptationModule(ClassifierTask):
         return {k: v[pick] for k, v in out.items()}
 
     def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
-        """Accuracy and per-class accuracy of the current network on a labelled loader."""
+        """The accuracy family (see ClassifierTask) of the current network on a labelled loader."""
         rows = self.full_pass(loader, f"evaluating {prefix}", phase="evaluation")
-        labelled = rows["labels"] >= 0
-        if not labelled.any():
-            return {}
-        pred, labels = rows["probs"].argmax(1)[labelled], rows["labels"][labelled]
-        per_class = [(pred[labels == c] == c).float().mean() for c in labels.unique()]
-        return {f"{prefix}/acc": float((pred == labels).float().mean()),
-                f"{prefix}/acc_per_class": float(torch.stack(per_class).mean())}
+        scores = scores_from_confusion(confusion(self.predict_labels(rows["probs"]), rows["labels"], self.num_classes))
+        return {f"{prefix}/{k}": float(v) for k, v in scores.items()}
 
 
 def check_against_data(artifact: SourceArtifact, datamodule) -> None:

@@ -5,22 +5,30 @@ Depends on torch only; every method builds its pseudo-labels from these pieces.
 
 from .bank import TargetBank
 from .clustering import augment_and_normalise, centroid_labels, kmeans
-from .distributed import gather_rows, gather_with_grad, world_size
+from .distributed import gather_rows, gather_with_grad, masked_global_mean, world_size
 from .knn import cosine_knn, cosine_knn_faiss, faiss_available
 from .priors import class_marginal, estimated_prior, uniform_prior
 from .selection import (
     class_balanced_mask,
     confidence_mask,
     entropy,
+    entropy_2means_threshold,
     normalised_entropy,
     unknown_by_entropy,
     unknown_by_entropy_2means,
 )
 from .teacher import EMATeacher
+from .universal import (
+    candidate_cluster_counts,
+    one_vs_all_pseudo_labels,
+    select_num_clusters,
+    silhouette_score,
+)
 
 __all__ = [
-    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad",
+    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad", "masked_global_mean",
     "world_size", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
     "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",
-    "unknown_by_entropy", "unknown_by_entropy_2means", "EMATeacher",
+    "unknown_by_entropy", "unknown_by_entropy_2means", "entropy_2means_threshold", "EMATeacher",
+    "candidate_cluster_counts", "one_vs_all_pseudo_labels", "select_num_clusters", "silhouette_score",
 ]

@@ -44,3 +44,14 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(tensor.contiguous()))
+
+
+def masked_global_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values (B,)`` over the rows of the GLOBAL batch where ``mask (B,)`` holds.
+
+    Each process returns its own masked sum divided by the global count, times the number of
+    processes: DDP averages gradients over processes, so the update equals that of the mean
+    over the whole batch on one process, however the masked rows fall between processes.
+    """
+    count = gather_rows(mask.float()).sum().clamp(min=1.0)
+    return (values * mask.float()).sum() * world_size() / count

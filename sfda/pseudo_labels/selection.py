@@ -38,15 +38,20 @@ def unknown_by_entropy(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     return normalised_entropy(probs) > threshold
 
 
-def unknown_by_entropy_2means(probs: torch.Tensor, iters: int = 100) -> torch.Tensor:
-    """SHOT-O rejection: 2-means on normalised entropy; ``(N,)`` bool, True in the high-entropy cluster."""
-    h = normalised_entropy(probs)
-    centres = torch.stack([h.min(), h.max()])
-    labels = torch.zeros_like(h, dtype=torch.long)
+def entropy_2means_threshold(probs: torch.Tensor, iters: int = 100) -> float:
+    """SHOT-O: 2-means on normalised entropy (centres start at 0 and 1, as the official
+    ``KMeans(init=[[0], [1]])``); returns the midpoint of the two centres."""
+    h = normalised_entropy(probs.float())
+    centres = h.new_tensor([0.0, 1.0])
     for _ in range(iters):
         labels = (h[:, None] - centres[None]).abs().argmin(1)
         updated = torch.stack([h[labels == j].mean() if (labels == j).any() else centres[j] for j in range(2)])
         if torch.allclose(updated, centres):
             break
         centres = updated
-    return labels == int(centres.argmax())
+    return float(centres.mean())
+
+
+def unknown_by_entropy_2means(probs: torch.Tensor, iters: int = 100) -> torch.Tensor:
+    """SHOT-O rejection: ``(N,)`` bool, normalised entropy above ``entropy_2means_threshold``."""
+    return normalised_entropy(probs) > entropy_2means_threshold(probs, iters)

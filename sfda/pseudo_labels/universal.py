@@ -1,0 +1,125 @@
+"""Universal-DA pieces of the engine (GLC): cluster-count selection by silhouette and
+one-vs-all global clustering with positive / k-means negative prototypes.
+
+Everything runs in torch on L2-normalised features. The official GLC code projects the
+features to 2-D with t-SNE before choosing the cluster count; that projection is optional
+here (``benchmarks/glc_global_step.py`` measures both and their agreement).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .clustering import kmeans
+
+GLC_COEFFICIENTS = (0.25, 0.5, 1.0, 2.0, 3.0)
+
+
+def silhouette_score(x: torch.Tensor, labels: torch.Tensor, chunk_size: int = 2048) -> float:
+    """Mean silhouette (Euclidean) of points ``x (N, D)`` with cluster ``labels (N,)``; exact, O(N^2 D) in chunks.
+
+    s_i = (b_i - a_i) / max(a_i, b_i), a_i = mean distance to the other members of i's cluster,
+    b_i = smallest mean distance to another cluster; s_i = 0 for singleton clusters (sklearn's convention).
+    """
+    labels = torch.unique(labels, return_inverse=True)[1]
+    k = int(labels.max()) + 1
+    if k < 2:
+        raise ValueError(f"silhouette_score: needs at least 2 clusters, got {k}")
+    one_hot = F.one_hot(labels, k).to(x.dtype)
+    sizes = one_hot.sum(0)
+    scores = []
+    for start in range(0, x.shape[0], chunk_size):
+        block = x[start : start + chunk_size]
+        sums = torch.cdist(block, x) @ one_hot  # (b, k) summed distance to each cluster
+        own = labels[start : start + chunk_size]
+        own_size = sizes[own]
+        a = sums.gather(1, own[:, None]).squeeze(1) / (own_size - 1).clamp(min=1)
+        means = sums / sizes
+        means.scatter_(1, own[:, None], float("inf"))
+        b = means.min(1).values
+        s = (b - a) / torch.maximum(a, b).clamp(min=1e-12)
+        scores.append(torch.where(own_size > 1, s, torch.zeros_like(s)))
+    return float(torch.cat(scores).mean())
+
+
+def candidate_cluster_counts(num_source_classes: int, coefficients=GLC_COEFFICIENTS) -> list[int]:
+    """GLC's candidates ``max(int(C_s * coef), 2)`` for each coefficient (duplicates kept, in order)."""
+    return [max(int(num_source_classes * c), 2) for c in coefficients]
+
+
+def select_num_clusters(features: torch.Tensor, num_source_classes: int, coefficients=GLC_COEFFICIENTS,
+                        max_samples: int = 10000, seed: int = 0, projection: torch.Tensor | None = None
+                        ) -> tuple[int, dict[float, float]]:
+    """GLC step 1: the target cluster count ``K_hat = int(C_s * coef)`` for the coefficient whose
+    k-means clustering has the best silhouette.
+
+    Args:
+        features: ``(N, D)`` target features (L2-normalised here).
+        num_source_classes: C_s.
+        coefficients: GLC's list.
+        max_samples: cluster and score a seeded subsample of at most this many points (the
+            official code subsamples a third of large sets).
+        projection: optional ``(N, d)`` embedding to cluster instead (the official t-SNE).
+
+    Returns:
+        ``K_hat`` (at least 1) and ``{coef: silhouette}``.
+    """
+    points = projection.float() if projection is not None else F.normalize(features.float(), dim=1)
+    n = points.shape[0]
+    if n < max(candidate_cluster_counts(num_source_classes, coefficients)):
+        raise ValueError(f"GLC: the target has {n} samples, fewer than the largest candidate cluster count "
+                         f"{max(candidate_cluster_counts(num_source_classes, coefficients))}; use more target data "
+                         "or smaller model.coefficients")
+    if n > max_samples:
+        points = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values]
+    scores = {}
+    for coef, k in zip(coefficients, candidate_cluster_counts(num_source_classes, coefficients), strict=True):
+        _, labels = kmeans(points, k, seed=seed)
+        scores[coef] = silhouette_score(points, labels) if labels.unique().numel() > 1 else -1.0
+    best = max(scores, key=lambda c: scores[c])
+    return max(int(num_source_classes * best), 1), scores
+
+
+def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, num_clusters: int, rho: float = 0.75,
+                             seed: int = 0, kmeans_iters: int = 30) -> dict[str, torch.Tensor]:
+    """GLC steps 2-3: global one-vs-all clustering.
+
+    For each source class c the ``n_pos = N // num_clusters`` samples with the largest
+    ``probs[:, c]`` are its positives (prototype = normalised mean feature); the rest are
+    clustered into ``num_clusters`` negative prototypes by cosine k-means. Prior
+    ``pi_c = rho + (1 - rho) * mean(top-n_pos probs[:, c])``. Sample n takes
+    ``c_n = argmax_c cos(F_n, mu+_c)`` and is known iff ``pi_{c_n} cos(F_n, mu+_{c_n}) > max_k cos(F_n, mu-_{c_n,k})``.
+
+    Args:
+        features: ``(N, D)``; probs: ``(N, C)`` softmax of the current model.
+        num_clusters: K_hat from ``select_num_clusters``.
+        rho: source-private prior floor (0.75).
+
+    Returns:
+        ``targets (N, C)``: one-hot(c_n) for known samples, uniform 1/C for the others;
+        ``labels (N,)`` c_n; ``known (N,)`` bool; ``prior (C,)``.
+    """
+    n, c = probs.shape
+    if not 1 <= num_clusters <= n:
+        raise ValueError(f"GLC: the cluster count {num_clusters} must be between 1 and the number of target samples {n}")
+    feats = F.normalize(features.float(), dim=1)
+    n_pos = max(1, n // num_clusters)
+    top = probs.float().topk(n_pos, dim=0)  # values/indices (n_pos, C)
+    positive = F.normalize(feats[top.indices.T].mean(1), dim=1)  # (C, D)
+    prior = rho + (1 - rho) * top.values.mean(0)
+    similarity = feats @ positive.T  # (N, C)
+    labels = similarity.argmax(1)
+    negative_max = torch.empty(n, dtype=feats.dtype, device=feats.device)
+    for cls in range(c):
+        is_negative = torch.ones(n, dtype=torch.bool, device=feats.device)
+        is_negative[top.indices[:, cls]] = False
+        negatives = feats[is_negative]
+        k = min(num_clusters, negatives.shape[0])
+        centroids, _ = kmeans(negatives, k, iters=kmeans_iters, seed=seed + cls, cosine=True)
+        members = labels == cls
+        negative_max[members] = (feats[members] @ F.normalize(centroids, dim=1).T).max(1).values
+    known = prior[labels] * similarity.gather(1, labels[:, None]).squeeze(1) > negative_max
+    targets = torch.full((n, c), 1.0 / c, dtype=feats.dtype, device=feats.device)
+    targets[known] = F.one_hot(labels[known], c).to(feats.dtype)
+    return {"targets": targets, "labels": labels, "known": known, "prior": prior}
