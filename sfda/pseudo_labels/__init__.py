@@ -19,6 +19,7 @@ from .selection import (
 )
 from .teacher import EMATeacher
 from .universal import (
+    GLC_COEFFICIENTS,
     candidate_cluster_counts,
     one_vs_all_pseudo_labels,
     select_num_clusters,
@@ -30,5 +31,5 @@ __all__ = [
     "world_size", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
     "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",
     "unknown_by_entropy", "unknown_by_entropy_2means", "entropy_2means_threshold", "EMATeacher",
-    "candidate_cluster_counts", "one_vs_all_pseudo_labels", "select_num_clusters", "silhouette_score",
+    "GLC_COEFFICIENTS", "candidate_cluster_counts", "one_vs_all_pseudo_labels", "select_num_clusters", "silhouette_score",
 ]
