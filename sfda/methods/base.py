@@ -201,7 +201,14 @@ class AdaptationModule(ClassifierTask):
         checkpoint["sfda_results"] = dict(self.results)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore results; outside ``fit`` drop the per-sample training state (banks, pseudo-labels),
+        which is only built for training. Network weights are still loaded strictly."""
         self.results.update(checkpoint.get("sfda_results", {}))
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn != "fit":
+            own = self.state_dict()
+            for key in [k for k in checkpoint["state_dict"] if k not in own and not k.startswith("network.")]:
+                del checkpoint["state_dict"][key]
 
     # the engine's full pass -----------------------------------------------------------------
     @torch.no_grad()
