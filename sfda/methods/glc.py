@@ -52,19 +52,19 @@ class GLC(NeighbourhoodMethod):
     def build_state(self, num_samples: int) -> None:
         super().build_state(num_samples)
         self.register_buffer("targets", torch.zeros(num_samples, self.num_classes), persistent=True)
-        self.register_buffer("num_clusters", torch.tensor(0), persistent=True)
+        self.register_buffer("cluster_coefficient", torch.tensor(0.0), persistent=True)  # 0 = not chosen yet
 
     def on_train_epoch_start(self) -> None:
         with self.stopwatch("engine"):
             rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "GLC global clustering")
             self.write_bank(rows)
-            if int(self.num_clusters) == 0:
+            if float(self.cluster_coefficient) == 0:
                 chosen, silhouettes = select_num_clusters(rows["features"], self.num_classes, self.coefficients,
                                                           self.max_cluster_samples)
-                self.num_clusters.fill_(chosen)
-                self.results.update({"engine/glc_clusters": chosen,
+                self.cluster_coefficient.fill_(chosen)
+                self.results.update({"engine/glc_clusters": max(1, int(self.num_classes * chosen)),
                                      **{f"engine/silhouette@{coef:g}": s for coef, s in silhouettes.items()}})
-            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"], int(self.num_clusters), self.rho)
+            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"], float(self.cluster_coefficient), self.rho)
             self.targets[rows["index"]] = labels["targets"].to(self.targets.device)
         self.log("engine/known_fraction", labels["known"].float().mean())
 

@@ -50,9 +50,9 @@ def candidate_cluster_counts(num_source_classes: int, coefficients=GLC_COEFFICIE
 
 def select_num_clusters(features: torch.Tensor, num_source_classes: int, coefficients=GLC_COEFFICIENTS,
                         max_samples: int = 10000, seed: int = 0, projection: torch.Tensor | None = None
-                        ) -> tuple[int, dict[float, float]]:
-    """GLC step 1: the target cluster count ``K_hat = int(C_s * coef)`` for the coefficient whose
-    k-means clustering has the best silhouette.
+                        ) -> tuple[float, dict[float, float]]:
+    """GLC step 1: the coefficient ``coef`` (target cluster count ``K_hat = int(C_s * coef)``)
+    whose k-means clustering has the best silhouette.
 
     Args:
         features: ``(N, D)`` target features (L2-normalised here).
@@ -63,7 +63,9 @@ def select_num_clusters(features: torch.Tensor, num_source_classes: int, coeffic
         projection: optional ``(N, d)`` embedding to cluster instead (the official t-SNE).
 
     Returns:
-        ``K_hat`` (at least 1) and ``{coef: silhouette}``.
+        the chosen coefficient and ``{coef: silhouette}``. (The official code keeps the best
+        score in a global initialised to 0, so with all silhouettes negative it silently keeps
+        coef 1; here the best coefficient is always the argmax.)
     """
     points = projection.float() if projection is not None else F.normalize(features.float(), dim=1)
     n = points.shape[0]
@@ -77,23 +79,24 @@ def select_num_clusters(features: torch.Tensor, num_source_classes: int, coeffic
     for coef, k in zip(coefficients, candidate_cluster_counts(num_source_classes, coefficients), strict=True):
         _, labels = kmeans(points, k, seed=seed)
         scores[coef] = silhouette_score(points, labels) if labels.unique().numel() > 1 else -1.0
-    best = max(scores, key=lambda c: scores[c])
-    return max(int(num_source_classes * best), 1), scores
+    return max(scores, key=lambda c: scores[c]), scores
 
 
-def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, num_clusters: int, rho: float = 0.75,
-                             seed: int = 0, kmeans_iters: int = 30) -> dict[str, torch.Tensor]:
+def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coefficient: float, rho: float = 0.75,
+                             seed: int = 0, kmeans_iters: int = 100) -> dict[str, torch.Tensor]:
     """GLC steps 2-3: global one-vs-all clustering.
 
-    For each source class c the ``n_pos = N // num_clusters`` samples with the largest
-    ``probs[:, c]`` are its positives (prototype = normalised mean feature); the rest are
-    clustered into ``num_clusters`` negative prototypes by cosine k-means. Prior
-    ``pi_c = rho + (1 - rho) * mean(top-n_pos probs[:, c])``. Sample n takes
-    ``c_n = argmax_c cos(F_n, mu+_c)`` and is known iff ``pi_{c_n} cos(F_n, mu+_{c_n}) > max_k cos(F_n, mu-_{c_n,k})``.
+    With ``K_hat = int(C * coefficient)`` clusters and ``n_pos = int(N / (C * coefficient))``: for
+    each source class c the ``n_pos`` samples with the largest ``probs[:, c]`` are its positives
+    (prototype = normalised mean feature); the rest are clustered into ``K_hat`` negative
+    prototypes (Lloyd k-means on the L2-normalised features, centroids normalised after, as
+    the official faiss call). Prior ``pi_c = rho + (1 - rho) * mean(top-n_pos probs[:, c])``.
+    Sample n takes ``c_n = argmax_c cos(F_n, mu+_c)`` and is known iff
+    ``pi_{c_n} cos(F_n, mu+_{c_n}) > max_k cos(F_n, mu-_{c_n,k})``.
 
     Args:
         features: ``(N, D)``; probs: ``(N, C)`` softmax of the current model.
-        num_clusters: K_hat from ``select_num_clusters``.
+        coefficient: from ``select_num_clusters``.
         rho: source-private prior floor (0.75).
 
     Returns:
@@ -101,10 +104,11 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, num_cl
         ``labels (N,)`` c_n; ``known (N,)`` bool; ``prior (C,)``.
     """
     n, c = probs.shape
-    if not 1 <= num_clusters <= n:
-        raise ValueError(f"GLC: the cluster count {num_clusters} must be between 1 and the number of target samples {n}")
+    num_clusters = max(1, int(c * coefficient))
+    n_pos = max(1, int(n / (c * coefficient)))
+    if num_clusters > n - n_pos:
+        raise ValueError(f"GLC: {n} target samples are too few for {num_clusters} negative clusters per class")
     feats = F.normalize(features.float(), dim=1)
-    n_pos = max(1, n // num_clusters)
     top = probs.float().topk(n_pos, dim=0)  # values/indices (n_pos, C)
     positive = F.normalize(feats[top.indices.T].mean(1), dim=1)  # (C, D)
     prior = rho + (1 - rho) * top.values.mean(0)
@@ -114,9 +118,7 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, num_cl
     for cls in range(c):
         is_negative = torch.ones(n, dtype=torch.bool, device=feats.device)
         is_negative[top.indices[:, cls]] = False
-        negatives = feats[is_negative]
-        k = min(num_clusters, negatives.shape[0])
-        centroids, _ = kmeans(negatives, k, iters=kmeans_iters, seed=seed + cls, cosine=True)
+        centroids, _ = kmeans(feats[is_negative], num_clusters, iters=kmeans_iters, seed=seed + cls)
         members = labels == cls
         negative_max[members] = (feats[members] @ F.normalize(centroids, dim=1).T).max(1).values
     known = prior[labels] * similarity.gather(1, labels[:, None]).squeeze(1) > negative_max
