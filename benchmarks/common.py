@@ -35,7 +35,11 @@ def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tu
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     latest = max(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    return json.loads((latest / "results.json").read_text()), seconds
+    results = json.loads((latest / "results.json").read_text())
+    info = latest / "run_info.json"
+    if info.exists() and json.loads(info.read_text()).get("git_commit"):
+        results["run/git_commit"] = json.loads(info.read_text())["git_commit"][:7]  # the code that ran, not HEAD now
+    return results, seconds
 
 
 def append_rows(suite: str, rows: list[dict]) -> Path:
@@ -50,6 +54,9 @@ def append_rows(suite: str, rows: list[dict]) -> Path:
     return path
 
 
-def row(benchmark: str, setting: str, method: str, metric: str, value: float, seconds: float, **extra) -> dict:
+def row(benchmark: str, setting: str, method: str, metric: str, value: float, seconds: float, run: dict | None = None,
+        **extra) -> dict:
+    """One result row; ``run`` (a results.json from ``run_cli``) supplies the commit the run started from."""
+    code = (run or {}).get("run/git_commit") or commit()
     return {"benchmark": benchmark, "setting": setting, "method": method, "metric": metric, "value": round(float(value), 4),
-            "seconds": round(float(seconds), 1), "commit": commit(), "date": datetime.date.today().isoformat(), **extra}
+            "seconds": round(float(seconds), 1), "commit": code, "date": datetime.date.today().isoformat(), **extra}

@@ -22,7 +22,7 @@ def train_source(benchmark: str) -> list[dict]:
     """Train the source model of an MNIST<->optdigits benchmark with its recipe (writes runs/<benchmark>/source.pt)."""
     results, seconds = run_cli("fit", f"recipes/digits/{benchmark}/source.yaml", ROOT / "benchmarks" / "runs" / benchmark / "source")
     bench = BENCHMARKS[benchmark]
-    return [row(bench, "closed", "source training", "source-val-acc", results["source_val/best_acc"], seconds,
+    return [row(bench, "closed", "source training", "source-val-acc", results["source_val/best_acc"], seconds, run=results,
                 epochs=int(results["epochs"]), notes="accuracy on the held-out 10% of the SOURCE train split (chooses the source checkpoint)")]
 
 
@@ -39,12 +39,12 @@ def run(benchmark: str, method: str, epochs: int | None, extra: list[str]) -> li
         results, seconds = run_cli("fit", recipe, runs, *overrides)
         n_epochs = int(results["epochs"])
     name, bench = METHOD_NAMES[method], BENCHMARKS[benchmark]
-    rows = [row(bench, "closed", name, "acc", results["target/acc"], seconds, epochs=n_epochs),
-            row(bench, "closed", name, "acc-per-class", results["target/acc_per_class"], seconds, epochs=n_epochs)]
+    rows = [row(bench, "closed", name, "acc", results["target/acc"], seconds, run=results, epochs=n_epochs),
+            row(bench, "closed", name, "acc-per-class", results["target/acc_per_class"], seconds, run=results, epochs=n_epochs)]
     if n_epochs:
         timing = "mean training-epoch wall time on this machine, incl. engine passes and per-epoch validation on 10k"
-        rows.append(row(bench, "closed", name, "epoch-seconds", results["timing/epoch_s"], seconds, epochs=n_epochs, notes=timing))
-        rows.append(row(bench, "closed", name, "images-per-s", results["timing/train_images_per_s"], seconds, epochs=n_epochs,
+        rows.append(row(bench, "closed", name, "epoch-seconds", results["timing/epoch_s"], seconds, run=results, epochs=n_epochs, notes=timing))
+        rows.append(row(bench, "closed", name, "images-per-s", results["timing/train_images_per_s"], seconds, run=results, epochs=n_epochs,
                         notes="training images / epoch wall time (same epoch time as epoch-seconds)"))
     return rows
 

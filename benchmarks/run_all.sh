@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every benchmark of the foundation issue, in order (about 3 h on 2 CPU cores); results land in
-# benchmarks/results/*.json and `python benchmarks/report.py` rewrites the README table.
+# Every benchmark of the foundation and universal-DA issues, in order (several hours on 2 CPU
+# cores); results land in benchmarks/results/*.json, then the README tables are regenerated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1
@@ -9,4 +9,9 @@ for bench in mnist_optdigits optdigits_mnist; do
   python benchmarks/digits.py "$bench" --methods source source_only tent shot_im shot nrc aad
 done
 python benchmarks/speed.py
+python benchmarks/glc_global_step.py
+python benchmarks/universal.py mnist06_optdigits --methods source source_only shot_o glc
+python benchmarks/universal.py svhn_mnist_opda --methods source_only shot_o glc
+python benchmarks/universal.py svhn_mnist_osda --methods source_only shot_o glc
+python benchmarks/universal.py svhn_mnist_pda --methods source_only shot shot_o glc
 python benchmarks/report.py

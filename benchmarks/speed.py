@@ -103,11 +103,11 @@ def main() -> None:
     for method in args.methods:
         r = sfda_epoch(method, n)
         note = f"one `sfda fit` epoch on {n} MNIST images, no validation; torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}"
-        rows += [row(BENCH, setting, METHODS[method], "epoch-seconds", r["timing/epoch_s"], r["process_seconds"], epochs=1, notes=note),
-                 row(BENCH, setting, METHODS[method], "images-per-s", r["timing/train_images_per_s"], r["process_seconds"], epochs=1,
+        rows += [row(BENCH, setting, METHODS[method], "epoch-seconds", r["timing/epoch_s"], r["process_seconds"], run=r, epochs=1, notes=note),
+                 row(BENCH, setting, METHODS[method], "images-per-s", r["timing/train_images_per_s"], r["process_seconds"], run=r, epochs=1,
                      notes=note)]
         if "timing/engine_share" in r:
-            rows.append(row(BENCH, setting, METHODS[method], "engine-share", r["timing/engine_share"], r["process_seconds"],
+            rows.append(row(BENCH, setting, METHODS[method], "engine-share", r["timing/engine_share"], r["process_seconds"], run=r,
                             epochs=1, notes="engine seconds (pseudo-label passes, clustering, bank writes, kNN) / epoch seconds"))
         print(method, json.dumps({k: round(v, 3) for k, v in r.items() if k.startswith("timing/")}), flush=True)
     sfda_s, plain_s = [], []
