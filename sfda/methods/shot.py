@@ -3,8 +3,6 @@ SHOT-O, its open-set variant (2-means on entropy separates unknown samples)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -47,13 +45,13 @@ class SHOT(AdaptationModule):
             raise ValueError("model.reject_unknown: SHOT-O (open_set: true) sets its own threshold by 2-means; leave it null")
         self.beta, self.im_weight, self.rounds, self.min_count, self.open_set = beta, im_weight, rounds, min_count, open_set
         # SHOT-O's rejection threshold is part of the adapted model (used at test and predict)
-        self.register_buffer("entropy_threshold", torch.tensor(float("nan")), persistent=True)
+        self.register_buffer("entropy_threshold", torch.tensor(-1.0), persistent=True)  # -1: not computed yet
 
     def build_state(self, num_samples: int) -> None:
         self.register_buffer("pseudo_labels", torch.full((num_samples,), -1, dtype=torch.long), persistent=True)
 
     def unknown_threshold(self) -> float | None:
-        if self.open_set and not math.isnan(float(self.entropy_threshold)):
+        if self.open_set and float(self.entropy_threshold) >= 0:
             return float(self.entropy_threshold)
         return super().unknown_threshold()
 
