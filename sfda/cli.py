@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from .callbacks import PredictionCSV, RunRecorder, StepSeeder
+from .callbacks import ChannelsLast, PredictionCSV, RunRecorder, StepSeeder
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 
@@ -30,6 +30,10 @@ def next_version(root: Path) -> str:
 
 class SFDACLI(LightningCLI):
     """LightningCLI that adds the run directory, loggers and sfda's standard callbacks."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--channels_last", type=bool, default=True,
+                            help="keep conv weights and image batches channels-last (same math, faster convolutions)")
 
     def _recipe_name(self) -> str:
         configs = self.config.get(self.subcommand, {}).get("config") or []
@@ -49,6 +53,8 @@ class SFDACLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
         callbacks += [RunRecorder(), StepSeeder(), PredictionCSV()]
+        if self.config.get(self.subcommand, {}).get("channels_last", True):
+            callbacks.append(ChannelsLast())
         return super()._instantiate_trainer(config, callbacks)
 
 

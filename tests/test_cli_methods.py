@@ -86,3 +86,17 @@ def test_nan_loss_stops_with_a_clear_error():
     task = ClassifierTask()
     with pytest.raises(FloatingPointError, match="loss is nan"):
         task.on_before_backward(torch.tensor(float("nan")))
+
+
+def test_channels_last_changes_layout_not_values():
+    from sfda.callbacks import ChannelsLast
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    x = torch.randn(2, 3, 8, 8)
+    reference = net(x)
+    ChannelsLast().setup(None, net, "fit")
+    batch = {"image": x.clone()}
+    ChannelsLast._convert(batch)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(net(batch["image"]), reference, atol=1e-5)
