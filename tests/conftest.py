@@ -40,4 +40,5 @@ def mnist_source(tmp_path_factory) -> Path:
              "--data.init_args.train_subset=3000", "--data.init_args.eval_subset=500")
     artifact = root / "source.pt"
     assert artifact.exists()
+    assert results_of(root)["source_val/best_acc"] > 0.5  # the score that chose the weights is reported
     return artifact

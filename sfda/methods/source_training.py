@@ -64,8 +64,9 @@ class SourceTraining(ClassifierTask):
         if acc is not None and not self.trainer.sanity_checking and (self.best is None or float(acc) > self.best[0]):
             self.best = (float(acc), {k: v.detach().cpu().clone() for k, v in self.network.network.state_dict().items()})
 
-    def on_fit_end(self) -> None:
-        """Write the artifact from the best source-validation weights (rank 0)."""
+    def on_train_end(self) -> None:
+        """Write the artifact from the best source-validation weights (rank 0). Runs before
+        ``on_fit_end``, where results.json is written, so the best score lands in it."""
         if self.best is None:
             raise RuntimeError("source training ended without a validation score; set trainer.check_val_every_n_epoch <= max_epochs")
         self.network.network.load_state_dict(self.best[1])
