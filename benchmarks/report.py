@@ -20,8 +20,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
-    if metric in ("epoch-seconds", "images-per-s", "hd95"):
-        return f"{value:.1f}"
+    if metric in ("epoch-seconds", "seconds", "images-per-s", "hd95"):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
     if metric in ("overhead", "speedup"):
         return f"{value:.2f}x"
     return f"{value:.4f}"

@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-subset", type=int, default=10000, help="target training images per epoch")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--repeats", type=int, default=2, help="alternating sfda/plain SHOT epochs for the overhead ratio")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating sfda/plain SHOT epochs for the overhead ratio (0: skip it)")
     args = parser.parse_args()
     n = args.train_subset
     setting = f"closed, {n} target images/epoch"
@@ -115,6 +115,9 @@ def main() -> None:
             rows.append(row(BENCH, setting, METHODS[method], "engine-share", r["timing/engine_share"], r["process_seconds"], run=r,
                             epochs=1, notes="engine seconds (pseudo-label passes, clustering, bank writes, kNN) / epoch seconds"))
         print(method, json.dumps({k: round(v, 3) for k, v in r.items() if k.startswith("timing/")}), flush=True)
+    if args.repeats == 0:  # per-method rows only
+        print(f"-> {append_rows('speed', rows).name}")
+        return
     sfda_s, plain_s = [], []
     for _ in range(args.repeats):
         sfda_s.append(sfda_epoch("shot", n)["timing/epoch_s"])
