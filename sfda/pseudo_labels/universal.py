@@ -72,7 +72,7 @@ def select_num_clusters(features: torch.Tensor, num_source_classes: int, coeffic
     if n < max(candidate_cluster_counts(num_source_classes, coefficients)):
         raise ValueError(f"GLC: the target has {n} samples, fewer than the largest candidate cluster count "
                          f"{max(candidate_cluster_counts(num_source_classes, coefficients))}; use more target data "
-                         "or smaller model.coefficients")
+                         "or smaller model.init_args.coefficients")
     if n > max_samples:
         points = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values]
     scores = {}
