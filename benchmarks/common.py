@@ -16,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# one data cache for every suite, whatever the working directory (in-process helpers fetch too)
+os.environ.setdefault("SFDA_DATA", str(ROOT / "data"))
 
 
 def commit() -> str:
