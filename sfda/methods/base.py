@@ -19,7 +19,7 @@ from ..models import (
     wrap_external,
 )
 from ..progress import track
-from ..pseudo_labels import gather_rows, normalised_entropy
+from ..pseudo_labels import gather_rows, unknown_by_entropy
 from ..timing import Stopwatch
 
 
@@ -79,7 +79,7 @@ class ClassifierTask(L.LightningModule):
         predictions = probs.argmax(dim=1)
         threshold = self.unknown_threshold()
         if threshold is not None:
-            predictions = torch.where(normalised_entropy(probs) > threshold, torch.full_like(predictions, probs.shape[1]),
+            predictions = torch.where(unknown_by_entropy(probs, threshold), torch.full_like(predictions, probs.shape[1]),
                                       predictions)
         return predictions
 
