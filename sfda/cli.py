@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .callbacks import ChannelsLast, PredictionCSV, RunRecorder, StepSeeder
+from .mask_writer import MaskWriter
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 
@@ -52,7 +53,7 @@ class SFDACLI(LightningCLI):
             callbacks.append(ModelCheckpoint(save_last=True))
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
-        callbacks += [RunRecorder(), StepSeeder(), PredictionCSV()]
+        callbacks += [RunRecorder(), StepSeeder(), PredictionCSV(), MaskWriter()]
         if self.config.get(self.subcommand, {}).get("channels_last", True):
             callbacks.append(ChannelsLast())
         return super()._instantiate_trainer(config, callbacks)

@@ -8,6 +8,8 @@ A data location may be written as a URI anywhere a path is accepted:
 
 - ``pypi://<name>==<version>/<member path inside the wheel>``
 - ``deb://<package>/<absolute path inside the package>``
+- ``demo://skull_stripping/<subject>.json``: a datalist of the segmentation demo data, built
+  from Debian packages on first use (``sfda.data.skull_stripping``)
 - anything else is a plain local path.
 """
 
@@ -43,10 +45,25 @@ def resolve(location: str | os.PathLike, root: str | os.PathLike | None = None) 
     if text.startswith("deb://"):
         package, _, member = text[len("deb://") :].partition("/")
         return fetch_from_deb(package, "/" + member, root)
+    if text.startswith("demo://"):
+        return fetch_demo(text[len("demo://") :], root)
     path = Path(text).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (expected an existing path or a pypi:// / deb:// URI)")
     return path
+
+
+def fetch_demo(name: str, root: Path) -> Path:
+    """The datalist ``root/<name>`` of a built-in demo dataset, prepared on first use."""
+    suite, _, file = name.partition("/")
+    dest = root / suite / file
+    if dest.exists():
+        return dest
+    if suite != "skull_stripping" or not file.endswith(".json"):
+        raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected demo://skull_stripping/<subject>.json)")
+    from .skull_stripping import prepare
+
+    return prepare(root, file[: -len(".json")])
 
 
 def _atomic_copy(source: Path, dest: Path) -> Path:

@@ -7,5 +7,7 @@ from .information import (
     soft_cross_entropy,
 )
 from .neighbourhood import attract_disperse, weighted_neighbour_affinity
+from .segmentation import class_ratio_kl, predicted_class_ratio, weighted_entropy
 
-__all__ = ["information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity"]
+__all__ = ["information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity",
+           "class_ratio_kl", "predicted_class_ratio", "weighted_entropy"]

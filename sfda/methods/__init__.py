@@ -2,11 +2,15 @@
 
 from .aad import AaD
 from .base import AdaptationModule, ClassifierTask, Optim
+from .entropy_prior import EntropyPrior
 from .glc import GLC
 from .nrc import NRC
+from .segmentation import SegmentationSourceTraining, SegmentationTask
+from .segmentation_adaptation import AdaBN, SegmentationAdaptation, SegmentationSourceOnly, SegmentationTent
 from .shot import SHOT
 from .source_only import SourceOnly
 from .source_training import SourceTraining
 from .tent import Tent
 
-__all__ = ["AaD", "AdaptationModule", "ClassifierTask", "Optim", "GLC", "NRC", "SHOT", "SourceOnly", "SourceTraining", "Tent"]
+__all__ = ["AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
+           "SegmentationTask", "SegmentationTent", "AaD", "AdaptationModule", "ClassifierTask", "Optim", "GLC", "NRC", "SHOT", "SourceOnly", "SourceTraining", "Tent"]

@@ -8,7 +8,6 @@ from typing import Literal
 import lightning as L
 import torch
 
-from ..data.transforms import InputSpec
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
 from ..models import (
     ArtifactError,
@@ -19,7 +18,7 @@ from ..models import (
     wrap_external,
 )
 from ..progress import track
-from ..pseudo_labels import gather_rows, unknown_by_entropy
+from ..pseudo_labels import gather_rows, one_row_per_index, unknown_by_entropy
 from ..timing import Stopwatch
 
 
@@ -33,6 +32,8 @@ class Optim:
         backbone_lr_mult: backbone lr = this x lr (spec: 0.1).
         momentum, nesterov, weight_decay: SGD settings.
         gamma, power: per-step decay lr_t = lr (1 + gamma t / T)^-power (T = total steps); power 0 = constant.
+        step_epochs, step_factor: when step_epochs > 0, instead multiply lr by step_factor every
+            step_epochs epochs (the segmentation papers' schedule: x0.9 every 20 epochs).
     """
 
     name: Literal["sgd", "adam"] = "sgd"
@@ -43,6 +44,43 @@ class Optim:
     weight_decay: float = 1e-3
     gamma: float = 10.0
     power: float = 0.75
+    step_epochs: int = 0
+    step_factor: float = 0.9
+
+
+def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim) -> dict:
+    """Optimiser and per-step (poly) or per-epoch (step) schedule over parameter ``groups``."""
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError(f"{type(module).__name__}: no trainable parameters; nothing to optimise")
+    if o.name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.step_epochs > 0:
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, o.step_epochs, o.step_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / total) ** (-o.power))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
+    """Stop a run whose loss is NaN or infinite, naming epoch and step (the last good checkpoint stays)."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{type(module).__name__}: loss is {loss.item()} at epoch {module.current_epoch}, step {module.global_step} "
+            "(expected a finite value); lower model.optim.lr or check the input data. The last good checkpoint is kept.")
+
+
+def drop_training_state(module: L.LightningModule, checkpoint: dict) -> None:
+    """Outside ``fit`` remove per-sample training state (banks, pseudo-labels, priors) from a
+    checkpoint, since it is only built for training; ``network.*`` weights still load strictly."""
+    trainer = module._trainer
+    if trainer is not None and trainer.state.fn != "fit":
+        own = module.state_dict()
+        for key in [k for k in checkpoint["state_dict"] if k not in own and not k.startswith("network.")]:
+            del checkpoint["state_dict"][key]
 
 
 class ClassifierTask(L.LightningModule):
@@ -128,23 +166,10 @@ class ClassifierTask(L.LightningModule):
                 {"params": [p for p in groups["bottleneck"] + groups["head"] if p.requires_grad], "lr": o.lr}]
 
     def configure_optimizers(self):
-        groups = [g for g in self.parameter_groups() if g["params"]]
-        if not groups:
-            raise ValueError(f"{type(self).__name__}: no trainable parameters; nothing to optimise")
-        o = self.optim
-        if o.name == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / total) ** (-o.power))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return build_optimizer(self, self.parameter_groups(), self.optim)
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{type(self).__name__}: loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                "(expected a finite value); lower model.optim.lr or check the input data. The last good checkpoint is kept.")
+        check_finite(self, loss)
 
 
 class AdaptationModule(ClassifierTask):
@@ -204,11 +229,7 @@ class AdaptationModule(ClassifierTask):
         """Restore results; outside ``fit`` drop the per-sample training state (banks, pseudo-labels),
         which is only built for training. Network weights are still loaded strictly."""
         self.results.update(checkpoint.get("sfda_results", {}))
-        trainer = self._trainer
-        if trainer is not None and trainer.state.fn != "fit":
-            own = self.state_dict()
-            for key in [k for k in checkpoint["state_dict"] if k not in own and not k.startswith("network.")]:
-                del checkpoint["state_dict"][key]
+        drop_training_state(self, checkpoint)
 
     # the engine's full pass -----------------------------------------------------------------
     @torch.no_grad()
@@ -235,10 +256,7 @@ class AdaptationModule(ClassifierTask):
                 rows["labels"].append(batch["label"].to(self.device))
         self.network.train(was_training)
         out = {k: gather_rows(torch.cat(v)) for k, v in rows.items()}
-        order = torch.unique(out["index"], return_inverse=False)
-        first = torch.full((int(out["index"].max()) + 1,), -1, dtype=torch.long, device=self.device)
-        first[out["index"]] = torch.arange(out["index"].numel(), device=self.device)
-        pick = first[order]
+        pick = one_row_per_index(out["index"])
         return {k: v[pick] for k, v in out.items()}
 
     def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
@@ -259,7 +277,7 @@ def check_against_data(artifact: SourceArtifact, datamodule) -> None:
     spec = getattr(datamodule, "input_spec", None)
     if spec is None:
         datamodule.input_spec = artifact.input
-    elif InputSpec.from_dict(spec.to_dict()) != artifact.input:
+    elif type(artifact.input).from_dict(spec.to_dict()) != artifact.input:
         raise ArtifactError(f"data.input {spec} differs from the source model's input spec {artifact.input}; "
                             "remove data.input to adopt the model's preprocessing")
 

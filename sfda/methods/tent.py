@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..losses import mean_entropy
 from ..models import ExternalModel
+from ..models.norm import batch_norm_layers, use_batch_statistics
 from .base import AdaptationModule, Optim
 
 
@@ -26,23 +26,17 @@ class Tent(AdaptationModule):
         super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0, backbone_lr_mult=1.0),
                          freeze_head=True, evaluate_source=evaluate_source)
         self.network.requires_grad_(False)
-        self.norm_layers = [m for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not self.norm_layers:
-            raise ValueError("Tent: the source model has no BatchNorm layer to adapt")
+        self.norm_layers = batch_norm_layers(self.network)
         for bn in self.norm_layers:
             bn.requires_grad_(True)
 
     def on_train_start(self) -> None:
         super().on_train_start()  # source-only accuracy with the source's running statistics
-        for bn in self.norm_layers:
-            bn.track_running_stats = False
-            bn.running_mean, bn.running_var = None, None
+        use_batch_statistics(self.norm_layers)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        for bn in self.norm_layers:  # a resumed or tested Tent model normalises with batch statistics
-            bn.track_running_stats = False
-            bn.running_mean, bn.running_var = None, None
+        use_batch_statistics(self.norm_layers)  # a resumed or tested Tent model normalises with batch statistics
 
     def parameter_groups(self) -> list[dict]:
         return [{"params": [p for bn in self.norm_layers for p in bn.parameters()], "lr": self.optim.lr}]

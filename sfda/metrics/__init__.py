@@ -2,5 +2,7 @@
 
 from .accuracy import ClassificationScores, confusion, scores_from_confusion
 from .label_free import LabelFreeScores, soft_neighbourhood_density
+from .segmentation import VolumeScores, volume_scores
 
-__all__ = ["ClassificationScores", "confusion", "scores_from_confusion", "LabelFreeScores", "soft_neighbourhood_density"]
+__all__ = ["ClassificationScores", "confusion", "scores_from_confusion", "LabelFreeScores", "soft_neighbourhood_density", "VolumeScores",
+           "volume_scores"]

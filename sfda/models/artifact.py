@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data.fetch import resolve
 from ..data.transforms import InputSpec
+from ..data.volumes import VolumeSpec
 from .feature_classifier import FeatureClassifier
 
 FORMAT = "sfda-source/1"
@@ -86,9 +87,9 @@ class SourceArtifact:
     architecture: dict
     state_dict: dict
     class_names: list[str]
-    input: InputSpec
-    feature_layer: str
-    head_layer: str
+    input: InputSpec | VolumeSpec
+    feature_layer: str = ""
+    head_layer: str = ""
     bottleneck_layers: list[str] = field(default_factory=list)
     task: str = "classification"
 
@@ -96,14 +97,20 @@ class SourceArtifact:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def build(self) -> FeatureClassifier:
-        """Instantiate the network, load the weights strictly, wrap it as a FeatureClassifier."""
+    def build_network(self) -> nn.Module:
+        """Instantiate the architecture and load the weights strictly."""
         network = import_target(self.architecture["target"])(**self.architecture.get("kwargs", {}))
         try:
             network.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as err:
             raise ArtifactError(f"source weights do not fit architecture {self.architecture['target']}: {err}") from err
-        return FeatureClassifier(network, self.feature_layer, self.head_layer, tuple(self.bottleneck_layers))
+        return network
+
+    def build(self) -> FeatureClassifier:
+        """The classifier network wrapped as a FeatureClassifier (classification artifacts)."""
+        if self.task != "classification":
+            raise ArtifactError(f"a '{self.task}' source artifact cannot be adapted by a classification method")
+        return FeatureClassifier(self.build_network(), self.feature_layer, self.head_layer, tuple(self.bottleneck_layers))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -131,10 +138,12 @@ def load_artifact(path: str | Path) -> SourceArtifact:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an sfda source artifact (expected format '{FORMAT}'); "
                             "wrap a plain state dict with model.source: {architecture:, weights:, ...}")
+    task = payload.get("task", "classification")
+    spec = (VolumeSpec if task == "segmentation" else InputSpec).from_dict(payload["input"])
     return SourceArtifact(architecture=payload["architecture"], state_dict=payload["state_dict"],
-                          class_names=payload["class_names"], input=InputSpec.from_dict(payload["input"]),
+                          class_names=payload["class_names"], input=spec,
                           feature_layer=payload["feature_layer"], head_layer=payload["head_layer"],
-                          bottleneck_layers=payload.get("bottleneck_layers", []), task=payload.get("task", "classification"))
+                          bottleneck_layers=payload.get("bottleneck_layers", []), task=task)
 
 
 def wrap_external(model: ExternalModel) -> SourceArtifact:

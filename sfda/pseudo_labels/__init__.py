@@ -5,9 +5,20 @@ Depends on torch only; every method builds its pseudo-labels from these pieces.
 
 from .bank import TargetBank
 from .clustering import augment_and_normalise, centroid_labels, kmeans
-from .distributed import gather_rows, gather_with_grad, masked_global_mean, world_size
+from .distributed import gather_rows, gather_with_grad, masked_global_mean, one_row_per_index, world_size
 from .knn import cosine_knn, cosine_knn_faiss, faiss_available
-from .priors import class_marginal, estimated_prior, uniform_prior
+from .priors import (
+    ConstantSizes,
+    ImageSizes,
+    PriorProvider,
+    SourceEstimate,
+    TrueSizes,
+    class_fractions,
+    class_marginal,
+    estimated_prior,
+    prior_from_sizes,
+    uniform_prior,
+)
 from .selection import (
     class_balanced_mask,
     confidence_mask,
@@ -27,8 +38,9 @@ from .universal import (
 )
 
 __all__ = [
-    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad", "masked_global_mean",
-    "world_size", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
+    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad", "masked_global_mean", "one_row_per_index",
+    "world_size", "ConstantSizes", "ImageSizes", "PriorProvider", "SourceEstimate", "TrueSizes", "class_fractions",
+    "prior_from_sizes", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
     "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",
     "unknown_by_entropy", "unknown_by_entropy_2means", "entropy_2means_threshold", "EMATeacher",
     "GLC_COEFFICIENTS", "candidate_cluster_counts", "one_vs_all_pseudo_labels", "select_num_clusters", "silhouette_score",

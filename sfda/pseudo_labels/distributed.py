@@ -55,3 +55,13 @@ def masked_global_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     """
     count = gather_rows(mask.float()).sum().clamp(min=1.0)
     return (values * mask.float()).sum() * world_size() / count
+
+
+def one_row_per_index(index: torch.Tensor) -> torch.Tensor:
+    """Positions ``(U,)`` that keep one row per distinct value of ``index (N,)``, in increasing
+    index order: drops the duplicates a padded distributed sampler adds after ``gather_rows``."""
+    if index.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=index.device)
+    position = torch.full((int(index.max()) + 1,), -1, dtype=torch.long, device=index.device)
+    position[index] = torch.arange(index.numel(), device=index.device)
+    return position[torch.unique(index)]

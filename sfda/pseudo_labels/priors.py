@@ -19,3 +19,140 @@ def estimated_prior(probs: torch.Tensor, smoothing: float = 1e-3) -> torch.Tenso
     """Label-free prior estimated from (source-model) predictions on target: argmax frequencies, smoothed. ``(N, C) -> (C,)``."""
     counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float() + smoothing
     return counts / counts.sum()
+
+
+# class-ratio priors per image (segmentation) -------------------------------------------------
+# A provider turns the training samples' ids (and, for two of them, per-sample class fractions
+# measured by a pass over the target) into a table ``(N, C)`` of expected class fractions
+# tau_e, row i for global sample index i. Background (class 0) is the remainder.
+
+def prior_from_sizes(sizes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``sizes (C-1,)`` foreground fractions, ``present (N, C-1)`` bool tags -> ``(N, C)`` tau_e:
+    size where the class is tagged present, 0 where absent, background the remainder."""
+    foreground = sizes.float()[None, :] * present.float()
+    return torch.cat([(1 - foreground.sum(dim=1, keepdim=True)).clamp_min(0), foreground], dim=1)
+
+
+def class_fractions(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``labels (B, *spatial)`` int -> ``(B, C)`` fraction of voxels of each class (predicted or true masks)."""
+    flat = labels.flatten(1).long()
+    counts = torch.zeros(flat.shape[0], num_classes, device=flat.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    return counts / flat.shape[1]
+
+
+def _read_table(path: str, ids: list[str], columns: list[str], what: str) -> torch.Tensor:
+    """Rows of CSV ``path`` (header ``id,<columns...>``) in the order of ``ids``; errors name the file and the missing id."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames or []
+            absent = [c for c in ["id", *columns] if c not in fields]
+            if absent:
+                raise ValueError(f"{path}: {what} CSV lacks columns {absent} (expected header 'id,{','.join(columns)}', got {fields})")
+            rows = {row["id"]: row for row in reader}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: {what} CSV not found") from err
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise KeyError(f"{path}: no row for {len(missing)} sample ids, e.g. {missing[:3]} (ids are '<volume>:<axis>:<slice>')")
+    try:
+        return torch.tensor([[float(rows[i][c]) for c in columns] for i in ids])
+    except ValueError as err:
+        raise ValueError(f"{path}: non-numeric {what} value ({err})") from err
+
+
+class PriorProvider:
+    """Base of the class-ratio prior providers. ``needs`` says what pass over the target the
+    method must make first: 'nothing', 'source_predictions' (label-free) or 'true_labels'
+    (upper-bound experiments only)."""
+
+    needs = "nothing"
+    name = "prior"
+
+    def table(self, ids: list[str], class_names: list[str], fractions: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, C)`` tau_e for samples ``ids``; ``fractions (N, C)`` as ``needs`` says."""
+        raise NotImplementedError
+
+
+class ConstantSizes(PriorProvider):
+    """Constant anatomical size per foreground class, applied where an image-level tag says the
+    class is present (0 where absent; background the remainder).
+
+    Args:
+        sizes: expected fraction of the image per foreground class (C-1 values, class order).
+        tags: CSV (header ``id,<foreground class names>``, values 0/1) or ``"module:function"``
+            mapping a sample id to the names of the classes present; None: every class present.
+    """
+
+    name = "constant"
+
+    def __init__(self, sizes: list[float], tags: str | None = None):
+        self.sizes, self.tags = [float(s) for s in sizes], tags
+
+    def _present(self, ids: list[str], foreground: list[str]) -> torch.Tensor:
+        if self.tags is None:
+            return torch.ones(len(ids), len(foreground), dtype=torch.bool)
+        if self.tags.endswith(".csv"):
+            return _read_table(self.tags, ids, foreground, "tags") > 0.5
+        import importlib
+
+        module, _, attr = self.tags.rpartition(":")
+        try:
+            tag = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"model.prior.tags: '{self.tags}' is neither a .csv file nor an importable 'module:function' ({err})") from err
+        return torch.tensor([[name in set(tag(i)) for name in foreground] for i in ids], dtype=torch.bool)
+
+    def table(self, ids, class_names, fractions=None):
+        if len(self.sizes) != len(class_names) - 1:
+            raise ValueError(f"model.prior.sizes: expected {len(class_names) - 1} foreground sizes "
+                             f"(classes {class_names[1:]}), got {self.sizes}")
+        return prior_from_sizes(torch.tensor(self.sizes), self._present(ids, class_names[1:]))
+
+
+class ImageSizes(PriorProvider):
+    """Per-image class sizes from a CSV (header ``id,<foreground class names>``, fractions)."""
+
+    name = "csv"
+
+    def __init__(self, csv: str):
+        self.csv = csv
+
+    def table(self, ids, class_names, fractions=None):
+        foreground = _read_table(self.csv, ids, class_names[1:], "sizes")
+        return torch.cat([(1 - foreground.sum(1, keepdim=True)).clamp_min(0), foreground], dim=1)
+
+
+class SourceEstimate(PriorProvider):
+    """Label-free: the source model's own predictions on target. A class is tagged present in a
+    sample where the source predicts more than ``min_fraction`` of it; its constant size is the
+    mean predicted fraction over those samples (``ConstantSizes`` with estimated sizes and tags).
+
+    Args:
+        min_fraction: predicted fraction above which a class counts as present.
+    """
+
+    needs = "source_predictions"
+    name = "estimated"
+
+    def __init__(self, min_fraction: float = 0.01):
+        self.min_fraction = min_fraction
+
+    def table(self, ids, class_names, fractions=None):
+        foreground = fractions[:, 1:].float()
+        present = foreground > self.min_fraction
+        sizes = (foreground * present).sum(0) / present.sum(0).clamp_min(1)
+        return prior_from_sizes(sizes, present)
+
+
+class TrueSizes(PriorProvider):
+    """UPPER BOUND ONLY: the true class fractions of every target sample, read from target
+    labels. Not source-free-realistic; reported as ``entropy+prior(true)``."""
+
+    needs = "true_labels"
+    name = "true"
+
+    def table(self, ids, class_names, fractions=None):
+        return fractions.float()

@@ -1,0 +1,53 @@
+"""Real demo data for segmentation adaptation: brain masks of two T1 MR heads from Debian packages.
+
+- ``colin27``: Colin27 (MNI single-subject average), 181x217x181 at 1 mm, ``mricron-data``;
+  brain mask = ``ch2bet > 0``.
+- ``itk``: another subject, 128x128x62 at 2x2x3 mm (LSA orientation), ``insighttoolkit5-examples``;
+  brain mask = skull-strip label > 0.
+
+``prepare`` writes ``<root>/skull_stripping/<name>/{image,brain}.nii.gz`` (the image as
+shipped; the mask binarised, same affine and header) and one datalist per subject,
+``<root>/skull_stripping/<name>.json`` with the volume under both "training" and "test".
+Recipes name these as ``demo://skull_stripping/colin27.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .fetch import fetch_from_deb
+
+ITK_DATA = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
+SUBJECTS = {
+    "colin27": ("mricron-data", "/usr/share/mricron/templates/ch2.nii.gz", "/usr/share/mricron/templates/ch2bet.nii.gz"),
+    "itk": ("insighttoolkit5-examples", f"{ITK_DATA}/KmeansTest_T1UCharRaw.nii.gz", f"{ITK_DATA}/KmeansTest_T1RawSkullStrip.nii.gz"),
+}
+
+
+def prepare(root: Path, name: str) -> Path:
+    """Fetch subject ``name`` and write its volume, brain mask and datalist; returns the datalist path."""
+    import nibabel as nib
+
+    if name not in SUBJECTS:
+        raise FileNotFoundError(f"demo://skull_stripping/{name}.json: unknown subject, expected one of {sorted(SUBJECTS)}")
+    package, image_member, mask_member = SUBJECTS[name]
+    folder = Path(root) / "skull_stripping" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    image = nib.load(str(fetch_from_deb(package, image_member, Path(root))))
+    mask = nib.load(str(fetch_from_deb(package, mask_member, Path(root))))
+    nib.save(image, str(folder / "image.nii.gz"))
+    brain = (np.asarray(mask.dataobj) > 0).astype(np.uint8)
+    header = mask.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    nib.save(nib.Nifti1Image(brain, mask.affine, header), str(folder / "brain.nii.gz"))
+    entry = {"id": name, "image": f"{name}/image.nii.gz", "label": f"{name}/brain.nii.gz"}
+    datalist = Path(root) / "skull_stripping" / f"{name}.json"
+    tmp = datalist.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"description": f"{name} T1 MR head, brain mask (sfda demo data)",
+                               "training": [entry], "test": [entry]}, indent=2))
+    tmp.replace(datalist)
+    return datalist

@@ -1,0 +1,192 @@
+"""NIfTI volumes listed in a MONAI Decathlon-style datalist, preprocessed as the model expects.
+
+A datalist is JSON ``{"training": [{"image": "a.nii.gz", "label": "a_mask.nii.gz"}, ...],
+"test": [...]}``; relative paths are relative to the JSON file; ``label`` is optional (an
+unlabelled target volume) and an entry may name itself with ``"id"`` (default: the image
+file's stem). Every volume goes through MONAI dictionary transforms: load, channel-first,
+RAS orientation, resampling to ``VolumeSpec.spacing`` (labels nearest), and the intensity
+percentiles of each volume mapped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .fetch import resolve
+
+
+class DatalistError(ValueError):
+    """A datalist, or a volume it lists, is missing or inconsistent; the message names file and field."""
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """The preprocessing a segmentation model was trained with (kept in its source artifact).
+
+    Args:
+        mode: '2d' (a 2-D network on slices) or '3d' (a 3-D network on patches).
+        roi: slice size (H, W) in 2d, patch size (X, Y, Z) in 3d; also the inference window.
+        spacing: voxel spacing in mm after reorientation to RAS.
+        intensity_percentiles: (low, high) percentiles of each volume mapped to [0, 1], clipped.
+        slice_axis: axis of the RAS volume that 2-D slices are cut along (2 = axial).
+        channels: image channels (1 for a single MR contrast).
+    """
+
+    mode: Literal["2d", "3d"] = "2d"
+    roi: tuple[int, ...] = (128, 128)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    intensity_percentiles: tuple[float, float] = (1.0, 99.0)
+    slice_axis: int = 2
+    channels: int = 1
+
+    def __post_init__(self):
+        if self.mode not in ("2d", "3d"):
+            raise ValueError(f"spec.mode: expected '2d' or '3d', got '{self.mode}'")
+        dims = 2 if self.mode == "2d" else 3
+        if len(self.roi) != dims:
+            raise ValueError(f"spec.roi: mode '{self.mode}' needs {dims} sizes, got {list(self.roi)}")
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ValueError(f"spec.spacing: expected 3 positive values in mm, got {list(self.spacing)}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"spec.slice_axis: expected 0, 1 or 2, got {self.slice_axis}")
+        low, high = self.intensity_percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"spec.intensity_percentiles: expected 0 <= low < high <= 100, got {[low, high]}")
+        for name in ("roi", "spacing", "intensity_percentiles"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2 if self.mode == "2d" else 3
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VolumeSpec:
+        return cls(**data)
+
+
+@dataclass
+class Volume:
+    """One preprocessed volume: ``image (1, X, Y, Z)`` float in [0, 1], ``label (X, Y, Z)`` long
+    or None, ``affine (4, 4)`` of the preprocessed grid, and the files it came from."""
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor | None
+    affine: torch.Tensor
+    image_path: Path
+    label_path: Path | None
+
+
+def read_datalist(location: str | Path, key: str) -> list[dict]:
+    """Entries of ``key`` with absolute ``image`` / ``label`` paths and an ``id``.
+
+    Raises:
+        DatalistError: the file is missing or not JSON, the key is absent or empty, an entry
+            lacks ``image``, or a listed file does not exist (naming entry and field).
+    """
+    try:
+        path = resolve(location)
+    except FileNotFoundError as err:
+        raise DatalistError(f"data.datalist: {err}") from err
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatalistError(f"{path}: not a readable JSON datalist ({err})") from err
+    entries = content.get(key) if isinstance(content, dict) else None
+    if not entries:
+        keys = list(content) if isinstance(content, dict) else []
+        raise DatalistError(f"{path}: no entries under '{key}' (keys present: {keys}); set data.train_key / data.eval_key")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DatalistError(f"{path}: entry {i} of '{key}' has no 'image' field (expected {{'image': ..., 'label': ...}})")
+        row = {}
+        for field_name in ("image", "label"):
+            if entry.get(field_name) is None:
+                continue
+            file = Path(entry[field_name]).expanduser()
+            file = file if file.is_absolute() else Path(path).parent / file
+            if not file.exists():
+                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not found ({file})")
+            row[field_name] = file
+        row["id"] = str(entry.get("id") or row["image"].name.split(".")[0])
+        out.append(row)
+    ids = [r["id"] for r in out]
+    if len(set(ids)) != len(ids):
+        raise DatalistError(f"{path}: duplicate volume ids in '{key}': {sorted({i for i in ids if ids.count(i) > 1})}")
+    return out
+
+
+def check_pair(image: Path, label: Path) -> None:
+    """Image and label must share shape and affine (same voxel grid)."""
+    import nibabel as nib
+
+    try:
+        img, lab = nib.load(str(image)), nib.load(str(label))
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise DatalistError(f"{image} / {label}: unreadable NIfTI ({type(err).__name__}: {err})") from err
+    if img.shape[:3] != lab.shape[:3]:
+        raise DatalistError(f"{label}: label shape {lab.shape} differs from image {image} shape {img.shape}")
+    if not np.allclose(img.affine, lab.affine, atol=1e-3):
+        raise DatalistError(f"{label}: label affine differs from image {image} affine "
+                            f"(image {img.affine.round(3).tolist()}, label {lab.affine.round(3).tolist()})")
+
+
+def preprocessing(spec: VolumeSpec, with_label: bool):
+    """MONAI dictionary transforms from files to the spec's grid and intensity range."""
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+    )
+
+    keys = ["image", "label"] if with_label else ["image"]
+    low, high = spec.intensity_percentiles
+    return Compose([
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Spacingd(keys, pixdim=spec.spacing, mode=["bilinear", "nearest"][: len(keys)]),
+        ScaleIntensityRangePercentilesd("image", lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True),
+    ])
+
+
+def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool = True) -> Volume:
+    """Read and preprocess one datalist entry; label values must be integers in ``[0, num_classes)``
+    and the label must contain foreground."""
+    label_path = entry.get("label") if use_label else None
+    if label_path is not None:
+        check_pair(entry["image"], label_path)
+    try:
+        data = preprocessing(spec, label_path is not None)({"image": str(entry["image"]),
+                                                            **({"label": str(label_path)} if label_path else {})})
+    except Exception as err:  # MONAI wraps reader errors in RuntimeError
+        raise DatalistError(f"{entry['image']}: cannot load or preprocess ({type(err).__name__}: {err})") from err
+    image = data["image"]
+    if image.shape[0] != spec.channels:
+        raise DatalistError(f"{entry['image']}: {image.shape[0]} channels, the model expects spec.channels = {spec.channels}")
+    label = None
+    if label_path is not None:
+        raw = data["label"][0].as_tensor()
+        values = torch.unique(raw)
+        bad = values[(values != values.round()) | (values < 0) | (values >= num_classes)]
+        if bad.numel():
+            raise DatalistError(f"{label_path}: label values {bad.tolist()[:10]} outside the expected integers "
+                                f"0..{num_classes - 1} (data.class_names has {num_classes} classes)")
+        label = raw.round().long()
+        if not (label > 0).any():
+            raise DatalistError(f"{label_path}: empty foreground (no voxel > 0); Dice and HD95 are undefined for it")
+    return Volume(entry["id"], image.as_tensor().float().contiguous(), label, torch.as_tensor(image.affine, dtype=torch.float64),
+                  Path(entry["image"]), label_path)

@@ -1,0 +1,87 @@
+"""``sfda predict`` output for segmentation: NIfTI masks on the input's grid and PNG overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+
+
+def to_original_grid(mask: torch.Tensor, affine: torch.Tensor, image_path: Path) -> np.ndarray:
+    """Resample a mask ``(X, Y, Z)`` on the preprocessed grid (``affine``) back onto the voxel
+    grid of the original image file (nearest neighbour); returns uint8 of the file's shape."""
+    from monai.data import MetaTensor
+    from monai.transforms import EnsureChannelFirst, LoadImage, ResampleToMatch
+
+    original = EnsureChannelFirst()(LoadImage(image_only=True)(str(image_path)))
+    source = MetaTensor(mask[None].float(), affine=affine)
+    out = ResampleToMatch(mode="nearest", padding_mode="zeros")(source, img_dst=original)
+    return np.asarray(out[0].round().cpu().numpy(), dtype=np.uint8)
+
+
+def save_mask(mask: np.ndarray, image_path: Path, out_path: Path) -> Path:
+    """Write ``mask`` with the affine and header of the NIfTI ``image_path`` (data type uint8)."""
+    import nibabel as nib
+
+    reference = nib.load(str(image_path))
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(mask.reshape(reference.shape[:3]), reference.affine, header), str(out_path))
+    return out_path
+
+
+def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, path: Path, rows: int = 3) -> Path:
+    """PNG of ``rows`` slices along ``axis`` (at 25/50/75% of the foreground extent): one panel per
+    entry of ``masks`` (e.g. source-only, adapted, reference), mask in red over the grey image.
+    ``image (X, Y, Z)`` in [0, 1]; masks ``(X, Y, Z)`` int."""
+    from PIL import Image
+
+    union = torch.stack([m > 0 for m in masks.values()]).any(0)
+    other = tuple(d for d in range(3) if d != axis)
+    present = union.any(dim=other[1]).any(dim=other[0]).nonzero().flatten()
+    low, high = (int(present.min()), int(present.max())) if present.numel() else (0, image.shape[axis] - 1)
+    positions = [low + (high - low) * (i + 1) // (rows + 1) for i in range(rows)]
+    grid = []
+    for position in positions:
+        grey = image.select(axis, position).float().clamp(0, 1).numpy()
+        panels = []
+        for mask in masks.values():
+            rgb = np.repeat(grey[..., None] * 255, 3, axis=2)
+            selected = mask.select(axis, position).numpy() > 0
+            rgb[selected] = 0.55 * rgb[selected] + 0.45 * OVERLAY_COLOUR
+            panels.append(np.rot90(rgb))  # RAS array: anterior / superior up
+        grid.append(np.concatenate(panels, axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(grid, axis=0).astype(np.uint8)).save(path)
+    return path
+
+
+class MaskWriter(BasePredictionWriter):
+    """For each predicted volume: ``masks/<id>.nii.gz`` (on the input image's grid, with its
+    affine and header) and ``overlays/<id>.png`` (panels: source-only where the method has a
+    source model, then the prediction, then the reference label when the volume has one)."""
+
+    def __init__(self):
+        super().__init__(write_interval="batch")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
+        if not isinstance(prediction, dict) or "mask" not in prediction or not trainer.is_global_zero:
+            return
+        volume = trainer.datamodule.volumes["eval"][prediction["index"]]
+        run = Path(log_dir or ".")
+        save_mask(to_original_grid(prediction["mask"], volume.affine, volume.image_path), volume.image_path,
+                  run / "masks" / f"{volume.name}.nii.gz")
+        panels = {}
+        if "source_mask" in prediction:
+            panels["source-only"] = prediction["source_mask"]
+        panels["prediction"] = prediction["mask"]
+        if volume.label is not None:
+            panels["reference"] = volume.label
+        overlay_png(volume.image[0], panels, pl_module.spec.slice_axis, run / "overlays" / f"{volume.name}.png")

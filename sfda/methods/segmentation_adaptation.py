@@ -1,0 +1,121 @@
+"""Segmentation adaptation: the base (source artifact, checks, source-only Dice) and the
+normalisation baselines AdaBN and Tent; ``SegmentationSourceOnly`` evaluates the source model."""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import weighted_entropy
+from ..models import ArtifactError, load_artifact
+from ..models.norm import batch_norm_layers, reset_running_statistics, use_batch_statistics
+from .base import Optim, check_against_data, drop_training_state
+from .segmentation import SegmentationTask
+
+
+class SegmentationAdaptation(SegmentationTask):
+    """Base of segmentation adaptation: loads a segmentation source artifact, checks class count
+    and preprocessing against the target data (adopting the artifact's when the recipe gives
+    none), and measures source-only Dice / HD95 on the evaluation volumes before the first step.
+
+    Args:
+        source: path of a segmentation source artifact (``SegmentationSourceTraining`` writes one).
+        optim: optimiser and schedule.
+        evaluate_source: measure source-only scores at fit start (``source_only/dice``, ``source_only/hd95``).
+    """
+
+    def __init__(self, source: str, optim: Optim | None = None, evaluate_source: bool = True):
+        super().__init__(optim)
+        self.artifact = load_artifact(source)
+        if self.artifact.task != "segmentation":
+            raise ArtifactError(f"model.source: {source} is a '{self.artifact.task}' artifact; a segmentation method needs "
+                                "one written by SegmentationSourceTraining")
+        self.network = self.artifact.build_network()
+        self.evaluate_source = evaluate_source
+        self.build_metrics(self.artifact.class_names, self.artifact.input)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        check_against_data(self.artifact, datamodule)
+        if stage == "fit":
+            self.build_state(datamodule.num_samples("train"))
+
+    def build_state(self, num_samples: int) -> None:
+        """Create per-sample state (priors) sized to the target set; before checkpoint restore."""
+
+    def on_train_start(self) -> None:
+        if self.evaluate_source and "source_only/dice" not in self.results and self.current_epoch == 0:
+            self.results.update(self.evaluate_volumes("source_only"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sfda_results"] = dict(self.results)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.results.update(checkpoint.get("sfda_results", {}))
+        drop_training_state(self, checkpoint)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The adapted mask and, for the before/after overlays, the source model's mask."""
+        out = super().predict_step(batch, batch_idx)
+        if not hasattr(self, "source_network"):
+            self.source_network = self.artifact.build_network().to(self.device)
+        out["source_mask"] = self.predict_volume(batch["image"], self.source_network)[0].argmax(0).to(torch.uint8).cpu()
+        return out
+
+
+class SegmentationSourceOnly(SegmentationAdaptation):
+    """The source model as is: ``sfda test`` / ``sfda predict`` only (no training step)."""
+
+
+class AdaBN(SegmentationAdaptation):
+    """AdaBN (Li et al. 2017): re-estimate every BatchNorm's running mean and variance on the
+    target training samples (a cumulative average over one pass, no gradient); weights unchanged.
+    Run with ``trainer.max_epochs: 1``."""
+
+    def __init__(self, source: str, evaluate_source: bool = True):
+        super().__init__(source, evaluate_source=evaluate_source)
+        self.automatic_optimization = False
+        self.norm_layers = batch_norm_layers(self.network)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        reset_running_statistics(self.norm_layers)
+
+    def configure_optimizers(self):
+        return None
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.network.train()
+        with torch.no_grad():
+            self(batch["image"])
+
+
+class SegmentationTent(SegmentationAdaptation):
+    """Tent for segmentation: mean voxel entropy, BatchNorm affine parameters only, batch
+    statistics (as the classification ``Tent``).
+
+    Args:
+        optim: Adam lr 1e-3 constant (Tent's default); the recipe states any change.
+    """
+
+    def __init__(self, source: str, optim: Optim | None = None, evaluate_source: bool = True):
+        super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0), evaluate_source)
+        self.network.requires_grad_(False)
+        self.norm_layers = batch_norm_layers(self.network)
+        for bn in self.norm_layers:
+            bn.requires_grad_(True)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        use_batch_statistics(self.norm_layers)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        use_batch_statistics(self.norm_layers)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        probs = self(batch["image"]).float().softmax(dim=1)
+        loss = weighted_entropy(probs, torch.ones(self.num_classes))
+        self.log("train/entropy", loss, prog_bar=True)
+        return loss

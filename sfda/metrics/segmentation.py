@@ -1,0 +1,68 @@
+"""Per-volume 3-D Dice and HD95 (mm), gathered across processes.
+
+Scores are computed on the preprocessed grid (RAS, ``VolumeSpec.spacing``), so HD95 is in mm
+of that grid. A foreground class the network does not predict at all has no surface: its
+HD95 is set to the diagonal of the volume in mm (the largest possible distance) rather than
+NaN, so means stay finite; Dice is then 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..pseudo_labels import gather_rows, one_row_per_index
+
+
+def volume_scores(prediction: torch.Tensor, label: torch.Tensor, num_classes: int,
+                  spacing: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prediction, label (X, Y, Z)`` int -> ``(dice (C-1,), hd95 (C-1,))`` per foreground class.
+
+    Dice sums intersections and cardinalities over the whole volume (3-D Dice, not a mean of
+    slices). A class absent from both prediction and label scores Dice 1 and HD95 0.
+    """
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+    from monai.networks.utils import one_hot
+
+    pred = one_hot(prediction[None, None].long().cpu(), num_classes)
+    true = one_hot(label[None, None].long().cpu(), num_classes)
+    dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0].float()
+    hd95 = torch.zeros(num_classes - 1)
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(prediction.shape, spacing, strict=True)))
+    for k in range(1, num_classes):
+        has_pred, has_true = bool(pred[0, k].any()), bool(true[0, k].any())
+        if has_pred and has_true:
+            hd95[k - 1] = compute_hausdorff_distance(pred[:, [0, k]], true[:, [0, k]], include_background=False,
+                                                     percentile=95, spacing=list(spacing))[0, 0].float()
+        elif has_pred or has_true:
+            hd95[k - 1] = diagonal
+    return dice, hd95
+
+
+class VolumeScores:
+    """Accumulates one row per volume on each process: its index, the mean voxel entropy of the
+    prediction (label-free) and, where the volume has a label, Dice and HD95 per foreground class
+    (NaN without a label). ``compute`` gathers every process's rows (each volume once); every
+    process must call it (a collective under DDP)."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[torch.Tensor] = []
+
+    def update(self, index: int, entropy: float, dice: torch.Tensor | None = None, hd95: torch.Tensor | None = None) -> None:
+        missing = torch.full((self.num_classes - 1,), float("nan"))
+        self.rows.append(torch.cat([torch.tensor([float(index), float(entropy)]),
+                                    missing if dice is None else dice.float().cpu(),
+                                    missing if hd95 is None else hd95.float().cpu()]))
+
+    def compute(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """``{"index": (V,), "entropy": (V,), "dice": (V, C-1), "hd95": (V, C-1)}`` ordered by volume index."""
+        k = self.num_classes - 1
+        local = torch.stack(self.rows) if self.rows else torch.zeros(0, 2 + 2 * k)
+        rows = gather_rows(local.to(device)).cpu()
+        rows = rows[one_row_per_index(rows[:, 0].long())]
+        return {"index": rows[:, 0].long(), "entropy": rows[:, 1], "dice": rows[:, 2 : 2 + k], "hd95": rows[:, 2 + k :]}
