@@ -68,7 +68,9 @@ class SegmentationTask(L.LightningModule):
 
     # evaluation ---------------------------------------------------------------------------
     def score_volume(self, batch: dict, scores: VolumeScores, network: torch.nn.Module | None = None) -> None:
-        probs = self.predict_volume(batch["image"], network)
+        with self.stopwatch("inference"):
+            probs = self.predict_volume(batch["image"], network)
+        self.voxels_inferred = getattr(self, "voxels_inferred", 0) + batch["image"][0, 0].numel()
         label = batch["label"]
         voxel_entropy = float(entropy(probs.movedim(1, -1).reshape(-1, self.num_classes)).mean())
         if label.dim() == 4:  # (1, X, Y, Z); unlabelled volumes carry -1
@@ -104,6 +106,8 @@ class SegmentationTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_summary()
+        if self.stopwatch.totals.get("inference"):  # this process's sliding-window throughput
+            self.results["timing/inference_voxels_per_s"] = self.voxels_inferred / self.stopwatch.totals["inference"]
 
     def _log_summary(self) -> None:
         summary = self.summarise(self.volume_scores, self.eval_prefix)
