@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .callbacks import ChannelsLast, PredictionCSV, RunRecorder, StepSeeder
 from .mask_writer import MaskWriter
+from .models.norm import GlobalBatchNormSync
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 
@@ -53,6 +54,10 @@ class SFDACLI(LightningCLI):
             callbacks.append(ModelCheckpoint(save_last=True))
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
+        if config.get("sync_batchnorm"):  # torch's SyncBatchNorm refuses CPU; ours works on any device
+            config["sync_batchnorm"] = False
+            plugins = config.get("plugins") or []
+            config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), GlobalBatchNormSync()]
         callbacks += [RunRecorder(), StepSeeder(), PredictionCSV(), MaskWriter()]
         if self.config.get(self.subcommand, {}).get("channels_last", True):
             callbacks.append(ChannelsLast())

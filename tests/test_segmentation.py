@@ -248,3 +248,14 @@ def test_two_process_ddp_matches_one_process(colin_source, tmp_path):
     assert r1["target/dice"] == pytest.approx(r2["target/dice"], abs=2e-3)
     weight = next(k for k in one if k.endswith("conv.weight"))
     assert torch.allclose(one[weight], two[weight], atol=1e-5)
+
+
+@pytest.mark.ddp
+def test_global_batchnorm_on_two_processes_equals_batchnorm_on_the_whole_batch():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "global_bn_worker.py"), "29547"], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.strip()) == ["0 ok", "1 ok"]

@@ -13,7 +13,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .samplers import GlobalBatchSampler
 from .transforms import A
@@ -180,9 +180,8 @@ class SegmentationDataModule(L.LightningDataModule):
             return self.volumes
         if self.input_spec is None:
             raise RuntimeError("data.input is not set and no source artifact provided one")
-        loaded: dict[str, list[Volume]] = {}
-        for key in dict.fromkeys([self.train_key, self.eval_key]):
-            loaded[key] = [load_volume(e, self.input_spec, self.num_classes) for e in read_datalist(self.datalist, key)]
+        entries = {key: read_datalist(self.datalist, key) for key in dict.fromkeys([self.train_key, self.eval_key])}
+        loaded = {key: [load_volume(e, self.input_spec, self.num_classes) for e in rows] for key, rows in entries.items()}
         if self.role == "source" and any(v.label is None for v in loaded[self.train_key]):
             missing = [v.name for v in loaded[self.train_key] if v.label is None]
             raise DatalistError(f"{self.datalist}: source training needs a 'label' for every '{self.train_key}' entry; missing for {missing}")
@@ -222,7 +221,15 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.dataset("train", view), self.batch_size, shuffle=True, drop_last=True, seeded=view != "test")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("eval"), 1, shuffle=False, drop_last=False)
+        # one volume per batch; under DDP every rank gets the same number of volumes (padded with
+        # repeats, removed when scores are gathered), since a rank with no batch would skip the
+        # epoch-end gather that the others wait in
+        trainer = getattr(self, "trainer", None)
+        dataset = self.dataset("eval")
+        if trainer is None or trainer.world_size == 1:
+            return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=self.num_workers)
+        sampler = DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

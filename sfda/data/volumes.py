@@ -183,7 +183,8 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
         values = torch.unique(raw)
         bad = values[(values != values.round()) | (values < 0) | (values >= num_classes)]
         if bad.numel():
-            raise DatalistError(f"{label_path}: label values {bad.tolist()[:10]} outside the expected integers "
+            shown = [int(v) if float(v).is_integer() else float(v) for v in bad.tolist()[:10]]
+            raise DatalistError(f"{label_path}: label values {shown} outside the expected integers "
                                 f"0..{num_classes - 1} (data.class_names has {num_classes} classes)")
         label = raw.round().long()
         if not (label > 0).any():

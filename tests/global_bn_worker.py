@@ -1,0 +1,44 @@
+"""Run as a script: 2 gloo processes compare GlobalBatchNorm on half batches with BatchNorm2d on the whole batch.
+Prints one line 'rank ok' per process when output, running variance, weight and input gradients match."""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from sfda.models.norm import GlobalBatchNorm
+
+
+def one_process_reference():
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 5, 5, requires_grad=True)
+    bn, w = nn.BatchNorm2d(4), torch.randn(16, 4, 5, 5)
+    y = bn(x)
+    (y * w).mean().backward()
+    return y.detach(), bn.weight.grad, bn.running_var, x.grad
+
+
+def worker(rank: int, port: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    y_ref, w_grad_ref, var_ref, x_grad_ref = one_process_reference()
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 5, 5)
+    bn, w = nn.BatchNorm2d(4), torch.randn(16, 4, 5, 5)
+    bn.__class__ = GlobalBatchNorm
+    part = slice(8 * rank, 8 * (rank + 1))
+    xp = x[part].clone().requires_grad_(True)
+    y = bn(xp)
+    (y * w[part]).mean().backward()
+    w_grad = bn.weight.grad.clone()
+    dist.all_reduce(w_grad)
+    checks = [torch.allclose(y, y_ref[part], atol=1e-5), torch.allclose(w_grad / 2, w_grad_ref, atol=1e-6),
+              torch.allclose(bn.running_var, var_ref, atol=1e-6), torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
+    print(rank, "ok" if all(checks) else f"mismatch {checks}", flush=True)
+
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1],), nprocs=2)
