@@ -39,8 +39,8 @@ def save_mask(mask: np.ndarray, image_path: Path, out_path: Path) -> Path:
 def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, path: Path, rows: int = 3) -> Path:
     """PNG of ``rows`` slices along ``axis`` (at 25/50/75% of the foreground extent): one panel per
     entry of ``masks`` (e.g. source-only, adapted, reference), mask in red over the grey image.
-    ``image (X, Y, Z)`` in [0, 1]; masks ``(X, Y, Z)`` int."""
-    from PIL import Image
+    ``image (X, Y, Z)`` in [0, 1]; masks ``(X, Y, Z)`` int. Panel names are written in the first row."""
+    from PIL import Image, ImageDraw
 
     union = torch.stack([m > 0 for m in masks.values()]).any(0)
     other = tuple(d for d in range(3) if d != axis)
@@ -57,8 +57,12 @@ def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, 
             rgb[selected] = 0.55 * rgb[selected] + 0.45 * OVERLAY_COLOUR
             panels.append(np.rot90(rgb))  # RAS array: anterior / superior up
         grid.append(np.concatenate(panels, axis=1))
+    picture = Image.fromarray(np.concatenate(grid, axis=0).astype(np.uint8))
+    draw, width = ImageDraw.Draw(picture), grid[0].shape[1] // len(masks)
+    for i, name in enumerate(masks):
+        draw.text((i * width + 3, 2), name, fill=(255, 255, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(grid, axis=0).astype(np.uint8)).save(path)
+    picture.save(path)
     return path
 
 

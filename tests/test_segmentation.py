@@ -259,3 +259,19 @@ def test_global_batchnorm_on_two_processes_equals_batchnorm_on_the_whole_batch()
                           timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(line for line in done.stdout.splitlines() if line.strip()) == ["0 ok", "1 ok"]
+
+
+@pytest.mark.slow
+def test_three_d_patch_mode_trains_a_3d_unet_and_adapts(tmp_path):
+    patches = ["--data.init_args.patches_per_volume=4", "--data.init_args.batch_size=2"]
+    run_sfda("fit", "--config", str(RECIPES / "source.yaml"), f"--trainer.default_root_dir={tmp_path / 'src'}", "--trainer.max_epochs=1",
+             "--trainer.check_val_every_n_epoch=1", f"--model.init_args.artifact={tmp_path}/source.pt", *SMALL_UNET,
+             "--data.init_args.input.mode=3d", "--data.init_args.input.roi=[32,32,32]", *patches)
+    artifact = torch.load(tmp_path / "source.pt", weights_only=True)
+    assert artifact["input"]["mode"] == "3d" and artifact["architecture"]["kwargs"]["spatial_dims"] == 3
+    run_sfda("fit", "--config", str(RECIPES / "entropy_prior_estimated.yaml"), f"--model.init_args.source={tmp_path}/source.pt",
+             f"--trainer.default_root_dir={tmp_path / 'adapt'}", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", *patches)
+    results = results_of(tmp_path / "adapt")
+    assert math.isfinite(results["target/dice"]) and math.isfinite(results["train/prior_kl"])
+    state = torch.load(tmp_path / "adapt" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["prior_table"].shape == (4, 2)  # one prior row per fixed patch
