@@ -50,6 +50,17 @@ def test_kl_directions_differ_and_a_zero_prior_pushes_the_class_to_zero_in_adami
     assert not torch.isclose(adami, class_ratio_kl(ratio.detach(), prior, "adaent"))
 
 
+def test_no_nan_when_a_class_is_absent_from_the_batch():
+    probs = torch.zeros(4, 2, 8, 8)
+    probs[:, 0] = 1.0  # every pixel certainly background: the brain class is absent
+    probs.requires_grad_(True)
+    prior = torch.tensor([[1.0, 0.0]] * 4)
+    loss = weighted_entropy(probs, torch.tensor([0.1, 0.9])) + class_ratio_kl(predicted_class_ratio(probs), prior)
+    loss = loss + class_ratio_kl(predicted_class_ratio(probs), prior, "adaent")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(probs.grad).all()
+
+
 # priors ---------------------------------------------------------------------------------------
 def test_prior_from_sizes_puts_the_remainder_in_background():
     table = prior_from_sizes(torch.tensor([0.2, 0.1]), torch.tensor([[True, True], [False, True], [False, False]]))
