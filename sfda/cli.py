@@ -45,8 +45,12 @@ class SFDACLI(LightningCLI):
         root = Path(config.get("default_root_dir") or Path("runs") / self._recipe_name())
         config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
-            # children of a DDP launch re-run this command: they inherit the version through the environment
-            version = os.environ.setdefault(VERSION_ENV, next_version(root))
+            # children of a DDP launch (LOCAL_RANK > 0) re-run this command and inherit the version through
+            # the environment; any other run, e.g. a second `main()` in a notebook, takes the next version
+            if int(os.environ.get("LOCAL_RANK", 0)) > 0 and VERSION_ENV in os.environ:
+                version = os.environ[VERSION_ENV]
+            else:
+                version = os.environ[VERSION_ENV] = next_version(root)
             config["logger"] = [CSVLogger(root, name="", version=version),
                                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False)]
         given = callbacks + list(config.get("callbacks") or [])
