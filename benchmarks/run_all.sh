@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of the foundation and universal-DA issues, in order (several hours on 2 CPU
+# Every benchmark of the foundation, universal-DA and segmentation issues, in order (several hours on 2 CPU
 # cores); results land in benchmarks/results/*.json, then the README tables are regenerated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +14,8 @@ python benchmarks/universal.py mnist06_optdigits --methods source source_only sh
 python benchmarks/universal.py svhn_mnist_opda --methods source_only shot_o glc
 python benchmarks/universal.py svhn_mnist_osda --methods source_only shot_o glc
 python benchmarks/universal.py svhn_mnist_pda --methods source_only shot shot_o glc
+for bench in colin27_itk itk_colin27; do
+  OMP_NUM_THREADS=1 python benchmarks/segmentation.py "$bench"
+  OMP_NUM_THREADS=1 python benchmarks/segmentation.py "$bench" --lr 1e-6 --methods entropy_prior_estimated entropy entropy_prior_constant entropy_prior_true
+done
 python benchmarks/report.py
