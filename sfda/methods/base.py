@@ -172,7 +172,44 @@ class ClassifierTask(L.LightningModule):
         check_finite(self, loss)
 
 
-class AdaptationModule(ClassifierTask):
+class SourceAdaptation:
+    """What every adaptation module does whatever the task (a mixin before the LightningModule
+    base): check the source artifact against the target data, build per-sample state before a
+    checkpoint restore, score the source model before the first step, and keep ``results`` in
+    checkpoints. Subclasses set ``artifact``, ``evaluate_source``, ``results`` and
+    ``source_only_key`` and implement ``evaluate_source_model``."""
+
+    source_only_key = "source_only/acc"
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        check_against_data(self.artifact, datamodule)
+        if stage == "fit":
+            self.build_state(datamodule.num_samples("train"))
+
+    def build_state(self, num_samples: int) -> None:
+        """Create per-sample state (banks, pseudo-labels, priors) sized to the target set; before checkpoint restore."""
+
+    def evaluate_source_model(self) -> dict[str, float]:
+        """Scores of the untouched source model on the evaluation split, keys ``source_only/...``."""
+        raise NotImplementedError
+
+    def on_train_start(self) -> None:
+        if self.evaluate_source and self.source_only_key not in self.results and self.current_epoch == 0:
+            self.results.update(self.evaluate_source_model())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sfda_results"] = dict(self.results)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore results; outside ``fit`` drop the per-sample training state (see ``drop_training_state``)."""
+        self.results.update(checkpoint.get("sfda_results", {}))
+        drop_training_state(self, checkpoint)
+
+
+class AdaptationModule(SourceAdaptation, ClassifierTask):
     """Base of every source-free adaptation method.
 
     Loads the source artifact, checks it against the target data (class count, input spec),
@@ -206,30 +243,8 @@ class AdaptationModule(ClassifierTask):
     def unknown_threshold(self) -> float | None:
         return self.reject_unknown
 
-    # checks against the data --------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        check_against_data(self.artifact, datamodule)
-        if stage == "fit":
-            self.build_state(datamodule.num_samples("train"))
-
-    def build_state(self, num_samples: int) -> None:
-        """Create per-sample state (banks, pseudo-labels) sized to the target set; before checkpoint restore."""
-
-    def on_train_start(self) -> None:
-        if self.evaluate_source and "source_only/acc" not in self.results and self.current_epoch == 0:
-            self.results.update(self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sfda_results"] = dict(self.results)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore results; outside ``fit`` drop the per-sample training state (banks, pseudo-labels),
-        which is only built for training. Network weights are still loaded strictly."""
-        self.results.update(checkpoint.get("sfda_results", {}))
-        drop_training_state(self, checkpoint)
+    def evaluate_source_model(self) -> dict[str, float]:
+        return self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only")
 
     # the engine's full pass -----------------------------------------------------------------
     @torch.no_grad()

@@ -8,11 +8,11 @@ import torch
 from ..losses import weighted_entropy
 from ..models import ArtifactError, load_artifact
 from ..models.norm import batch_norm_layers, reset_running_statistics, use_batch_statistics
-from .base import Optim, check_against_data, drop_training_state
+from .base import Optim, SourceAdaptation
 from .segmentation import SegmentationTask
 
 
-class SegmentationAdaptation(SegmentationTask):
+class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
     """Base of segmentation adaptation: loads a segmentation source artifact, checks class count
     and preprocessing against the target data (adopting the artifact's when the recipe gives
     none), and measures source-only Dice / HD95 on the evaluation volumes before the first step.
@@ -22,6 +22,8 @@ class SegmentationAdaptation(SegmentationTask):
         optim: optimiser and schedule.
         evaluate_source: measure source-only scores at fit start (``source_only/dice``, ``source_only/hd95``).
     """
+
+    source_only_key = "source_only/dice"
 
     def __init__(self, source: str, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(optim)
@@ -33,27 +35,8 @@ class SegmentationAdaptation(SegmentationTask):
         self.evaluate_source = evaluate_source
         self.build_metrics(self.artifact.class_names, self.artifact.input)
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        check_against_data(self.artifact, datamodule)
-        if stage == "fit":
-            self.build_state(datamodule.num_samples("train"))
-
-    def build_state(self, num_samples: int) -> None:
-        """Create per-sample state (priors) sized to the target set; before checkpoint restore."""
-
-    def on_train_start(self) -> None:
-        if self.evaluate_source and "source_only/dice" not in self.results and self.current_epoch == 0:
-            self.results.update(self.evaluate_volumes("source_only"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["sfda_results"] = dict(self.results)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.results.update(checkpoint.get("sfda_results", {}))
-        drop_training_state(self, checkpoint)
+    def evaluate_source_model(self) -> dict[str, float]:
+        return self.evaluate_volumes("source_only")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """The adapted mask and, for the before/after overlays, the source model's mask."""
