@@ -1,5 +1,6 @@
 """Run as a script: 2 gloo processes compare GlobalBatchNorm on half batches with BatchNorm2d on the whole batch.
-Prints one line 'rank ok' per process when output, running variance, weight and input gradients match."""
+Each process writes '<out dir>/rank<r>.txt' = 'ok' when output, running variance, weight and input gradients
+match, else the list of checks; usage: global_bn_worker.py <port> <out dir>."""
 
 import os
 import sys
@@ -21,7 +22,7 @@ def one_process_reference():
     return y.detach(), bn.weight.grad, bn.running_var, x.grad
 
 
-def worker(rank: int, port: str) -> None:
+def worker(rank: int, port: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     y_ref, w_grad_ref, var_ref, x_grad_ref = one_process_reference()
@@ -37,8 +38,9 @@ def worker(rank: int, port: str) -> None:
     dist.all_reduce(w_grad)
     checks = [torch.allclose(y, y_ref[part], atol=1e-5), torch.allclose(w_grad / 2, w_grad_ref, atol=1e-6),
               torch.allclose(bn.running_var, var_ref, atol=1e-6), torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
-    print(rank, "ok" if all(checks) else f"mismatch {checks}", flush=True)
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as handle:
+        handle.write("ok" if all(checks) else f"mismatch {checks}")
 
 
 if __name__ == "__main__":
-    mp.spawn(worker, args=(sys.argv[1],), nprocs=2)
+    mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
