@@ -14,12 +14,14 @@ import re
 
 from common import RESULTS, ROOT
 
-METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-val-acc",
+METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
                 "epoch-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
+    if metric.endswith("-per-s") and abs(value) >= 1000:
+        return f"{value:,.0f}"
     if metric in ("epoch-seconds", "seconds", "images-per-s", "hd95"):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
     if metric in ("overhead", "speedup"):
