@@ -31,6 +31,11 @@ def fmt(metric: str, value: float) -> str:
 
 def table(rows: list[dict]) -> str:
     metrics = sorted({r["metric"] for r in rows}, key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
+    first_seen = {}
+    for r in rows:  # group rows: benchmark, then setting ('closed' first), each in order of first appearance
+        first_seen.setdefault(("b", r["benchmark"]), len(first_seen))
+        first_seen.setdefault(("s", r["setting"]), len(first_seen))
+    rows = sorted(rows, key=lambda r: (first_seen[("b", r["benchmark"])], r["setting"] != "closed", first_seen[("s", r["setting"])]))
     keys: dict[tuple, dict] = {}
     for r in rows:
         cell = keys.setdefault((r["benchmark"], r["setting"], r["method"]), {"epochs": r.get("epochs", "")})
