@@ -40,6 +40,8 @@ def worker(rank: int, port: str, out: str) -> None:
               torch.allclose(bn.running_var, var_ref, atol=1e-6), torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as handle:
         handle.write("ok" if all(checks) else f"mismatch {checks}")
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

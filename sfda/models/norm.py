@@ -34,6 +34,23 @@ def reset_running_statistics(layers: list[nn.modules.batchnorm._BatchNorm]) -> N
         bn.momentum = None
 
 
+class _DifferentiableSum(torch.autograd.Function):
+    """All-reduce (sum) over processes whose backward is also a sum all-reduce: every process's
+    loss depends on every process's contribution. Shape-preserving, (K,) -> (K,)."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
+        total = values.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the GLOBAL batch across processes, on
     any device (``torch.nn.SyncBatchNorm`` refuses CPU). Sums and squared sums are all-reduced
@@ -47,12 +64,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         x = input.float()
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device)
-        totals = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        totals = _DifferentiableSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         channels = x.shape[1]
         n = totals[-1]
         mean = totals[:channels] / n
