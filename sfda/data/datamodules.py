@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from .active import ActiveEpoch, CyclingBatchSampler, IndexedSubset, SealedLabels
 from .class_split import ClassSplit
 from .datasets import ImageDataset
 from .digits import DATASETS, class_names, load_digits_split
@@ -66,6 +67,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if not self.splits:
             self.load_splits()
             self.splits = {name: self._subset(name, *pair) for name, pair in self.splits.items()}
+            images, labels = self.splits["train"]
+            if self.role == "target" and labels is not None:  # only an annotator may reveal target training labels
+                self.splits["train"] = (images, SealedLabels(labels))
 
     def _subset(self, name: str, images, labels):
         limit = self.train_subset if name == "train" else self.eval_subset
@@ -89,17 +93,23 @@ class ImageClassificationDataModule(L.LightningDataModule):
         hide = self.role == "target" and split == "train"
         return ImageDataset(images, labels, self.input_spec, view=view, hide_labels=hide)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, epoch: int = 0,
+                endless: bool = False) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if drop_last and len(dataset) < batch_size:
             raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training samples; the run would do zero steps")
-        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-                                     rank=rank, world_size=world, seeded=dataset.view != "test")
+        kind = CyclingBatchSampler if endless else GlobalBatchSampler
+        sampler = kind(len(dataset), batch_size, shuffle, drop_last, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                       rank=rank, world_size=world, seeded=dataset.view != "test")
+        sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
+        if hasattr(module, "training_epoch"):  # the method composes its own epoch (active rounds)
+            return module.training_epoch(self)
         # drop_last so every process runs the same number of steps (an uneven last batch would hang DDP)
         return self._loader(self.dataset("train", self.train_view), self.batch_size, shuffle=True, drop_last=True)
 
@@ -114,6 +124,36 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # under DDP every rank predicts every sample and the CSV writer keeps one row per index.
         return DataLoader(self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False,
                           num_workers=self.num_workers)
+
+    def subset_dataloader(self, indices, labels=None, batch_size: int | None = None, view: View = "test",
+                          shuffle: bool = False, drop_last: bool = False, epoch: int = 0, endless: bool = False) -> DataLoader:
+        """Loader over the training samples at global ``indices`` (with annotator ``labels`` if given);
+        global ``batch_size`` (default: the evaluation batch), sampled as ``_loader`` does."""
+        dataset = IndexedSubset(self.dataset("train", view), indices, labels)
+        return self._loader(dataset, batch_size or self.eval_batch_size, shuffle, drop_last, epoch, endless)
+
+    def active_epoch(self, pool, labelled, labels, labelled_batch_size: int, mixup: bool, epoch: int) -> ActiveEpoch:
+        """A training epoch of active adaptation (see ``ActiveEpoch``): batches of the pool (global indices
+        ``pool``) each paired with a labelled batch, then (``mixup``) a pass over the labelled samples."""
+        args = dict(view=self.train_view, shuffle=True, drop_last=True, epoch=epoch)
+        unlabelled = self.subset_dataloader(pool, batch_size=self.batch_size, **args)
+        stream = self.subset_dataloader(labelled, labels, labelled_batch_size, endless=True, **args)
+        extra = self.subset_dataloader(labelled, labels, labelled_batch_size, **args) if mixup else None
+        return ActiveEpoch(unlabelled, stream, extra)
+
+    def reveal_labels(self, indices) -> np.ndarray:
+        """Stored labels of the target training samples at ``indices`` (benchmark annotator only)."""
+        self.setup()
+        labels = self.splits["train"][1]
+        if not isinstance(labels, SealedLabels):
+            raise ValueError(f"{type(self).__name__}: the target training split has no stored labels to reveal; "
+                             "use model.annotator: sfda.active.FileAnnotator to label queried samples by hand")
+        return labels.reveal(indices)
+
+    def raw_sample(self, index: int):
+        """Training sample ``index`` as stored: an image path or a uint8 array (for annotation)."""
+        self.setup()
+        return self.splits["train"][0][index]
 
     def bank_dataloader(self) -> DataLoader:
         """Unshuffled test-view pass over the (unlabelled) training set, for full bank refreshes."""

@@ -1,5 +1,6 @@
 """Documented loss functions shared by the methods. Shapes: B batch, C classes, K neighbours."""
 
+from .active import anchor_entropy, mixup_batch
 from .information import (
     information_maximization,
     masked_information_maximization,
@@ -9,5 +10,5 @@ from .information import (
 from .neighbourhood import attract_disperse, weighted_neighbour_affinity
 from .segmentation import class_ratio_kl, predicted_class_ratio, weighted_entropy
 
-__all__ = ["information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity",
+__all__ = ["anchor_entropy", "mixup_batch", "information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity",
            "class_ratio_kl", "predicted_class_ratio", "weighted_entropy"]

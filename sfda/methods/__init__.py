@@ -1,9 +1,11 @@
 """LightningModules: source training and the adaptation methods (one file each)."""
 
 from .aad import AaD
+from .active import ActiveAdaptation
 from .base import AdaptationModule, ClassifierTask, Optim
 from .entropy_prior import EntropyPrior
 from .glc import GLC
+from .lftl import LFTL
 from .nrc import NRC
 from .segmentation import SegmentationSourceTraining, SegmentationTask
 from .segmentation_adaptation import AdaBN, SegmentationAdaptation, SegmentationSourceOnly, SegmentationTent
@@ -12,5 +14,5 @@ from .source_only import SourceOnly
 from .source_training import SourceTraining
 from .tent import Tent
 
-__all__ = ["AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
+__all__ = ["ActiveAdaptation", "LFTL", "AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
            "SegmentationTask", "SegmentationTent", "AaD", "AdaptationModule", "ClassifierTask", "Optim", "GLC", "NRC", "SHOT", "SourceOnly", "SourceTraining", "Tent"]

@@ -48,8 +48,10 @@ class Optim:
     step_factor: float = 0.9
 
 
-def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim) -> dict:
-    """Optimiser and per-step (poly) or per-epoch (step) schedule over parameter ``groups``."""
+def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, total_steps=None) -> dict:
+    """Optimiser and per-step (poly) or per-epoch (step) schedule over parameter ``groups``.
+    ``total_steps``: a callable giving T of the poly schedule when it is known only later
+    (active rounds); default: the trainer's estimate for the whole run."""
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError(f"{type(module).__name__}: no trainable parameters; nothing to optimise")
@@ -60,8 +62,10 @@ def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim) -> 
     if o.step_epochs > 0:
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, o.step_epochs, o.step_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / total) ** (-o.power))
+    if total_steps is None:
+        total = max(1, int(module.trainer.estimated_stepping_batches))
+        total_steps = lambda: total  # noqa: E731
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / max(1, total_steps())) ** (-o.power))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -242,6 +246,11 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
 
     def unknown_threshold(self) -> float | None:
         return self.reject_unknown
+
+    def feature_dim(self) -> int:
+        """D of the network's ``(B, D)`` features (one dummy forward of a fresh copy of the source network)."""
+        spec = self.artifact.input
+        return self.artifact.build()(torch.zeros(2, spec.channels, spec.size, spec.size))[0].shape[1]
 
     def evaluate_source_model(self) -> dict[str, float]:
         return self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only")

@@ -21,9 +21,7 @@ class NeighbourhoodMethod(AdaptationModule):
     refresh_bank_each_epoch = False  # a subclass that rewrites the whole bank at every epoch start skips the initial fill
 
     def build_state(self, num_samples: int) -> None:
-        feature_dim = self.artifact.build()(torch.zeros(2, self.artifact.input.channels, self.artifact.input.size,
-                                                        self.artifact.input.size))[0].shape[1]
-        self.bank = TargetBank(num_samples, {"features": feature_dim, "scores": self.num_classes})
+        self.bank = TargetBank(num_samples, {"features": self.feature_dim(), "scores": self.num_classes})
 
     def on_train_start(self) -> None:
         super().on_train_start()

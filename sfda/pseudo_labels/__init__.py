@@ -5,7 +5,14 @@ Depends on torch only; every method builds its pseudo-labels from these pieces.
 
 from .bank import TargetBank
 from .clustering import augment_and_normalise, centroid_labels, kmeans
-from .distributed import gather_rows, gather_with_grad, masked_global_mean, one_row_per_index, world_size
+from .distributed import (
+    check_identical_across_ranks,
+    gather_rows,
+    gather_with_grad,
+    masked_global_mean,
+    one_row_per_index,
+    world_size,
+)
 from .knn import cosine_knn, cosine_knn_faiss, faiss_available
 from .priors import (
     ConstantSizes,
@@ -38,7 +45,7 @@ from .universal import (
 )
 
 __all__ = [
-    "TargetBank", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad", "masked_global_mean", "one_row_per_index",
+    "TargetBank", "check_identical_across_ranks", "augment_and_normalise", "centroid_labels", "kmeans", "gather_rows", "gather_with_grad", "masked_global_mean", "one_row_per_index",
     "world_size", "ConstantSizes", "ImageSizes", "PriorProvider", "SourceEstimate", "TrueSizes", "class_fractions",
     "prior_from_sizes", "cosine_knn", "cosine_knn_faiss", "faiss_available", "class_marginal", "estimated_prior",
     "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",

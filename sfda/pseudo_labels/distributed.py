@@ -65,3 +65,13 @@ def one_row_per_index(index: torch.Tensor) -> torch.Tensor:
     position = torch.full((int(index.max()) + 1,), -1, dtype=torch.long, device=index.device)
     position[index] = torch.arange(index.numel(), device=index.device)
     return position[torch.unique(index)]
+
+
+def check_identical_across_ranks(tensor: torch.Tensor, what: str) -> None:
+    """Raise when ``tensor`` (same shape on every rank) differs between processes: a guard on
+    state that every rank must derive identically (queried samples, pseudo-labels)."""
+    if world_size() == 1:
+        return
+    rows = gather_rows(tensor.detach().reshape(1, -1).double())
+    if not bool((rows == rows[0]).all()):
+        raise RuntimeError(f"{what} differ between processes; every rank must derive them from the same gathered pass")
