@@ -46,13 +46,17 @@ def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tu
 
 def append_rows(suite: str, rows: list[dict]) -> Path:
     """Add rows to ``benchmarks/results/<suite>.json``, replacing rows with the same (benchmark, setting, method, metric)."""
+    import fcntl
+
     path = RESULTS / f"{suite}.json"
-    existing = json.loads(path.read_text()) if path.exists() else []
-    key = lambda r: (r["benchmark"], r["setting"], r["method"], r["metric"])  # noqa: E731
-    fresh = {key(r) for r in rows}
-    merged = [r for r in existing if key(r) not in fresh] + rows
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(merged, indent=1))
+    with open(path.with_suffix(".lock"), "w") as lock:  # suites running in parallel append to the same file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = json.loads(path.read_text()) if path.exists() else []
+        key = lambda r: (r["benchmark"], r["setting"], r["method"], r["metric"])  # noqa: E731
+        fresh = {key(r) for r in rows}
+        merged = [r for r in existing if key(r) not in fresh] + rows
+        path.write_text(json.dumps(merged, indent=1))
     return path
 
 
