@@ -15,14 +15,14 @@ import re
 from common import RESULTS, ROOT
 
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
-                "epoch-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+                "epoch-seconds", "round-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
     if metric.endswith("-per-s") and abs(value) >= 1000:
         return f"{value:,.0f}"
-    if metric in ("epoch-seconds", "seconds", "images-per-s", "hd95"):
+    if metric in ("epoch-seconds", "round-seconds", "seconds", "images-per-s", "hd95"):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
     if metric in ("overhead", "speedup"):
         return f"{value:.2f}x"
@@ -47,12 +47,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rounds_table(rows: list[dict]) -> str:
+    """Accuracy after each round, for rows that carry a per-round list (active adaptation)."""
+    rows = [r for r in rows if r.get("rounds")]
+    width = max(len(r["rounds"]) for r in rows)
+    lines = ["| benchmark | setting | method | " + " | ".join(f"round {i + 1}" for i in range(width)) + " |",
+             "|---" * (3 + width) + "|"]
+    for r in sorted(rows, key=lambda r: (r["benchmark"], r["setting"])):
+        lines.append(f"| {r['benchmark']} | {r['setting']} | {r['method']} {r['metric']} | "
+                     + " | ".join(fmt(r["metric"], v) for v in r["rounds"]) + " |")
+    return "\n".join(lines)
+
+
 def render() -> str:
     parts = []
     for path in sorted(RESULTS.glob("*.json")):
         rows = json.loads(path.read_text())
         if rows:
             parts.append(f"**{path.stem}** (`benchmarks/results/{path.name}`)\n\n{table(rows)}")
+        if any(r.get("rounds") for r in rows):
+            parts.append(f"**{path.stem}, after each round**\n\n{rounds_table(rows)}")
     return "\n\n".join(parts)
 
 
