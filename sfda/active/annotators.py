@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ class LabelsFileError(ValueError):
     """A labels file that cannot be used as is (unknown index or class, duplicate row)."""
 
 
-class Annotator:
+class Annotator(ABC):
     """Base: ``annotate(round_index, indices, datamodule, root, is_writer) -> labels (n,)``.
 
     Args of ``annotate``:
@@ -39,9 +40,10 @@ class Annotator:
         resume_from: the checkpoint a re-run should resume from ('' when a plain re-run will do).
     """
 
+    @abstractmethod
     def annotate(self, round_index: int, indices: np.ndarray, datamodule, root: Path, is_writer: bool,
                  resume_from: str = "") -> np.ndarray:
-        raise NotImplementedError
+        """Labels ``(n,)`` of ``indices`` in order, or raise ``AwaitingLabels``."""
 
 
 class StoredLabels(Annotator):

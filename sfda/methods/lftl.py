@@ -61,6 +61,7 @@ class LFTL(ActiveAdaptation):
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         index, labels = self.labelled()
+        self._anchor_index = index  # the labelled set is fixed within an epoch
         loader = self.trainer.datamodule.subset_dataloader(index.cpu().numpy(), labels.cpu().numpy())
         rows = self.full_pass(loader, "refreshing the anchor memory")
         old = self.anchors.read("features", rows["index"])
@@ -78,8 +79,7 @@ class LFTL(ActiveAdaptation):
         loss = ce + self.im_weight * im
         logs = {"train/loss": loss, "train/ce": ce, "train/im": im}
         if self.vpa_weight > 0:
-            index, _ = self.labelled()
-            vpa = anchor_entropy(features, self.anchors.read("features", index), self.temperature)
+            vpa = anchor_entropy(features, self.anchors.read("features", self._anchor_index), self.temperature)
             loss = loss + self.vpa_weight * vpa
             logs.update({"train/loss": loss, "train/vpa": vpa})
         self.log_dict(logs, prog_bar=True)
