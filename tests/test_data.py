@@ -15,9 +15,9 @@ SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
 def test_optdigits_is_real_and_centred_like_mnist():
     dm = DigitsDataModule("optdigits", role="target", input=SPEC)
     dm.setup()
-    images, labels = dm.splits["train"]
+    images, sealed = dm.splits["train"]
     assert images.shape[1:] == (28, 28) and len(images) + len(dm.splits["test"][0]) == 1797
-    assert set(np.unique(labels)) == set(range(10))
+    assert set(np.unique(sealed.reveal(np.arange(len(sealed))))) == set(range(10))
     assert images[:, :4].max() == 0 and images[:, 24:].max() == 0  # 20x20 box, 4-pixel border like MNIST
 
 
@@ -85,7 +85,7 @@ def test_image_folder_list_file_and_bad_input(tmp_path):
     listing.write_text("cat/0.png 0\ndog/1.png dog\n")
     dm = ImageFolderDataModule(str(listing), class_names=["cat", "dog"], input=InputSpec(size=16))
     dm.setup()
-    assert list(dm.splits["train"][1]) == [0, 1]
+    assert dm.reveal_labels([0, 1]).tolist() == [0, 1]
 
     (tmp_path / "bad.txt").write_text("cat/0.png 7\n")
     with pytest.raises(ValueError, match=r"bad.txt:1: label 7 outside"):
