@@ -119,7 +119,7 @@ class FileAnnotator(Annotator):
 
 
 def read_labels_file(path: Path, images: dict[int, str], class_names: list[str]) -> dict[int, int]:
-    """``{index: class id}`` from a person's labels CSV (``index,label`` or ``image,label``).
+    """``{index: class id}`` from a person's labels CSV (``index,label`` or ``image,label``; ``path`` = ``image``).
 
     Raises ``LabelsFileError`` naming the file and line for an index or image that was not
     queried this round, a label that is neither a class id nor a class name, or a sample
@@ -130,9 +130,10 @@ def read_labels_file(path: Path, images: dict[int, str], class_names: list[str])
     first_line: dict[int, int] = {}
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"]):
-        raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label', got {rows[0] if rows else 'an empty file'}")
-    keyed_by_image = rows[0][0].strip().lower() == "image"
+    if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"], ["path", "label"]):
+        raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label' (or 'path,label'), "
+                              f"got {rows[0] if rows else 'an empty file'}")
+    keyed_by_image = rows[0][0].strip().lower() in ("image", "path")
     for number, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
