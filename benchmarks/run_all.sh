@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of the foundation, universal-DA and segmentation issues, in order (several hours on 2 CPU
+# Every benchmark of the foundation, universal-DA, segmentation and active-DA issues, in order (several hours on 2 CPU
 # cores); results land in benchmarks/results/*.json, then the README tables are regenerated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,5 @@ for bench in colin27_itk itk_colin27; do
   OMP_NUM_THREADS=1 python benchmarks/segmentation.py "$bench"
   OMP_NUM_THREADS=1 python benchmarks/segmentation.py "$bench" --lr 1e-5 --methods entropy_prior_estimated entropy entropy_prior_constant entropy_prior_true  # the abandoned 10x-lr deviation, for comparison
 done
+python benchmarks/active.py --budgets 1 5 --methods lftl lftl_no_vpa random entropy margin shot  # ~14 min per run
 python benchmarks/report.py
