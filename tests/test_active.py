@@ -102,7 +102,7 @@ def test_labels_file_errors_name_the_file_and_line(tmp_path):
             read_labels_file(path, images, names)
         assert path.read_text() == text  # the person's file is never rewritten
     path.write_text("image,label\n/x/9.png,dog\n5,\n")
-    with pytest.raises(LabelsFileError, match="labels.csv:3: index '5' was not queried|labels.csv:3: image '5'"):
+    with pytest.raises(LabelsFileError, match="labels.csv:3: image '5' was not queried"):
         read_labels_file(path, images, names)
     path.write_text("index,label\n9,dog\n5,0\n")
     assert read_labels_file(path, images, names) == {9: 1, 5: 0}
@@ -120,8 +120,8 @@ def test_file_annotator_stops_cleanly_until_every_queried_sample_is_labelled(tmp
     (tmp_path / "ann" / "round_01" / "labels.csv").write_text("index,label\n2,7\n")
     with pytest.raises(SystemExit, match="0"):
         annotator.annotate(1, np.array([4, 2]), dm, tmp_path, True)
-    (tmp_path / "ann" / "round_01" / "labels.csv").write_text(f"image,label\n{rows[0]['image']},3\n2,7\n".replace("2,7", "2,7"))
-    with pytest.raises(LabelsFileError, match="index|image"):  # mixing keys is refused with the line named
+    (tmp_path / "ann" / "round_01" / "labels.csv").write_text(f"image,label\n{rows[0]['image']},3\n2,7\n")
+    with pytest.raises(LabelsFileError, match=r"labels.csv:3: image '2' was not queried"):  # mixing keys is refused, line named
         annotator.annotate(1, np.array([4, 2]), dm, tmp_path, True)
     (tmp_path / "ann" / "round_01" / "labels.csv").write_text("index,label\n2,7\n4,3\n")
     assert annotator.annotate(1, np.array([4, 2]), dm, tmp_path, True).tolist() == [3, 7]
