@@ -129,3 +129,18 @@ def test_estimated_prior_is_a_distribution_from_argmax_counts():
     probs = torch.tensor([[0.9, 0.1, 0.0]] * 3 + [[0.1, 0.9, 0.0]])
     prior = estimated_prior(probs)
     assert math.isclose(prior.sum().item(), 1.0, rel_tol=1e-6) and prior[0] > prior[1] > prior[2] > 0
+
+
+@pytest.mark.ddp
+def test_autograd_collectives_on_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
+    """GlobalBatchNorm and gather_with_grad (the global marginal of IM / AaD) under 2 gloo processes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "collectives_worker.py"
+    done = subprocess.run([sys.executable, str(worker), "29547", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["ok", "ok"]

@@ -261,18 +261,6 @@ def test_two_process_ddp_matches_one_process(colin_source, tmp_path):
     assert torch.allclose(one[weight], two[weight], atol=1e-5)
 
 
-@pytest.mark.ddp
-def test_global_batchnorm_on_two_processes_equals_batchnorm_on_the_whole_batch(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "global_bn_worker.py"), "29547", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["ok", "ok"]
-
-
 @pytest.mark.slow
 def test_three_d_patch_mode_trains_a_3d_unet_and_adapts(tmp_path):
     patches = ["--data.init_args.patches_per_volume=4", "--data.init_args.batch_size=2"]

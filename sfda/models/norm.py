@@ -6,9 +6,7 @@ import torch
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import nn
 
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+from ..pseudo_labels.distributed import sum_with_grad, world_size
 
 
 def batch_norm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -34,23 +32,6 @@ def reset_running_statistics(layers: list[nn.modules.batchnorm._BatchNorm]) -> N
         bn.momentum = None
 
 
-class _DifferentiableSum(torch.autograd.Function):
-    """All-reduce (sum) over processes whose backward is also a sum all-reduce: every process's
-    loss depends on every process's contribution. Shape-preserving, (K,) -> (K,)."""
-
-    @staticmethod
-    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
-        total = values.clone()
-        torch.distributed.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the GLOBAL batch across processes, on
     any device (``torch.nn.SyncBatchNorm`` refuses CPU). Sums and squared sums are all-reduced
@@ -67,7 +48,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         x = input.float()
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device)
-        totals = _DifferentiableSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        totals = sum_with_grad(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         channels = x.shape[1]
         n = totals[-1]
         mean = totals[:channels] / n

@@ -31,19 +31,55 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([piece[: int(c.item())] for piece, c in zip(pieces, counts, strict=True)])
 
 
+class _SumWithGrad(torch.autograd.Function):
+    """All-reduce (sum) whose backward is also a sum all-reduce: every process's loss depends on
+    every process's contribution. Shape-preserving, ``(...) -> (...)``."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
+        total = values.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather of equal-shaped ``(n, ...)`` tensors -> ``(world * n, ...)``, ranks in order.
+    Backward sums the incoming gradient over processes and returns this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        pieces = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(pieces, tensor.contiguous())
+        return torch.cat(pieces)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def sum_with_grad(values: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over processes, keeping the autograd graph (identity on one process)."""
+    return values if world_size() == 1 else _SumWithGrad.apply(values)
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate equal-shaped ``tensor`` from every rank, keeping the autograd graph.
+    """Concatenate equal-shaped ``tensor`` ``(n, ...)`` from every rank, keeping the autograd graph.
 
     Used for batch-level loss terms (the marginal of IM, AaD's dispersion) so the loss is
     that of the global batch whatever the number of processes. Backward sums the
     gradient of every rank's copy of the loss; since every rank computes the same loss
     and DDP averages gradients, the parameter gradient equals that of one process.
     """
-    if world_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()))
+    return tensor if world_size() == 1 else _GatherWithGrad.apply(tensor)
 
 
 def masked_global_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

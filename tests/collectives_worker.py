@@ -1,6 +1,7 @@
-"""Run as a script: 2 gloo processes compare GlobalBatchNorm on half batches with BatchNorm2d on the whole batch.
-Each process writes '<out dir>/rank<r>.txt' = 'ok' when output, running variance, weight and input gradients
-match, else the list of checks; usage: global_bn_worker.py <port> <out dir>."""
+"""Run as a script: 2 gloo processes check the engine's autograd collectives against one process on the whole batch:
+GlobalBatchNorm on half batches vs BatchNorm2d, and an IM-style global-marginal loss through ``gather_with_grad``.
+Each process writes '<out dir>/rank<r>.txt' = 'ok' when outputs, running variance and gradients match, else the
+list of checks; usage: collectives_worker.py <port> <out dir>."""
 
 import os
 import sys
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from sfda.models.norm import GlobalBatchNorm
+from sfda.pseudo_labels import gather_with_grad
 
 
 def one_process_reference():
@@ -20,6 +22,24 @@ def one_process_reference():
     y = bn(x)
     (y * w).mean().backward()
     return y.detach(), bn.weight.grad, bn.running_var, x.grad
+
+
+def marginal_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean softmax of ``logits (N, C)``: a loss that couples every sample of the batch."""
+    marginal = logits.softmax(dim=1).mean(dim=0)
+    return -(marginal * marginal.log()).sum()
+
+
+def gather_checks(rank: int) -> list[bool]:
+    torch.manual_seed(1)
+    logits = torch.randn(12, 5, requires_grad=True)
+    marginal_entropy(logits).backward()
+    part = slice(6 * rank, 6 * (rank + 1))
+    mine = logits.detach()[part].clone().requires_grad_(True)
+    loss = marginal_entropy(gather_with_grad(mine))
+    loss.backward()
+    # every rank holds the same global loss; DDP averages gradients over the 2 processes
+    return [torch.allclose(loss.detach(), marginal_entropy(logits.detach())), torch.allclose(mine.grad / 2, logits.grad[part], atol=1e-7)]
 
 
 def worker(rank: int, port: str, out: str) -> None:
@@ -38,6 +58,7 @@ def worker(rank: int, port: str, out: str) -> None:
     dist.all_reduce(w_grad)
     checks = [torch.allclose(y, y_ref[part], atol=1e-5), torch.allclose(w_grad / 2, w_grad_ref, atol=1e-6),
               torch.allclose(bn.running_var, var_ref, atol=1e-6), torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
+    checks += gather_checks(rank)
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as handle:
         handle.write("ok" if all(checks) else f"mismatch {checks}")
     dist.barrier()
