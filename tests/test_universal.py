@@ -154,6 +154,27 @@ def test_one_vs_all_labels_match_a_brute_force_transcription():
     assert torch.equal(out["targets"][out["known"]].argmax(1), labels[out["known"]])
 
 
+def test_negative_kmeans_is_fitted_on_a_seeded_sample_of_points_per_centroid(monkeypatch):
+    """As faiss (the official call): at most 256 points per centroid train the negative k-means."""
+    import sfda.pseudo_labels.universal as universal
+
+    fitted = []
+    real_kmeans = universal.kmeans
+    monkeypatch.setattr(universal, "kmeans", lambda x, k, **kw: (fitted.append(x), real_kmeans(x, k, **kw))[1])
+    gen = torch.Generator().manual_seed(4)
+    feats, probs = torch.randn(3000, 8, generator=gen), (torch.randn(3000, 5, generator=gen) * 2).softmax(1)
+    first = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0)  # K_hat 5, n_pos 600: 2400 negatives per class
+    again = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0)
+    full = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0, max_points_per_centroid=None)
+    assert [x.shape[0] for x in fitted] == [256 * 5] * 10 + [2400] * 5
+    assert torch.equal(first["known"], again["known"]) and torch.equal(first["labels"], full["labels"])
+    normed = torch.nn.functional.normalize(feats, dim=1)
+    for cls, sample in enumerate(fitted[:5]):  # distinct rows drawn from the class's negatives only
+        rows = torch.cdist(sample, normed).argmin(1)
+        positives = probs[:, cls].topk(600).indices
+        assert rows.unique().numel() == 256 * 5 and not torch.isin(rows, positives).any()
+
+
 def test_entropy_two_means_threshold_matches_sklearn():
     from sklearn.cluster import KMeans
 

@@ -35,19 +35,21 @@ class GLC(NeighbourhoodMethod):
         reject_unknown: w0, normalised-entropy threshold of unknown predictions (0.55).
         coefficients: cluster-count coefficients (0.25, 0.5, 1, 2, 3).
         max_cluster_samples: cluster-count selection runs on a seeded subsample of this many points.
+        max_points_per_centroid: negative k-means is fitted on at most this many points per centroid
+            (faiss's default 256, which the official code runs with); None: every negative.
     """
 
     refresh_bank_each_epoch = True
 
     def __init__(self, source: str | ExternalModel, k: int = 4, rho: float = 0.75, lambda_psd: float = 0.3,
                  lambda_knn: float = 1.0, reject_unknown: float | None = 0.55, coefficients: list[float] | None = None,
-                 max_cluster_samples: int = 10000, optim: Optim | None = None, evaluate_source: bool = True):
+                 max_cluster_samples: int = 10000, max_points_per_centroid: int | None = 256, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
         if not 0 <= rho <= 1:
             raise ValueError(f"model.rho: expected a prior floor in [0, 1], got {rho}")
         self.k, self.rho, self.lambda_psd, self.lambda_knn = k, rho, lambda_psd, lambda_knn
         self.coefficients = tuple(coefficients or GLC_COEFFICIENTS)
-        self.max_cluster_samples = max_cluster_samples
+        self.max_cluster_samples, self.max_points_per_centroid = max_cluster_samples, max_points_per_centroid
 
     def build_state(self, num_samples: int) -> None:
         super().build_state(num_samples)
@@ -64,7 +66,8 @@ class GLC(NeighbourhoodMethod):
                 self.cluster_coefficient.fill_(chosen)
                 self.results.update({"engine/glc_clusters": max(1, int(self.num_classes * chosen)),
                                      **{f"engine/silhouette@{coef:g}": s for coef, s in silhouettes.items()}})
-            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"], float(self.cluster_coefficient), self.rho)
+            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"], float(self.cluster_coefficient), self.rho,
+                                              max_points_per_centroid=self.max_points_per_centroid)
             self.targets[rows["index"]] = labels["targets"].to(self.targets.device)
         self.log("engine/known_fraction", labels["known"].float().mean())
 
