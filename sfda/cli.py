@@ -36,6 +36,9 @@ class SFDACLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--channels_last", type=bool, default=True,
                             help="keep conv weights and image batches channels-last (same math, faster convolutions)")
+        # BatchNorm statistics of the GLOBAL batch under DDP, so results do not depend on the process count
+        # (a no-op on one process); a recipe or `--trainer.sync_batchnorm=false` turns it off
+        parser.set_defaults({"trainer.sync_batchnorm": True})
 
     def _recipe_name(self) -> str:
         configs = self.config.get(self.subcommand, {}).get("config") or []

@@ -25,6 +25,13 @@ def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
     if method in ("nrc", "aad"):  # every rank wrote every row: the bank is complete and finite
         assert two["bank.filled"].all() and torch.isfinite(two["bank.scores"]).all()
         assert torch.allclose(two["bank.scores"].sum(1), torch.ones(512), atol=1e-3)
+    # the same global batches, BatchNorm of the global batch (the CLI's default) and dropout keyed by sample:
+    # the same training trajectory up to float rounding of the all-reduces
+    weights = [k for k, v in one.items() if v.is_floating_point() and k.startswith("network.") and "running" not in k]
+    assert weights and all(torch.allclose(one[k], two[k], atol=1e-4) for k in weights), \
+        max((one[k] - two[k]).abs().max().item() for k in weights)
+    if method != "tent":  # Tent predicts with the statistics of each process's share of the evaluation batch (by design)
+        assert results_of(tmp_path / "two")["target/acc"] == pytest.approx(results_of(tmp_path / "one")["target/acc"], abs=1 / 256)
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,7 @@ from ..models import (
     load_artifact,
     wrap_external,
 )
+from ..models.keyed_dropout import sample_keys
 from ..progress import track
 from ..pseudo_labels import gather_rows, one_row_per_index, unknown_by_entropy
 from ..timing import Stopwatch
@@ -125,9 +127,14 @@ class ClassifierTask(L.LightningModule):
                                       predictions)
         return predictions
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, C, H, W) -> (features (B, D), logits (B, K))``."""
-        return self.network(images)
+    def forward(self, images: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, H, W) -> (features (B, D), logits (B, K))``. Training steps pass the batch's
+        global sample ``index (B,)``: dropout masks then depend on (run seed, global step, index)
+        only, so the trajectory does not depend on how many processes share the global batch."""
+        keys = None
+        if index is not None and self.training:
+            keys = sample_keys(index, int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step)
+        return self.network(images, keys)
 
     # evaluation ---------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:

@@ -71,8 +71,8 @@ class LFTL(ActiveAdaptation):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if "mixup" in batch:
             return self.mixup_step(batch["mixup"])
-        features, logits = self(batch["unlabelled"]["image"])
-        _, labelled_logits = self(batch["labelled"]["image"])
+        features, logits = self(batch["unlabelled"]["image"], batch["unlabelled"]["index"])
+        _, labelled_logits = self(batch["labelled"]["image"], batch["labelled"]["index"])
         probs = logits.float().softmax(dim=1)
         ce = F.cross_entropy(labelled_logits.float(), batch["labelled"]["label"])
         im = masked_information_maximization(probs, torch.ones(len(probs), dtype=torch.bool, device=probs.device))

@@ -34,7 +34,7 @@ class NeighbourhoodMethod(AdaptationModule):
 
     def step_neighbours(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward, bank write-back and kNN. Returns ``probs (B, C)``, normalised ``features (B, D)``, neighbour indices ``(B, K)``."""
-        features, logits = self(batch["image"])
+        features, logits = self(batch["image"], batch["index"])
         probs = logits.float().softmax(dim=1)
         features = F.normalize(features.float(), dim=1)
         with torch.no_grad(), self.stopwatch("engine"):

@@ -74,7 +74,7 @@ class SHOT(AdaptationModule):
             self.log_dict({"engine/unknown_fraction": 1 - known.float().mean(), "engine/entropy_threshold": self.entropy_threshold})
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, logits = self(batch["image"])
+        _, logits = self(batch["image"], batch["index"])
         probs = logits.float().softmax(dim=1)
         targets = self.pseudo_labels[batch["index"]]
         known = targets != self.UNKNOWN if self.open_set else torch.ones_like(targets, dtype=torch.bool)

@@ -53,7 +53,7 @@ class SourceTraining(ClassifierTask):
         self.build_metrics(dm.num_classes)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, logits = self(batch["image"])
+        _, logits = self(batch["image"], batch["index"])
         loss = F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -42,7 +42,7 @@ class Tent(AdaptationModule):
         return [{"params": [p for bn in self.norm_layers for p in bn.parameters()], "lr": self.optim.lr}]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, logits = self(batch["image"])
+        _, logits = self(batch["image"], batch["index"])
         loss = mean_entropy(logits.float().softmax(dim=1))
         self.log("train/entropy", loss, prog_bar=True)
         return loss

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .keyed_dropout import use_keyed_dropout
+
 
 class FeatureClassifier(nn.Module):
     """Wraps a classifier and exposes the output of its layer ``feature_layer`` as the feature.
@@ -12,7 +14,8 @@ class FeatureClassifier(nn.Module):
     ``forward(x) -> (features (B, D), logits (B, C))`` in one pass (a forward hook taps the
     feature). ``head_layer`` names the final classifier (frozen during hypothesis
     transfer); ``bottleneck_layers`` name modules trained at the full learning rate, the
-    rest of the non-head parameters form the backbone group.
+    rest of the non-head parameters form the backbone group. The network's dropout modules
+    become ``KeyedDropout``: given per-sample ``keys``, masks do not depend on the process count.
 
     Args:
         network: the classifier, ``network(x) -> logits``.
@@ -33,12 +36,21 @@ class FeatureClassifier(nn.Module):
         self.feature_layer, self.head_layer, self.bottleneck_layers = feature_layer, head_layer, tuple(bottleneck_layers)
         self._tapped: torch.Tensor | None = None
         names[feature_layer].register_forward_hook(self._tap)
+        self._dropouts = use_keyed_dropout(network)
 
     def _tap(self, module, inputs, output):
         self._tapped = output
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network(x)
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, ...)``; ``keys (B,)`` int64 from ``keyed_dropout.sample_keys`` key the dropout masks
+        (training); None: ordinary dropout."""
+        for dropout in self._dropouts:
+            dropout.keys = keys
+        try:
+            logits = self.network(x)
+        finally:
+            for dropout in self._dropouts:
+                dropout.keys = None
         features, self._tapped = self._tapped, None
         return features.flatten(1), logits
 
