@@ -9,6 +9,8 @@ for bench in mnist_optdigits optdigits_mnist; do
   python benchmarks/digits.py "$bench" --methods source source_only tent shot_im shot nrc aad
 done
 python benchmarks/speed.py
+python benchmarks/speed.py --train-subset 60000 --methods shot --repeats 0  # a full SHOT epoch
+python benchmarks/official_shot_epoch.py --samples 60000  # the official script's machinery, same math
 python benchmarks/glc_global_step.py
 python benchmarks/universal.py mnist06_optdigits --methods source source_only shot_o glc
 python benchmarks/universal.py svhn_mnist_opda --methods source_only shot_o glc
