@@ -233,3 +233,10 @@ def test_glc_global_pseudo_labels_do_not_depend_on_process_count(mnist_0_5_sourc
     assert torch.equal(one["targets"].argmax(1), two["targets"].argmax(1))
     assert torch.allclose(one["targets"], two["targets"])
     assert two["bank.filled"].all()
+
+
+def test_glc_refuses_a_non_positive_k_means_sample_size():
+    from sfda.methods import GLC
+
+    with pytest.raises(ValueError, match="model.max_points_per_centroid: expected a positive count or null, got 0"):
+        GLC(source="unused.pt", max_points_per_centroid=0)

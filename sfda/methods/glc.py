@@ -43,10 +43,13 @@ class GLC(NeighbourhoodMethod):
 
     def __init__(self, source: str | ExternalModel, k: int = 4, rho: float = 0.75, lambda_psd: float = 0.3,
                  lambda_knn: float = 1.0, reject_unknown: float | None = 0.55, coefficients: list[float] | None = None,
-                 max_cluster_samples: int = 10000, max_points_per_centroid: int | None = 256, optim: Optim | None = None, evaluate_source: bool = True):
-        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
+                 max_cluster_samples: int = 10000, max_points_per_centroid: int | None = 256, optim: Optim | None = None,
+                 evaluate_source: bool = True):
         if not 0 <= rho <= 1:
             raise ValueError(f"model.rho: expected a prior floor in [0, 1], got {rho}")
+        if max_points_per_centroid is not None and max_points_per_centroid < 1:
+            raise ValueError(f"model.max_points_per_centroid: expected a positive count or null, got {max_points_per_centroid}")
+        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
         self.k, self.rho, self.lambda_psd, self.lambda_knn = k, rho, lambda_psd, lambda_knn
         self.coefficients = tuple(coefficients or GLC_COEFFICIENTS)
         self.max_cluster_samples, self.max_points_per_centroid = max_cluster_samples, max_points_per_centroid
