@@ -1,7 +1,7 @@
 """Segmentation suite on the real skull-stripping demo volumes: Colin27 <-> the ITK subject.
 
     python benchmarks/segmentation.py colin27_itk --methods source source_only adabn tent entropy \
-        entropy_prior_estimated entropy_prior_constant entropy_prior_true oracle
+        entropy_prior_estimated entropy_prior_source_sizes entropy_prior_constant entropy_prior_true oracle
 
 Every method runs through the real CLI; the target volume's brain mask is used only for the
 reported Dice / HD95 (and, named as such, by the weak-label tags of entropy+prior(constant) and
@@ -18,8 +18,10 @@ from common import ROOT, append_rows, row, run_cli
 BENCHMARKS = {"colin27_itk": ("colin27->itk", "colin27", "itk"), "itk_colin27": ("itk->colin27", "itk", "colin27")}
 METHOD_NAMES = {"source_only": "source-only", "adabn": "adabn", "tent": "tent", "entropy": "entropy",
                 "entropy_prior_estimated": "entropy+prior(estimated)", "entropy_prior_constant": "entropy+prior(constant)",
+                "entropy_prior_source_sizes": "entropy+prior(source sizes)",
                 "entropy_prior_true": "entropy+prior(true)", "oracle": "oracle"}
 NOTES = {"entropy_prior_constant": "tags (brain present in slice?) are weak labels from the target mask; size from the source volume",
+         "entropy_prior_source_sizes": "label-free: size from the source volume's labels, tags from the source model's predictions",
          "entropy_prior_true": "UPPER BOUND: true per-slice class ratios from the target mask",
          "oracle": "UPPER BOUND: UNet trained with the target labels on the target volume, evaluated on it"}
 

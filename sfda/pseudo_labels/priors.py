@@ -76,24 +76,44 @@ class PriorProvider:
         raise NotImplementedError
 
 
+PREDICTED_TAGS = "source_predictions"
+
+
+def predicted_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Tensor:
+    """Label-free image-level tags: ``fractions (N, C)`` of the source model's predicted masks ->
+    ``(N, C-1)`` bool, a foreground class present where it covers more than ``min_fraction``."""
+    return fractions[:, 1:].float() > min_fraction
+
+
 class ConstantSizes(PriorProvider):
     """Constant anatomical size per foreground class, applied where an image-level tag says the
     class is present (0 where absent; background the remainder).
 
     Args:
-        sizes: expected fraction of the image per foreground class (C-1 values, class order).
-        tags: CSV (header ``id,<foreground class names>``, values 0/1) or ``"module:function"``
-            mapping a sample id to the names of the classes present; None: every class present.
+        sizes: expected fraction of the image per foreground class (C-1 values, class order),
+            e.g. the mean over the source site's labelled slices that contain the class.
+        tags: CSV (header ``id,<foreground class names>``, values 0/1), ``"module:function"``
+            mapping a sample id to the names of the classes present, ``"source_predictions"``
+            (label-free: present where the source model predicts more than ``min_fraction`` of
+            the class), or None: every class present.
+        min_fraction: predicted fraction above which a class counts as present
+            (``tags: source_predictions`` only).
     """
 
     name = "constant"
 
-    def __init__(self, sizes: list[float], tags: str | None = None):
-        self.sizes, self.tags = [float(s) for s in sizes], tags
+    def __init__(self, sizes: list[float], tags: str | None = None, min_fraction: float = 0.01):
+        self.sizes, self.tags, self.min_fraction = [float(s) for s in sizes], tags, min_fraction
 
-    def _present(self, ids: list[str], foreground: list[str]) -> torch.Tensor:
+    @property
+    def needs(self) -> str:
+        return "source_predictions" if self.tags == PREDICTED_TAGS else "nothing"
+
+    def _present(self, ids: list[str], foreground: list[str], fractions: torch.Tensor | None) -> torch.Tensor:
         if self.tags is None:
             return torch.ones(len(ids), len(foreground), dtype=torch.bool)
+        if self.tags == PREDICTED_TAGS:
+            return predicted_presence(fractions, self.min_fraction)
         if self.tags.endswith(".csv"):
             return _read_table(self.tags, ids, foreground, "tags") > 0.5
         import importlib
@@ -102,14 +122,15 @@ class ConstantSizes(PriorProvider):
         try:
             tag = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(f"model.prior.tags: '{self.tags}' is neither a .csv file nor an importable 'module:function' ({err})") from err
+            raise ValueError(f"model.prior.tags: '{self.tags}' is neither a .csv file, '{PREDICTED_TAGS}' nor an "
+                             f"importable 'module:function' ({err})") from err
         return torch.tensor([[name in set(tag(i)) for name in foreground] for i in ids], dtype=torch.bool)
 
     def table(self, ids, class_names, fractions=None):
         if len(self.sizes) != len(class_names) - 1:
             raise ValueError(f"model.prior.sizes: expected {len(class_names) - 1} foreground sizes "
                              f"(classes {class_names[1:]}), got {self.sizes}")
-        return prior_from_sizes(torch.tensor(self.sizes), self._present(ids, class_names[1:]))
+        return prior_from_sizes(torch.tensor(self.sizes), self._present(ids, class_names[1:], fractions))
 
 
 class ImageSizes(PriorProvider):
@@ -142,7 +163,7 @@ class SourceEstimate(PriorProvider):
 
     def table(self, ids, class_names, fractions=None):
         foreground = fractions[:, 1:].float()
-        present = foreground > self.min_fraction
+        present = predicted_presence(fractions, self.min_fraction)
         sizes = (foreground * present).sum(0) / present.sum(0).clamp_min(1)
         return prior_from_sizes(sizes, present)
 
