@@ -83,6 +83,14 @@ def test_constant_sizes_with_callable_tags():
     assert torch.allclose(table, torch.tensor([[1.0, 0.0], [0.75, 0.25]]))
 
 
+def test_constant_sizes_with_label_free_tags_from_source_predictions():
+    provider = ConstantSizes([0.25], "source_predictions", min_fraction=0.01)
+    assert provider.needs == "source_predictions" and ConstantSizes([0.25]).needs == "nothing"
+    fractions = torch.tensor([[0.6, 0.4], [0.995, 0.005], [0.98, 0.02]])  # predicted sizes, not the constant used
+    table = provider.table(["a", "b", "c"], ["background", "brain"], fractions)
+    assert torch.allclose(table, torch.tensor([[0.75, 0.25], [1.0, 0.0], [0.75, 0.25]]))
+
+
 def tag_odd_slices(sample_id: str) -> list[str]:
     return ["brain"] if int(sample_id.rsplit(":", 1)[1]) % 2 else []
 
