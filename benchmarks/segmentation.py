@@ -1,7 +1,7 @@
 """Segmentation suite on the real skull-stripping demo volumes: Colin27 <-> the ITK subject.
 
     python benchmarks/segmentation.py colin27_itk --methods source source_only adabn tent entropy \
-        entropy_prior_estimated entropy_prior_source_sizes entropy_prior_constant entropy_prior_true oracle
+        entropy_prior_estimated entropy_prior_source_sizes entropy_prior_csv entropy_prior_constant entropy_prior_true oracle
 
 Every method runs through the real CLI; the target volume's brain mask is used only for the
 reported Dice / HD95 (and, named as such, by the weak-label tags of entropy+prior(constant) and
@@ -19,9 +19,11 @@ BENCHMARKS = {"colin27_itk": ("colin27->itk", "colin27", "itk"), "itk_colin27": 
 METHOD_NAMES = {"source_only": "source-only", "adabn": "adabn", "tent": "tent", "entropy": "entropy",
                 "entropy_prior_estimated": "entropy+prior(estimated)", "entropy_prior_constant": "entropy+prior(constant)",
                 "entropy_prior_source_sizes": "entropy+prior(source sizes)",
+                "entropy_prior_csv": "entropy+prior(csv)",
                 "entropy_prior_true": "entropy+prior(true)", "oracle": "oracle"}
 NOTES = {"entropy_prior_constant": "tags (brain present in slice?) are weak labels from the target mask; size from the source volume",
          "entropy_prior_source_sizes": "label-free: size from the source volume's labels, tags from the source model's predictions",
+         "entropy_prior_csv": "label-free: a per-slice sizes CSV written from the source model's predicted masks (ImageSizes)",
          "entropy_prior_true": "UPPER BOUND: true per-slice class ratios from the target mask",
          "oracle": "UPPER BOUND: UNet trained with the target labels on the target volume, evaluated on it"}
 
@@ -43,6 +45,30 @@ def write_tags(benchmark: str) -> None:
             writer.writerow([dataset.ids[i], int(bool((dataset[i]["label"] > 0).any()))])
 
 
+def write_source_sizes(benchmark: str) -> None:
+    """The per-slice sizes CSV of ``entropy_prior_csv`` (``id,brain``): the brain fraction of the
+    source model's own predicted mask in every target slice (label-free)."""
+    import torch
+
+    from sfda.data import SegmentationDataModule
+    from sfda.models import load_artifact
+    from sfda.pseudo_labels import class_fractions
+
+    _, _, target = BENCHMARKS[benchmark]
+    artifact = load_artifact(ROOT / "runs" / "segmentation" / benchmark / "source.pt")
+    network = artifact.build_network().eval()
+    dm = SegmentationDataModule(f"demo://skull_stripping/{target}.json", artifact.class_names, role="target", input=artifact.input)
+    path = ROOT / "runs" / "segmentation" / benchmark / f"{target}_source_sizes.csv"
+    ids = dm.sample_ids()
+    with torch.no_grad(), open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", *artifact.class_names[1:]])
+        for batch in dm.bank_dataloader():
+            fractions = class_fractions(network(batch["image"]).argmax(1), artifact.num_classes)
+            for index, row_fractions in zip(batch["index"].tolist(), fractions[:, 1:].tolist(), strict=True):
+                writer.writerow([ids[index], *(f"{f:.6f}" for f in row_fractions)])
+
+
 def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
     """Rows of one method; ``lr`` overrides the recipe's adaptation lr (rows get setting ``lr-<lr>``)."""
     bench = BENCHMARKS[benchmark][0]
@@ -56,6 +82,8 @@ def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
                     epochs=int(results["epochs"]), notes="Dice on the SOURCE volume it was trained on (training fit)")]
     if method == "entropy_prior_constant":
         write_tags(benchmark)
+    if method == "entropy_prior_csv":
+        write_source_sizes(benchmark)
     if method == "source_only":
         results, seconds = run_cli("test", recipe, runs)
     else:
