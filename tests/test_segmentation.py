@@ -89,6 +89,10 @@ def test_constant_sizes_with_label_free_tags_from_source_predictions():
     fractions = torch.tensor([[0.6, 0.4], [0.995, 0.005], [0.98, 0.02]])  # predicted sizes, not the constant used
     table = provider.table(["a", "b", "c"], ["background", "brain"], fractions)
     assert torch.allclose(table, torch.tensor([[0.75, 0.25], [1.0, 0.0], [0.75, 0.25]]))
+    with pytest.raises(ValueError, match=r"model.prior.min_fraction: expected a predicted fraction in \[0, 1\), got 5"):
+        ConstantSizes([0.25], "source_predictions", min_fraction=5)
+    with pytest.raises(ValueError, match="neither a .csv file, 'source_predictions' nor an importable"):
+        ConstantSizes([0.25], "source_prediction").table(["a"], ["background", "brain"])
 
 
 def tag_odd_slices(sample_id: str) -> list[str]:

@@ -85,6 +85,12 @@ def predicted_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Te
     return fractions[:, 1:].float() > min_fraction
 
 
+def check_min_fraction(min_fraction: float) -> float:
+    if not 0 <= min_fraction < 1:
+        raise ValueError(f"model.prior.min_fraction: expected a predicted fraction in [0, 1), got {min_fraction}")
+    return float(min_fraction)
+
+
 class ConstantSizes(PriorProvider):
     """Constant anatomical size per foreground class, applied where an image-level tag says the
     class is present (0 where absent; background the remainder).
@@ -103,7 +109,7 @@ class ConstantSizes(PriorProvider):
     name = "constant"
 
     def __init__(self, sizes: list[float], tags: str | None = None, min_fraction: float = 0.01):
-        self.sizes, self.tags, self.min_fraction = [float(s) for s in sizes], tags, min_fraction
+        self.sizes, self.tags, self.min_fraction = [float(s) for s in sizes], tags, check_min_fraction(min_fraction)
 
     @property
     def needs(self) -> str:
@@ -159,7 +165,7 @@ class SourceEstimate(PriorProvider):
     name = "estimated"
 
     def __init__(self, min_fraction: float = 0.01):
-        self.min_fraction = min_fraction
+        self.min_fraction = check_min_fraction(min_fraction)
 
     def table(self, ids, class_names, fractions=None):
         foreground = fractions[:, 1:].float()
