@@ -18,7 +18,8 @@ class EntropyPrior(SegmentationAdaptation):
 
     ``tau_e`` per sample comes from a prior provider (engine ``pseudo_labels.priors``), resolved
     once at fit start into a ``(N, C)`` table keyed by global sample index (kept in checkpoints):
-    ``ConstantSizes`` (anatomical sizes + image-level tags), ``ImageSizes`` (per-image CSV),
+    ``ConstantSizes`` (anatomical sizes + image-level tags, from a CSV, a callable or, label-free,
+    the source model's predictions), ``ImageSizes`` (per-image CSV),
     ``SourceEstimate`` (label-free, from the source model's predictions) or ``TrueSizes``
     (upper bound from target labels, named as such). ``prior: null`` is entropy minimisation alone.
 
