@@ -213,6 +213,7 @@ def colin_source(tmp_path_factory):
              "--trainer.check_val_every_n_epoch=1", f"--model.init_args.artifact={root}/source.pt", *SMALL_UNET)
     results = results_of(root)
     assert 0 < results["source_val/dice"] <= 1 and math.isfinite(results["source_val/hd95"])
+    assert results["source/size/brain"] == pytest.approx(0.177, abs=1e-3)  # Colin27's mean brain fraction (the recipes' size)
     return root / "source.pt"
 
 

@@ -11,7 +11,7 @@ from ..data.volumes import VolumeSpec
 from ..metrics import VolumeScores, volume_scores
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
-from ..pseudo_labels import entropy, gather_rows, one_row_per_index
+from ..pseudo_labels import class_fractions, entropy, gather_rows, mean_size_where_present, one_row_per_index
 from ..timing import Stopwatch
 from .base import Optim, build_optimizer, check_finite
 
@@ -203,6 +203,7 @@ class SegmentationSourceTraining(SegmentationTask):
         return loss
 
     def on_train_end(self) -> None:
+        self.record_class_sizes()
         path = Path(self.artifact_path or Path(self.trainer.log_dir or ".") / "source.pt")
         if self.trainer.is_global_zero:
             dm = self.trainer.datamodule
@@ -210,3 +211,12 @@ class SegmentationSourceTraining(SegmentationTask):
             SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
                            input=dm.input_spec, task="segmentation").save(path)
         self.results["artifact"] = str(path)
+
+    def record_class_sizes(self) -> None:
+        """``results["source/size/<class>"]``: mean fraction of each foreground class over the source
+        training samples that contain it (from the labels): the anatomical sizes a target site can
+        use in ``ConstantSizes`` without any source image."""
+        dm = self.trainer.datamodule
+        _, fractions = self.sample_pass(dm.bank_dataloader(), lambda b: class_fractions(b["label"], dm.num_classes))
+        for name, size in zip(dm.class_names[1:], mean_size_where_present(fractions).tolist(), strict=True):
+            self.results[f"source/size/{name}"] = size

@@ -80,9 +80,18 @@ PREDICTED_TAGS = "source_predictions"
 
 
 def predicted_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    """Label-free image-level tags: ``fractions (N, C)`` of the source model's predicted masks ->
-    ``(N, C-1)`` bool, a foreground class present where it covers more than ``min_fraction``."""
+    """Image-level tags from masks: ``fractions (N, C)`` (the source model's predicted masks: label-free)
+    -> ``(N, C-1)`` bool, a foreground class present where it covers more than ``min_fraction``."""
     return fractions[:, 1:].float() > min_fraction
+
+
+def mean_size_where_present(fractions: torch.Tensor, min_fraction: float = 0.0) -> torch.Tensor:
+    """Anatomical size per foreground class: ``fractions (N, C)`` (true or predicted masks) ->
+    ``(C-1,)`` mean fraction over the samples where the class covers more than ``min_fraction``
+    (0 for a class present nowhere). From source labels it is the ``sizes`` of ``ConstantSizes``."""
+    foreground = fractions[:, 1:].float()
+    present = predicted_presence(fractions, min_fraction)
+    return (foreground * present).sum(0) / present.sum(0).clamp_min(1)
 
 
 def check_min_fraction(min_fraction: float) -> float:
@@ -168,10 +177,8 @@ class SourceEstimate(PriorProvider):
         self.min_fraction = check_min_fraction(min_fraction)
 
     def table(self, ids, class_names, fractions=None):
-        foreground = fractions[:, 1:].float()
-        present = predicted_presence(fractions, self.min_fraction)
-        sizes = (foreground * present).sum(0) / present.sum(0).clamp_min(1)
-        return prior_from_sizes(sizes, present)
+        return prior_from_sizes(mean_size_where_present(fractions, self.min_fraction),
+                                predicted_presence(fractions, self.min_fraction))
 
 
 class TrueSizes(PriorProvider):
