@@ -79,8 +79,8 @@ class PriorProvider:
 PREDICTED_TAGS = "source_predictions"
 
 
-def predicted_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    """Image-level tags from masks: ``fractions (N, C)`` (the source model's predicted masks: label-free)
+def class_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Tensor:
+    """Image-level tags from masks: ``fractions (N, C)`` (true masks, or the source model's predictions: label-free)
     -> ``(N, C-1)`` bool, a foreground class present where it covers more than ``min_fraction``."""
     return fractions[:, 1:].float() > min_fraction
 
@@ -90,7 +90,7 @@ def mean_size_where_present(fractions: torch.Tensor, min_fraction: float = 0.0) 
     ``(C-1,)`` mean fraction over the samples where the class covers more than ``min_fraction``
     (0 for a class present nowhere). From source labels it is the ``sizes`` of ``ConstantSizes``."""
     foreground = fractions[:, 1:].float()
-    present = predicted_presence(fractions, min_fraction)
+    present = class_presence(fractions, min_fraction)
     return (foreground * present).sum(0) / present.sum(0).clamp_min(1)
 
 
@@ -128,7 +128,7 @@ class ConstantSizes(PriorProvider):
         if self.tags is None:
             return torch.ones(len(ids), len(foreground), dtype=torch.bool)
         if self.tags == PREDICTED_TAGS:
-            return predicted_presence(fractions, self.min_fraction)
+            return class_presence(fractions, self.min_fraction)
         if self.tags.endswith(".csv"):
             return _read_table(self.tags, ids, foreground, "tags") > 0.5
         import importlib
@@ -178,7 +178,7 @@ class SourceEstimate(PriorProvider):
 
     def table(self, ids, class_names, fractions=None):
         return prior_from_sizes(mean_size_where_present(fractions, self.min_fraction),
-                                predicted_presence(fractions, self.min_fraction))
+                                class_presence(fractions, self.min_fraction))
 
 
 class TrueSizes(PriorProvider):
