@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -71,6 +72,18 @@ class SFDACLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def close_process_group() -> None:
+    """Leave a DDP run's process group together: a barrier, then destroy it.
+
+    Lightning leaves the group open; gloo's threads torn down by the interpreter at exit abort the
+    process now and then ("terminate called without an active exception", exit -6) after a run
+    that succeeded. A no-op outside DDP.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sfda`` console script."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -85,6 +98,7 @@ def main(args: list[str] | None = None) -> None:
         trainer_defaults={"use_distributed_sampler": False},
         args=args,
     )
+    close_process_group()  # only after success: a failed rank raises and Lightning ends the others
 
 
 if __name__ == "__main__":
