@@ -11,18 +11,25 @@ results.json, checkpoints/, CSV metrics and TensorBoard events.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from .callbacks import ChannelsLast, PredictionCSV, RunRecorder, StepSeeder
 from .mask_writer import MaskWriter
 from .models.norm import GlobalBatchNormSync
 
 VERSION_ENV = "SFDA_RUN_VERSION"
+# Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
+# gathers its states, the engine's banks are global), so Lightning's DDP advice to add sync_dist=True
+# would only average identical numbers; it is silenced for these names, and for nothing else.
+GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", "engine/", "round")
 
 
 def next_version(root: Path) -> str:
@@ -87,6 +94,9 @@ def close_process_group() -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sfda`` console script."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
+    warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
+                            category=PossibleUserWarning)
     SFDACLI(
         model_class=None,
         datamodule_class=None,
