@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
+from .run_checks import checkpoint_method
+
 
 def git_commit(cwd: str | Path = ".") -> str | None:
     """HEAD commit of the git checkout at ``cwd`` (None outside one)."""
@@ -42,6 +44,17 @@ def _scalar(value) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return None
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None, so the file is valid JSON (``null``)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class RunRecorder(Callback):
@@ -105,13 +118,55 @@ class RunRecorder(Callback):
         results[f"{stage}/wall_s"] = time.time() - self.started
         results["wall_s"] = results[f"{stage}/wall_s"]
         results["epochs"] = trainer.current_epoch
-        path.write_text(json.dumps(results, indent=2, sort_keys=True))
+        path.write_text(json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False))
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "fit")
 
     def on_test_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "test")
+
+
+def non_finite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of parameters and buffers holding a NaN or an infinity (BatchNorm statistics included)."""
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    return [name for name, t in named if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+class CheckpointGuard(Callback):
+    """Keeps checkpoints trustworthy. A checkpoint is written only when every parameter and buffer is
+    finite: otherwise the run stops naming them and the last finite checkpoint stays as it was. Each
+    checkpoint records the method that wrote it (``checkpoint["sfda"]["method"]``), so ``--ckpt_path``
+    of another method is refused. ``sfda test`` / ``validate`` / ``predict`` and a resumed ``fit``
+    refuse non-finite weights."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if bad := non_finite_tensors(pl_module):
+            raise FloatingPointError(
+                f"{type(pl_module).__name__}: non-finite weights at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step} in {bad[:5]}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} "
+                "(expected finite values); no checkpoint written, the last finite one is kept. "
+                "Lower model.optim.lr or check the input data.")
+        checkpoint["sfda"] = {"method": checkpoint_method(pl_module)}
+
+    def _check_loaded(self, trainer, pl_module) -> None:
+        if bad := non_finite_tensors(pl_module):
+            raise FloatingPointError(f"{trainer.ckpt_path or 'the model'}: non-finite weights in {bad[:5]} "
+                                     "(expected finite values); refusing to train, evaluate or predict with them")
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.ckpt_path:  # a resumed run
+            self._check_loaded(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self._check_loaded(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn != "fit":
+            self._check_loaded(trainer, pl_module)
+
+    def on_predict_start(self, trainer, pl_module):
+        self._check_loaded(trainer, pl_module)
 
 
 class StepSeeder(Callback):

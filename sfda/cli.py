@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -21,15 +24,26 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from .callbacks import ChannelsLast, PredictionCSV, RunRecorder, StepSeeder
+from .callbacks import ChannelsLast, CheckpointGuard, PredictionCSV, RunRecorder, StepSeeder
 from .mask_writer import MaskWriter
+from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
+from .run_checks import (
+    check_checkpoint_method,
+    check_needs_checkpoint,
+    check_trainer_config,
+    newest_last_checkpoint,
+    read_checkpoint,
+)
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
 # gathers its states, the engine's banks are global), so Lightning's DDP advice to add sync_dist=True
 # would only average identical numbers; it is silenced for these names, and for nothing else.
 GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", "engine/", "round")
+# Errors of bad input: printed as one message naming the field (SFDA_TRACEBACK=1 shows the traceback).
+INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
+_new_run_dirs: list[Path] = []  # run folders this process created, removed again if the run fails before a checkpoint
 
 
 def next_version(root: Path) -> str:
@@ -48,9 +62,49 @@ class SFDACLI(LightningCLI):
         # (a no-op on one process); a recipe or `--trainer.sync_batchnorm=false` turns it off
         parser.set_defaults({"trainer.sync_batchnorm": True})
 
+    def _recipe_paths(self) -> list[Path]:
+        subcommand = self.config.get("subcommand")
+        configs = (self.config.get(subcommand, {}) if subcommand else self.config).get("config") or []
+        return [Path(str(getattr(c, "absolute", None) or c)) for c in configs]
+
     def _recipe_name(self) -> str:
-        configs = self.config.get(self.subcommand, {}).get("config") or []
-        return Path(str(configs[-1])).stem if configs else "run"
+        paths = self._recipe_paths()
+        return paths[-1].stem if paths else "run"
+
+    def _run_root(self) -> Path:
+        trainer = self.config[self.config["subcommand"]].get("trainer") or {}
+        return Path(trainer.get("default_root_dir") or Path("runs") / self._recipe_name())
+
+    def _parse_ckpt_path(self) -> None:
+        """Check the run before anything is built: trainer values, and ``--ckpt_path`` (``last`` resolved to
+        the newest run of this recipe's root; the file read as data). Unlike Lightning's, reads no
+        hyper-parameters from the checkpoint into the config: only the recipe chooses code."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        options = self.config[subcommand]
+        check_trainer_config(subcommand, options.get("trainer") or {})
+        ckpt_path = options.get("ckpt_path")
+        if ckpt_path == "last":
+            options["ckpt_path"] = ckpt_path = str(newest_last_checkpoint(self._run_root()))
+        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
+            self.checkpoint = (Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
+
+    def before_instantiate_classes(self) -> None:
+        set_recipe_dirs([p.parent for p in self._recipe_paths()])
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand is None:  # run=False: the caller runs the trainer itself
+            return
+        check_needs_checkpoint(self.subcommand, self.model, self.config[self.subcommand].get("ckpt_path"))
+        if getattr(self, "checkpoint", None) is not None:
+            check_checkpoint_method(*self.checkpoint, self.model)
+            self.checkpoint = None  # the weights are read again by Lightning; do not hold them twice
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        kwargs["weights_only"] = True  # a checkpoint is data: never unpickle code from it
+        return kwargs
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         root = Path(config.get("default_root_dir") or Path("runs") / self._recipe_name())
@@ -62,6 +116,7 @@ class SFDACLI(LightningCLI):
                 version = os.environ[VERSION_ENV]
             else:
                 version = os.environ[VERSION_ENV] = next_version(root)
+                _new_run_dirs.append(root / version)
             config["logger"] = [CSVLogger(root, name="", version=version),
                                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False)]
         given = callbacks + list(config.get("callbacks") or [])
@@ -73,7 +128,7 @@ class SFDACLI(LightningCLI):
             config["sync_batchnorm"] = False
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), GlobalBatchNormSync()]
-        callbacks += [RunRecorder(), StepSeeder(), PredictionCSV(), MaskWriter()]
+        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), PredictionCSV(), MaskWriter()]
         if self.config.get(self.subcommand, {}).get("channels_last", True):
             callbacks.append(ChannelsLast())
         return super()._instantiate_trainer(config, callbacks)
@@ -91,23 +146,57 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def remove_failed_run_dirs() -> None:
+    """Remove the run folders this process created when the run failed before writing a checkpoint or
+    an artifact (they hold only the config and empty logs); a folder with either is kept."""
+    while _new_run_dirs:
+        folder = _new_run_dirs.pop()
+        if folder.is_dir() and not any(folder.rglob("*.ckpt")) and not any(folder.rglob("*.pt")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def input_error(err: BaseException) -> BaseException | None:
+    """The error to show a user as one line: the outermost exception in ``err``'s chain that is bad input
+    (``INPUT_ERRORS``) raised by sfda's own code, e.g. an artifact refusal that jsonargparse wrapped while
+    instantiating the model. None for anything else (a bug keeps its traceback)."""
+    package = Path(__file__).resolve().parent
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        frames = traceback.extract_tb(err.__traceback__)
+        if isinstance(err, INPUT_ERRORS) and frames and Path(frames[-1].filename).resolve().is_relative_to(package):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``sfda`` console script."""
+    """Entry point of the ``sfda`` console script. Bad input ends with one line naming the field
+    (exit status 1); ``SFDA_TRACEBACK=1`` shows the full traceback."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)
-    SFDACLI(
-        model_class=None,
-        datamodule_class=None,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False},
-        args=args,
-    )
+    try:
+        SFDACLI(
+            model_class=None,
+            datamodule_class=None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"use_distributed_sampler": False},
+            args=args,
+        )
+    except Exception as err:
+        remove_failed_run_dirs()
+        shown = input_error(err)
+        if shown is None or os.environ.get("SFDA_TRACEBACK"):
+            raise
+        print(f"sfda: error: {shown}\n(set SFDA_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
+        raise SystemExit(1) from None
+    _new_run_dirs.clear()
     close_process_group()  # only after success: a failed rank raises and Lightning ends the others
 
 

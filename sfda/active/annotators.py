@@ -128,7 +128,7 @@ def read_labels_file(path: Path, images: dict[int, str], class_names: list[str])
     by_image = {image: index for index, image in images.items()}
     given: dict[int, int] = {}
     first_line: dict[int, int] = {}
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
     if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"], ["path", "label"]):
         raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label' (or 'path,label'), "

@@ -15,6 +15,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from .active import ActiveEpoch, CyclingBatchSampler, IndexedSubset, SealedLabels
+from .checks import check_counts
 from .class_split import ClassSplit
 from .datasets import ImageDataset
 from .digits import DATASETS, class_names, load_digits_split
@@ -43,6 +44,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
                  train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
                  eval_subset: int | None = None):
         super().__init__()
+        check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, train_subset=train_subset,
+                     eval_subset=eval_subset)
+        check_counts(0, num_workers=num_workers)
         self.role, self.batch_size, self.eval_batch_size = role, batch_size, eval_batch_size
         self.num_workers, self.train_view, self.input_spec = num_workers, train_view, input
         self.train_subset, self.eval_subset = train_subset, eval_subset

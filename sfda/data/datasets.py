@@ -12,6 +12,26 @@ from .transforms import InputSpec, View, build_view, to_tensor
 UNLABELLED = -1
 
 
+HIGH_BIT_RANGES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def eight_bit(img, path) -> np.ndarray:
+    """An opened PIL image as ``HxW`` or ``HxWx3`` uint8 on its TRUE range: 16-bit images (and 32-bit
+    integer ones holding 16-bit data, as PNG readers give them) are scaled by 255/65535, float images
+    must hold [0, 1]; palette, bilevel and alpha images become RGB or L. Anything else is refused
+    naming the file."""
+    if img.mode in ("L", "RGB"):
+        return np.asarray(img)
+    if img.mode not in HIGH_BIT_RANGES:
+        return np.asarray(img.convert("RGB"))
+    values = np.asarray(img, dtype=np.float64)
+    top = HIGH_BIT_RANGES[img.mode]
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > top:
+        raise OSError(f"{path}: {img.mode} pixel values in [{values.min()}, {values.max()}], expected [0, {top}] "
+                      f"(16-bit integers, or floats in [0, 1])")
+    return np.round(values * (255.0 / top)).astype(np.uint8)
+
+
 class ImageDataset(Dataset):
     """Images from an array ``(N, H, W[, C]) uint8`` or a list of file paths.
 
@@ -42,7 +62,7 @@ class ImageDataset(Dataset):
 
             try:
                 with Image.open(item) as img:
-                    return np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
+                    return eight_bit(img, item)
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"{item}: image file not found (sample index {index})") from err
             except (UnidentifiedImageError, OSError) as err:

@@ -10,10 +10,23 @@ from .transforms import InputSpec, View
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def visible(path: Path) -> bool:
+    """False for hidden entries (``.ipynb_checkpoints``, ``.DS_Store``): they are never data."""
+    return not path.name.startswith(".")
+
+
+def folder_order(names: list[str]) -> list[str]:
+    """Class folder names in a stable order when no model gives one: by number when every name is an
+    integer ("2" before "10"), else alphabetical."""
+    return sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
+
+
 def read_image_source(location: str, class_names: list[str] | None, field_name: str) -> tuple[list[Path], list[int] | None, list[str]]:
     """Paths, labels (or None) and class names from a folder or a list file.
 
-    - a folder with one sub-folder per class (ImageFolder layout, classes sorted by name)
+    - a folder with one sub-folder per class (ImageFolder layout): a folder's label is the
+      position of its name in ``class_names`` (the model's output order); without names, the
+      order of ``folder_order``. Hidden folders and files are ignored.
     - a flat folder of images (unlabelled)
     - a text file of lines ``path [label]`` (label an int index or a class name; paths
       relative to the file's folder)
@@ -23,19 +36,22 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
         raise FileNotFoundError(f"data.{field_name}: '{root}' does not exist (expected an image folder or a list file)")
     if root.is_file():
         return _read_list(root, class_names, field_name)
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    subdirs = [p for p in root.iterdir() if p.is_dir() and visible(p)]
     if subdirs:
-        names = class_names or [p.name for p in subdirs]
-        missing = [p.name for p in subdirs if p.name not in names]
+        names = list(class_names or folder_order([p.name for p in subdirs]))
+        missing = sorted(p.name for p in subdirs if p.name not in names)
         if missing:
-            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not in data.class_names {names}")
+            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the model; "
+                             f"class folders found: {sorted(p.name for p in subdirs)}, expected names from "
+                             f"class_names {names}")
         paths, labels = [], []
-        for sub in subdirs:
-            files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        for sub in sorted(subdirs, key=lambda p: names.index(p.name)):
+            files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(sub).parts))
             paths += files
             labels += [names.index(sub.name)] * len(files)
         return _nonempty(paths, root, field_name), labels, names
-    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and visible(f))
     return _nonempty(files, root, field_name), None, list(class_names or [])
 
 
@@ -47,7 +63,7 @@ def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
 
 def _read_list(path: Path, class_names: list[str] | None, field_name: str):
     paths, labels = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)
@@ -83,7 +99,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         train: image folder or list file.
         val: optional folder or list file for evaluation (defaults to ``train`` for label-free scores).
         test: optional; defaults to ``val``.
-        class_names: names in the model's output order (default: from the folder layout).
+        class_names: names in the model's output order (default: the source model's class names;
+            for source training, the folder names in ``folder_order``).
     """
 
     def __init__(self, train: str, val: str | None = None, test: str | None = None, class_names: list[str] | None = None,
@@ -102,3 +119,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             names = names or (found or None)
             self.splits[split] = (paths, labels)
         self.class_names = list(names or [])
+
+    def adopt_class_names(self, names: list[str]) -> None:
+        """Label class folders by their position in the source model's ``names`` (when the recipe gives
+        no ``data.class_names``): called by the adaptation module before any loader is built."""
+        if self.given_names is None:
+            self.given_names = list(names)
+            self.class_names = list(names)
+            self.splits = {}  # reloaded with the model's order on first use

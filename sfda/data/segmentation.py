@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .checks import check_counts
 from .samplers import GlobalBatchSampler
 from .transforms import A
 from .volumes import DatalistError, Volume, VolumeSpec, load_volume, read_datalist
@@ -154,6 +155,8 @@ class SegmentationDataModule(L.LightningDataModule):
                  batch_size: int = 16, num_workers: int = 0, train_view: Literal["test", "weak"] = "weak",
                  patches_per_volume: int = 64):
         super().__init__()
+        check_counts(1, batch_size=batch_size, patches_per_volume=patches_per_volume)
+        check_counts(0, num_workers=num_workers)
         if len(class_names) < 2:
             raise ValueError(f"data.class_names: expected at least 2 names (background first), got {class_names}")
         self.datalist, self.class_names, self.role = datalist, list(class_names), role

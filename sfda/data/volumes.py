@@ -98,7 +98,7 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
     except FileNotFoundError as err:
         raise DatalistError(f"data.datalist: {err}") from err
     try:
-        content = json.loads(Path(path).read_text())
+        content = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as err:
         raise DatalistError(f"{path}: not a readable JSON datalist ({err})") from err
     entries = content.get(key) if isinstance(content, dict) else None
@@ -175,6 +175,9 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
     except Exception as err:  # MONAI wraps reader errors in RuntimeError
         raise DatalistError(f"{entry['image']}: cannot load or preprocess ({type(err).__name__}: {err})") from err
     image = data["image"]
+    if not torch.isfinite(image.as_tensor()).all():
+        raise DatalistError(f"{entry['image']}: the image has NaN or infinite voxels (after reading and "
+                            "resampling); expected finite intensities. Replace them (e.g. by 0) in the file")
     if image.shape[0] != spec.channels:
         raise DatalistError(f"{entry['image']}: {image.shape[0]} channels, the model expects spec.channels = {spec.channels}")
     label = None

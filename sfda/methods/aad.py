@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import attract_disperse
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import gather_with_grad
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
@@ -20,7 +20,7 @@ class AaD(NeighbourhoodMethod):
         alpha, beta: dispersion weight and its decay exponent (VisDA: 1, 5; Office-31: 1, 1).
     """
 
-    def __init__(self, source: str | ExternalModel, k: int = 5, alpha: float = 1.0, beta: float = 5.0,
+    def __init__(self, source: SourceModel, k: int = 5, alpha: float = 1.0, beta: float = 5.0,
                  optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source)
         self.k, self.alpha, self.beta = k, alpha, beta

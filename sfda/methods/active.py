@@ -27,7 +27,7 @@ from ..active import (
     query_lowest,
     random_scores,
 )
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import TargetBank, check_identical_across_ranks
 from .base import AdaptationModule, Optim, build_optimizer
 
@@ -53,7 +53,7 @@ class ActiveAdaptation(AdaptationModule):
         labelled_batch_size: global batch of labelled samples per step (capped by the labelled count).
     """
 
-    def __init__(self, source: str | ExternalModel, budget: Budget | None = None, epochs_per_round: int = 10,
+    def __init__(self, source: SourceModel, budget: Budget | None = None, epochs_per_round: int = 10,
                  query: Query = "contrastive", annotator: Annotator | None = None, alpha: float = 0.03, kappa: int = 100,
                  balance: float = 0.1, labelled_batch_size: int = 64, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=False, evaluate_source=evaluate_source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -10,14 +11,7 @@ import lightning as L
 import torch
 
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
-from ..models import (
-    ArtifactError,
-    ExternalModel,
-    FeatureClassifier,
-    SourceArtifact,
-    load_artifact,
-    wrap_external,
-)
+from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.keyed_dropout import sample_keys
 from ..progress import track
 from ..pseudo_labels import gather_rows, one_row_per_index, unknown_by_entropy
@@ -48,6 +42,15 @@ class Optim:
     power: float = 0.75
     step_epochs: int = 0
     step_factor: float = 0.9
+
+    def __post_init__(self):
+        rules = {"lr": (self.lr > 0, "> 0"), "backbone_lr_mult": (self.backbone_lr_mult >= 0, ">= 0"),
+                 "momentum": (0 <= self.momentum < 1, "in [0, 1)"), "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                 "gamma": (self.gamma >= 0, ">= 0"), "power": (self.power >= 0, ">= 0"),
+                 "step_epochs": (self.step_epochs >= 0, ">= 0"), "step_factor": (self.step_factor > 0, "> 0")}
+        for name, (ok, expected) in rules.items():
+            if not ok:
+                raise ValueError(f"model.optim.{name}: expected {expected}, got {getattr(self, name)}")
 
 
 def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, total_steps=None) -> dict:
@@ -228,7 +231,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
     the first step, and offers ``full_pass`` over the target set for the engine.
 
     Args:
-        source: path of a source artifact (``sfda fit`` of a source recipe writes one), or an
+        source: path of a source artifact (``sfda fit`` of a source recipe writes one), ``{path,
+            architecture}`` for an artifact of a model class from outside sfda that you trust, or an
             ``ExternalModel`` description of a model trained elsewhere.
         optim: optimiser and schedule.
         freeze_head: keep the final classifier fixed (SHOT, NRC, AaD: true).
@@ -237,14 +241,15 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
             of a prediction exceeds this (GLC's w0 = 0.55); None: closed set, never reject.
     """
 
-    def __init__(self, source: str | ExternalModel, optim: Optim | None = None, freeze_head: bool = True,
+    def __init__(self, source: SourceModel, optim: Optim | None = None, freeze_head: bool = True,
                  evaluate_source: bool = True, reject_unknown: float | None = None):
         super().__init__(optim)
         if reject_unknown is not None and not 0 < reject_unknown < 1:
             raise ValueError(f"model.reject_unknown: expected a normalised-entropy threshold in (0, 1), got {reject_unknown}")
         self.reject_unknown = reject_unknown
-        self.artifact: SourceArtifact = wrap_external(source) if isinstance(source, ExternalModel) else load_artifact(source)
+        self.artifact: SourceArtifact = load_source(source)
         self.network = self.artifact.build()
+        self.source_feature_dim = dry_forward(self.network, self.artifact)
         self.freeze_head = freeze_head
         self.evaluate_source = evaluate_source
         if freeze_head:
@@ -255,9 +260,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         return self.reject_unknown
 
     def feature_dim(self) -> int:
-        """D of the network's ``(B, D)`` features (one dummy forward of a fresh copy of the source network)."""
-        spec = self.artifact.input
-        return self.artifact.build()(torch.zeros(2, spec.channels, spec.size, spec.size))[0].shape[1]
+        """D of the network's ``(B, D)`` features (measured by the dry forward at load)."""
+        return self.source_feature_dim
 
     def evaluate_source_model(self) -> dict[str, float]:
         return self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only")
@@ -297,8 +301,30 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         return {f"{prefix}/{k}": float(v) for k, v in scores.items()}
 
 
+def dry_forward(network: FeatureClassifier, artifact: SourceArtifact) -> int:
+    """One eval-mode forward of a zero batch shaped by the artifact's input spec, on a copy of the
+    network (BatchNorm statistics untouched): refuses a spec the network cannot take. Returns the
+    feature width D."""
+    spec = artifact.input
+    probe = copy.deepcopy(network).eval()
+    try:
+        with torch.no_grad():
+            features, logits = probe(torch.zeros(2, spec.channels, spec.size, spec.size))
+    except RuntimeError as err:
+        raise ArtifactError(f"model.source.input: the network does not take input.channels = {spec.channels}, "
+                            f"input.size = {spec.size} ({str(err).splitlines()[0]}); give the channels and size "
+                            "the model was trained with") from err
+    if logits.shape[1] != artifact.num_classes:
+        raise ArtifactError(f"model.source.class_names: {artifact.num_classes} names but the network has "
+                            f"{logits.shape[1]} outputs")
+    return int(features.shape[1])
+
+
 def check_against_data(artifact: SourceArtifact, datamodule) -> None:
-    """Refuse a source model whose class count or input spec differs from the recipe's data."""
+    """Refuse a source model whose class count or input spec differs from the recipe's data; a
+    datamodule that can (image folders) takes the model's class order."""
+    if hasattr(datamodule, "adopt_class_names"):
+        datamodule.adopt_class_names(artifact.class_names)
     names = getattr(datamodule, "class_names", None)
     if names and len(names) != artifact.num_classes:
         raise ArtifactError(

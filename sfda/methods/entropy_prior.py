@@ -6,6 +6,7 @@ import torch
 
 from ..losses import class_ratio_kl, predicted_class_ratio, weighted_entropy
 from ..losses.segmentation import KLDirection
+from ..models import SourceModel
 from ..pseudo_labels import PriorProvider, class_fractions
 from .base import Optim
 from .segmentation_adaptation import SegmentationAdaptation
@@ -35,7 +36,7 @@ class EntropyPrior(SegmentationAdaptation):
         evaluate_source: see SegmentationAdaptation.
     """
 
-    def __init__(self, source: str, prior: PriorProvider | None = None, prior_weight: float = 1.0,
+    def __init__(self, source: SourceModel, prior: PriorProvider | None = None, prior_weight: float = 1.0,
                  class_weights: list[float] | None = None, kl_direction: KLDirection = "adami", ratio_power: float = 1.0,
                  optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim or Optim(name="adam", lr=1e-6, weight_decay=1e-4, backbone_lr_mult=1.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import soft_cross_entropy
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import GLC_COEFFICIENTS, one_vs_all_pseudo_labels, select_num_clusters
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
@@ -41,7 +41,7 @@ class GLC(NeighbourhoodMethod):
 
     refresh_bank_each_epoch = True
 
-    def __init__(self, source: str | ExternalModel, k: int = 4, rho: float = 0.75, lambda_psd: float = 0.3,
+    def __init__(self, source: SourceModel, k: int = 4, rho: float = 0.75, lambda_psd: float = 0.3,
                  lambda_knn: float = 1.0, reject_unknown: float | None = 0.55, coefficients: list[float] | None = None,
                  max_cluster_samples: int = 10000, max_points_per_centroid: int | None = 256, optim: Optim | None = None,
                  evaluate_source: bool = True):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..active import Annotator, Budget
 from ..losses import anchor_entropy, masked_information_maximization, mixup_batch, soft_cross_entropy
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import TargetBank, gather_rows
 from .active import ActiveAdaptation, Query
 from .base import Optim
@@ -36,7 +36,7 @@ class LFTL(ActiveAdaptation):
         (the rest: see ActiveAdaptation)
     """
 
-    def __init__(self, source: str | ExternalModel, budget: Budget | None = None, epochs_per_round: int = 10,
+    def __init__(self, source: SourceModel, budget: Budget | None = None, epochs_per_round: int = 10,
                  query: Query = "contrastive", annotator: Annotator | None = None, im_weight: float = 0.9,
                  vpa_weight: float = 10.0, temperature: float = 1.0, anchor_momentum: float = 0.1, mixup: bool = True,
                  mixup_alpha: float = 0.75, alpha: float = 0.03, kappa: int = 100, balance: float = 0.1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import weighted_neighbour_affinity
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import cosine_knn, gather_with_grad
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
@@ -24,7 +24,7 @@ class NRC(NeighbourhoodMethod):
         expanded_weight: weight of expanded neighbours and non-reciprocal ones (0.1).
     """
 
-    def __init__(self, source: str | ExternalModel, k: int = 5, kk: int = 5, expanded_weight: float = 0.1,
+    def __init__(self, source: SourceModel, k: int = 5, kk: int = 5, expanded_weight: float = 0.1,
                  optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source)
         self.k, self.kk, self.expanded_weight = k, kk, expanded_weight

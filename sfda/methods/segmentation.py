@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 
@@ -13,6 +11,7 @@ from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, gather_rows, mean_size_where_present, one_row_per_index
 from ..timing import Stopwatch
+from .artifact_output import WritesSourceArtifact
 from .base import Optim, build_optimizer, check_finite
 
 SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20, step_factor=0.9)
@@ -155,7 +154,7 @@ class SegmentationTask(L.LightningModule):
         check_finite(self, loss)
 
 
-class SegmentationSourceTraining(SegmentationTask):
+class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
     """Train a MONAI UNet (2-D or 3-D, from ``data.input.mode``) with Dice + cross-entropy on
     labelled source volumes and write the source artifact (the final weights) at the end.
 
@@ -166,19 +165,22 @@ class SegmentationSourceTraining(SegmentationTask):
         channels: UNet channels per level (paper's code: 32 base filters).
         strides: UNet down-sampling strides (one fewer than channels).
         num_res_units: residual units per UNet block.
-        artifact: where to write the artifact; default ``<run dir>/source.pt``.
+        artifact: where to copy the artifact after a complete run (it is always written to
+            ``<run dir>/source.pt``); see ``sfda.methods.artifact_output``.
+        overwrite_artifact: allow replacing an existing file at ``artifact``.
         optim: Adam lr 5e-4, wd 1e-4, lr x0.9 every 20 epochs (paper's source training).
     """
 
     eval_prefix = "source_val"
 
     def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256), strides: tuple[int, ...] = (2, 2, 2),
-                 num_res_units: int = 2, artifact: str | None = None, optim: Optim | None = None):
+                 num_res_units: int = 2, artifact: str | None = None, overwrite_artifact: bool = False,
+                 optim: Optim | None = None):
         super().__init__(optim)
         if len(strides) != len(channels) - 1:
             raise ValueError(f"model.strides: expected {len(channels) - 1} strides for channels {list(channels)}, got {list(strides)}")
         self.unet = {"channels": tuple(channels), "strides": tuple(strides), "num_res_units": num_res_units}
-        self.artifact_path = artifact
+        self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
         self.network = None
 
     def configure_model(self) -> None:
@@ -204,13 +206,11 @@ class SegmentationSourceTraining(SegmentationTask):
 
     def on_train_end(self) -> None:
         self.record_class_sizes()
-        path = Path(self.artifact_path or Path(self.trainer.log_dir or ".") / "source.pt")
-        if self.trainer.is_global_zero:
-            dm = self.trainer.datamodule
-            state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-            SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
-                           input=dm.input_spec, task="segmentation").save(path)
-        self.results["artifact"] = str(path)
+        dm = self.trainer.datamodule
+        state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
+                                  input=dm.input_spec, task="segmentation")
+        self.write_source_artifact(artifact)
 
     def record_class_sizes(self) -> None:
         """``results["source/size/<class>"]``: mean fraction of each foreground class over the source

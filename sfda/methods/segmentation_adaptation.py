@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import weighted_entropy
-from ..models import ArtifactError, load_artifact
+from ..models import ArtifactError, SourceModel, load_source
 from ..models.norm import batch_norm_layers, reset_running_statistics, use_batch_statistics
 from .base import Optim, SourceAdaptation
 from .segmentation import SegmentationTask
@@ -18,16 +18,17 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
     none), and measures source-only Dice / HD95 on the evaluation volumes before the first step.
 
     Args:
-        source: path of a segmentation source artifact (``SegmentationSourceTraining`` writes one).
+        source: path of a segmentation source artifact (``SegmentationSourceTraining`` writes one), or
+            ``{path, architecture}`` for an artifact of a network class from outside sfda that you trust.
         optim: optimiser and schedule.
         evaluate_source: measure source-only scores at fit start (``source_only/dice``, ``source_only/hd95``).
     """
 
     source_only_key = "source_only/dice"
 
-    def __init__(self, source: str, optim: Optim | None = None, evaluate_source: bool = True):
+    def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(optim)
-        self.artifact = load_artifact(source)
+        self.artifact = load_source(source)
         if self.artifact.task != "segmentation":
             raise ArtifactError(f"model.source: {source} is a '{self.artifact.task}' artifact; a segmentation method needs "
                                 "one written by SegmentationSourceTraining")
@@ -50,13 +51,15 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
 class SegmentationSourceOnly(SegmentationAdaptation):
     """The source model as is: ``sfda test`` / ``sfda predict`` only (no training step)."""
 
+    evaluates_without_checkpoint = True  # the source model is the result
+
 
 class AdaBN(SegmentationAdaptation):
     """AdaBN (Li et al. 2017): re-estimate every BatchNorm's running mean and variance on the
     target training samples (a cumulative average over one pass, no gradient); weights unchanged.
     Run with ``trainer.max_epochs: 1``."""
 
-    def __init__(self, source: str, evaluate_source: bool = True):
+    def __init__(self, source: SourceModel, evaluate_source: bool = True):
         super().__init__(source, evaluate_source=evaluate_source)
         self.automatic_optimization = False
         self.norm_layers = batch_norm_layers(self.network)
@@ -84,7 +87,7 @@ class SegmentationTent(SegmentationAdaptation):
         optim: Adam lr 1e-3 constant (Tent's default); the recipe states any change.
     """
 
-    def __init__(self, source: str, optim: Optim | None = None, evaluate_source: bool = True):
+    def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0), evaluate_source)
         self.network.requires_grad_(False)
         self.norm_layers = batch_norm_layers(self.network)

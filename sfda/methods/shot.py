@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import masked_information_maximization
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..pseudo_labels import centroid_labels, entropy_2means_threshold, masked_global_mean, normalised_entropy
 from .base import AdaptationModule, Optim
 
@@ -37,7 +37,7 @@ class SHOT(AdaptationModule):
 
     UNKNOWN = -2  # pseudo-label of a sample SHOT-O set aside as unknown
 
-    def __init__(self, source: str | ExternalModel, beta: float = 0.3, im_weight: float = 1.0, rounds: int = 2,
+    def __init__(self, source: SourceModel, beta: float = 0.3, im_weight: float = 1.0, rounds: int = 2,
                  min_count: int = 0, optim: Optim | None = None, evaluate_source: bool = True, open_set: bool = False,
                  reject_unknown: float | None = None):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)

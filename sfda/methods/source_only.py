@@ -8,6 +8,8 @@ from .base import AdaptationModule
 class SourceOnly(AdaptationModule):
     """No adaptation. Use with ``sfda test`` / ``sfda validate``; ``sfda fit`` is refused."""
 
+    evaluates_without_checkpoint = True  # the source model is the result
+
     def training_step(self, batch, batch_idx):
         raise RuntimeError("SourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`")
 

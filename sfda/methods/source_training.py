@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from ..models import FeatureClassifier, SourceClassifier, artifact_from_module
+from .artifact_output import WritesSourceArtifact
 from .base import ClassifierTask, Optim
 
 
-class SourceTraining(ClassifierTask):
+class SourceTraining(WritesSourceArtifact, ClassifierTask):
     """Train f -> g -> h with label-smoothed cross-entropy on labelled source data.
 
     The source datamodule (``role: source``) holds out 10% of its training set; the weights
@@ -22,17 +21,20 @@ class SourceTraining(ClassifierTask):
         backbone: 'lenet', 'mlp' or a torchvision ResNet name.
         bottleneck_dim: width of the bottleneck g (SHOT: 256).
         label_smoothing: epsilon of the smoothed cross-entropy (SHOT: 0.1).
-        artifact: where to write the artifact; default ``<run dir>/source.pt``.
+        artifact: where to copy the artifact after a complete run (it is always written to
+            ``<run dir>/source.pt``); see ``sfda.methods.artifact_output``.
+        overwrite_artifact: allow replacing an existing file at ``artifact``.
         optim: optimiser (SHOT digits: SGD lr 0.01, all layers at the same lr).
     """
 
     eval_prefix = "source_val"
 
     def __init__(self, backbone: str = "lenet", bottleneck_dim: int = 256, label_smoothing: float = 0.1,
-                 artifact: str | None = None, optim: Optim | None = None):
+                 artifact: str | None = None, overwrite_artifact: bool = False, optim: Optim | None = None):
         super().__init__(optim or Optim(backbone_lr_mult=1.0, weight_decay=5e-4))
         self.backbone_name, self.bottleneck_dim = backbone, bottleneck_dim
         self.label_smoothing, self.artifact_path = label_smoothing, artifact
+        self.overwrite_artifact = overwrite_artifact
         self.network: FeatureClassifier | None = None
         self.best: tuple[float, dict] | None = None
 
@@ -70,8 +72,7 @@ class SourceTraining(ClassifierTask):
         if self.best is None:
             raise RuntimeError("source training ended without a validation score; set trainer.check_val_every_n_epoch <= max_epochs")
         self.network.network.load_state_dict(self.best[1])
-        path = Path(self.artifact_path or Path(self.trainer.log_dir or ".") / "source.pt")
-        if self.trainer.is_global_zero:
-            dm = self.trainer.datamodule
-            artifact_from_module(self.network.network, dm.class_names, dm.input_spec, self.architecture).save(path)
-        self.results.update({"source_val/best_acc": self.best[0], "artifact": str(path)})
+        dm = self.trainer.datamodule
+        artifact = artifact_from_module(self.network.network, dm.class_names, dm.input_spec, self.architecture)
+        self.write_source_artifact(artifact)
+        self.results["source_val/best_acc"] = self.best[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import mean_entropy
-from ..models import ExternalModel
+from ..models import SourceModel
 from ..models.norm import batch_norm_layers, use_batch_statistics
 from .base import AdaptationModule, Optim
 
@@ -22,7 +22,7 @@ class Tent(AdaptationModule):
         optim: Tent's digit/CIFAR setting: Adam, lr 1e-3, no decay, constant lr.
     """
 
-    def __init__(self, source: str | ExternalModel, optim: Optim | None = None, evaluate_source: bool = True):
+    def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0, backbone_lr_mult=1.0),
                          freeze_head=True, evaluate_source=evaluate_source)
         self.network.requires_grad_(False)

@@ -14,10 +14,12 @@ into the same structure, so adaptation treats both alike.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import torch
 from torch import nn
@@ -34,21 +36,89 @@ class ArtifactError(ValueError):
     """A source artifact is missing, unreadable or does not match the data."""
 
 
-def import_target(target: str, base: Path | None = None):
-    """Resolve ``"package.module:Name"`` or ``"/path/to/file.py:Name"`` (paths may be pypi:// URIs)."""
+# Architectures sfda itself builds: the only ones a source artifact FILE may name. Any other model
+# class must be named by the user in the recipe (``ExternalModel.architecture`` or the adaptation
+# ``ArtifactFile.architecture``), since an artifact is data handed over by another party.
+BUILT_IN_ARCHITECTURES = ("sfda.models.classifier:SourceClassifier", "monai.networks.nets:UNet")
+_search_dirs: list[Path] = []
+
+
+def set_recipe_dirs(dirs: list[Path]) -> None:
+    """Folders of the recipes of this run: relative model files are looked up there first, then in the cwd."""
+    _search_dirs[:] = [Path(d).resolve() for d in dirs]
+
+
+def search_dirs() -> list[Path]:
+    """Where a relative ``file.py`` or an unimportable ``module`` of an architecture is looked for."""
+    return [*_search_dirs, *([Path.cwd()] if Path.cwd() not in _search_dirs else [])]
+
+
+def _load_file_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"sfda_external_{path.stem}_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _find_model_file(name: str, target: str, field_name: str) -> Path:
+    """``name`` (``models.py`` or a pypi:// URI) as given, else under a recipe folder or the cwd."""
+    if "://" in name or Path(name).expanduser().is_absolute():
+        return resolve(name)
+    places = [d / name for d in search_dirs()]
+    for place in places:
+        if place.is_file():
+            return place
+    raise ArtifactError(f"{field_name}: '{target}': model file '{name}' not found; looked in "
+                        f"{', '.join(str(p) for p in places)}")
+
+
+def import_target(target: str, field_name: str = "architecture") -> type:
+    """Resolve ``"package.module:Name"`` or ``"path/to/file.py:Name"`` (a pypi:// URI, or a path relative
+    to the recipe's folder or the working directory). Only ever called with a name the user's recipe
+    gave or one of ``BUILT_IN_ARCHITECTURES``: resolving runs the module's code."""
     module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
-        raise ArtifactError(f"architecture.target: expected 'module:Name' or 'file.py:Name', got '{target}'")
+        raise ArtifactError(f"{field_name}: expected 'module:Name' or 'file.py:Name', got '{target}'")
     if module_name.endswith(".py"):
-        path = resolve(module_name)
-        spec = importlib.util.spec_from_file_location(f"sfda_external_{path.stem}_{abs(hash(str(path)))}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _load_file_module(_find_model_file(module_name, target, field_name))
     else:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name.split(".")[0] and err.name != module_name:
+                raise  # the module exists but an import inside it failed: show that
+            module = _load_file_module(_find_model_file(module_name.replace(".", "/") + ".py", target, field_name))
     if not hasattr(module, attr):
-        raise ArtifactError(f"architecture.target: '{module_name}' has no attribute '{attr}'")
+        raise ArtifactError(f"{field_name}: '{module_name}' has no attribute '{attr}'")
     return getattr(module, attr)
+
+
+def check_architecture(architecture, trusted: str | None, where: str) -> dict:
+    """Refuse an artifact's ``architecture`` unless sfda builds it or the recipe names the same class.
+
+    Returns the entry ``{"target": str, "kwargs": dict}``; raises ``ArtifactError`` naming ``where``.
+    """
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("target"), str):
+        raise ArtifactError(f"{where}: field 'architecture' must be {{'target': 'module:Name', 'kwargs': {{...}}}}, "
+                            f"got {architecture!r}")
+    if not isinstance(architecture.get("kwargs", {}), dict):
+        raise ArtifactError(f"{where}: field 'architecture.kwargs' must be a mapping, got {architecture['kwargs']!r}")
+    target = architecture["target"]
+    if target in BUILT_IN_ARCHITECTURES or (trusted is not None and target == trusted):
+        return architecture
+    if trusted is not None:
+        raise ArtifactError(f"{where}: the artifact names architecture '{target}' but the recipe trusts "
+                            f"model.source.architecture = '{trusted}'; they must be the same class")
+    raise ArtifactError(f"{where}: the artifact names architecture '{target}', which sfda does not build "
+                        f"(built in: {', '.join(BUILT_IN_ARCHITECTURES)}). An artifact is data and may not choose "
+                        f"code to run; if you trust this model class, name it in your recipe: "
+                        f"model.init_args.source: {{path: {where}, architecture: '{target}'}}")
+
+
+def non_finite_entries(state: dict) -> list[str]:
+    """Names of floating tensors in ``state`` with a NaN or infinite value."""
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 @dataclass
@@ -78,6 +148,27 @@ class ExternalModel:
     def __post_init__(self):
         if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
             self.input = InputSpec.from_dict(self.input)
+
+
+@dataclass
+class ArtifactFile:
+    """A source artifact file that names a model class from outside sfda, trusted by the recipe.
+
+    Args:
+        path: the artifact file (path or pypi:// / deb:// URI).
+        architecture: the class the artifact names (``"file.py:Name"`` or ``"module:Name"``); the
+            artifact is refused unless it names exactly this one.
+    """
+
+    path: str
+    architecture: str
+
+
+# What ``model.source`` accepts in a recipe: an artifact path, or a mapping of ``ArtifactFile`` or
+# ``ExternalModel`` fields (Python callers may pass those objects too). Deliberately not typed with the
+# dataclasses: jsonargparse would then read a string naming an existing file as a sub-config, so a text
+# file handed over as "source.pt" could become an ExternalModel naming code. A path stays a path.
+SourceModel = Union[str, dict]
 
 
 @dataclass
@@ -125,8 +216,15 @@ class SourceArtifact:
         return path
 
 
-def load_artifact(path: str | Path) -> SourceArtifact:
-    """Read an artifact file with ``weights_only=True``; errors name the file and the problem."""
+REQUIRED_FIELDS = {"architecture": dict, "class_names": list, "input": dict, "state_dict": dict}
+
+
+def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> SourceArtifact:
+    """Read an artifact file with ``weights_only=True`` and check it before anything is built.
+
+    Its ``architecture`` must be one sfda builds, or ``trusted_architecture`` (named by the recipe);
+    its weights must be finite. Errors name the file, the field and what was expected.
+    """
     try:
         path = resolve(path)
     except FileNotFoundError as err:
@@ -138,12 +236,48 @@ def load_artifact(path: str | Path) -> SourceArtifact:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an sfda source artifact (expected format '{FORMAT}'); "
                             "wrap a plain state dict with model.source: {architecture:, weights:, ...}")
+    for name, kind in REQUIRED_FIELDS.items():
+        if not isinstance(payload.get(name), kind):
+            raise ArtifactError(f"{path}: field '{name}' must be a {kind.__name__}, got {type(payload.get(name)).__name__}")
+    check_architecture(payload["architecture"], trusted_architecture, str(path))
+    if bad := non_finite_entries(payload["state_dict"]):
+        raise ArtifactError(f"{path}: non-finite weights (NaN or inf) in {bad[:5]}"
+                            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; expected finite values")
     task = payload.get("task", "classification")
-    spec = (VolumeSpec if task == "segmentation" else InputSpec).from_dict(payload["input"])
+    try:
+        spec = (VolumeSpec if task == "segmentation" else InputSpec).from_dict(payload["input"])
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}: field 'input' is not a valid input spec ({err})") from err
     return SourceArtifact(architecture=payload["architecture"], state_dict=payload["state_dict"],
                           class_names=payload["class_names"], input=spec,
-                          feature_layer=payload["feature_layer"], head_layer=payload["head_layer"],
+                          feature_layer=payload.get("feature_layer", ""), head_layer=payload.get("head_layer", ""),
                           bottleneck_layers=payload.get("bottleneck_layers", []), task=task)
+
+
+def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel:
+    """``{path, architecture}`` -> ``ArtifactFile``; the fields of ``ExternalModel`` -> ``ExternalModel``."""
+    kind = ArtifactFile if "path" in fields else ExternalModel
+    names = [f.name for f in dataclasses.fields(kind)]
+    unknown = sorted(set(fields) - set(names))
+    missing = [f.name for f in dataclasses.fields(kind) if f.name not in fields
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if unknown or missing:
+        raise ArtifactError(f"model.source: {'unknown fields ' + str(unknown) if unknown else ''}"
+                            f"{'; ' if unknown and missing else ''}{'missing fields ' + str(missing) if missing else ''}; "
+                            f"expected an artifact path, {{path, architecture}}, or a model trained elsewhere "
+                            f"with fields {[f.name for f in dataclasses.fields(ExternalModel)]}")
+    return kind(**fields)
+
+
+def load_source(source: str | dict | ArtifactFile | ExternalModel) -> SourceArtifact:
+    """The artifact that ``model.source`` describes: a file, a trusted file, or a model trained elsewhere."""
+    if isinstance(source, dict):
+        source = source_from_mapping(source)
+    if isinstance(source, ExternalModel):
+        return wrap_external(source)
+    if isinstance(source, ArtifactFile):
+        return load_artifact(source.path, trusted_architecture=source.architecture)
+    return load_artifact(source)
 
 
 def wrap_external(model: ExternalModel) -> SourceArtifact:
@@ -153,6 +287,10 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
         state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ArtifactError(f"{weights_path}: cannot read weights with weights_only=True ({type(err).__name__}: {err})") from err
+    if not isinstance(state_dict, dict):
+        raise ArtifactError(f"{weights_path}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
+    if bad := non_finite_entries(state_dict):
+        raise ArtifactError(f"{weights_path}: non-finite weights (NaN or inf) in {bad[:5]}; expected finite values")
     artifact = SourceArtifact(architecture={"target": model.architecture, "kwargs": dict(model.kwargs)},
                               state_dict=state_dict, class_names=list(model.class_names), input=model.input,
                               feature_layer=model.feature_layer, head_layer=model.head_layer,

@@ -45,7 +45,7 @@ def _read_table(path: str, ids: list[str], columns: list[str], what: str) -> tor
     import csv
 
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
             absent = [c for c in ["id", *columns] if c not in fields]

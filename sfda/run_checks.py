@@ -1,0 +1,94 @@
+"""What the ``sfda`` command checks before a run starts, so that bad input fails by name and loses nothing.
+
+- ``check_trainer_config``: a fit that would do zero steps (``max_epochs: 0``, ``max_steps: 0``,
+  ``limit_train_batches: 0``) or a ``max_epochs`` below -1.
+- ``resolve_checkpoint``: ``--ckpt_path last`` means the newest ``version_N/checkpoints/last.ckpt``
+  under the recipe's run root; any checkpoint must be a readable Lightning checkpoint (read with
+  ``weights_only=True``) of the same method.
+- ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
+  needs the adapted checkpoint; without one it would report the source model as the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class RunConfigError(ValueError):
+    """A command-line or recipe value that cannot give a meaningful run."""
+
+
+def check_trainer_config(subcommand: str, trainer: dict) -> None:
+    """Refuse trainer values that would make ``fit`` do nothing or that Lightning rejects with a traceback."""
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if max_epochs is not None and max_epochs < -1:
+        raise RunConfigError(f"trainer.max_epochs: expected -1 (no limit) or a count >= 1, got {max_epochs}")
+    if max_steps is not None and max_steps < -1:
+        raise RunConfigError(f"trainer.max_steps: expected -1 (no limit) or a count >= 1, got {max_steps}")
+    if subcommand != "fit":
+        return
+    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps), ("limit_train_batches", trainer.get("limit_train_batches"))):
+        if value is not None and value == 0:
+            raise RunConfigError(f"trainer.{name}: 0 means the run does no training step and writes no result; "
+                                 "expected a positive value (or drop it for the recipe's default)")
+
+
+def checkpoint_method(model) -> str:
+    """The name a checkpoint records for the module that wrote it: ``package.module.Class``."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def newest_last_checkpoint(root: Path) -> Path:
+    """``root/version_N/checkpoints/last.ckpt`` of the largest N that has one; errors say where it looked."""
+    versions = sorted((p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
+                      key=lambda p: int(p.name.split("_")[1]), reverse=True)
+    for version in versions:
+        candidate = version / "checkpoints" / "last.ckpt"
+        if candidate.is_file():
+            return candidate
+    looked = f"{len(versions)} run folders ({versions[-1].name}..{versions[0].name})" if versions else "no run folders"
+    raise RunConfigError(f"--ckpt_path last: no checkpoints/last.ckpt under {root} ({looked} found); expected a run of "
+                         "this recipe there, or pass --ckpt_path=<path to a .ckpt> (or set trainer.default_root_dir)")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint at ``path`` read as data (``weights_only=True``, memory-mapped); errors name the file."""
+    if not path.is_file():
+        raise RunConfigError(f"--ckpt_path: {path} does not exist (expected a .ckpt file written by sfda fit)")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not a zip archive: mmap impossible, read it plainly
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise RunConfigError(f"--ckpt_path: {path} is not a readable checkpoint ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise RunConfigError(f"--ckpt_path: {path} is not a Lightning checkpoint (no 'state_dict'); "
+                             "expected a .ckpt from a run's checkpoints/ folder")
+    return checkpoint
+
+
+def check_checkpoint_method(path: Path, checkpoint: dict, model) -> None:
+    """Refuse a checkpoint written by another method than the recipe's model (its weights and state
+    would not fit, or would silently mean something else)."""
+    written_by = (checkpoint.get("sfda") or {}).get("method")
+    expected = checkpoint_method(model)
+    if written_by is not None and written_by != expected:
+        raise RunConfigError(f"--ckpt_path: {path} was written by {written_by}, but the recipe's model is {expected}; "
+                             "expected a checkpoint of the same method (or use that method's recipe)")
+    own = set(model.state_dict())
+    if written_by is None and own and not own & set(checkpoint["state_dict"]):
+        raise RunConfigError(f"--ckpt_path: {path} holds none of the weights of {expected}; expected a checkpoint "
+                             "of the same method")
+
+
+def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:
+    """An adapting method evaluated without its checkpoint would report the source model as the result."""
+    if subcommand in ("test", "predict", "validate") and not ckpt_path \
+            and not getattr(model, "evaluates_without_checkpoint", False):
+        raise RunConfigError(f"sfda {subcommand}: {type(model).__name__} is trained by `sfda fit`; without --ckpt_path "
+                             "this would report the untrained or unadapted model. Pass --ckpt_path=<run>/checkpoints/"
+                             "last.ckpt (or --ckpt_path last), or evaluate the source model with its source_only recipe")
