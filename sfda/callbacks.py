@@ -154,8 +154,8 @@ class CheckpointGuard(Callback):
             raise FloatingPointError(f"{trainer.ckpt_path or 'the model'}: non-finite weights in {bad[:5]} "
                                      "(expected finite values); refusing to train, evaluate or predict with them")
 
-    def on_train_start(self, trainer, pl_module):
-        if trainer.ckpt_path:  # a resumed run
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.ckpt_path:  # a resumed run, its weights restored by now
             self._check_loaded(trainer, pl_module)
 
     def on_test_start(self, trainer, pl_module):
