@@ -184,13 +184,14 @@ class StepSeeder(Callback):
 
 class PredictionCSV(BasePredictionWriter):
     """``sfda predict`` output: ``predictions.csv`` with index, predicted class id and name, confidence.
-    A sample the method rejects has class id ``num_classes`` and the name ``unknown``."""
+    A sample the method rejects has class id ``num_classes`` and the name ``unknown``. The
+    classification task's writer (``ClassifierTask.configure_callbacks``)."""
 
     def __init__(self):
         super().__init__(write_interval="epoch")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
-        if not predictions or "prediction" not in predictions[0]:  # not a classifier (segmentation writes masks)
+        if not predictions:
             return
         rows = {k: torch.cat([p[k] for p in predictions]) for k in ("index", "prediction", "confidence")}
         gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in rows.items()} if trainer.world_size > 1 else rows
@@ -199,7 +200,7 @@ class PredictionCSV(BasePredictionWriter):
             return
         names = getattr(trainer.datamodule, "class_names", None) or []
         order = torch.argsort(gathered["index"])
-        path = Path(log_dir or ".") / "predictions.csv"
+        path = Path(log_dir or trainer.default_root_dir) / "predictions.csv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "prediction", "class_name", "confidence"])

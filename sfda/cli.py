@@ -24,8 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from .callbacks import ChannelsLast, CheckpointGuard, PredictionCSV, RunRecorder, StepSeeder
-from .mask_writer import MaskWriter
+from .callbacks import ChannelsLast, CheckpointGuard, RunRecorder, StepSeeder
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
 from .run_checks import (
@@ -128,7 +127,7 @@ class SFDACLI(LightningCLI):
             config["sync_batchnorm"] = False
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), GlobalBatchNormSync()]
-        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), PredictionCSV(), MaskWriter()]
+        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder()]  # each task adds its writers
         if self.config.get(self.subcommand, {}).get("channels_last", True):
             callbacks.append(ChannelsLast())
         return super()._instantiate_trainer(config, callbacks)

@@ -69,17 +69,18 @@ def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, 
 class MaskWriter(BasePredictionWriter):
     """For each predicted volume: ``masks/<id>.nii.gz`` (on the input image's grid, with its
     affine and header) and ``overlays/<id>.png`` (panels: source-only where the method has a
-    source model, then the prediction, then the reference label when the volume has one)."""
+    source model, then the prediction, then the reference label when the volume has one).
+    The segmentation task's writer (``SegmentationTask.configure_callbacks``)."""
 
     def __init__(self):
         super().__init__(write_interval="batch")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
-        if not isinstance(prediction, dict) or "mask" not in prediction or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         volume = trainer.datamodule.volumes["eval"][prediction["index"]]
-        run = Path(log_dir or ".")
+        run = Path(log_dir or trainer.default_root_dir)
         save_mask(to_original_grid(prediction["mask"], volume.affine, volume.image_path), volume.image_path,
                   run / "masks" / f"{volume.name}.nii.gz")
         panels = {}

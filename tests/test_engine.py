@@ -131,9 +131,22 @@ def test_estimated_prior_is_a_distribution_from_argmax_counts():
     assert math.isclose(prior.sum().item(), 1.0, rel_tol=1e-6) and prior[0] > prior[1] > prior[2] > 0
 
 
+def test_target_pass_collects_fixed_and_variable_rows_in_index_order():
+    from sfda.pseudo_labels.passes import collect_rows
+
+    batches = [{"index": torch.tensor([3, 1])}, {"index": torch.tensor([0, 2])}]
+    rows = collect_rows(batches, lambda b: {"score": b["index"].float() * 2,
+                                            "boxes": [torch.ones(int(i), 4) * i for i in b["index"]]})
+    assert rows["index"].tolist() == [0, 1, 2, 3] and rows["score"].tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert [tuple(b.shape) for b in rows["boxes"]] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert all(bool((b == i).all()) for i, b in enumerate(rows["boxes"]))
+    with pytest.raises(ValueError, match="no batches"):
+        collect_rows([], lambda b: {})
+
+
 @pytest.mark.ddp
 def test_autograd_collectives_on_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
-    """GlobalBatchNorm and gather_with_grad (the global marginal of IM / AaD) under 2 gloo processes."""
+    """GlobalBatchNorm, gather_with_grad (the global marginal of IM / AaD) and the target pass under 2 gloo processes."""
     import os
     import subprocess
     import sys

@@ -10,12 +10,13 @@ from typing import Literal
 import lightning as L
 import torch
 
+from ..callbacks import PredictionCSV
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.keyed_dropout import sample_keys
-from ..progress import track
-from ..pseudo_labels import gather_rows, one_row_per_index, unknown_by_entropy
+from ..pseudo_labels import unknown_by_entropy
 from ..timing import Stopwatch
+from .target_pass import TargetPasses
 
 
 @dataclass
@@ -92,7 +93,7 @@ def drop_training_state(module: L.LightningModule, checkpoint: dict) -> None:
             del checkpoint["state_dict"][key]
 
 
-class ClassifierTask(L.LightningModule):
+class ClassifierTask(TargetPasses, L.LightningModule):
     """Evaluation shared by source training and adaptation.
 
     Validation and test log ``<eval_prefix>/acc``, ``<eval_prefix>/acc_per_class`` (where the
@@ -138,6 +139,10 @@ class ClassifierTask(L.LightningModule):
         if index is not None and self.training:
             keys = sample_keys(index, int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step)
         return self.network(images, keys)
+
+    def configure_callbacks(self) -> list:
+        """The task's writers: ``predictions.csv`` for ``sfda predict``."""
+        return [PredictionCSV()]
 
     # evaluation ---------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
@@ -266,33 +271,16 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
     def evaluate_source_model(self) -> dict[str, float]:
         return self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only")
 
-    # the engine's full pass -----------------------------------------------------------------
-    @torch.no_grad()
+    # the engine's target pass ----------------------------------------------------------------
+    def classification_rows(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-sample rows of a classification pass: ``features (B, D)``, ``probs (B, C)``, ``labels (B,)``."""
+        features, logits = self(batch["image"])
+        return {"features": features.float(), "probs": logits.float().softmax(dim=1), "labels": batch["label"]}
+
     def full_pass(self, loader, description: str = "engine pass", phase: str = "engine") -> dict[str, torch.Tensor]:
-        """Eval-mode pass over ``loader`` on every process, gathered and ordered by global index.
-        Its time counts towards ``timing/<phase>_s``.
-
-        Returns ``{"index": (N,), "features": (N, D), "probs": (N, C), "labels": (N,)}`` on this
-        device, identical on every rank (padding duplicates removed).
-        """
-        with self.stopwatch(phase):
-            return self._full_pass(loader, description)
-
-    def _full_pass(self, loader, description: str) -> dict[str, torch.Tensor]:
-        was_training = self.network.training
-        self.network.eval()
-        rows: dict[str, list] = {"index": [], "features": [], "probs": [], "labels": []}
-        with self.trainer.precision_plugin.forward_context():
-            for batch in track(loader, description, enabled=self.trainer.is_global_zero):
-                features, logits = self(batch["image"].to(self.device))
-                rows["index"].append(batch["index"].to(self.device))
-                rows["features"].append(features.float())
-                rows["probs"].append(logits.float().softmax(dim=1))
-                rows["labels"].append(batch["label"].to(self.device))
-        self.network.train(was_training)
-        out = {k: gather_rows(torch.cat(v)) for k, v in rows.items()}
-        pick = one_row_per_index(out["index"])
-        return {k: v[pick] for k, v in out.items()}
+        """The classification target pass: ``{"index": (N,), "features": (N, D), "probs": (N, C),
+        "labels": (N,)}`` on this device, identical on every rank, in global index order."""
+        return self.target_pass(loader, self.classification_rows, description, phase)
 
     def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
         """The accuracy family (see ClassifierTask) of the current network on a labelled loader."""

@@ -6,18 +6,20 @@ import lightning as L
 import torch
 
 from ..data.volumes import VolumeSpec
+from ..mask_writer import MaskWriter
 from ..metrics import VolumeScores, volume_scores
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
-from ..pseudo_labels import class_fractions, entropy, gather_rows, mean_size_where_present, one_row_per_index
+from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
 from ..timing import Stopwatch
 from .artifact_output import WritesSourceArtifact
 from .base import Optim, build_optimizer, check_finite
+from .target_pass import TargetPasses
 
 SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20, step_factor=0.9)
 
 
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(TargetPasses, L.LightningModule):
     """Evaluation on whole volumes, shared by source training and adaptation.
 
     Validation and test run sliding-window inference (slice by slice for a 2-D network) on each
@@ -122,26 +124,13 @@ class SegmentationTask(L.LightningModule):
                 self.score_volume({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}, scores, network)
             return {k: v for k, v in self.summarise(scores, prefix).items() if k.startswith(prefix)}
 
+    def configure_callbacks(self) -> list:
+        """The task's writers: NIfTI masks and overlays for ``sfda predict``."""
+        return [MaskWriter()]
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         probs = self.predict_volume(batch["image"])
         return {"index": int(batch["index"][0]), "mask": probs[0].argmax(0).to(torch.uint8).cpu()}
-
-    @torch.no_grad()
-    def sample_pass(self, loader, per_batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eval-mode pass over training samples: ``per_batch(batch) -> (B, K)`` rows, gathered over
-        processes, one per global index, in index order. Returns ``(index (N,), rows (N, K))``."""
-        was_training = self.network.training
-        self.network.eval()
-        indices, rows = [], []
-        with self.stopwatch("engine"):
-            for batch in loader:
-                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                indices.append(batch["index"])
-                rows.append(per_batch(batch).float())
-        self.network.train(was_training)
-        index, values = gather_rows(torch.cat(indices)), gather_rows(torch.cat(rows))
-        keep = one_row_per_index(index)
-        return index[keep], values[keep]
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
@@ -217,6 +206,7 @@ class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
         training samples that contain it (from the labels): the anatomical sizes a target site can
         use in ``ConstantSizes`` without any source image."""
         dm = self.trainer.datamodule
-        _, fractions = self.sample_pass(dm.bank_dataloader(), lambda b: class_fractions(b["label"], dm.num_classes))
+        fractions = self.target_pass(dm.bank_dataloader(), lambda b: {"f": class_fractions(b["label"], dm.num_classes)},
+                                     "source class sizes")["f"]
         for name, size in zip(dm.class_names[1:], mean_size_where_present(fractions).tolist(), strict=True):
             self.results[f"source/size/{name}"] = size
