@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.cli import SaveConfigCallback
 
 from .run_checks import checkpoint_method
 
@@ -46,6 +47,16 @@ def _scalar(value) -> float | None:
     return None
 
 
+def own_run_dir(trainer: L.Trainer) -> Path | None:
+    """The run's own folder ``<root>/version_N``, or None when it has none (``fast_dev_run``'s dummy
+    logger): sfda then writes no run files, so no run replaces another's. Reads ``trainer.log_dir``,
+    a collective under DDP: call it on every rank."""
+    log_dir = trainer.log_dir
+    if log_dir is None or Path(log_dir).resolve() == Path(trainer.default_root_dir).resolve():
+        return None
+    return Path(log_dir)
+
+
 def json_safe(value):
     """``value`` with every NaN or infinite float replaced by None, so the file is valid JSON (``null``)."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -73,10 +84,11 @@ class RunRecorder(Callback):
         self.started = time.time()
         self.epoch_seconds: list[float] = []
         self._epoch_started = 0.0
+        self.written: set[Path] = set()  # results files this recorder wrote (a later stage adds to them)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.started = time.time()
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
+        log_dir = own_run_dir(trainer)
         if trainer.is_global_zero and log_dir:
             info = {"stage": stage, "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
                     "git_commit": git_commit(), "processes": trainer.world_size, "precision": str(trainer.precision),
@@ -104,21 +116,22 @@ class RunRecorder(Callback):
         return out
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
+        log_dir = own_run_dir(trainer)
         if not trainer.is_global_zero or not log_dir:
             return
         path = Path(log_dir) / "results.json"
-        results = json.loads(path.read_text()) if path.exists() else {}
-        for key, value in trainer.callback_metrics.items():
+        results = json.loads(path.read_text()) if path in self.written else {}
+        results.update(getattr(pl_module, "results", {}))
+        for key, value in trainer.callback_metrics.items():  # what this run measured wins
             if (number := _scalar(value)) is not None:
                 results[key] = number
-        results.update(getattr(pl_module, "results", {}))
         if stage == "fit":
             results.update(self._timings(trainer, pl_module))
         results[f"{stage}/wall_s"] = time.time() - self.started
         results["wall_s"] = results[f"{stage}/wall_s"]
         results["epochs"] = trainer.current_epoch
         path.write_text(json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False))
+        self.written.add(path)
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "fit")
@@ -149,6 +162,14 @@ class CheckpointGuard(Callback):
                 "Lower model.optim.lr or check the input data.")
         checkpoint["sfda"] = {"method": checkpoint_method(pl_module)}
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Drop the checkpoint callbacks' saved state: its paths (``best_model_path``, ...) come from a
+        file and Lightning would delete what they name; a resumed run keeps checkpoints in its own
+        new folder anyway. Runs before the callbacks' states are loaded."""
+        states = checkpoint.get("callbacks") or {}
+        for key in [k for k in states if str(k).startswith("ModelCheckpoint")]:
+            del states[key]
+
     def _check_loaded(self, trainer, pl_module) -> None:
         if bad := non_finite_tensors(pl_module):
             raise FloatingPointError(f"{trainer.ckpt_path or 'the model'}: non-finite weights in {bad[:5]} "
@@ -167,6 +188,14 @@ class CheckpointGuard(Callback):
 
     def on_predict_start(self, trainer, pl_module):
         self._check_loaded(trainer, pl_module)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Lightning CLI's ``config.yaml`` writer, into the run's own folder only (never the shared root)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if own_run_dir(trainer) is not None:
+            super().setup(trainer, pl_module, stage)
 
 
 class StepSeeder(Callback):
@@ -195,12 +224,12 @@ class PredictionCSV(BasePredictionWriter):
             return
         rows = {k: torch.cat([p[k] for p in predictions]) for k in ("index", "prediction", "confidence")}
         gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in rows.items()} if trainer.world_size > 1 else rows
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
-        if not trainer.is_global_zero:
+        log_dir = own_run_dir(trainer)
+        if not trainer.is_global_zero or log_dir is None:
             return
         names = getattr(trainer.datamodule, "class_names", None) or []
         order = torch.argsort(gathered["index"])
-        path = Path(log_dir or trainer.default_root_dir) / "predictions.csv"
+        path = log_dir / "predictions.csv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "prediction", "class_name", "confidence"])

@@ -24,10 +24,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from .callbacks import ChannelsLast, CheckpointGuard, RunRecorder, StepSeeder
+from .callbacks import ChannelsLast, CheckpointGuard, RunConfigSaver, RunRecorder, StepSeeder
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
 from .run_checks import (
+    SPECIAL_CHECKPOINTS,
+    RunConfigError,
     check_checkpoint_method,
     check_needs_checkpoint,
     check_trainer_config,
@@ -86,7 +88,10 @@ class SFDACLI(LightningCLI):
         ckpt_path = options.get("ckpt_path")
         if ckpt_path == "last":
             options["ckpt_path"] = ckpt_path = str(newest_last_checkpoint(self._run_root()))
-        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
+        if ckpt_path in SPECIAL_CHECKPOINTS:
+            raise RunConfigError(f"--ckpt_path {ckpt_path}: {SPECIAL_CHECKPOINTS[ckpt_path]}; expected 'last' (the "
+                                 "newest run of this recipe) or the path of a .ckpt file")
+        if ckpt_path:
             self.checkpoint = (Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
 
     def before_instantiate_classes(self) -> None:
@@ -184,7 +189,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             seed_everything_default=0,
             parser_kwargs={"parser_mode": "omegaconf"},
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfigSaver,  # each run has its own folder: config.yaml is never replaced
             trainer_defaults={"use_distributed_sampler": False},
             args=args,
         )

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .callbacks import own_run_dir
+
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
 
@@ -17,7 +19,7 @@ def to_original_grid(mask: torch.Tensor, affine: torch.Tensor, image_path: Path)
     from monai.data import MetaTensor
     from monai.transforms import EnsureChannelFirst, LoadImage, ResampleToMatch
 
-    original = EnsureChannelFirst()(LoadImage(image_only=True)(str(image_path)))
+    original = EnsureChannelFirst()(LoadImage(reader="NibabelReader", image_only=True)(str(image_path)))
     source = MetaTensor(mask[None].float(), affine=affine)
     out = ResampleToMatch(mode="nearest", padding_mode="zeros")(source, img_dst=original)
     return np.asarray(out[0].round().cpu().numpy(), dtype=np.uint8)
@@ -31,6 +33,8 @@ def save_mask(mask: np.ndarray, image_path: Path, out_path: Path) -> Path:
     header = reference.header.copy()
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1, 0)
+    if out_path.exists():
+        raise FileExistsError(f"{out_path}: exists already; a predicted mask never replaces a file")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(mask.reshape(reference.shape[:3]), reference.affine, header), str(out_path))
     return out_path
@@ -76,11 +80,10 @@ class MaskWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must read it
-        if not trainer.is_global_zero:
+        run = own_run_dir(trainer)
+        if not trainer.is_global_zero or run is None:
             return
         volume = trainer.datamodule.volumes["eval"][prediction["index"]]
-        run = Path(log_dir or trainer.default_root_dir)
         save_mask(to_original_grid(prediction["mask"], volume.affine, volume.image_path), volume.image_path,
                   run / "masks" / f"{volume.name}.nii.gz")
         panels = {}

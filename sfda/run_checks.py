@@ -5,6 +5,7 @@
 - ``resolve_checkpoint``: ``--ckpt_path last`` means the newest ``version_N/checkpoints/last.ckpt``
   under the recipe's run root; any checkpoint must be a readable Lightning checkpoint (read with
   ``weights_only=True``) of the same method.
+- ``check_state_shapes``: a checkpoint's tensors must have this recipe's shapes.
 - ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
   needs the adapted checkpoint; without one it would report the source model as the result.
 """
@@ -21,7 +22,12 @@ class RunConfigError(ValueError):
 
 
 def check_trainer_config(subcommand: str, trainer: dict) -> None:
-    """Refuse trainer values that would make ``fit`` do nothing or that Lightning rejects with a traceback."""
+    """Refuse trainer values that would make ``fit`` do nothing or that Lightning rejects with a traceback,
+    and ``logger: false`` (a run without a folder of its own would write over another run's files)."""
+    if trainer.get("logger") is False:
+        raise RunConfigError("trainer.logger: false leaves the run without a folder of its own, so its config, "
+                             "results and predictions would replace another run's; remove it (sfda logs CSV and "
+                             "TensorBoard into runs/<recipe>/version_N)")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if max_epochs is not None and max_epochs < -1:
         raise RunConfigError(f"trainer.max_epochs: expected -1 (no limit) or a count >= 1, got {max_epochs}")
@@ -33,6 +39,10 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
         if value is not None and value == 0:
             raise RunConfigError(f"trainer.{name}: 0 means the run does no training step and writes no result; "
                                  "expected a positive value (or drop it for the recipe's default)")
+
+
+SPECIAL_CHECKPOINTS = {"best": "sfda keeps checkpoints by recency, not by a monitored score",
+                       "hpc": "sfda does not write SLURM requeue checkpoints", "registry": "sfda uses no model registry"}
 
 
 def checkpoint_method(model) -> str:
@@ -83,6 +93,18 @@ def check_checkpoint_method(path: Path, checkpoint: dict, model) -> None:
     if written_by is None and own and not own & set(checkpoint["state_dict"]):
         raise RunConfigError(f"--ckpt_path: {path} holds none of the weights of {expected}; expected a checkpoint "
                              "of the same method")
+
+
+def check_state_shapes(model, checkpoint: dict, path) -> None:
+    """Refuse a checkpoint whose tensors have other shapes than the model's (per-sample state of a
+    target set of another size, a head of another class count), naming the first keys and shapes."""
+    own = model.state_dict()
+    bad = [(key, tuple(value.shape), tuple(own[key].shape)) for key, value in checkpoint["state_dict"].items()
+           if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
+    if bad:
+        shown = "; ".join(f"{key}: {a} in the checkpoint, {b} for this recipe" for key, a, b in bad[:3])
+        raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint of the "
+                             "same source model and target set (per-sample state is sized by the number of target samples)")
 
 
 def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from bad_input_kit import (
     ARCHITECTURE,
     assert_refused,
@@ -412,3 +413,130 @@ def test_a_failed_run_leaves_no_empty_run_folder(workspace):
     digit_images(workspace / "target", ["cat"], per_class=1)  # refused in setup, after the trainer exists
     sfda("fit", "--config", shot_recipe(workspace))
     assert not list(workspace.glob("runs/shot/version_*"))
+
+
+# --- 7. files a checkpoint or datalist names, and runs without a folder of their own ---------------------------
+def test_paths_saved_in_a_checkpoint_never_delete_anything(adapted):
+    checkpoint = torch.load(adapted / "runs/shot/version_0/checkpoints/last.ckpt", weights_only=True)
+    key = next(k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint"))
+    checkpoint["callbacks"][key]["best_model_path"] = "runs/shot/version_1/checkpoints/../../../../my_labels"
+    torch.save(checkpoint, adapted / "handed_over.ckpt")
+    (adapted / "my_labels").mkdir()
+    (adapted / "my_labels" / "labels.csv").write_text("index,label\n1,2\n")
+    code, text = sfda("fit", "--config", shot_recipe(adapted), "--ckpt_path", "handed_over.ckpt", "--trainer.max_epochs=2")
+    assert code == 0, text[-2000:]
+    assert (adapted / "my_labels" / "labels.csv").read_text() == "index,label\n1,2\n"
+
+
+def test_scores_stored_in_a_checkpoint_never_replace_what_test_measures(adapted):
+    checkpoint = torch.load(adapted / "runs/shot/version_0/checkpoints/last.ckpt", weights_only=True)
+    checkpoint["sfda_results"]["target/acc"] = 0.999
+    torch.save(checkpoint, adapted / "claims.ckpt")
+    code, text = sfda("test", "--config", shot_recipe(adapted), "--ckpt_path", "claims.ckpt")
+    assert code == 0, text[-2000:]
+    results = json.loads(sorted(adapted.glob("runs/shot/version_*/results.json"))[-1].read_text())
+    assert results["target/acc"] != 0.999 and "source_only/acc" not in results
+
+
+def test_a_checkpoint_of_another_target_set_names_the_shapes(adapted):
+    digit_images(adapted / "target", ["0"], per_class=8)  # 4 more images than when it was adapted
+    assert_refused(["fit", "--config", shot_recipe(adapted), "--ckpt_path", "last", "--trainer.max_epochs=2"], adapted,
+                   "does not fit this recipe", "pseudo_labels: (40,) in the checkpoint, (44,) for this recipe")
+
+
+def test_ckpt_path_best_is_refused_by_name(workspace):
+    assert_refused(["test", "--config", shot_recipe(workspace), "--ckpt_path", "best"], workspace,
+                   "--ckpt_path best", "expected 'last'")
+
+
+def test_a_run_without_a_folder_of_its_own_is_refused_or_writes_nothing(workspace):
+    assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.logger=false"], workspace, "trainer.logger")
+    for _ in range(2):  # fast_dev_run has no version folder: it writes no config, results or predictions
+        code, text = sfda("fit", "--config", shot_recipe(workspace), "--trainer.fast_dev_run=true")
+        assert code == 0, text[-2000:]
+    assert not list(workspace.glob("runs/shot/*.json")) and not list(workspace.glob("runs/shot/*.yaml"))
+
+
+def test_class_names_in_another_order_than_the_models_are_refused(workspace):
+    data = folder_data(workspace / "target", class_names=[str(i) for i in reversed(range(10))])
+    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "another order", "permuted")
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("int_names", "field 'class_names' must be distinct strings"),
+    ("bad_kwargs", "architecture.kwargs"),
+])
+def test_artifact_fields_that_cannot_build_the_model_are_named(workspace, damage, needle):
+    payload = torch.load(workspace / "source.pt", weights_only=True)
+    if damage == "int_names":
+        payload["class_names"] = list(range(10))
+    else:
+        payload["architecture"]["kwargs"]["dropout"] = 0.5
+    torch.save(payload, workspace / "odd.pt")
+    assert_refused(["fit", "--config", shot_recipe(workspace, "odd.pt")], workspace, needle, "odd.pt")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--data.init_args.input.size=0", "input.size: expected a positive integer"),
+    ("--data.init_args.input.std=[0.0]", "input.std: expected positive values"),
+])
+def test_source_input_specs_that_cannot_work_are_refused(workspace, override, needle):
+    assert_refused(["fit", "--config", source_recipe(workspace), override], workspace, needle)
+
+
+def test_source_training_on_an_unlabelled_folder_is_refused(workspace):
+    flat = workspace / "flat"
+    flat.mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(flat / f"{i}.png")
+    config = yaml.safe_load(open(source_recipe(workspace)))
+    config["data"]["init_args"]["train"] = str(flat)
+    (workspace / "flat.yaml").write_text(yaml.safe_dump(config))
+    assert_refused(["fit", "--config", str(workspace / "flat.yaml")], workspace, "data.train", "needs labelled images")
+
+
+def test_a_decompression_bomb_image_names_the_file(workspace):
+    Image.new("1", (14000, 14000)).save(workspace / "target" / "5" / "huge.png")
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "huge.png", "too large to decode safely")
+
+
+@pytest.mark.parametrize("method, args, needle", [
+    (SHOT, {"beta": -1.0}, "model.beta: expected a value >= 0"),
+    (SHOT, {"rounds": 0}, "model.rounds"),
+    ("sfda.methods.NRC", {"kk": 100}, "model.kk: expected a neighbour count in [1, 39]"),
+])
+def test_method_values_that_cannot_work_are_refused(workspace, method, args, needle):
+    model = {"class_path": method, "init_args": {"source": str(workspace / "source.pt"), **args}}
+    path = recipe(workspace / "method.yaml", model, folder_data(workspace / "target"))
+    assert_refused(["fit", "--config", str(path)], workspace, needle)
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ({"image": "case.nii.gz", "id": "../../results/clinical_mask"}, "id = '../../results/clinical_mask'"),
+    ({"image": "case.npy"}, "expected a NIfTI file"),
+])
+def test_datalist_entries_cannot_choose_where_masks_go_or_which_reader_runs(workspace, entry, needle):
+    from sfda.data.volumes import DatalistError, read_datalist
+
+    nifti(workspace / "case.nii.gz", np.zeros((4, 4, 4), np.float32))
+    np.save(workspace / "case.npy", np.zeros((4, 4, 4), np.float32))
+    (workspace / "datalist.json").write_text(json.dumps({"training": [entry]}))
+    with pytest.raises(DatalistError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        read_datalist(workspace / "datalist.json", "training")
+
+
+def test_a_stale_labels_file_of_another_query_is_refused(workspace):
+    from sfda.active import FileAnnotator, LabelsFileError
+    from sfda.data import ImageFolderDataModule
+
+    data = ImageFolderDataModule(str(workspace / "target"), class_names=[str(i) for i in range(10)])
+    data.setup()
+    annotator = FileAnnotator(str(workspace / "annotations"))
+    with pytest.raises(SystemExit):  # round 1 asks for labels: to_label.csv is written for an image folder
+        annotator.annotate(1, np.array([0, 1]), data, workspace, True)
+    (workspace / "annotations/round_01/labels.csv").write_text("index,label\n0,0\n1,0\n")
+    assert annotator.annotate(1, np.array([0, 1]), data, workspace, True).tolist() == [0, 0]
+    before = snapshot(workspace / "annotations")
+    with pytest.raises(LabelsFileError, match="written for another query"):
+        annotator.annotate(1, np.array([5, 6]), data, workspace, True)
+    assert snapshot(workspace / "annotations") == before

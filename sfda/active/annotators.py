@@ -84,12 +84,19 @@ class FileAnnotator(Annotator):
                  resume_from: str = "") -> np.ndarray:
         folder = self.folder(root, round_index)
         images = {int(i): self._image_path(folder, int(i), datamodule, is_writer) for i in indices}
-        if is_writer:
-            with open(folder / "to_label.csv", "w", newline="") as handle:
+        rows = [[str(i), images[i]] for i in indices.tolist()]
+        listing, labels_file = folder / "to_label.csv", folder / "labels.csv"
+        previous = _read_listing(listing)
+        if previous is not None and previous != rows and labels_file.exists():
+            raise LabelsFileError(f"{labels_file}: written for another query ({listing} lists other samples or images than "
+                                  f"round {round_index} queries now, e.g. another target set); move {folder} away or "
+                                  "set model.annotator.init_args.directory to a new folder")
+        if is_writer and previous != rows:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(listing, "w", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["index", "image"])
-                writer.writerows([i, images[i]] for i in indices.tolist())
-        labels_file = folder / "labels.csv"
+                writer.writerows(rows)
         given = read_labels_file(labels_file, images, datamodule.class_names) if labels_file.exists() else {}
         missing = [i for i in indices.tolist() if i not in given]
         if missing:
@@ -116,6 +123,14 @@ class FileAnnotator(Annotator):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.asarray(raw, dtype=np.uint8)).save(path)
         return str(path.resolve())
+
+
+def _read_listing(path: Path) -> list[list[str]] | None:
+    """The ``index,image`` rows of a round's ``to_label.csv`` (None when there is none yet)."""
+    if not path.exists():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return [row[:2] for row in list(csv.reader(handle))[1:] if row]
 
 
 def read_labels_file(path: Path, images: dict[int, str], class_names: list[str]) -> dict[int, int]:

@@ -65,6 +65,8 @@ class ImageDataset(Dataset):
                     return eight_bit(img, item)
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"{item}: image file not found (sample index {index})") from err
+            except Image.DecompressionBombError as err:
+                raise OSError(f"{item}: image too large to decode safely (sample index {index}): {err}") from err
             except (UnidentifiedImageError, OSError) as err:
                 raise OSError(f"{item}: corrupt or unreadable image (sample index {index}): {err}") from err
         return item

@@ -117,6 +117,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         for split in ("train", "val", "test"):
             paths, labels, found = read_image_source(self.locations[split], names, split)
             names = names or (found or None)
+            if self.role == "source" and split == "train" and labels is None:
+                raise ValueError(f"data.train: source training needs labelled images, but {self.locations['train']} "
+                                 "has no class sub-folders (expected <folder>/<class name>/<image>) and is no labelled list file")
             self.splits[split] = (paths, labels)
         self.class_names = list(names or [])
 

@@ -25,6 +25,8 @@ class InputSpec:
     std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
 
     def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"input.size: expected a positive integer (pixels), got {self.size!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"input.channels: expected 1 or 3, got {self.channels}")
         for name in ("mean", "std"):
@@ -32,6 +34,8 @@ class InputSpec:
             if len(values) != self.channels:
                 raise ValueError(f"input.{name}: expected {self.channels} values (one per channel), got {values}")
             object.__setattr__(self, name, values)
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"input.std: expected positive values (normalisation divides by them), got {self.std}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ percentiles of each volume mapped to [0, 1].
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -86,6 +87,10 @@ class Volume:
     label_path: Path | None
 
 
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9 ._-]*")  # an id becomes a file name: no '/', no leading '.'
+
+
 def read_datalist(location: str | Path, key: str) -> list[dict]:
     """Entries of ``key`` with absolute ``image`` / ``label`` paths and an ``id``.
 
@@ -117,8 +122,14 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
             file = file if file.is_absolute() else Path(path).parent / file
             if not file.exists():
                 raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not found ({file})")
+            if not file.name.lower().endswith(NIFTI_SUFFIXES):
+                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected a NIfTI file "
+                                    f"({' or '.join(NIFTI_SUFFIXES)})")
             row[field_name] = file
         row["id"] = str(entry.get("id") or row["image"].name.split(".")[0])
+        if not SAFE_ID.fullmatch(row["id"]):
+            raise DatalistError(f"{path}: '{key}'[{i}].id = {row['id']!r}: expected letters, digits, '.', '_', '-' or "
+                                "spaces, not starting with '.' (the id names the written mask file)")
         out.append(row)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
@@ -155,7 +166,7 @@ def preprocessing(spec: VolumeSpec, with_label: bool):
     keys = ["image", "label"] if with_label else ["image"]
     low, high = spec.intensity_percentiles
     return Compose([
-        LoadImaged(keys, image_only=True),
+        LoadImaged(keys, reader="NibabelReader", image_only=True),  # NIfTI only: never a pickle-capable reader
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys, pixdim=spec.spacing, mode=["bilinear", "nearest"][: len(keys)]),

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..callbacks import own_run_dir
 from ..models import SourceArtifact
 
 RUN_ARTIFACT = "source.pt"
@@ -52,8 +53,8 @@ def check_writable(path: Path, overwrite: bool, field_name: str) -> None:
 
 
 def has_own_run_dir(trainer: L.Trainer) -> bool:
-    """False when the run writes into the shared root (no logger, or ``fast_dev_run``'s dummy logger)."""
-    return trainer.log_dir is not None and Path(trainer.log_dir).resolve() != Path(trainer.default_root_dir).resolve()
+    """False when the run has no ``version_N`` folder (``fast_dev_run``'s dummy logger)."""
+    return own_run_dir(trainer) is not None
 
 
 def check_destinations(trainer: L.Trainer, destination: str | None, overwrite: bool) -> None:

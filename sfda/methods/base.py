@@ -15,6 +15,7 @@ from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_f
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
+from ..run_checks import check_state_shapes
 from ..timing import Stopwatch
 from .target_pass import TargetPasses
 
@@ -223,9 +224,14 @@ class SourceAdaptation:
         checkpoint["sfda_results"] = dict(self.results)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore results; outside ``fit`` drop the per-sample training state (see ``drop_training_state``)."""
-        self.results.update(checkpoint.get("sfda_results", {}))
+        """In ``fit`` restore the results measured so far (a resumed run continues them); outside ``fit``
+        drop the per-sample training state (see ``drop_training_state``) and keep nothing the checkpoint
+        claims: ``sfda test`` reports only what it measures. Refuse tensors whose shapes differ from this
+        recipe's (another target set or class count) before Lightning's strict load does, by name."""
+        if self.trainer.state.fn == "fit":
+            self.results.update(checkpoint.get("sfda_results", {}))
         drop_training_state(self, checkpoint)
+        check_state_shapes(self, checkpoint, self.trainer.ckpt_path)
 
 
 class AdaptationModule(SourceAdaptation, ClassifierTask):
@@ -314,6 +320,10 @@ def check_against_data(artifact: SourceArtifact, datamodule) -> None:
     if hasattr(datamodule, "adopt_class_names"):
         datamodule.adopt_class_names(artifact.class_names)
     names = getattr(datamodule, "class_names", None)
+    if names and list(names) != artifact.class_names and sorted(map(str, names)) == sorted(artifact.class_names):
+        raise ArtifactError(f"data.class_names {list(names)} hold the source model's classes in another order than its "
+                            f"outputs {artifact.class_names}; labels and predictions would be permuted. Give them in the "
+                            "model's order, or drop data.class_names to adopt it")
     if names and len(names) != artifact.num_classes:
         raise ArtifactError(
             f"class count mismatch: the source model has {artifact.num_classes} classes {artifact.class_names} "

@@ -20,7 +20,14 @@ class NeighbourhoodMethod(AdaptationModule):
     k: int
     refresh_bank_each_epoch = False  # a subclass that rewrites the whole bank at every epoch start skips the initial fill
 
+    neighbour_counts = ("k",)  # constructor arguments that are neighbour counts in the bank
+
     def build_state(self, num_samples: int) -> None:
+        for name in self.neighbour_counts:
+            value = getattr(self, name)
+            if not 1 <= value < num_samples:
+                raise ValueError(f"model.{name}: expected a neighbour count in [1, {num_samples - 1}] for a target set of "
+                                 f"{num_samples} samples, got {value}")
         self.bank = TargetBank(num_samples, {"features": self.feature_dim(), "scores": self.num_classes})
 
     def on_train_start(self) -> None:

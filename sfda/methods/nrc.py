@@ -24,6 +24,8 @@ class NRC(NeighbourhoodMethod):
         expanded_weight: weight of expanded neighbours and non-reciprocal ones (0.1).
     """
 
+    neighbour_counts = ("k", "kk")
+
     def __init__(self, source: SourceModel, k: int = 5, kk: int = 5, expanded_weight: float = 0.1,
                  optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source)

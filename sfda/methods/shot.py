@@ -40,6 +40,11 @@ class SHOT(AdaptationModule):
     def __init__(self, source: SourceModel, beta: float = 0.3, im_weight: float = 1.0, rounds: int = 2,
                  min_count: int = 0, optim: Optim | None = None, evaluate_source: bool = True, open_set: bool = False,
                  reject_unknown: float | None = None):
+        for name, value in (("beta", beta), ("im_weight", im_weight), ("min_count", min_count)):
+            if value < 0:
+                raise ValueError(f"model.{name}: expected a value >= 0 (0 switches the term off), got {value}")
+        if rounds < 1:
+            raise ValueError(f"model.rounds: expected at least 1 centroid round, got {rounds}")
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
         if open_set and reject_unknown is not None:
             raise ValueError("model.reject_unknown: SHOT-O (open_set: true) sets its own threshold by 2-means; leave it null")

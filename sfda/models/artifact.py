@@ -9,7 +9,9 @@ An artifact is a ``torch.save`` of plain types and tensors (loadable with
      "class_names": [...], "input": {"size", "channels", "mean", "std"}, "state_dict": {...}}
 
 ``wrap_external`` turns a model trained elsewhere (any ``nn.Module`` class + weights file)
-into the same structure, so adaptation treats both alike.
+into the same structure, so adaptation treats both alike. An artifact file is data: the
+``architecture`` it names must be one of ``BUILT_IN_ARCHITECTURES`` or the class the recipe
+trusts (``ArtifactFile``); only the recipe may name code.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ArtifactError(ValueError):
 
 
 # Architectures sfda itself builds: the only ones a source artifact FILE may name. Any other model
-# class must be named by the user in the recipe (``ExternalModel.architecture`` or the adaptation
+# class must be named by the user in the recipe (``ExternalModel.architecture`` or
 # ``ArtifactFile.architecture``), since an artifact is data handed over by another party.
 BUILT_IN_ARCHITECTURES = ("sfda.models.classifier:SourceClassifier", "monai.networks.nets:UNet")
 _search_dirs: list[Path] = []
@@ -183,6 +185,7 @@ class SourceArtifact:
     head_layer: str = ""
     bottleneck_layers: list[str] = field(default_factory=list)
     task: str = "classification"
+    origin: str = ""  # the file it was read from (for messages; not saved)
 
     @property
     def num_classes(self) -> int:
@@ -190,7 +193,13 @@ class SourceArtifact:
 
     def build_network(self) -> nn.Module:
         """Instantiate the architecture and load the weights strictly."""
-        network = import_target(self.architecture["target"])(**self.architecture.get("kwargs", {}))
+        target, kwargs = self.architecture["target"], self.architecture.get("kwargs", {})
+        builder = import_target(target)
+        try:
+            network = builder(**kwargs)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ArtifactError(f"{self.origin or 'source artifact'}: architecture.kwargs {kwargs} do not build "
+                                f"{target}: {err}") from err
         try:
             network.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as err:
@@ -240,6 +249,9 @@ def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> 
         if not isinstance(payload.get(name), kind):
             raise ArtifactError(f"{path}: field '{name}' must be a {kind.__name__}, got {type(payload.get(name)).__name__}")
     check_architecture(payload["architecture"], trusted_architecture, str(path))
+    names = payload["class_names"]
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ArtifactError(f"{path}: field 'class_names' must be distinct strings, one per output, got {names}")
     if bad := non_finite_entries(payload["state_dict"]):
         raise ArtifactError(f"{path}: non-finite weights (NaN or inf) in {bad[:5]}"
                             f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; expected finite values")
@@ -251,7 +263,7 @@ def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> 
     return SourceArtifact(architecture=payload["architecture"], state_dict=payload["state_dict"],
                           class_names=payload["class_names"], input=spec,
                           feature_layer=payload.get("feature_layer", ""), head_layer=payload.get("head_layer", ""),
-                          bottleneck_layers=payload.get("bottleneck_layers", []), task=task)
+                          bottleneck_layers=payload.get("bottleneck_layers", []), task=task, origin=str(path))
 
 
 def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel:
@@ -294,7 +306,7 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
     artifact = SourceArtifact(architecture={"target": model.architecture, "kwargs": dict(model.kwargs)},
                               state_dict=state_dict, class_names=list(model.class_names), input=model.input,
                               feature_layer=model.feature_layer, head_layer=model.head_layer,
-                              bottleneck_layers=list(model.bottleneck_layers))
+                              bottleneck_layers=list(model.bottleneck_layers), origin=str(weights_path))
     head = artifact.build().head
     outputs = getattr(head, "out_features", None)
     if outputs is not None and outputs != artifact.num_classes:
