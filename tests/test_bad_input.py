@@ -540,3 +540,19 @@ def test_a_stale_labels_file_of_another_query_is_refused(workspace):
     with pytest.raises(LabelsFileError, match="written for another query"):
         annotator.annotate(1, np.array([5, 6]), data, workspace, True)
     assert snapshot(workspace / "annotations") == before
+
+
+def test_a_datamodule_without_the_data_contract_is_refused_by_member():
+    from sfda.data.contract import check_target_data
+    from sfda.data.datamodules import DigitsDataModule
+
+    check_target_data(DigitsDataModule("optdigits"))
+
+    class Bare:
+        class_names, input_spec = ["a", "b"], None
+
+        def num_samples(self, split="train"):
+            return 2
+
+    with pytest.raises(ValueError, match=r"Bare lacks \['train_dataloader', 'val_dataloader', 'bank_dataloader'\]"):
+        check_target_data(Bare())

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from ..callbacks import PredictionCSV
+from ..data.contract import check_target_data
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.keyed_dropout import sample_keys
@@ -205,6 +206,7 @@ class SourceAdaptation:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
+        check_target_data(datamodule)
         check_against_data(self.artifact, datamodule)
         if stage == "fit":
             self.build_state(datamodule.num_samples("train"))

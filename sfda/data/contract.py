@@ -1,0 +1,53 @@
+"""The data contract: what every adaptation method may rely on from a target datamodule, whatever the task.
+
+A user's own ``LightningDataModule`` works with every method once it offers these members; the
+adaptation base checks them (``check_target_data``) before anything else is set up and names the
+missing ones. Task-specific datamodules add their own (segmentation: ``sample_ids``, ``volumes``;
+active adaptation: ``subset_dataloader``, ``active_epoch``, ``raw_sample``).
+
+Every item a loader yields is a dict with ``"index"``: the GLOBAL sample index in
+``[0, num_samples("train"))``, stable across epochs, processes and resumed runs (banks, priors and
+pseudo-labels key on it), and ``"label"`` (-1 where hidden: target training labels always are).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch.utils.data import DataLoader
+
+
+@runtime_checkable
+class TargetData(Protocol):
+    """Members a target datamodule provides (see the module docstring for the items' keys).
+
+    Attributes:
+        class_names: names in the source model's output order (checked against the artifact).
+        input_spec: the model's preprocessing; None until the source artifact's is adopted.
+    """
+
+    class_names: list[str]
+    input_spec: Any
+
+    def num_samples(self, split: str = "train") -> int:
+        """Number of samples of ``split`` (after any subsetting)."""
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches of the (unlabelled) target set, a GLOBAL batch split over processes."""
+
+    def val_dataloader(self) -> DataLoader:
+        """The evaluation split (labels for reporting only, where a benchmark has them)."""
+
+    def bank_dataloader(self) -> DataLoader:
+        """Unshuffled test-view pass over the training set: the loader of the engine's target pass."""
+
+
+CONTRACT_MEMBERS = ("class_names", "input_spec", "num_samples", "train_dataloader", "val_dataloader", "bank_dataloader")
+
+
+def check_target_data(datamodule) -> None:
+    """Refuse a datamodule that lacks a member of ``TargetData``, naming the missing ones."""
+    missing = [name for name in CONTRACT_MEMBERS if not hasattr(datamodule, name)]
+    if missing:
+        raise ValueError(f"data: {type(datamodule).__name__} lacks {missing}, which adaptation methods rely on; "
+                        "see sfda.data.contract.TargetData for what a target datamodule provides")
