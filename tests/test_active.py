@@ -128,6 +128,7 @@ def test_file_annotator_stops_cleanly_until_every_queried_sample_is_labelled(tmp
 
 
 # rounds inside Lightning ------------------------------------------------------------------------------
+@pytest.mark.slow  # a CLI subprocess run
 def test_only_queried_samples_have_their_labels_revealed(mnist_source, tmp_path):
     torch.manual_seed(0)
     dm = DigitsDataModule("optdigits", role="target", train_subset=400, eval_subset=200, batch_size=32, train_view="test")
@@ -142,6 +143,7 @@ def test_only_queried_samples_have_their_labels_revealed(mnist_source, tmp_path)
     assert "round_2/target/acc" in model.results and "round_1/query_s" in model.results
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_a_person_labels_between_rounds_and_the_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
     run_sfda(*small_run(mnist_source, tmp_path / "stored"))
     stored = results_of(tmp_path / "stored")
@@ -175,6 +177,7 @@ def test_a_person_labels_between_rounds_and_the_run_ends_like_an_uninterrupted_o
         assert torch.equal(end[key], reference[key]), key
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_bad_active_configs_fail_naming_the_field(mnist_source, tmp_path):
     done = run_sfda(*small_run(mnist_source, tmp_path), "--trainer.max_epochs=3", check=False)
     assert done.returncode != 0 and "trainer.max_epochs: expected 2 (2 rounds of the budget x model.epochs_per_round 1), got 3" in done.stderr

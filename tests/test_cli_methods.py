@@ -12,6 +12,7 @@ METHODS = ["shot", "shot_im", "nrc", "aad", "tent"]
 SMALL = ["--data.init_args.train_subset=512", "--data.init_args.eval_subset=256", "--trainer.max_epochs=1"]
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_source_artifact_is_complete_and_loads_weights_only(mnist_source):
     artifact = load_artifact(mnist_source)
     assert artifact.class_names == [str(d) for d in range(10)] and artifact.input.size == 28
@@ -21,6 +22,7 @@ def test_source_artifact_is_complete_and_loads_weights_only(mnist_source):
     assert features.shape == (2, 256) and logits.shape == (2, 10)
 
 
+@pytest.mark.slow  # a CLI subprocess run
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("method", METHODS)
 def test_method_adapts_and_writes_a_run_directory(method, precision, mnist_source, tmp_path):
@@ -38,6 +40,7 @@ def test_method_adapts_and_writes_a_run_directory(method, precision, mnist_sourc
     assert info["seed"] == 0 and info["versions"]["torch"] and info["precision"] == precision
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_source_only_test_and_predict_write_results(mnist_source, tmp_path):
     recipe = str(ROOT / "recipes/digits/mnist_optdigits/source_only.yaml")
     run_sfda("test", "--config", recipe, f"--model.init_args.source={mnist_source}", f"--trainer.default_root_dir={tmp_path}")
@@ -47,17 +50,20 @@ def test_source_only_test_and_predict_write_results(mnist_source, tmp_path):
     assert lines[0] == "index,prediction,class_name,confidence" and len(lines) == 1 + 359
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_unknown_recipe_key_is_named(tmp_path):
     done = run_sfda("fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"),
                     "--model.init_args.betta=0.3", check=False)
     assert done.returncode != 0 and "betta" in done.stderr
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_print_config_resolves_the_recipe():
     done = run_sfda("fit", "--config", str(ROOT / "recipes/digits/svhn_mnist/shot.yaml"), "--print_config")
     assert "class_path: sfda.methods.SHOT" in done.stdout and "beta: 0.1" in done.stdout
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_class_count_mismatch_names_both_values(mnist_source, tmp_path):
     data = tmp_path / "six"
     for cls in range(6):

@@ -34,6 +34,7 @@ def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
         assert results_of(tmp_path / "two")["target/acc"] == pytest.approx(results_of(tmp_path / "one")["target/acc"], abs=1 / 256)
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
     # weak augmentation on, so the per-sample augmentation seeds are part of what must survive the restart
     recipe = ["fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/nrc.yaml"),
@@ -51,6 +52,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
     assert results_of(tmp_path / "full")["target/acc"] == results_of(tmp_path / "part", 1)["target/acc"]
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_a_run_that_fails_keeps_its_last_good_checkpoint(mnist_source, tmp_path):
     recipe = ["fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"), f"--model.init_args.source={mnist_source}",
               *SMALL, "--trainer.max_epochs=3", f"--trainer.default_root_dir={tmp_path}",

@@ -3,8 +3,11 @@
 import os
 
 import nbformat
+import pytest
 from conftest import ROOT
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # notebooks run whole CLI flows
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):

@@ -251,6 +251,7 @@ def test_baselines_run_one_epoch(method, colin_source, tmp_path):
         assert torch.equal(state[f"network.{weight}"].contiguous(), source[weight].contiguous())
 
 
+@pytest.mark.slow  # a CLI subprocess run
 def test_a_classification_artifact_is_refused_by_a_segmentation_method(mnist_source, tmp_path):
     done = run_sfda("fit", "--config", str(RECIPES / "entropy.yaml"), f"--model.init_args.source={mnist_source}",
                     f"--trainer.default_root_dir={tmp_path}", check=False)

@@ -202,6 +202,7 @@ def mnist_0_5_source(tmp_path_factory):
     return root / "source.pt"
 
 
+@pytest.mark.slow  # a CLI subprocess run
 @pytest.mark.parametrize("method", ["glc", "shot_o"])
 def test_open_set_methods_run_and_predict_unknown(method, mnist_0_5_source, tmp_path):
     recipe = str(ROOT / f"recipes/universal/mnist06_optdigits/{method}.yaml")
