@@ -556,3 +556,19 @@ def test_a_datamodule_without_the_data_contract_is_refused_by_member():
 
     with pytest.raises(ValueError, match=r"Bare lacks \['train_dataloader', 'val_dataloader', 'bank_dataloader'\]"):
         check_target_data(Bare())
+
+
+def test_checkpoints_and_hparams_hold_the_methods_arguments_as_plain_data(adapted):
+    import yaml as pyyaml
+
+    checkpoint = torch.load(adapted / "runs/shot/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["beta"] == 0.1 and checkpoint["sfda"]["method"] == "sfda.methods.shot.SHOT"
+    assert pyyaml.safe_load((adapted / "runs/shot/version_0/hparams.yaml").read_text())["beta"] == 0.1
+
+
+def test_plain_turns_objects_into_data():
+    from sfda.methods.base import Optim
+    from sfda.methods.hparams import plain
+
+    assert plain({"optim": Optim(lr=0.5), "dims": (1, 2), "other": object()}) == {
+        "optim": {**Optim().__dict__, "lr": 0.5}, "dims": [1, 2], "other": "builtins.object"}

@@ -18,6 +18,7 @@ from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
 from ..run_checks import check_state_shapes
 from ..timing import Stopwatch
+from .hparams import record_hyperparameters
 from .target_pass import TargetPasses
 
 
@@ -110,6 +111,7 @@ class ClassifierTask(TargetPasses, L.LightningModule):
 
     def __init__(self, optim: Optim | None = None):
         super().__init__()
+        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
         self.optim = optim or Optim()
         self.results: dict[str, float] = {}  # extra entries for results.json
         self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s

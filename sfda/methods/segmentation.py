@@ -14,6 +14,7 @@ from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
 from ..timing import Stopwatch
 from .artifact_output import WritesSourceArtifact
 from .base import Optim, build_optimizer, check_finite
+from .hparams import record_hyperparameters
 from .target_pass import TargetPasses
 
 SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20, step_factor=0.9)
@@ -36,6 +37,7 @@ class SegmentationTask(TargetPasses, L.LightningModule):
 
     def __init__(self, optim: Optim | None = None):
         super().__init__()
+        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
         self.optim = optim or SEGMENTATION_OPTIM
         self.results: dict[str, float] = {}
         self.stopwatch = Stopwatch()
