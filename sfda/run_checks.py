@@ -22,12 +22,12 @@ class RunConfigError(ValueError):
 
 
 def check_trainer_config(subcommand: str, trainer: dict) -> None:
-    """Refuse trainer values that would make ``fit`` do nothing or that Lightning rejects with a traceback,
-    and ``logger: false`` (a run without a folder of its own would write over another run's files)."""
+    """Refuse trainer values that would make ``fit`` do nothing or that Lightning rejects with a
+    traceback, and ``logger: false`` (a run without a folder of its own would overwrite another's)."""
     if trainer.get("logger") is False:
-        raise RunConfigError("trainer.logger: false leaves the run without a folder of its own, so its config, "
-                             "results and predictions would replace another run's; remove it (sfda logs CSV and "
-                             "TensorBoard into runs/<recipe>/version_N)")
+        raise RunConfigError("trainer.logger: false leaves the run without a folder of its own, so its "
+                             "config, results and predictions would replace another run's; remove it "
+                             "(sfda logs CSV and TensorBoard into runs/<recipe>/version_N)")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if max_epochs is not None and max_epochs < -1:
         raise RunConfigError(f"trainer.max_epochs: expected -1 (no limit) or a count >= 1, got {max_epochs}")
@@ -35,14 +35,17 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
         raise RunConfigError(f"trainer.max_steps: expected -1 (no limit) or a count >= 1, got {max_steps}")
     if subcommand != "fit":
         return
-    for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps), ("limit_train_batches", trainer.get("limit_train_batches"))):
+    limits = {"max_epochs": max_epochs, "max_steps": max_steps,
+              "limit_train_batches": trainer.get("limit_train_batches")}
+    for name, value in limits.items():
         if value is not None and value == 0:
-            raise RunConfigError(f"trainer.{name}: 0 means the run does no training step and writes no result; "
-                                 "expected a positive value (or drop it for the recipe's default)")
+            raise RunConfigError(f"trainer.{name}: 0 means the run does no training step and writes no "
+                                 "result; expected a positive value (or drop it for the recipe's default)")
 
 
 SPECIAL_CHECKPOINTS = {"best": "sfda keeps checkpoints by recency, not by a monitored score",
-                       "hpc": "sfda does not write SLURM requeue checkpoints", "registry": "sfda uses no model registry"}
+                       "hpc": "sfda does not write SLURM requeue checkpoints",
+                       "registry": "sfda uses no model registry"}
 
 
 def checkpoint_method(model) -> str:
@@ -51,22 +54,23 @@ def checkpoint_method(model) -> str:
 
 
 def newest_last_checkpoint(root: Path) -> Path:
-    """``root/version_N/checkpoints/last.ckpt`` of the largest N that has one; errors say where it looked."""
+    """``root/version_N/checkpoints/last.ckpt`` of the largest N that has one; errors say where."""
     versions = sorted((p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
                       key=lambda p: int(p.name.split("_")[1]), reverse=True)
     for version in versions:
         candidate = version / "checkpoints" / "last.ckpt"
         if candidate.is_file():
             return candidate
-    looked = f"{len(versions)} run folders ({versions[-1].name}..{versions[0].name})" if versions else "no run folders"
-    raise RunConfigError(f"--ckpt_path last: no checkpoints/last.ckpt under {root} ({looked} found); expected a run of "
-                         "this recipe there, or pass --ckpt_path=<path to a .ckpt> (or set trainer.default_root_dir)")
+    looked = f"{len(versions)} run folders, {versions[-1].name}..{versions[0].name}" if versions else "no run"
+    raise RunConfigError(f"--ckpt_path last: no checkpoints/last.ckpt under {root} ({looked} found); "
+                         "expected a run of this recipe there, or pass --ckpt_path=<path to a .ckpt> (or set "
+                         "trainer.default_root_dir)")
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint at ``path`` read as data (``weights_only=True``, memory-mapped); errors name the file."""
+    """The checkpoint at ``path`` read as data (``weights_only=True``, memory-mapped); errors name it."""
     if not path.is_file():
-        raise RunConfigError(f"--ckpt_path: {path} does not exist (expected a .ckpt file written by sfda fit)")
+        raise RunConfigError(f"--ckpt_path: {path} does not exist (expected a .ckpt written by sfda fit)")
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -87,12 +91,12 @@ def check_checkpoint_method(path: Path, checkpoint: dict, model) -> None:
     written_by = (checkpoint.get("sfda") or {}).get("method")
     expected = checkpoint_method(model)
     if written_by is not None and written_by != expected:
-        raise RunConfigError(f"--ckpt_path: {path} was written by {written_by}, but the recipe's model is {expected}; "
-                             "expected a checkpoint of the same method (or use that method's recipe)")
+        raise RunConfigError(f"--ckpt_path: {path} was written by {written_by}, but the recipe's model is "
+                             f"{expected}; expected a checkpoint of the same method")
     own = set(model.state_dict())
     if written_by is None and own and not own & set(checkpoint["state_dict"]):
-        raise RunConfigError(f"--ckpt_path: {path} holds none of the weights of {expected}; expected a checkpoint "
-                             "of the same method")
+        raise RunConfigError(f"--ckpt_path: {path} holds none of the weights of {expected}; expected a "
+                             "checkpoint of the same method")
 
 
 def check_state_shapes(model, checkpoint: dict, path) -> None:
@@ -103,14 +107,16 @@ def check_state_shapes(model, checkpoint: dict, path) -> None:
            if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
     if bad:
         shown = "; ".join(f"{key}: {a} in the checkpoint, {b} for this recipe" for key, a, b in bad[:3])
-        raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint of the "
-                             "same source model and target set (per-sample state is sized by the number of target samples)")
+        raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint "
+                             "of the same source model and target set (per-sample state is sized by the "
+                             "number of target samples)")
 
 
 def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:
     """An adapting method evaluated without its checkpoint would report the source model as the result."""
     if subcommand in ("test", "predict", "validate") and not ckpt_path \
             and not getattr(model, "evaluates_without_checkpoint", False):
-        raise RunConfigError(f"sfda {subcommand}: {type(model).__name__} is trained by `sfda fit`; without --ckpt_path "
-                             "this would report the untrained or unadapted model. Pass --ckpt_path=<run>/checkpoints/"
-                             "last.ckpt (or --ckpt_path last), or evaluate the source model with its source_only recipe")
+        raise RunConfigError(f"sfda {subcommand}: {type(model).__name__} is trained by `sfda fit`; without "
+                             "--ckpt_path this would report the untrained or unadapted model. Pass "
+                             "--ckpt_path=<run>/checkpoints/last.ckpt (or --ckpt_path last), or evaluate "
+                             "the source model with its source_only recipe")

@@ -39,7 +39,8 @@ def source_artifact(path: Path, class_names: list[str], seed: int = 0) -> Path:
     kwargs = {"backbone": "lenet", "num_classes": len(class_names), "in_channels": 1, "input_size": 28,
               "bottleneck_dim": 16}
     network = SourceClassifier(**kwargs)
-    artifact_from_module(network, class_names, DIGIT_SPEC, {"target": ARCHITECTURE, "kwargs": kwargs}).save(path)
+    architecture = {"target": ARCHITECTURE, "kwargs": kwargs}
+    artifact_from_module(network, class_names, DIGIT_SPEC, architecture).save(path)
     return path
 
 

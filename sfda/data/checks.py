@@ -1,4 +1,4 @@
-"""Checks of datamodule arguments shared by every task: refuse a value that cannot work, by its recipe field."""
+"""Checks of datamodule arguments shared by every task: refuse a value that cannot work, by its field."""
 
 from __future__ import annotations
 

@@ -42,12 +42,13 @@ class TargetData(Protocol):
         """Unshuffled test-view pass over the training set: the loader of the engine's target pass."""
 
 
-CONTRACT_MEMBERS = ("class_names", "input_spec", "num_samples", "train_dataloader", "val_dataloader", "bank_dataloader")
+CONTRACT_MEMBERS = ("class_names", "input_spec", "num_samples", "train_dataloader", "val_dataloader",
+                    "bank_dataloader")
 
 
 def check_target_data(datamodule) -> None:
     """Refuse a datamodule that lacks a member of ``TargetData``, naming the missing ones."""
     missing = [name for name in CONTRACT_MEMBERS if not hasattr(datamodule, name)]
     if missing:
-        raise ValueError(f"data: {type(datamodule).__name__} lacks {missing}, which adaptation methods rely on; "
-                        "see sfda.data.contract.TargetData for what a target datamodule provides")
+        raise ValueError(f"data: {type(datamodule).__name__} lacks {missing}, which adaptation methods rely "
+                         "on; see sfda.data.contract.TargetData for what a target datamodule provides")

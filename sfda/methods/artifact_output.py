@@ -41,10 +41,11 @@ def check_writable(path: Path, overwrite: bool, field_name: str) -> None:
     """Refuse, before training, a destination that exists (unless ``overwrite``), is a folder, or whose
     nearest existing parent folder is not writable."""
     if path.is_dir():
-        raise ValueError(f"{field_name}: '{path}' is a folder; expected a file path such as {path / RUN_ARTIFACT}")
+        raise ValueError(f"{field_name}: '{path}' is a folder; expected a file path such as "
+                         f"{path / RUN_ARTIFACT}")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{field_name}: '{path}' already exists and is never replaced silently; choose another "
-                              "path or set model.init_args.overwrite_artifact=true")
+        raise FileExistsError(f"{field_name}: '{path}' already exists and is never replaced silently; choose "
+                              "another path or set model.init_args.overwrite_artifact=true")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -65,7 +66,8 @@ def check_destinations(trainer: L.Trainer, destination: str | None, overwrite: b
         check_writable(Path(destination), overwrite, "model.artifact")
 
 
-def write_artifact(trainer: L.Trainer, artifact: SourceArtifact, destination: str | None, overwrite: bool) -> dict:
+def write_artifact(trainer: L.Trainer, artifact: SourceArtifact, destination: str | None,
+                   overwrite: bool) -> dict:
     """Save ``artifact`` into the run directory and, after a complete run, to ``destination`` (rank 0).
     Returns the ``results.json`` entries that say where it went."""
     own = run_artifact_path(trainer)
@@ -101,4 +103,5 @@ class WritesSourceArtifact:
             check_destinations(self.trainer, self.artifact_path, self.overwrite_artifact)
 
     def write_source_artifact(self, artifact: SourceArtifact) -> None:
-        self.results.update(write_artifact(self.trainer, artifact, self.artifact_path, self.overwrite_artifact))
+        written = write_artifact(self.trainer, artifact, self.artifact_path, self.overwrite_artifact)
+        self.results.update(written)

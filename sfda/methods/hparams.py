@@ -31,7 +31,7 @@ def plain(value):
 
 
 def record_hyperparameters(module: L.LightningModule) -> None:
-    """``save_hyperparameters`` of the calling ``__init__`` chain (or the CLI's config), stored as plain data."""
+    """``save_hyperparameters`` of the calling ``__init__`` chain (or the CLI's config), as plain data."""
     module.save_hyperparameters(frame=inspect.currentframe().f_back)
     if module.hparams:
         module.save_hyperparameters(plain(dict(module.hparams)))
