@@ -36,8 +36,13 @@ def source_artifact(path: Path, class_names: list[str], seed: int = 0) -> Path:
     import torch
 
     torch.manual_seed(seed)
-    kwargs = {"backbone": "lenet", "num_classes": len(class_names), "in_channels": 1, "input_size": 28,
-              "bottleneck_dim": 16}
+    kwargs = {
+        "backbone": "lenet",
+        "num_classes": len(class_names),
+        "in_channels": 1,
+        "input_size": 28,
+        "bottleneck_dim": 16,
+    }
     network = SourceClassifier(**kwargs)
     architecture = {"target": ARCHITECTURE, "kwargs": kwargs}
     artifact_from_module(network, class_names, DIGIT_SPEC, architecture).save(path)
@@ -46,16 +51,21 @@ def source_artifact(path: Path, class_names: list[str], seed: int = 0) -> Path:
 
 def recipe(path: Path, model: dict, data: dict, trainer: dict | None = None) -> Path:
     """Write a recipe YAML (model and data as ``{class_path, init_args}``)."""
-    config = {"seed_everything": 0, "trainer": {"max_epochs": 1, "enable_progress_bar": False,
-                                                 **(trainer or {})},
-              "model": model, "data": data}
+    config = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, **(trainer or {})},
+        "model": model,
+        "data": data,
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def folder_data(train: Path, **extra) -> dict:
-    return {"class_path": "sfda.data.ImageFolderDataModule",
-            "init_args": {"train": str(train), "batch_size": 8, "eval_batch_size": 16, **extra}}
+    return {
+        "class_path": "sfda.data.ImageFolderDataModule",
+        "init_args": {"train": str(train), "batch_size": 8, "eval_batch_size": 16, **extra},
+    }
 
 
 def sfda(*args: str) -> tuple[int, str]:
@@ -72,8 +82,11 @@ def sfda(*args: str) -> tuple[int, str]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_refused(args: list[str], root: Path, *needles: str, status: int = 1) -> str:

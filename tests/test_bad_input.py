@@ -41,8 +41,14 @@ def workspace(tmp_path, monkeypatch) -> Path:
 
 
 def shot_recipe(root, source="source.pt", data=None, **model_args):
-    model = {"class_path": SHOT, "init_args": {"source": str(root / source) if isinstance(source, str) else source,
-                                               "beta": 0.1, **model_args}}
+    model = {
+        "class_path": SHOT,
+        "init_args": {
+            "source": str(root / source) if isinstance(source, str) else source,
+            "beta": 0.1,
+            **model_args,
+        },
+    }
     return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
@@ -60,12 +66,17 @@ def crafted_artifact(root, target: str, kwargs: dict | None = None):
     return root / "crafted.pt"
 
 
-# --- 1. a source artifact is data: it never chooses code to run ----------------------------------------------
+# --- 1. a source artifact is data: it never chooses code to run ----
 def test_artifact_naming_os_system_is_refused_and_runs_nothing(workspace):
     marker = workspace / "pwned"
     crafted_artifact(workspace, "os:system", {"command": f"touch {marker}"})
-    assert_refused(["fit", "--config", shot_recipe(workspace, "crafted.pt")], workspace,
-                   "crafted.pt", "'os:system'", "sfda does not build")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, "crafted.pt")],
+        workspace,
+        "crafted.pt",
+        "'os:system'",
+        "sfda does not build",
+    )
     assert not marker.exists()
 
 
@@ -73,24 +84,37 @@ def test_artifact_naming_a_model_file_is_refused_before_the_file_is_imported(wor
     marker = workspace / "imported"
     (workspace / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Net:\n    pass\n")
     crafted_artifact(workspace, f"{workspace}/evil.py:Net")
-    assert_refused(["fit", "--config", shot_recipe(workspace, "crafted.pt")], workspace,
-                   "evil.py:Net", "model.init_args.source: {path:")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, "crafted.pt")],
+        workspace,
+        "evil.py:Net",
+        "model.init_args.source: {path:",
+    )
     assert not marker.exists()
 
 
 def test_a_text_file_handed_over_as_an_artifact_is_not_read_as_a_recipe(workspace):
     marker = workspace / "pwned"
-    (workspace / "source.pt").write_text(f"architecture: 'os:system'\nweights: w.pt\nfeature_layer: a\nhead_layer: b\n"
-                                         f"class_names: [a]\ninput: {{size: 8}}\nkwargs: {{command: touch {marker}}}\n")
-    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "source.pt", "not a readable source artifact")
+    (workspace / "source.pt").write_text(
+        f"architecture: 'os:system'\nweights: w.pt\nfeature_layer: a\nhead_layer: b\n"
+        f"class_names: [a]\ninput: {{size: 8}}\nkwargs: {{command: touch {marker}}}\n"
+    )
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace)], workspace, "source.pt", "not a readable source artifact"
+    )
     assert not marker.exists()
 
 
 def test_trusted_architecture_must_be_the_one_the_artifact_names(workspace):
     crafted_artifact(workspace, "my_models.py:Other")
     trusted = {"path": str(workspace / "crafted.pt"), "architecture": "my_models.py:Net"}
-    assert_refused(["fit", "--config", shot_recipe(workspace, trusted)], workspace,
-                   "'my_models.py:Other'", "model.source.architecture = 'my_models.py:Net'", "same class")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, trusted)],
+        workspace,
+        "'my_models.py:Other'",
+        "model.source.architecture = 'my_models.py:Net'",
+        "same class",
+    )
 
 
 def test_an_external_class_the_recipe_trusts_is_built_from_the_recipe_folder(workspace):
@@ -105,18 +129,25 @@ def test_an_external_class_the_recipe_trusts_is_built_from_the_recipe_folder(wor
 def test_a_missing_model_file_says_where_it_looked(workspace):
     crafted_artifact(workspace, "nowhere.py:Net")
     trusted = {"path": str(workspace / "crafted.pt"), "architecture": "nowhere.py:Net"}
-    assert_refused(["fit", "--config", shot_recipe(workspace, trusted)], workspace,
-                   "model file 'nowhere.py' not found; looked in", str(workspace / "nowhere.py"))
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, trusted)],
+        workspace,
+        "model file 'nowhere.py' not found; looked in",
+        str(workspace / "nowhere.py"),
+    )
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("missing", "model.source: "),
-    ("text", "not a readable source artifact"),
-    ("plain_state_dict", "not an sfda source artifact"),
-    ("no_class_names", "field 'class_names' must be a list"),
-    ("nan_weights", "non-finite weights"),
-    ("bad_input_spec", "field 'input' is not a valid input spec"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("missing", "model.source: "),
+        ("text", "not a readable source artifact"),
+        ("plain_state_dict", "not an sfda source artifact"),
+        ("no_class_names", "field 'class_names' must be a list"),
+        ("nan_weights", "non-finite weights"),
+        ("bad_input_spec", "field 'input' is not a valid input spec"),
+    ],
+)
 def test_broken_artifacts_are_refused_naming_the_file(workspace, damage, needle):
     path = workspace / "broken.pt"
     payload = torch.load(workspace / "source.pt", weights_only=True)
@@ -137,20 +168,33 @@ def test_broken_artifacts_are_refused_naming_the_file(workspace, damage, needle)
 
 def test_input_channels_that_the_network_cannot_take_are_refused_at_load(workspace):
     torch.save(torch.load(workspace / "source.pt", weights_only=True)["state_dict"], workspace / "weights.pt")
-    external = {"architecture": ARCHITECTURE, "weights": str(workspace / "weights.pt"), "feature_layer": "bottleneck",
-                "head_layer": "head", "class_names": [str(i) for i in range(10)],
-                "input": {"size": 28, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
-                "kwargs": {"backbone": "lenet", "num_classes": 10, "in_channels": 1, "input_size": 28, "bottleneck_dim": 16}}
+    external = {
+        "architecture": ARCHITECTURE,
+        "weights": str(workspace / "weights.pt"),
+        "feature_layer": "bottleneck",
+        "head_layer": "head",
+        "class_names": [str(i) for i in range(10)],
+        "input": {"size": 28, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
+        "kwargs": {
+            "backbone": "lenet",
+            "num_classes": 10,
+            "in_channels": 1,
+            "input_size": 28,
+            "bottleneck_dim": 16,
+        },
+    }
     assert_refused(["fit", "--config", shot_recipe(workspace, external)], workspace, "input.channels = 3")
 
 
 def test_a_class_count_that_differs_from_the_data_names_both(workspace):
     source_artifact(workspace / "six.pt", [str(i) for i in range(6)])
     data = folder_data(workspace / "target", class_names=[str(i) for i in range(10)])
-    assert_refused(["fit", "--config", shot_recipe(workspace, "six.pt", data)], workspace, "6 classes", "10 classes")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, "six.pt", data)], workspace, "6 classes", "10 classes"
+    )
 
 
-# --- 2. no run destroys a model --------------------------------------------------------------------------------
+# --- 2. no run destroys a model ----
 def test_a_smoke_run_never_replaces_a_trained_artifact(workspace):
     trained = workspace / "published" / "source.pt"
     trained.parent.mkdir()
@@ -165,26 +209,37 @@ def test_a_smoke_run_never_replaces_a_trained_artifact(workspace):
 
 
 def test_an_existing_artifact_path_is_refused_before_training(workspace):
-    text = assert_refused(["fit", "--config", source_recipe(workspace, artifact=str(workspace / "source.pt"))],
-                          workspace, "model.artifact", "already exists", "overwrite_artifact=true")
+    text = assert_refused(
+        ["fit", "--config", source_recipe(workspace, artifact=str(workspace / "source.pt"))],
+        workspace,
+        "model.artifact",
+        "already exists",
+        "overwrite_artifact=true",
+    )
     assert "Epoch" not in text
 
 
 def test_an_unwritable_artifact_path_is_refused_before_training(workspace):
     (workspace / "a_file").write_text("x")
-    assert_refused(["fit", "--config", source_recipe(workspace, artifact=str(workspace / "a_file" / "source.pt"))],
-                   workspace, "model.artifact", "not a writable folder")
+    assert_refused(
+        ["fit", "--config", source_recipe(workspace, artifact=str(workspace / "a_file" / "source.pt"))],
+        workspace,
+        "model.artifact",
+        "not a writable folder",
+    )
 
 
 def test_a_complete_source_run_writes_its_own_artifact_and_the_copy(workspace):
-    code, text = sfda("fit", "--config", source_recipe(workspace, artifact=str(workspace / "new" / "source.pt")))
+    code, text = sfda(
+        "fit", "--config", source_recipe(workspace, artifact=str(workspace / "new" / "source.pt"))
+    )
     assert code == 0, text[-2000:]
     own = workspace / "runs/source_train/version_0/source.pt"
     assert own.read_bytes() == (workspace / "new/source.pt").read_bytes()
     assert load_artifact(own).num_classes == 10
 
 
-# --- 3. image folders take the model's class order --------------------------------------------------------------
+# --- 3. image folders take the model's class order ----
 def test_class_folders_are_labelled_by_the_models_class_names(workspace):
     from sfda.data import ImageFolderDataModule
     from sfda.methods.base import check_against_data
@@ -223,23 +278,29 @@ def test_sixteen_bit_images_are_read_on_their_true_range(workspace):
 
     Image.fromarray(np.full((8, 8), 65535 // 2, np.uint16)).save(workspace / "grey16.png")
     Image.fromarray(np.full((8, 8), 127, np.uint8)).save(workspace / "grey8.png")
-    dataset = ImageDataset([workspace / "grey16.png", workspace / "grey8.png"], None, InputSpec(8, 1, (0.0,), (1.0,)))
+    dataset = ImageDataset(
+        [workspace / "grey16.png", workspace / "grey8.png"], None, InputSpec(8, 1, (0.0,), (1.0,))
+    )
     assert Image.open(workspace / "grey16.png").mode.startswith("I;16")
     assert torch.allclose(dataset[0]["image"], dataset[1]["image"], atol=1 / 255)
 
 
 def test_a_corrupt_image_names_the_file(workspace):
     (workspace / "target" / "3" / "broken.png").write_bytes(b"not a png")
-    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "broken.png", "corrupt or unreadable")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace)], workspace, "broken.png", "corrupt or unreadable"
+    )
 
 
 def test_an_empty_image_folder_names_the_folder(workspace):
     (workspace / "empty").mkdir()
     data = folder_data(workspace / "empty")
-    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "data.train", "no images")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, data=data)], workspace, "data.train", "no images"
+    )
 
 
-# --- 4. checkpoints: last resumes, others are checked -----------------------------------------------------------
+# --- 4. checkpoints: last resumes, others are checked ----
 @pytest.fixture()
 def adapted(workspace):
     """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
@@ -250,32 +311,51 @@ def adapted(workspace):
 
 def test_ckpt_path_last_resumes_the_newest_run_of_the_recipe(adapted, caplog):
     with caplog.at_level("INFO"):
-        code, text = sfda("fit", "--config", shot_recipe(adapted), "--ckpt_path", "last", "--trainer.max_epochs=2")
+        code, text = sfda(
+            "fit", "--config", shot_recipe(adapted), "--ckpt_path", "last", "--trainer.max_epochs=2"
+        )
     assert code == 0, text[-2000:]
-    assert "Restored all states from the checkpoint at runs/shot/version_0/checkpoints/last.ckpt" in caplog.text
+    assert (
+        "Restored all states from the checkpoint at runs/shot/version_0/checkpoints/last.ckpt" in caplog.text
+    )
     assert json.loads((adapted / "runs/shot/version_1/results.json").read_text())["epochs"] == 2
 
 
 def test_ckpt_path_last_without_a_run_says_where_it_looked(workspace):
-    assert_refused(["fit", "--config", shot_recipe(workspace), "--ckpt_path", "last"], workspace,
-                   "--ckpt_path last: no checkpoints/last.ckpt under runs/shot")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace), "--ckpt_path", "last"],
+        workspace,
+        "--ckpt_path last: no checkpoints/last.ckpt under runs/shot",
+    )
 
 
 def test_a_checkpoint_of_another_method_is_refused(adapted):
-    tent = recipe(adapted / "tent.yaml", {"class_path": "sfda.methods.Tent", "init_args": {"source": str(adapted / "source.pt")}},
-                  folder_data(adapted / "target"))
-    assert_refused(["test", "--config", str(tent), "--ckpt_path", "runs/shot/version_0/checkpoints/last.ckpt"],
-                   adapted, "written by sfda.methods.shot.SHOT", "sfda.methods.tent.Tent")
+    tent = recipe(
+        adapted / "tent.yaml",
+        {"class_path": "sfda.methods.Tent", "init_args": {"source": str(adapted / "source.pt")}},
+        folder_data(adapted / "target"),
+    )
+    assert_refused(
+        ["test", "--config", str(tent), "--ckpt_path", "runs/shot/version_0/checkpoints/last.ckpt"],
+        adapted,
+        "written by sfda.methods.shot.SHOT",
+        "sfda.methods.tent.Tent",
+    )
 
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(workspace):
     (workspace / "notes.ckpt").write_text("hello")
-    assert_refused(["test", "--config", shot_recipe(workspace), "--ckpt_path", "notes.ckpt"], workspace,
-                   "notes.ckpt is not a readable checkpoint")
+    assert_refused(
+        ["test", "--config", shot_recipe(workspace), "--ckpt_path", "notes.ckpt"],
+        workspace,
+        "notes.ckpt is not a readable checkpoint",
+    )
 
 
 def test_testing_an_adaptation_recipe_without_a_checkpoint_is_refused(workspace):
-    assert_refused(["test", "--config", shot_recipe(workspace)], workspace, "without --ckpt_path", "source_only")
+    assert_refused(
+        ["test", "--config", shot_recipe(workspace)], workspace, "without --ckpt_path", "source_only"
+    )
 
 
 def test_test_predict_and_resume_refuse_a_checkpoint_with_non_finite_weights(adapted):
@@ -284,53 +364,72 @@ def test_test_predict_and_resume_refuse_a_checkpoint_with_non_finite_weights(ada
     checkpoint["state_dict"][key].fill_(float("inf"))
     torch.save(checkpoint, adapted / "inf.ckpt")
     for subcommand in ("test", "predict", "fit"):
-        text = assert_refused([subcommand, "--config", shot_recipe(adapted), "--ckpt_path", "inf.ckpt"], adapted,
-                              "non-finite weights", "running_var")
+        text = assert_refused(
+            [subcommand, "--config", shot_recipe(adapted), "--ckpt_path", "inf.ckpt"],
+            adapted,
+            "non-finite weights",
+            "running_var",
+        )
         assert "inf.ckpt" in text
 
 
 def test_non_finite_weights_stop_a_run_and_keep_the_last_finite_checkpoint(adapted):
     last = adapted / "runs/shot/version_0/checkpoints/last.ckpt"
     kept = last.read_bytes()
-    code, text = sfda("fit", "--config", shot_recipe(adapted), "--ckpt_path", str(last), "--trainer.max_epochs=3",
-                      "--trainer.callbacks+=faults.InfRunningVarAtEpoch", "--trainer.callbacks.epoch=2",
-                      "--trainer.default_root_dir=runs/shot")
+    code, text = sfda(
+        "fit",
+        "--config",
+        shot_recipe(adapted),
+        "--ckpt_path",
+        str(last),
+        "--trainer.max_epochs=3",
+        "--trainer.callbacks+=faults.InfRunningVarAtEpoch",
+        "--trainer.callbacks.epoch=2",
+        "--trainer.default_root_dir=runs/shot",
+    )
     assert code == 1 and "non-finite weights at epoch 2" in text and "running_var" in text
     assert last.read_bytes() == kept
     resumed = adapted / "runs/shot/version_1/checkpoints/last.ckpt"
     assert torch.load(resumed, weights_only=True)["epoch"] == 1  # epoch 2's weights were never written
-    results = (adapted / "runs/shot/version_1/results.json")
+    results = adapted / "runs/shot/version_1/results.json"
     assert not results.exists() or json.loads(results.read_text())  # valid JSON if written
 
 
-# --- 5. trainer, optimiser and data values ----------------------------------------------------------------------
-@pytest.mark.parametrize("override, needle", [
-    ("--model.init_args.optim.lr=-0.01", "model.optim.lr: expected > 0"),
-    ("--model.init_args.optim.momentum=1.5", "model.optim.momentum: expected in [0, 1)"),
-    ("--data.init_args.batch_size=0", "data.batch_size: expected an integer >= 1"),
-    ("--data.init_args.eval_batch_size=-4", "data.eval_batch_size: expected an integer >= 1"),
-    ("--data.init_args.eval_subset=0", "data.eval_subset: expected an integer >= 1"),
-    ("--data.init_args.train_subset=0", "data.train_subset: expected an integer >= 1"),
-    ("--trainer.max_epochs=-2", "trainer.max_epochs: expected -1"),
-    ("--trainer.max_epochs=0", "trainer.max_epochs: 0 means the run does no training step"),
-    ("--trainer.max_steps=0", "trainer.max_steps: 0 means"),
-    ("--trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 means"),
-    ("--data.init_args.batch_size=1000", "data.batch_size: 1000 is larger than the 40 training samples"),
-])
+# --- 5. trainer, optimiser and data values ----
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("--model.init_args.optim.lr=-0.01", "model.optim.lr: expected > 0"),
+        ("--model.init_args.optim.momentum=1.5", "model.optim.momentum: expected in [0, 1)"),
+        ("--data.init_args.batch_size=0", "data.batch_size: expected an integer >= 1"),
+        ("--data.init_args.eval_batch_size=-4", "data.eval_batch_size: expected an integer >= 1"),
+        ("--data.init_args.eval_subset=0", "data.eval_subset: expected an integer >= 1"),
+        ("--data.init_args.train_subset=0", "data.train_subset: expected an integer >= 1"),
+        ("--trainer.max_epochs=-2", "trainer.max_epochs: expected -1"),
+        ("--trainer.max_epochs=0", "trainer.max_epochs: 0 means the run does no training step"),
+        ("--trainer.max_steps=0", "trainer.max_steps: 0 means"),
+        ("--trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 means"),
+        ("--data.init_args.batch_size=1000", "data.batch_size: 1000 is larger than the 40 training samples"),
+    ],
+)
 def test_values_that_cannot_work_are_refused_by_field(workspace, override, needle):
     assert_refused(["fit", "--config", shot_recipe(workspace), override], workspace, needle)
 
 
 def test_a_misspelt_recipe_key_is_refused_by_name(workspace):
-    assert_refused(["fit", "--config", shot_recipe(workspace), "--model.init_args.betta=0.3"], workspace, "betta",
-                   status=2)
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace), "--model.init_args.betta=0.3"],
+        workspace,
+        "betta",
+        status=2,
+    )
 
 
 def test_a_missing_recipe_file_is_named(workspace):
     assert_refused(["fit", "--config", str(workspace / "nope.yaml")], workspace, "nope.yaml", status=2)
 
 
-# --- 6. datalists, volumes, class splits, labels files, results -------------------------------------------------
+# --- 6. datalists, volumes, class splits, labels files, results ----
 def nifti(path, data):
     import nibabel as nib
 
@@ -349,13 +448,16 @@ def test_a_volume_with_nan_voxels_names_the_file(workspace):
         load_volume({"id": "case", "image": workspace / "case.nii.gz"}, spec, 2)
 
 
-@pytest.mark.parametrize("content, needle", [
-    (None, "data.datalist"),
-    ("{not json", "not a readable JSON datalist"),
-    ({"training": [{"label": "x.nii.gz"}]}, "has no 'image' field"),
-    ({"training": [{"image": "missing.nii.gz"}]}, "missing.nii.gz: file not found"),
-    ({"validation": []}, "no entries under 'training'"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "data.datalist"),
+        ("{not json", "not a readable JSON datalist"),
+        ({"training": [{"label": "x.nii.gz"}]}, "has no 'image' field"),
+        ({"training": [{"image": "missing.nii.gz"}]}, "missing.nii.gz: file not found"),
+        ({"validation": []}, "no entries under 'training'"),
+    ],
+)
 def test_bad_datalists_are_refused_naming_the_file_and_field(workspace, content, needle):
     from sfda.data.volumes import DatalistError, read_datalist
 
@@ -389,12 +491,15 @@ def test_a_spreadsheet_labels_file_with_bom_and_crlf_is_read(workspace):
     assert labels_file(workspace, "index,label\r\n4,dog\r\n9,0\r\n", encoding="utf-8-sig") == {4: 1, 9: 0}
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("index,label\n4,horse\n", "labels.csv:2: label 'horse'"),
-    ("index,label\n4,dog\n4,cat\n", "labels.csv:3: sample 4 is labelled twice"),
-    ("index,label\n5,dog\n", "labels.csv:2: index '5' was not queried"),
-    ("idx,lab\n4,dog\n", "labels.csv:1: expected the header"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("index,label\n4,horse\n", "labels.csv:2: label 'horse'"),
+        ("index,label\n4,dog\n4,cat\n", "labels.csv:3: sample 4 is labelled twice"),
+        ("index,label\n5,dog\n", "labels.csv:2: index '5' was not queried"),
+        ("idx,lab\n4,dog\n", "labels.csv:1: expected the header"),
+    ],
+)
 def test_bad_labels_files_name_the_line(workspace, text, needle):
     from sfda.active.annotators import LabelsFileError
 
@@ -415,7 +520,7 @@ def test_a_failed_run_leaves_no_empty_run_folder(workspace):
     assert not list(workspace.glob("runs/shot/version_*"))
 
 
-# --- 7. files a checkpoint or datalist names, and runs without a folder of their own ---------------------------
+# --- 7. files a checkpoint or datalist names, and runs without a folder of their own ----
 def test_paths_saved_in_a_checkpoint_never_delete_anything(adapted):
     checkpoint = torch.load(adapted / "runs/shot/version_0/checkpoints/last.ckpt", weights_only=True)
     key = next(k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint"))
@@ -423,7 +528,9 @@ def test_paths_saved_in_a_checkpoint_never_delete_anything(adapted):
     torch.save(checkpoint, adapted / "handed_over.ckpt")
     (adapted / "my_labels").mkdir()
     (adapted / "my_labels" / "labels.csv").write_text("index,label\n1,2\n")
-    code, text = sfda("fit", "--config", shot_recipe(adapted), "--ckpt_path", "handed_over.ckpt", "--trainer.max_epochs=2")
+    code, text = sfda(
+        "fit", "--config", shot_recipe(adapted), "--ckpt_path", "handed_over.ckpt", "--trainer.max_epochs=2"
+    )
     assert code == 0, text[-2000:]
     assert (adapted / "my_labels" / "labels.csv").read_text() == "index,label\n1,2\n"
 
@@ -440,17 +547,27 @@ def test_scores_stored_in_a_checkpoint_never_replace_what_test_measures(adapted)
 
 def test_a_checkpoint_of_another_target_set_names_the_shapes(adapted):
     digit_images(adapted / "target", ["0"], per_class=8)  # 4 more images than when it was adapted
-    assert_refused(["fit", "--config", shot_recipe(adapted), "--ckpt_path", "last", "--trainer.max_epochs=2"], adapted,
-                   "does not fit this recipe", "pseudo_labels: (40,) in the checkpoint, (44,) for this recipe")
+    assert_refused(
+        ["fit", "--config", shot_recipe(adapted), "--ckpt_path", "last", "--trainer.max_epochs=2"],
+        adapted,
+        "does not fit this recipe",
+        "pseudo_labels: (40,) in the checkpoint, (44,) for this recipe",
+    )
 
 
 def test_ckpt_path_best_is_refused_by_name(workspace):
-    assert_refused(["test", "--config", shot_recipe(workspace), "--ckpt_path", "best"], workspace,
-                   "--ckpt_path best", "expected 'last'")
+    assert_refused(
+        ["test", "--config", shot_recipe(workspace), "--ckpt_path", "best"],
+        workspace,
+        "--ckpt_path best",
+        "expected 'last'",
+    )
 
 
 def test_a_run_without_a_folder_of_its_own_is_refused_or_writes_nothing(workspace):
-    assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.logger=false"], workspace, "trainer.logger")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace), "--trainer.logger=false"], workspace, "trainer.logger"
+    )
     for _ in range(2):  # fast_dev_run has no version folder: it writes no config, results or predictions
         code, text = sfda("fit", "--config", shot_recipe(workspace), "--trainer.fast_dev_run=true")
         assert code == 0, text[-2000:]
@@ -459,13 +576,18 @@ def test_a_run_without_a_folder_of_its_own_is_refused_or_writes_nothing(workspac
 
 def test_class_names_in_another_order_than_the_models_are_refused(workspace):
     data = folder_data(workspace / "target", class_names=[str(i) for i in reversed(range(10))])
-    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "another order", "permuted")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, data=data)], workspace, "another order", "permuted"
+    )
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("int_names", "field 'class_names' must be distinct strings"),
-    ("bad_kwargs", "architecture.kwargs"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("int_names", "field 'class_names' must be distinct strings"),
+        ("bad_kwargs", "architecture.kwargs"),
+    ],
+)
 def test_artifact_fields_that_cannot_build_the_model_are_named(workspace, damage, needle):
     payload = torch.load(workspace / "source.pt", weights_only=True)
     if damage == "int_names":
@@ -476,10 +598,13 @@ def test_artifact_fields_that_cannot_build_the_model_are_named(workspace, damage
     assert_refused(["fit", "--config", shot_recipe(workspace, "odd.pt")], workspace, needle, "odd.pt")
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("--data.init_args.input.size=0", "input.size: expected a positive integer"),
-    ("--data.init_args.input.std=[0.0]", "input.std: expected positive values"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("--data.init_args.input.size=0", "input.size: expected a positive integer"),
+        ("--data.init_args.input.std=[0.0]", "input.std: expected positive values"),
+    ],
+)
 def test_source_input_specs_that_cannot_work_are_refused(workspace, override, needle):
     assert_refused(["fit", "--config", source_recipe(workspace), override], workspace, needle)
 
@@ -492,29 +617,39 @@ def test_source_training_on_an_unlabelled_folder_is_refused(workspace):
     config = yaml.safe_load(open(source_recipe(workspace)))
     config["data"]["init_args"]["train"] = str(flat)
     (workspace / "flat.yaml").write_text(yaml.safe_dump(config))
-    assert_refused(["fit", "--config", str(workspace / "flat.yaml")], workspace, "data.train", "needs labelled images")
+    assert_refused(
+        ["fit", "--config", str(workspace / "flat.yaml")], workspace, "data.train", "needs labelled images"
+    )
 
 
 def test_a_decompression_bomb_image_names_the_file(workspace):
     Image.new("1", (14000, 14000)).save(workspace / "target" / "5" / "huge.png")
-    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "huge.png", "too large to decode safely")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace)], workspace, "huge.png", "too large to decode safely"
+    )
 
 
-@pytest.mark.parametrize("method, args, needle", [
-    (SHOT, {"beta": -1.0}, "model.beta: expected a value >= 0"),
-    (SHOT, {"rounds": 0}, "model.rounds"),
-    ("sfda.methods.NRC", {"kk": 100}, "model.kk: expected a neighbour count in [1, 39]"),
-])
+@pytest.mark.parametrize(
+    "method, args, needle",
+    [
+        (SHOT, {"beta": -1.0}, "model.beta: expected a value >= 0"),
+        (SHOT, {"rounds": 0}, "model.rounds"),
+        ("sfda.methods.NRC", {"kk": 100}, "model.kk: expected a neighbour count in [1, 39]"),
+    ],
+)
 def test_method_values_that_cannot_work_are_refused(workspace, method, args, needle):
     model = {"class_path": method, "init_args": {"source": str(workspace / "source.pt"), **args}}
     path = recipe(workspace / "method.yaml", model, folder_data(workspace / "target"))
     assert_refused(["fit", "--config", str(path)], workspace, needle)
 
 
-@pytest.mark.parametrize("entry, needle", [
-    ({"image": "case.nii.gz", "id": "../../results/clinical_mask"}, "id = '../../results/clinical_mask'"),
-    ({"image": "case.npy"}, "expected a NIfTI file"),
-])
+@pytest.mark.parametrize(
+    "entry, needle",
+    [
+        ({"image": "case.nii.gz", "id": "../../results/clinical_mask"}, "id = '../../results/clinical_mask'"),
+        ({"image": "case.npy"}, "expected a NIfTI file"),
+    ],
+)
 def test_datalist_entries_cannot_choose_where_masks_go_or_which_reader_runs(workspace, entry, needle):
     from sfda.data.volumes import DatalistError, read_datalist
 
@@ -554,7 +689,9 @@ def test_a_datamodule_without_the_data_contract_is_refused_by_member():
         def num_samples(self, split="train"):
             return 2
 
-    with pytest.raises(ValueError, match=r"Bare lacks \['train_dataloader', 'val_dataloader', 'bank_dataloader'\]"):
+    with pytest.raises(
+        ValueError, match=r"Bare lacks \['train_dataloader', 'val_dataloader', 'bank_dataloader'\]"
+    ):
         check_target_data(Bare())
 
 
@@ -562,7 +699,10 @@ def test_checkpoints_and_hparams_hold_the_methods_arguments_as_plain_data(adapte
     import yaml as pyyaml
 
     checkpoint = torch.load(adapted / "runs/shot/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert checkpoint["hyper_parameters"]["beta"] == 0.1 and checkpoint["sfda"]["method"] == "sfda.methods.shot.SHOT"
+    assert (
+        checkpoint["hyper_parameters"]["beta"] == 0.1
+        and checkpoint["sfda"]["method"] == "sfda.methods.shot.SHOT"
+    )
     assert pyyaml.safe_load((adapted / "runs/shot/version_0/hparams.yaml").read_text())["beta"] == 0.1
 
 
@@ -571,4 +711,7 @@ def test_plain_turns_objects_into_data():
     from sfda.methods.hparams import plain
 
     assert plain({"optim": Optim(lr=0.5), "dims": (1, 2), "other": object()}) == {
-        "optim": {**Optim().__dict__, "lr": 0.5}, "dims": [1, 2], "other": "builtins.object"}
+        "optim": {**Optim().__dict__, "lr": 0.5},
+        "dims": [1, 2],
+        "other": "builtins.object",
+    }
