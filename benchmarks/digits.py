@@ -20,8 +20,10 @@ METHOD_NAMES = {"source_only": "source-only", "tent": "tent", "shot": "shot", "s
 
 def train_source(benchmark: str) -> list[dict]:
     """Train the source model of an MNIST<->optdigits benchmark with its recipe (writes runs/<benchmark>/source.pt)."""
-    results, seconds = run_cli("fit", f"recipes/digits/{benchmark}/source.yaml", ROOT / "benchmarks" / "runs" / benchmark / "source",
-                               "--model.init_args.overwrite_artifact=true")  # a benchmark rerun retrains on purpose
+    runs = ROOT / "benchmarks" / "runs" / benchmark / "source"
+    # a benchmark rerun retrains on purpose
+    results, seconds = run_cli("fit", f"recipes/digits/{benchmark}/source.yaml", runs,
+                               "--model.init_args.overwrite_artifact=true")
     bench = BENCHMARKS[benchmark]
     return [row(bench, "closed", "source training", "source-val-acc", results["source_val/best_acc"], seconds, run=results,
                 epochs=int(results["epochs"]), notes="accuracy on the held-out 10% of the SOURCE train split (chooses the source checkpoint)")]

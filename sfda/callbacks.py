@@ -173,7 +173,8 @@ class CheckpointGuard(Callback):
     def _check_loaded(self, trainer, pl_module) -> None:
         if bad := non_finite_tensors(pl_module):
             raise FloatingPointError(f"{trainer.ckpt_path or 'the model'}: non-finite weights in {bad[:5]} "
-                                     "(expected finite values); refusing to train, evaluate or predict with them")
+                                     "(expected finite values); refusing to train, evaluate or predict "
+                                     "with them")
 
     def on_fit_start(self, trainer, pl_module):
         if trainer.ckpt_path:  # a resumed run, its weights restored by now

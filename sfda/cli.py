@@ -44,7 +44,8 @@ VERSION_ENV = "SFDA_RUN_VERSION"
 GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", "engine/", "round")
 # Errors of bad input: printed as one message naming the field (SFDA_TRACEBACK=1 shows the traceback).
 INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
-_new_run_dirs: list[Path] = []  # run folders this process created, removed again if the run fails before a checkpoint
+# run folders this process created, removed again if the run fails before a checkpoint
+_new_run_dirs: list[Path] = []
 
 
 def next_version(root: Path) -> str:
@@ -89,8 +90,8 @@ class SFDACLI(LightningCLI):
         if ckpt_path == "last":
             options["ckpt_path"] = ckpt_path = str(newest_last_checkpoint(self._run_root()))
         if ckpt_path in SPECIAL_CHECKPOINTS:
-            raise RunConfigError(f"--ckpt_path {ckpt_path}: {SPECIAL_CHECKPOINTS[ckpt_path]}; expected 'last' (the "
-                                 "newest run of this recipe) or the path of a .ckpt file")
+            raise RunConfigError(f"--ckpt_path {ckpt_path}: {SPECIAL_CHECKPOINTS[ckpt_path]}; expected "
+                                 "'last' (the newest run of this recipe) or the path of a .ckpt file")
         if ckpt_path:
             self.checkpoint = (Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
 
@@ -168,7 +169,8 @@ def input_error(err: BaseException) -> BaseException | None:
     while err is not None and err not in seen:
         seen.append(err)
         frames = traceback.extract_tb(err.__traceback__)
-        if isinstance(err, INPUT_ERRORS) and frames and Path(frames[-1].filename).resolve().is_relative_to(package):
+        raised_here = bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(package)
+        if isinstance(err, INPUT_ERRORS) and raised_here:
             return err
         err = err.__cause__ or err.__context__
     return None

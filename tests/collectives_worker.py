@@ -1,6 +1,7 @@
 """Run as a script: 2 gloo processes check the engine's autograd collectives against one process on the whole batch:
-GlobalBatchNorm on half batches vs BatchNorm2d, an IM-style global-marginal loss through ``gather_with_grad``, and the
-engine's target pass (``collect_rows``: fixed and variable-length rows per sample, padded duplicates dropped).
+GlobalBatchNorm on half batches vs BatchNorm2d, an IM-style global-marginal loss through ``gather_with_grad``,
+and the engine's target pass (``collect_rows``: fixed and variable-length rows per sample, padded
+duplicates dropped).
 Each process writes '<out dir>/rank<r>.txt' = 'ok' when outputs, running variance and gradients match, else the
 list of checks; usage: collectives_worker.py <port> <out dir>."""
 
@@ -57,8 +58,9 @@ def pass_checks(rank: int) -> list[bool]:
     batches = [{"index": torch.tensor(share[i:i + 2])} for i in (0, 2)]
     got = collect_rows(batches, lambda b: sample_rows(b["index"]))
     want = sample_rows(torch.arange(7))
+    boxes_equal = all(torch.equal(a, b) for a, b in zip(got["boxes"], want["boxes"], strict=True))
     return [got["index"].tolist() == list(range(7)), torch.equal(got["heatmap"], want["heatmap"]),
-            len(got["boxes"]) == 7 and all(torch.equal(a, b) for a, b in zip(got["boxes"], want["boxes"], strict=True))]
+            len(got["boxes"]) == 7 and boxes_equal]
 
 
 def worker(rank: int, port: str, out: str) -> None:

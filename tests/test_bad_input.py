@@ -120,7 +120,8 @@ def test_trusted_architecture_must_be_the_one_the_artifact_names(workspace):
 def test_an_external_class_the_recipe_trusts_is_found_in_the_working_directory(workspace):
     (workspace / "my_models.py").write_text("from sfda.models.classifier import SourceClassifier as Net\n")
     payload = torch.load(workspace / "source.pt", weights_only=True)
-    payload["architecture"]["target"] = "my_models:Net"  # a module name, not importable: my_models.py in the cwd
+    # a module name, not importable: found as my_models.py in the cwd
+    payload["architecture"]["target"] = "my_models:Net"
     torch.save(payload, workspace / "external.pt")
     artifact = load_artifact(workspace / "external.pt", trusted_architecture="my_models:Net")
     assert artifact.build().head.out_features == 10

@@ -73,7 +73,8 @@ def test_class_count_mismatch_names_both_values(mnist_source, tmp_path):
         Image.new("L", (28, 28)).save(data / str(cls) / "0.png")
     done = run_sfda("fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"),
                     f"--model.init_args.source={mnist_source}", "--data=sfda.data.ImageFolderDataModule",
-                    f"--data.init_args.train={data}", '--data.init_args.class_names=["0","1","2","3","4","5"]',
+                    f"--data.init_args.train={data}",
+                    '--data.init_args.class_names=["0","1","2","3","4","5"]',
                     f"--trainer.default_root_dir={tmp_path / 'run'}", check=False)
     assert done.returncode != 0
     assert "10 classes" in done.stderr and "6 classes" in done.stderr

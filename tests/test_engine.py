@@ -146,7 +146,8 @@ def test_target_pass_collects_fixed_and_variable_rows_in_index_order():
 
 @pytest.mark.ddp
 def test_autograd_collectives_on_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
-    """GlobalBatchNorm, gather_with_grad (the global marginal of IM / AaD) and the target pass under 2 gloo processes."""
+    """GlobalBatchNorm, gather_with_grad (the global marginal of IM / AaD) and the target pass under 2 gloo
+    processes."""
     import os
     import subprocess
     import sys

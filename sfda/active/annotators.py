@@ -88,9 +88,10 @@ class FileAnnotator(Annotator):
         listing, labels_file = folder / "to_label.csv", folder / "labels.csv"
         previous = _read_listing(listing)
         if previous is not None and previous != rows and labels_file.exists():
-            raise LabelsFileError(f"{labels_file}: written for another query ({listing} lists other samples or images than "
-                                  f"round {round_index} queries now, e.g. another target set); move {folder} away or "
-                                  "set model.annotator.init_args.directory to a new folder")
+            raise LabelsFileError(f"{labels_file}: written for another query ({listing} lists other "
+                                  f"samples or images than round {round_index} queries now, e.g. another "
+                                  f"target set); move {folder} away or set "
+                                  "model.annotator.init_args.directory to a new folder")
         if is_writer and previous != rows:
             folder.mkdir(parents=True, exist_ok=True)
             with open(listing, "w", newline="") as handle:

@@ -27,8 +27,8 @@ def eight_bit(img, path) -> np.ndarray:
     values = np.asarray(img, dtype=np.float64)
     top = HIGH_BIT_RANGES[img.mode]
     if not np.isfinite(values).all() or values.min() < 0 or values.max() > top:
-        raise OSError(f"{path}: {img.mode} pixel values in [{values.min()}, {values.max()}], expected [0, {top}] "
-                      f"(16-bit integers, or floats in [0, 1])")
+        raise OSError(f"{path}: {img.mode} pixel values in [{values.min()}, {values.max()}], expected "
+                      f"[0, {top}] (16-bit integers, or floats in [0, 1])")
     return np.round(values * (255.0 / top)).astype(np.uint8)
 
 
@@ -66,7 +66,8 @@ class ImageDataset(Dataset):
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"{item}: image file not found (sample index {index})") from err
             except Image.DecompressionBombError as err:
-                raise OSError(f"{item}: image too large to decode safely (sample index {index}): {err}") from err
+                raise OSError(f"{item}: image too large to decode safely (sample index {index}): "
+                              f"{err}") from err
             except (UnidentifiedImageError, OSError) as err:
                 raise OSError(f"{item}: corrupt or unreadable image (sample index {index}): {err}") from err
         return item

@@ -41,9 +41,9 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
         names = list(class_names or folder_order([p.name for p in subdirs]))
         missing = sorted(p.name for p in subdirs if p.name not in names)
         if missing:
-            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the model; "
-                             f"class folders found: {sorted(p.name for p in subdirs)}, expected names from "
-                             f"class_names {names}")
+            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the "
+                             f"model; class folders found: {sorted(p.name for p in subdirs)}, expected names "
+                             f"from class_names {names}")
         paths, labels = [], []
         for sub in sorted(subdirs, key=lambda p: names.index(p.name)):
             files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
@@ -118,8 +118,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             paths, labels, found = read_image_source(self.locations[split], names, split)
             names = names or (found or None)
             if self.role == "source" and split == "train" and labels is None:
-                raise ValueError(f"data.train: source training needs labelled images, but {self.locations['train']} "
-                                 "has no class sub-folders (expected <folder>/<class name>/<image>) and is no labelled list file")
+                raise ValueError(f"data.train: source training needs labelled images, but "
+                                 f"{self.locations['train']} has no class sub-folders (expected "
+                                 "<folder>/<class name>/<image>) and is no labelled list file")
             self.splits[split] = (paths, labels)
         self.class_names = list(names or [])
 

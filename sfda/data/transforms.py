@@ -35,7 +35,8 @@ class InputSpec:
                 raise ValueError(f"input.{name}: expected {self.channels} values (one per channel), got {values}")
             object.__setattr__(self, name, values)
         if any(v <= 0 for v in self.std):
-            raise ValueError(f"input.std: expected positive values (normalisation divides by them), got {self.std}")
+            raise ValueError(f"input.std: expected positive values (normalisation divides by them), "
+                             f"got {self.std}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -123,13 +123,14 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
             if not file.exists():
                 raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not found ({file})")
             if not file.name.lower().endswith(NIFTI_SUFFIXES):
-                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected a NIfTI file "
-                                    f"({' or '.join(NIFTI_SUFFIXES)})")
+                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected a "
+                                    f"NIfTI file ({' or '.join(NIFTI_SUFFIXES)})")
             row[field_name] = file
         row["id"] = str(entry.get("id") or row["image"].name.split(".")[0])
         if not SAFE_ID.fullmatch(row["id"]):
-            raise DatalistError(f"{path}: '{key}'[{i}].id = {row['id']!r}: expected letters, digits, '.', '_', '-' or "
-                                "spaces, not starting with '.' (the id names the written mask file)")
+            raise DatalistError(f"{path}: '{key}'[{i}].id = {row['id']!r}: expected letters, digits, '.', "
+                                "'_', '-' or spaces, not starting with '.' (the id names the written mask "
+                                "file)")
         out.append(row)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
@@ -166,7 +167,8 @@ def preprocessing(spec: VolumeSpec, with_label: bool):
     keys = ["image", "label"] if with_label else ["image"]
     low, high = spec.intensity_percentiles
     return Compose([
-        LoadImaged(keys, reader="NibabelReader", image_only=True),  # NIfTI only: never a pickle-capable reader
+        # NIfTI only, read by nibabel: never a pickle-capable reader
+        LoadImaged(keys, reader="NibabelReader", image_only=True),
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys, pixdim=spec.spacing, mode=["bilinear", "nearest"][: len(keys)]),

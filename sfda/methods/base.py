@@ -49,7 +49,8 @@ class Optim:
 
     def __post_init__(self):
         rules = {"lr": (self.lr > 0, "> 0"), "backbone_lr_mult": (self.backbone_lr_mult >= 0, ">= 0"),
-                 "momentum": (0 <= self.momentum < 1, "in [0, 1)"), "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                 "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
+                 "weight_decay": (self.weight_decay >= 0, ">= 0"),
                  "gamma": (self.gamma >= 0, ">= 0"), "power": (self.power >= 0, ">= 0"),
                  "step_epochs": (self.step_epochs >= 0, ">= 0"), "step_factor": (self.step_factor > 0, "> 0")}
         for name, (ok, expected) in rules.items():
@@ -283,9 +284,11 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
 
     # the engine's target pass ----------------------------------------------------------------
     def classification_rows(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Per-sample rows of a classification pass: ``features (B, D)``, ``probs (B, C)``, ``labels (B,)``."""
+        """Per-sample rows of a classification pass: ``features (B, D)``, ``probs (B, C)``,
+        ``labels (B,)``."""
         features, logits = self(batch["image"])
-        return {"features": features.float(), "probs": logits.float().softmax(dim=1), "labels": batch["label"]}
+        probs = logits.float().softmax(dim=1)
+        return {"features": features.float(), "probs": probs, "labels": batch["label"]}
 
     def full_pass(self, loader, description: str = "engine pass", phase: str = "engine") -> dict[str, torch.Tensor]:
         """The classification target pass: ``{"index": (N,), "features": (N, D), "probs": (N, C),
@@ -309,9 +312,9 @@ def dry_forward(network: FeatureClassifier, artifact: SourceArtifact) -> int:
         with torch.no_grad():
             features, logits = probe(torch.zeros(2, spec.channels, spec.size, spec.size))
     except RuntimeError as err:
-        raise ArtifactError(f"model.source.input: the network does not take input.channels = {spec.channels}, "
-                            f"input.size = {spec.size} ({str(err).splitlines()[0]}); give the channels and size "
-                            "the model was trained with") from err
+        raise ArtifactError(f"model.source.input: the network does not take input.channels = "
+                            f"{spec.channels}, input.size = {spec.size} ({str(err).splitlines()[0]}); "
+                            "give the channels and size the model was trained with") from err
     if logits.shape[1] != artifact.num_classes:
         raise ArtifactError(f"model.source.class_names: {artifact.num_classes} names but the network has "
                             f"{logits.shape[1]} outputs")
@@ -324,10 +327,11 @@ def check_against_data(artifact: SourceArtifact, datamodule) -> None:
     if hasattr(datamodule, "adopt_class_names"):
         datamodule.adopt_class_names(artifact.class_names)
     names = getattr(datamodule, "class_names", None)
-    if names and list(names) != artifact.class_names and sorted(map(str, names)) == sorted(artifact.class_names):
-        raise ArtifactError(f"data.class_names {list(names)} hold the source model's classes in another order than its "
-                            f"outputs {artifact.class_names}; labels and predictions would be permuted. Give them in the "
-                            "model's order, or drop data.class_names to adopt it")
+    permuted = sorted(map(str, names or [])) == sorted(artifact.class_names)
+    if names and list(names) != artifact.class_names and permuted:
+        raise ArtifactError(f"data.class_names {list(names)} hold the source model's classes in another "
+                            f"order than its outputs {artifact.class_names}; labels and predictions would be "
+                            "permuted. Give them in the model's order, or drop data.class_names to adopt it")
     if names and len(names) != artifact.num_classes:
         raise ArtifactError(
             f"class count mismatch: the source model has {artifact.num_classes} classes {artifact.class_names} "

@@ -65,11 +65,16 @@ class EntropyPrior(SegmentationAdaptation):
         dm = self.trainer.datamodule
         fractions = None
         if self.prior.needs == "source_predictions":  # the network is still the source model here
-            fractions = self.target_pass(dm.bank_dataloader(), lambda b: {
-                "f": class_fractions(self(b["image"]).argmax(1), self.num_classes)}, "prior: source predictions")["f"]
+            def predicted(batch: dict) -> dict:
+                return {"f": class_fractions(self(batch["image"]).argmax(1), self.num_classes)}
+
+            fractions = self.target_pass(dm.bank_dataloader(), predicted, "prior: source predictions")["f"]
         elif self.prior.needs == "true_labels":
-            fractions = self.target_pass(dm.bank_dataloader(with_labels=True), lambda b: {
-                "f": class_fractions(b["label"], self.num_classes)}, "prior: true sizes")["f"]
+            def labelled(batch: dict) -> dict:
+                return {"f": class_fractions(batch["label"], self.num_classes)}
+
+            loader = dm.bank_dataloader(with_labels=True)
+            fractions = self.target_pass(loader, labelled, "prior: true sizes")["f"]
         table = self.prior.table(dm.sample_ids(), self.class_names, fractions)
         expected = (dm.num_samples("train"), self.num_classes)
         if tuple(table.shape) != expected:

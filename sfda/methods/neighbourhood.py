@@ -26,8 +26,8 @@ class NeighbourhoodMethod(AdaptationModule):
         for name in self.neighbour_counts:
             value = getattr(self, name)
             if not 1 <= value < num_samples:
-                raise ValueError(f"model.{name}: expected a neighbour count in [1, {num_samples - 1}] for a target set of "
-                                 f"{num_samples} samples, got {value}")
+                raise ValueError(f"model.{name}: expected a neighbour count in [1, {num_samples - 1}] for a "
+                                 f"target set of {num_samples} samples, got {value}")
         self.bank = TargetBank(num_samples, {"features": self.feature_dim(), "scores": self.num_classes})
 
     def on_train_start(self) -> None:

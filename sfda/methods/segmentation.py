@@ -199,8 +199,8 @@ class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
         self.record_class_sizes()
         dm = self.trainer.datamodule
         state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
-                                  input=dm.input_spec, task="segmentation")
+        artifact = SourceArtifact(architecture=self.architecture, state_dict=state,
+                                  class_names=dm.class_names, input=dm.input_spec, task="segmentation")
         self.write_source_artifact(artifact)
 
     def record_class_sizes(self) -> None:
@@ -208,7 +208,7 @@ class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
         training samples that contain it (from the labels): the anatomical sizes a target site can
         use in ``ConstantSizes`` without any source image."""
         dm = self.trainer.datamodule
-        fractions = self.target_pass(dm.bank_dataloader(), lambda b: {"f": class_fractions(b["label"], dm.num_classes)},
-                                     "source class sizes")["f"]
+        labelled = lambda b: {"f": class_fractions(b["label"], dm.num_classes)}  # noqa: E731
+        fractions = self.target_pass(dm.bank_dataloader(), labelled, "source class sizes")["f"]
         for name, size in zip(dm.class_names[1:], mean_size_where_present(fractions).tolist(), strict=True):
             self.results[f"source/size/{name}"] = size

@@ -42,7 +42,8 @@ class SHOT(AdaptationModule):
                  reject_unknown: float | None = None):
         for name, value in (("beta", beta), ("im_weight", im_weight), ("min_count", min_count)):
             if value < 0:
-                raise ValueError(f"model.{name}: expected a value >= 0 (0 switches the term off), got {value}")
+                raise ValueError(f"model.{name}: expected a value >= 0 (0 switches the term off), "
+                                 f"got {value}")
         if rounds < 1:
             raise ValueError(f"model.rounds: expected at least 1 centroid round, got {rounds}")
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)

@@ -73,6 +73,7 @@ class SourceTraining(WritesSourceArtifact, ClassifierTask):
             raise RuntimeError("source training ended without a validation score; set trainer.check_val_every_n_epoch <= max_epochs")
         self.network.network.load_state_dict(self.best[1])
         dm = self.trainer.datamodule
-        artifact = artifact_from_module(self.network.network, dm.class_names, dm.input_spec, self.architecture)
+        network = self.network.network
+        artifact = artifact_from_module(network, dm.class_names, dm.input_spec, self.architecture)
         self.write_source_artifact(artifact)
         self.results["source_val/best_acc"] = self.best[0]

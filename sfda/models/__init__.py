@@ -14,5 +14,6 @@ from .artifact import (
 from .classifier import SourceClassifier
 from .feature_classifier import FeatureClassifier
 
-__all__ = ["ArtifactError", "ArtifactFile", "ExternalModel", "SourceArtifact", "SourceModel", "artifact_from_module",
-           "load_artifact", "load_source", "wrap_external", "SourceClassifier", "FeatureClassifier"]
+__all__ = ["ArtifactError", "ArtifactFile", "ExternalModel", "SourceArtifact", "SourceModel",
+           "artifact_from_module", "load_artifact", "load_source", "wrap_external", "SourceClassifier",
+           "FeatureClassifier"]

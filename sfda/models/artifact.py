@@ -89,7 +89,8 @@ def import_target(target: str, field_name: str = "architecture") -> type:
         except ModuleNotFoundError as err:
             if err.name != module_name.split(".")[0] and err.name != module_name:
                 raise  # the module exists but an import inside it failed: show that
-            module = _load_file_module(_find_model_file(module_name.replace(".", "/") + ".py", target, field_name))
+            file_name = module_name.replace(".", "/") + ".py"
+            module = _load_file_module(_find_model_file(file_name, target, field_name))
     if not hasattr(module, attr):
         raise ArtifactError(f"{field_name}: '{module_name}' has no attribute '{attr}'")
     return getattr(module, attr)
@@ -101,10 +102,11 @@ def check_architecture(architecture, trusted: str | None, where: str) -> dict:
     Returns the entry ``{"target": str, "kwargs": dict}``; raises ``ArtifactError`` naming ``where``.
     """
     if not isinstance(architecture, dict) or not isinstance(architecture.get("target"), str):
-        raise ArtifactError(f"{where}: field 'architecture' must be {{'target': 'module:Name', 'kwargs': {{...}}}}, "
-                            f"got {architecture!r}")
+        raise ArtifactError(f"{where}: field 'architecture' must be {{'target': 'module:Name', 'kwargs': "
+                            f"{{...}}}}, got {architecture!r}")
     if not isinstance(architecture.get("kwargs", {}), dict):
-        raise ArtifactError(f"{where}: field 'architecture.kwargs' must be a mapping, got {architecture['kwargs']!r}")
+        raise ArtifactError(f"{where}: field 'architecture.kwargs' must be a mapping, got "
+                            f"{architecture['kwargs']!r}")
     target = architecture["target"]
     if target in BUILT_IN_ARCHITECTURES or (trusted is not None and target == trusted):
         return architecture
@@ -112,15 +114,19 @@ def check_architecture(architecture, trusted: str | None, where: str) -> dict:
         raise ArtifactError(f"{where}: the artifact names architecture '{target}' but the recipe trusts "
                             f"model.source.architecture = '{trusted}'; they must be the same class")
     raise ArtifactError(f"{where}: the artifact names architecture '{target}', which sfda does not build "
-                        f"(built in: {', '.join(BUILT_IN_ARCHITECTURES)}). An artifact is data and may not choose "
-                        f"code to run; if you trust this model class, name it in your recipe: "
+                        f"(built in: {', '.join(BUILT_IN_ARCHITECTURES)}). An artifact is data and may not "
+                        f"choose code to run; if you trust this model class, name it in your recipe: "
                         f"model.init_args.source: {{path: {where}, architecture: '{target}'}}")
 
 
-def non_finite_entries(state: dict) -> list[str]:
-    """Names of floating tensors in ``state`` with a NaN or infinite value."""
-    return [name for name, value in state.items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+def check_finite_weights(state: dict, where: str) -> None:
+    """Refuse a state dict holding a floating tensor with a NaN or an infinity, naming ``where``."""
+    bad = [name for name, value in state.items() if isinstance(value, torch.Tensor)
+           and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ArtifactError(f"{where}: non-finite weights (NaN or inf) in {bad[:5]}{more}; expected finite "
+                            "values")
 
 
 @dataclass
@@ -198,8 +204,8 @@ class SourceArtifact:
         try:
             network = builder(**kwargs)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise ArtifactError(f"{self.origin or 'source artifact'}: architecture.kwargs {kwargs} do not build "
-                                f"{target}: {err}") from err
+            raise ArtifactError(f"{self.origin or 'source artifact'}: architecture.kwargs {kwargs} do not "
+                                f"build {target}: {err}") from err
         try:
             network.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as err:
@@ -247,14 +253,14 @@ def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> 
                             "wrap a plain state dict with model.source: {architecture:, weights:, ...}")
     for name, kind in REQUIRED_FIELDS.items():
         if not isinstance(payload.get(name), kind):
-            raise ArtifactError(f"{path}: field '{name}' must be a {kind.__name__}, got {type(payload.get(name)).__name__}")
+            found = type(payload.get(name)).__name__
+            raise ArtifactError(f"{path}: field '{name}' must be a {kind.__name__}, got {found}")
     check_architecture(payload["architecture"], trusted_architecture, str(path))
     names = payload["class_names"]
     if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-        raise ArtifactError(f"{path}: field 'class_names' must be distinct strings, one per output, got {names}")
-    if bad := non_finite_entries(payload["state_dict"]):
-        raise ArtifactError(f"{path}: non-finite weights (NaN or inf) in {bad[:5]}"
-                            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; expected finite values")
+        raise ArtifactError(f"{path}: field 'class_names' must be distinct strings, one per output, "
+                            f"got {names}")
+    check_finite_weights(payload["state_dict"], str(path))
     task = payload.get("task", "classification")
     try:
         spec = (VolumeSpec if task == "segmentation" else InputSpec).from_dict(payload["input"])
@@ -262,7 +268,8 @@ def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> 
         raise ArtifactError(f"{path}: field 'input' is not a valid input spec ({err})") from err
     return SourceArtifact(architecture=payload["architecture"], state_dict=payload["state_dict"],
                           class_names=payload["class_names"], input=spec,
-                          feature_layer=payload.get("feature_layer", ""), head_layer=payload.get("head_layer", ""),
+                          feature_layer=payload.get("feature_layer", ""),
+                          head_layer=payload.get("head_layer", ""),
                           bottleneck_layers=payload.get("bottleneck_layers", []), task=task, origin=str(path))
 
 
@@ -274,10 +281,11 @@ def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel:
     missing = [f.name for f in dataclasses.fields(kind) if f.name not in fields
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if unknown or missing:
-        raise ArtifactError(f"model.source: {'unknown fields ' + str(unknown) if unknown else ''}"
-                            f"{'; ' if unknown and missing else ''}{'missing fields ' + str(missing) if missing else ''}; "
-                            f"expected an artifact path, {{path, architecture}}, or a model trained elsewhere "
-                            f"with fields {[f.name for f in dataclasses.fields(ExternalModel)]}")
+        problems = [f"{what} fields {names}" for what, names in (("unknown", unknown), ("missing", missing))
+                    if names]
+        raise ArtifactError(f"model.source: {'; '.join(problems)}; expected an artifact path, {{path, "
+                            f"architecture}}, or a model trained elsewhere with fields "
+                            f"{[f.name for f in dataclasses.fields(ExternalModel)]}")
     return kind(**fields)
 
 
@@ -300,9 +308,9 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
     except Exception as err:
         raise ArtifactError(f"{weights_path}: cannot read weights with weights_only=True ({type(err).__name__}: {err})") from err
     if not isinstance(state_dict, dict):
-        raise ArtifactError(f"{weights_path}: expected a state dict (name -> tensor), got {type(state_dict).__name__}")
-    if bad := non_finite_entries(state_dict):
-        raise ArtifactError(f"{weights_path}: non-finite weights (NaN or inf) in {bad[:5]}; expected finite values")
+        raise ArtifactError(f"{weights_path}: expected a state dict (name -> tensor), got "
+                            f"{type(state_dict).__name__}")
+    check_finite_weights(state_dict, str(weights_path))
     artifact = SourceArtifact(architecture={"target": model.architecture, "kwargs": dict(model.kwargs)},
                               state_dict=state_dict, class_names=list(model.class_names), input=model.input,
                               feature_layer=model.feature_layer, head_layer=model.head_layer,
