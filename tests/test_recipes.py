@@ -21,7 +21,8 @@ def resolved_config(*args: str) -> tuple[int, str, str]:
 
 
 def test_there_is_a_recipe_per_benchmark_family():
-    assert {p.relative_to(ROOT / "recipes").parts[0] for p in RECIPES} == {"digits", "universal", "segmentation", "active"}
+    assert {p.relative_to(ROOT / "recipes").parts[0] for p in RECIPES} == {"digits", "universal", "segmentation", "active",
+                                                                                  "detection"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))

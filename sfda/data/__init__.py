@@ -2,10 +2,11 @@
 
 from .class_split import ClassSplit, ClassSplitError
 from .datamodules import DigitsDataModule, ImageClassificationDataModule
+from .detection import DetectionDataModule
 from .folder import ImageFolderDataModule
 from .segmentation import SegmentationDataModule
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
-__all__ = ["ClassSplit", "ClassSplitError", "DigitsDataModule", "ImageClassificationDataModule", "ImageFolderDataModule", "InputSpec",
+__all__ = ["DetectionDataModule", "ClassSplit", "ClassSplitError", "DigitsDataModule", "ImageClassificationDataModule", "ImageFolderDataModule", "InputSpec",
            "DatalistError", "SegmentationDataModule", "VolumeSpec"]

@@ -32,6 +32,22 @@ def eight_bit(img, path) -> np.ndarray:
     return np.round(values * (255.0 / top)).astype(np.uint8)
 
 
+def read_image(path: str | Path, index: int) -> np.ndarray:
+    """The image file ``path`` (sample ``index``) as uint8 on its true range (see ``eight_bit``); a missing,
+    corrupt or oversized file raises naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return eight_bit(img, path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: image file not found (sample index {index})") from err
+    except Image.DecompressionBombError as err:
+        raise OSError(f"{path}: image too large to decode safely (sample index {index}): {err}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise OSError(f"{path}: corrupt or unreadable image (sample index {index}): {err}") from err
+
+
 class ImageDataset(Dataset):
     """Images from an array ``(N, H, W[, C]) uint8`` or a list of file paths.
 
@@ -57,20 +73,7 @@ class ImageDataset(Dataset):
     def load(self, index: int) -> np.ndarray:
         """The raw uint8 image ``index``; a path that cannot be read raises naming the file."""
         item = self.images[index]
-        if isinstance(item, (str, Path)):
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(item) as img:
-                    return eight_bit(img, item)
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f"{item}: image file not found (sample index {index})") from err
-            except Image.DecompressionBombError as err:
-                raise OSError(f"{item}: image too large to decode safely (sample index {index}): "
-                              f"{err}") from err
-            except (UnidentifiedImageError, OSError) as err:
-                raise OSError(f"{item}: corrupt or unreadable image (sample index {index}): {err}") from err
-        return item
+        return read_image(item, index) if isinstance(item, (str, Path)) else item
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``key`` is a sample index, or ``(index, seed)`` to draw this sample's augmentation from ``seed``."""

@@ -3,9 +3,12 @@
 from .aad import AaD
 from .active import ActiveAdaptation
 from .base import AdaptationModule, ClassifierTask, Optim
+from .detection import DetectionSourceTraining, DetectionTask
+from .detection_adaptation import DetectionAdaptation, DetectionSourceOnly, MeanTeacherDetection
 from .entropy_prior import EntropyPrior
 from .glc import GLC
 from .lftl import LFTL
+from .lpld import LPLD
 from .nrc import NRC
 from .segmentation import SegmentationSourceTraining, SegmentationTask
 from .segmentation_adaptation import AdaBN, SegmentationAdaptation, SegmentationSourceOnly, SegmentationTent
@@ -14,5 +17,6 @@ from .source_only import SourceOnly
 from .source_training import SourceTraining
 from .tent import Tent
 
-__all__ = ["ActiveAdaptation", "LFTL", "AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
+__all__ = ["DetectionSourceTraining", "DetectionTask", "DetectionAdaptation", "DetectionSourceOnly",
+           "MeanTeacherDetection", "LPLD", "ActiveAdaptation", "LFTL", "AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
            "SegmentationTask", "SegmentationTent", "AaD", "AdaptationModule", "ClassifierTask", "Optim", "GLC", "NRC", "SHOT", "SourceOnly", "SourceTraining", "Tent"]

@@ -105,3 +105,26 @@ class WritesSourceArtifact:
     def write_source_artifact(self, artifact: SourceArtifact) -> None:
         written = write_artifact(self.trainer, artifact, self.artifact_path, self.overwrite_artifact)
         self.results.update(written)
+
+
+class KeepsBestWeights:
+    """Mixin of source training: remember the weights of the best source-validation epoch and restore
+    them before the artifact is written. Subclasses set ``best_metric`` (higher is better)."""
+
+    best_metric: str = ""
+    best: tuple[float, dict] | None = None
+
+    def remember_if_best(self, network) -> None:
+        """After a validation epoch: keep a CPU copy of ``network``'s weights if ``best_metric`` improved."""
+        value = self.trainer.callback_metrics.get(self.best_metric)
+        if value is None or self.trainer.sanity_checking or (self.best is not None and float(value) <= self.best[0]):
+            return
+        self.best = (float(value), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
+
+    def restore_best(self, network) -> float:
+        """Load the best weights into ``network``; returns their score."""
+        if self.best is None:
+            raise RuntimeError(f"source training ended without a validation score ({self.best_metric}); set "
+                               "trainer.check_val_every_n_epoch <= max_epochs")
+        network.load_state_dict(self.best[1])
+        return self.best[0]

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models import FeatureClassifier, SourceClassifier, artifact_from_module
-from .artifact_output import WritesSourceArtifact
+from .artifact_output import KeepsBestWeights, WritesSourceArtifact
 from .base import ClassifierTask, Optim
 
 
-class SourceTraining(WritesSourceArtifact, ClassifierTask):
+class SourceTraining(KeepsBestWeights, WritesSourceArtifact, ClassifierTask):
     """Train f -> g -> h with label-smoothed cross-entropy on labelled source data.
 
     The source datamodule (``role: source``) holds out 10% of its training set; the weights
@@ -28,6 +28,7 @@ class SourceTraining(WritesSourceArtifact, ClassifierTask):
     """
 
     eval_prefix = "source_val"
+    best_metric = "source_val/acc"
 
     def __init__(self, backbone: str = "lenet", bottleneck_dim: int = 256, label_smoothing: float = 0.1,
                  artifact: str | None = None, overwrite_artifact: bool = False, optim: Optim | None = None):
@@ -36,7 +37,6 @@ class SourceTraining(WritesSourceArtifact, ClassifierTask):
         self.label_smoothing, self.artifact_path = label_smoothing, artifact
         self.overwrite_artifact = overwrite_artifact
         self.network: FeatureClassifier | None = None
-        self.best: tuple[float, dict] | None = None
 
     def configure_model(self) -> None:
         """Build the network once the datamodule's class count and input spec are known."""
@@ -62,18 +62,14 @@ class SourceTraining(WritesSourceArtifact, ClassifierTask):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        acc = self.trainer.callback_metrics.get("source_val/acc")
-        if acc is not None and not self.trainer.sanity_checking and (self.best is None or float(acc) > self.best[0]):
-            self.best = (float(acc), {k: v.detach().cpu().clone() for k, v in self.network.network.state_dict().items()})
+        self.remember_if_best(self.network.network)
 
     def on_train_end(self) -> None:
         """Write the artifact from the best source-validation weights (rank 0). Runs before
         ``on_fit_end``, where results.json is written, so the best score lands in it."""
-        if self.best is None:
-            raise RuntimeError("source training ended without a validation score; set trainer.check_val_every_n_epoch <= max_epochs")
-        self.network.network.load_state_dict(self.best[1])
+        best = self.restore_best(self.network.network)
         dm = self.trainer.datamodule
         network = self.network.network
         artifact = artifact_from_module(network, dm.class_names, dm.input_spec, self.architecture)
         self.write_source_artifact(artifact)
-        self.results["source_val/best_acc"] = self.best[0]
+        self.results["source_val/best_acc"] = best

@@ -41,7 +41,8 @@ class ArtifactError(ValueError):
 # Architectures sfda itself builds: the only ones a source artifact FILE may name. Any other model
 # class must be named by the user in the recipe (``ExternalModel.architecture`` or
 # ``ArtifactFile.architecture``), since an artifact is data handed over by another party.
-BUILT_IN_ARCHITECTURES = ("sfda.models.classifier:SourceClassifier", "monai.networks.nets:UNet")
+BUILT_IN_ARCHITECTURES = ("sfda.models.classifier:SourceClassifier", "monai.networks.nets:UNet",
+                          "sfda.models.detector:faster_rcnn")
 _search_dirs: list[Path] = []
 
 

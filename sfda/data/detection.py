@@ -1,0 +1,267 @@
+"""Box datasets for detection: one item per image or tile, with weak and strong views of one geometry.
+
+An item is ``{"image": (3, S, S) float [0, 1], "boxes": (n, 4) float xyxy in input pixels,
+"labels": (n,) int class ids (0-based, in class_names order), "index": global sample index,
+"window": (4,) the crop in the original image, "scale": (2,) original pixels per input pixel (x, y),
+"labelled": bool}``, plus ``"strong"`` when the method asks for the strong view. Target training
+items never carry their boxes (``labelled`` False, no boxes): labels are for reporting only.
+``collate_boxes`` keeps the variable-length fields as lists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .box_views import apply_views, geometry, photometric
+from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
+from .checks import check_counts
+from .datasets import read_image
+from .fetch import resolve
+from .folder import IMAGE_SUFFIXES, visible
+from .samplers import GlobalBatchSampler
+from .tiles import tile_record
+from .transforms import InputSpec
+
+Role = Literal["source", "target"]
+SOURCE_VAL_FRACTION = 0.1
+CACHE_BYTES = 1 << 30  # decoded images kept in memory per process (large aerial images are read once)
+
+
+def image_folder_records(folder: Path) -> list[BoxRecord]:
+    """Unlabelled records for every image in ``folder`` (no annotation file: a target set's extra images)."""
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and visible(f))
+    if not files:
+        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return [BoxRecord(str(f), np.zeros((0, 4)), [], str(folder)) for f in files]
+
+
+def read_locations(locations: list[str], image_root: str | None) -> list[BoxRecord]:
+    """Records of annotation files (VOC, COCO, CSV) and image folders, in the order given."""
+    records = []
+    for location in locations:
+        local = Path(str(location)).expanduser()
+        records += image_folder_records(local) if local.is_dir() else read_annotations(str(location), image_root)
+    return records
+
+
+class DetectionDataset(Dataset):
+    """Items of ``records`` (see the module docstring).
+
+    Args:
+        records: images or tiles with boxes in crop coordinates.
+        class_names: label names; an item's label is the position of its name.
+        size: the square input size of the model.
+        train: draw a random horizontal flip (a seeded key ``(index, seed)`` picks it).
+        strong: also return the photometric strong view of the same geometry.
+        hide_boxes: never return boxes (target training data).
+    """
+
+    def __init__(self, records: list[BoxRecord], class_names: list[str], size: int, train: bool = False,
+                 strong: bool = False, hide_boxes: bool = False):
+        self.records, self.size, self.hide_boxes = records, size, hide_boxes
+        self.class_ids = {name: i for i, name in enumerate(class_names)}
+        self.weak = geometry(size, flip=train)
+        self.strong = photometric() if strong else None
+        self.view = "weak" if train else "test"  # read by the batch sampler: seeded keys when not "test"
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> np.ndarray:
+        """The full image of record ``index`` as ``HxWx3 uint8`` (kept in a bounded cache)."""
+        location = self.records[index].image
+        if location not in self.cache:
+            image = read_image(resolve(location), index)
+            image = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+            self.cache[location] = image
+            while sum(a.nbytes for a in self.cache.values()) > CACHE_BYTES and len(self.cache) > 1:
+                self.cache.popitem(last=False)
+        return self.cache[location]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        record = self.records[index]
+        image = self.load(index)
+        height, width = image.shape[:2]
+        x0, y0, x1, y1 = record.window or (0, 0, width, height)
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        if seed is not None:
+            self.weak.set_random_seed(seed)
+            if self.strong is not None:
+                self.strong.set_random_seed(seed + 1)
+        boxes = np.zeros((0, 4), np.float32) if self.hide_boxes else record.boxes
+        labels = np.array([] if self.hide_boxes else [self.class_ids[n] for n in record.labels], dtype=np.int64)
+        item = apply_views(crop, boxes, labels, self.weak, self.strong)
+        item.update(index=index, labelled=not self.hide_boxes,
+                    window=torch.tensor([x0, y0, x1, y1], dtype=torch.float32),
+                    scale=torch.tensor([(x1 - x0) / self.size, (y1 - y0) / self.size], dtype=torch.float32))
+        return item
+
+
+def collate_boxes(items: list[dict]) -> dict:
+    """Stack the fixed-size fields; keep ``boxes`` and ``labels`` as lists of per-image tensors."""
+    out = {"boxes": [it["boxes"] for it in items], "labels": [it["labels"] for it in items],
+           "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+           "labelled": torch.tensor([it["labelled"] for it in items], dtype=torch.bool)}
+    for name in ("image", "strong", "window", "scale"):
+        if name in items[0]:
+            out[name] = torch.stack([it[name] for it in items])
+    return out
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Box datasets from Pascal VOC XML, COCO JSON or CSV files (and folders of unlabelled images).
+
+    Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a
+    seeded 10% of the training images held out). ``target`` adapts on ``train`` with every box hidden and
+    reports on ``eval`` (default: the same images, the transductive SFDA protocol; their labels are read
+    for reporting only).
+
+    Args:
+        train: annotation files or image folders of the training set.
+        eval: annotation files of the evaluation set (val/test/predict).
+        val: source role: annotation files of the validation set.
+        role: 'source' or 'target'.
+        class_names: label names in model order; source default: the sorted labels found (COCO: the
+            category order); a target adopts the source model's.
+        input: the model's input spec (size, mean, std); a target adopts the artifact's.
+        image_root: folder of the images named by the annotations (default: beside each file).
+        tile_size: cut images larger than this into square tiles of this many pixels (None: never).
+        tile_overlap: fraction of a tile shared with its neighbour.
+        tile_min_visible: a tile keeps a box when this fraction of its area lies inside.
+        batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
+        num_workers: DataLoader workers per process.
+        train_subset, eval_subset: use only this many images (a fixed seeded subset), for quick runs.
+    """
+
+    def __init__(self, train: list[str], eval: list[str] | None = None, val: list[str] | None = None,
+                 role: Role = "target", class_names: list[str] | None = None, input: InputSpec | None = None,
+                 image_root: str | None = None, tile_size: int | None = None, tile_overlap: float = 0.1,
+                 tile_min_visible: float = 0.5, batch_size: int = 4, eval_batch_size: int = 8, num_workers: int = 0,
+                 train_subset: int | None = None, eval_subset: int | None = None):
+        super().__init__()
+        check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, tile_size=tile_size,
+                     train_subset=train_subset, eval_subset=eval_subset)
+        check_counts(0, num_workers=num_workers)
+        if not 0 < tile_min_visible <= 1:
+            raise ValueError(f"data.tile_min_visible: expected a fraction in (0, 1], got {tile_min_visible}")
+        if isinstance(train, str) or not train:
+            raise ValueError(f"data.train: expected a list of annotation files or image folders, got {train!r}")
+        self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
+        self.role, self.input_spec, self.image_root = role, input, image_root
+        self.tiling = (tile_size, tile_overlap, tile_min_visible)
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.subsets = {"train": train_subset, "eval": eval_subset}
+        self.class_names: list[str] = list(class_names or [])
+        self.splits: dict[str, list[BoxRecord]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def adopt_class_names(self, names: list[str]) -> None:
+        """A target set takes the source model's class names (its labels must be among them)."""
+        if self.role == "target" and not self.class_names:
+            self.class_names = list(names)
+
+    # records ----------------------------------------------------------------------------------
+    def _tiles(self, records: list[BoxRecord]) -> list[BoxRecord]:
+        size, overlap, min_visible = self.tiling
+        if size is None:
+            return records
+        return [tile for record in records for tile in tile_record(record, *image_size(record), size, overlap,
+                                                                      min_visible)]
+
+    def _subset(self, records: list[BoxRecord], limit: int | None) -> list[BoxRecord]:
+        if limit is None or limit >= len(records):
+            return records
+        keep = np.sort(np.random.default_rng(12345).permutation(len(records))[:limit])
+        return [records[i] for i in keep]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, check and tile the annotations once the class names are known (Lightning's call on a
+        target set waits until the source model's names are adopted)."""
+        if self.splits or (stage is not None and self.role == "target" and not self.class_names):
+            return
+        train = read_locations(self.locations["train"], self.image_root)
+        evaluation = read_locations(self.locations["eval"], self.image_root) if self.locations["eval"] else None
+        if not self.class_names:
+            first = next((loc for loc in self.locations["train"] if str(loc).endswith(".json")), None)
+            self.class_names = coco_class_names(first) if first else names_in(train)
+        for records in (train, evaluation or [], read_locations(self.locations["val"], self.image_root)):
+            check_records(records, self.class_names)
+        splits = {"train": train}
+        if self.role == "source":
+            val = read_locations(self.locations["val"], self.image_root)
+            if not val:
+                order = np.random.default_rng(0).permutation(len(train))
+                held = set(order[: max(1, int(len(train) * SOURCE_VAL_FRACTION))].tolist())
+                val = [r for i, r in enumerate(train) if i in held]
+                splits["train"] = [r for i, r in enumerate(train) if i not in held] or train
+            splits["val"] = val
+            splits["test"] = evaluation or val
+        else:
+            splits["val"] = splits["test"] = evaluation or train
+        self.splits = {name: self._subset(self._tiles(records), self.subsets["train" if name == "train" else "eval"])
+                       for name, records in splits.items()}
+
+    def num_samples(self, split: str = "train") -> int:
+        self.setup()
+        return len(self.splits[split])
+
+    def dataset(self, split: str, train: bool = False, strong: bool = False) -> DetectionDataset:
+        if self.input_spec is None:
+            raise RuntimeError("data.input is not set and no source artifact provided one")
+        self.setup()
+        hide = self.role == "target" and split == "train"
+        return DetectionDataset(self.splits[split], self.class_names, self.input_spec.size, train, strong, hide)
+
+    # loaders ------------------------------------------------------------------------------------
+    def _loader(self, dataset: DetectionDataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if drop_last and len(dataset) < batch_size:
+            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training images; "
+                             "the run would do zero steps")
+        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last,
+                                     seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), rank=rank, world_size=world,
+                                     seeded=dataset.view != "test")
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_boxes,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
+        strong = bool(getattr(module, "needs_strong_view", False))
+        return self._loader(self.dataset("train", train=True, strong=strong), self.batch_size, True, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size, False, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        # Lightning re-creates samplers in predict mode: a plain ordered loader; the writer keeps one row per index
+        return DataLoader(self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=collate_boxes)
+
+    def bank_dataloader(self) -> DataLoader:
+        """Unshuffled test-view pass over the (unlabelled) training images: the engine's target pass."""
+        return self._loader(self.dataset("train"), self.eval_batch_size, False, False)
+
+    def sample_name(self, split: str, index: int) -> str:
+        """A readable id of sample ``index`` of ``split`` (image file name, and tile window)."""
+        return self.splits[split][index].name
+
+    def sample_image(self, split: str, index: int) -> str:
+        """Where the image of sample ``index`` of ``split`` is (local path)."""
+        return str(resolve(self.splits[split][index].image))

@@ -1,0 +1,215 @@
+"""Detection LightningModules: evaluation, predictions and writers shared by all, and source training.
+
+The network is a torchvision-style detector (``sfda.models.detector.faster_rcnn``, or a user's own):
+in train mode ``network(images, targets) -> losses``, in eval mode ``network(images) -> detections``,
+labels 1-based with background 0. Data labels are 0-based (``class_names`` order); ``to_targets`` and
+``detect`` convert at the boundary.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from ..detection_writer import DetectionWriter
+from ..metrics.detection import detection_scores, label_free_box_scores
+from ..models import SourceArtifact
+from ..models.detector import detector_architecture, faster_rcnn
+from ..models.keyed_sampling import use_keyed_sampling
+from ..pseudo_labels.passes import collect_rows
+from ..timing import Stopwatch
+from .artifact_output import KeepsBestWeights, WritesSourceArtifact
+from .base import Optim, build_optimizer, check_finite
+from .hparams import record_hyperparameters
+from .target_pass import TargetPasses
+
+# LPLD's optimiser: SGD lr 1e-3 constant, momentum 0.9, weight decay 1e-4
+DETECTION_OPTIM = Optim(name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=1e-4,
+                        backbone_lr_mult=1.0, power=0.0)
+
+
+def to_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[dict]:
+    """Per-image data boxes and 0-based labels -> torchvision targets (labels 1-based)."""
+    return [{"boxes": b.float(), "labels": lab + 1} for b, lab in zip(boxes, labels, strict=True)]
+
+
+def run_seed() -> int:
+    import os
+
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class DetectionTask(TargetPasses, L.LightningModule):
+    """Evaluation on boxes, shared by source training and adaptation.
+
+    Validation and test log ``<eval_prefix>/ap50`` (VOC AP at IoU 0.5, area under the curve),
+    ``<eval_prefix>/ap50_11pt`` (VOC07 11-point), per class ``<eval_prefix>/ap50/<class>``, COCO
+    ``<eval_prefix>/map`` and ``map_50`` where the evaluation images have boxes, and the label-free
+    ``label_free/mean_score`` and ``label_free/boxes_per_image``. Boxes are scored in the model's input
+    pixels of each image or tile. ``predict`` writes COCO-format detections and overlays.
+    """
+
+    eval_prefix = "target"
+    network: torch.nn.Module
+
+    def __init__(self, optim: Optim | None = None):
+        super().__init__()
+        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
+        self.optim = optim or DETECTION_OPTIM
+        self.results: dict[str, float] = {}
+        self.stopwatch = Stopwatch()
+        self.eval_rows: list[dict] = []
+
+    def build_metrics(self, class_names: list[str]) -> None:
+        self.class_names, self.num_classes = list(class_names), len(class_names)
+
+    def eval_network(self) -> torch.nn.Module:
+        """The network that is evaluated and predicts (Mean Teacher methods: the teacher)."""
+        return self.network
+
+    def use_keyed_sampling(self, network: torch.nn.Module) -> None:
+        """Make ``network``'s anchor and RoI sampling depend on the global sample index (see ``keyed_sampling``)."""
+        self.samplers = use_keyed_sampling(network)
+
+    def key_sampling(self, index: torch.Tensor) -> None:
+        for sampler in getattr(self, "samplers", []):
+            sampler.set_keys(index, run_seed(), self.global_step)
+
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor, network: torch.nn.Module | None = None) -> list[dict]:
+        """``images (B, 3, S, S)`` -> per image ``{"boxes" (n, 4), "scores" (n,), "labels" (n,) 0-based}``."""
+        network = network or self.eval_network()
+        was_training = network.training
+        network.eval()
+        with self.trainer.precision_plugin.forward_context():
+            outputs = network(list(images))
+        network.train(was_training)
+        return [{"boxes": o["boxes"].float(), "scores": o["scores"].float(), "labels": o["labels"] - 1}
+                for o in outputs]
+
+    def detection_rows(self, batch: dict, network: torch.nn.Module | None = None) -> dict:
+        """Per-image rows of an evaluation pass: the detections and the reference boxes."""
+        detections = self.detect(batch["image"], network)
+        return {"boxes": [d["boxes"] for d in detections], "scores": [d["scores"] for d in detections],
+                "labels": [d["labels"] for d in detections], "ref_boxes": [b.float() for b in batch["boxes"]],
+                "ref_labels": list(batch["labels"]), "labelled": batch["labelled"].long()}
+
+    def score_rows(self, rows: dict, prefix: str) -> dict[str, float]:
+        """Scores of gathered rows (identical on every process): ``<prefix>/...`` and ``label_free/...``."""
+        predictions = [{"boxes": b, "scores": s, "labels": lab}
+                       for b, s, lab in zip(rows["boxes"], rows["scores"], rows["labels"], strict=True)]
+        labelled = rows["labelled"].bool().tolist()
+        references = [{"boxes": b, "labels": lab} for b, lab in zip(rows["ref_boxes"], rows["ref_labels"], strict=True)]
+        scored = [(p, r) for p, r, keep in zip(predictions, references, labelled, strict=True) if keep]
+        out = {f"label_free/{k}": v for k, v in label_free_box_scores(predictions).items()}
+        if scored:
+            values = detection_scores([p for p, _ in scored], [r for _, r in scored], self.class_names)
+            out.update({f"{prefix}/{k}": v for k, v in values.items()})
+        return out
+
+    def evaluate_loader(self, loader, prefix: str, network: torch.nn.Module | None = None) -> dict[str, float]:
+        """The AP family of ``network`` (default: the evaluated one) over a labelled loader."""
+        rows = self.target_pass(loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}",
+                                phase="evaluation")
+        return self.score_rows(rows, prefix)
+
+    # evaluation hooks -----------------------------------------------------------------------
+    def _eval_step(self, batch: dict) -> None:
+        with self.stopwatch("evaluation"):
+            self.eval_rows.append({"index": batch["index"], **self.detection_rows(batch)})
+
+    def _eval_epoch_end(self) -> None:
+        rows = collect_rows(iter(self.eval_rows), lambda b: {k: v for k, v in b.items() if k != "index"})
+        self.eval_rows = []
+        scores = self.score_rows(rows, self.eval_prefix)
+        self.log_dict(scores, sync_dist=False)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    def configure_callbacks(self) -> list:
+        """The task's writers: COCO-format ``detections.json`` and PNG overlays for ``sfda predict``."""
+        return [DetectionWriter()]
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"index": batch["index"], "window": batch["window"], "scale": batch["scale"],
+                "image": batch["image"], "detections": self.detect(batch["image"])}
+
+    # optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
+
+    def configure_optimizers(self):
+        return build_optimizer(self, self.parameter_groups(), self.optim)
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        check_finite(self, loss)
+
+
+class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionTask):
+    """Train a torchvision Faster R-CNN on labelled source boxes (the four standard RPN and RoI losses)
+    and write the detection artifact from the epoch with the best source-validation AP50.
+
+    Args:
+        backbone: 'resnet18_fpn' (CPU default), 'resnet50_fpn' or 'mobilenet_v3_fpn' (random init).
+        detector: further ``faster_rcnn`` arguments (``fpn_channels``, ``levels``, ``anchor_scale``,
+            ``representation_size``, ``rois_per_image``, ``proposals_per_image``); see
+            ``sfda.models.detector``.
+        artifact, overwrite_artifact: see ``sfda.methods.artifact_output``.
+        optim: SGD lr 0.01, momentum 0.9, weight decay 1e-4, constant (Faster R-CNN's usual settings
+            at a small batch); the recipes add gradient clipping for training from scratch.
+    """
+
+    eval_prefix = "source_val"
+    best_metric = "source_val/ap50"
+
+    def __init__(self, backbone: str = "resnet18_fpn", detector: dict | None = None, artifact: str | None = None,
+                 overwrite_artifact: bool = False, optim: Optim | None = None):
+        super().__init__(optim or Optim(name="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=1e-4,
+                                        backbone_lr_mult=1.0, power=0.0))
+        self.backbone_name, self.detector_kwargs = backbone, dict(detector or {})
+        self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
+        self.network = None
+
+    def configure_model(self) -> None:
+        if self.network is not None:
+            return
+        dm = self.trainer.datamodule
+        if dm.input_spec is None:
+            raise ValueError("data.input: detection source training needs the input spec (size, mean, std) in the recipe")
+        dm.setup()
+        spec = dm.input_spec
+        self.architecture = detector_architecture(dm.num_classes, spec.size, spec.mean, spec.std,
+                                                  backbone=self.backbone_name, **self.detector_kwargs)
+        self.network = faster_rcnn(**self.architecture["kwargs"])
+        self.use_keyed_sampling(self.network)
+        self.build_metrics(dm.class_names)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.key_sampling(batch["index"])
+        losses = self.network(list(batch["image"]), to_targets(batch["boxes"], batch["labels"]))
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.remember_if_best(self.network)
+
+    def on_train_end(self) -> None:
+        best = self.restore_best(self.network)
+        dm = self.trainer.datamodule
+        state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
+                                  input=dm.input_spec, task="detection")
+        self.write_source_artifact(artifact)
+        self.results["source_val/best_ap50"] = best

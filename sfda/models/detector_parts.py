@@ -1,0 +1,88 @@
+"""Driving a torchvision Faster R-CNN part by part, for what its ``forward`` hides.
+
+``RegionProposalNetwork.forward`` drops the proposals' objectness and ``FasterRCNN.forward`` returns
+either losses or detections, never the RoI features. Mean Teacher and LPLD need the teacher's
+proposals with objectness, the RoI features and logits of the same boxes from both networks, and
+the student's losses, in one pass each. All boxes here are in the model's input pixels: the
+detector's transform never rescales (``min_size = max_size = input size``, see ``detector``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+
+@dataclass
+class TeacherView:
+    """What one teacher pass over a batch of weak views gives, per image.
+
+    Attributes:
+        proposals: ``B`` tensors ``(P_i, 4)``: RPN proposals after NMS, with
+        objectness: ``B`` tensors ``(P_i,)``: their objectness probabilities.
+        box_features: ``(sum P_i, D)`` box-head features of the proposals; logits ``(sum P_i, C + 1)``
+            (background is class 0) and regression ``(sum P_i, 4 (C + 1))`` from the box predictor.
+        detections: ``B`` dicts ``{"boxes" (n, 4), "scores" (n,), "labels" (n,) 1-based}`` after
+            the score threshold, per-class NMS and the per-image cap.
+    """
+
+    proposals: list[torch.Tensor]
+    objectness: list[torch.Tensor]
+    box_features: torch.Tensor
+    logits: torch.Tensor
+    regression: torch.Tensor
+    detections: list[dict]
+
+
+def proposals_with_objectness(model: FasterRCNN, image_list, features: dict) -> tuple[list, list]:
+    """The RPN's filtered proposals AND their objectness (what ``rpn.forward`` drops): head, anchors,
+    box coder and ``filter_proposals`` driven directly."""
+    rpn = model.rpn
+    levels = list(features.values())
+    objectness, deltas = rpn.head(levels)
+    anchors = rpn.anchor_generator(image_list, levels)
+    per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+    return rpn.filter_proposals(proposals, objectness, image_list.image_sizes, per_level)
+
+
+def roi_outputs(model: FasterRCNN, features: dict, boxes: list[torch.Tensor], image_sizes) -> tuple:
+    """Box-head features ``(sum n_i, D)``, class logits ``(sum n_i, C + 1)`` and regression of ``boxes``."""
+    heads = model.roi_heads
+    pooled = heads.box_roi_pool(features, boxes, image_sizes)
+    box_features = heads.box_head(pooled)
+    logits, regression = heads.box_predictor(box_features)
+    return box_features, logits, regression
+
+
+@torch.no_grad()
+def teacher_view(model: FasterRCNN, images: torch.Tensor) -> TeacherView:
+    """One eval-mode pass of ``model`` over ``images (B, 3, S, S)`` on ``[0, 1]`` (see ``TeacherView``)."""
+    image_list, _ = model.transform(list(images))
+    features = model.backbone(image_list.tensors)
+    proposals, objectness = proposals_with_objectness(model, image_list, features)
+    box_features, logits, regression = roi_outputs(model, features, proposals, image_list.image_sizes)
+    boxes, scores, labels = model.roi_heads.postprocess_detections(logits, regression, proposals,
+                                                                  image_list.image_sizes)
+    detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    return TeacherView(proposals, objectness, box_features, logits, regression, detections)
+
+
+def student_pass(model: FasterRCNN, images: torch.Tensor, targets: list[dict],
+                 extra_boxes: list[torch.Tensor] | None = None) -> tuple[dict, torch.Tensor | None, torch.Tensor | None]:
+    """Train-mode pass of ``model`` over ``images (B, 3, S, S)`` with ``targets`` (``boxes``, 1-based
+    ``labels``; an image may have none: all background). Returns (the four standard RPN and RoI
+    losses, and for ``extra_boxes`` per image the box-head features ``(sum n_i, D)`` and logits
+    ``(sum n_i, C + 1)`` of the same backbone pass, or None)."""
+    image_list, targets = model.transform(list(images), targets)
+    features = model.backbone(image_list.tensors)
+    proposals, rpn_losses = model.rpn(image_list, features, targets)
+    _, roi_losses = model.roi_heads(features, proposals, image_list.image_sizes, targets)
+    if extra_boxes is None:
+        return {**rpn_losses, **roi_losses}, None, None
+    box_features, logits, _ = roi_outputs(model, features, extra_boxes, image_list.image_sizes)
+    return {**rpn_losses, **roi_losses}, box_features, logits
