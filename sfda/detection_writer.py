@@ -26,14 +26,21 @@ def to_original(boxes: torch.Tensor, window: torch.Tensor, scale: torch.Tensor) 
     return boxes * factor + torch.stack([window[0], window[1], window[0], window[1]]).to(boxes)
 
 
-def coco_detections(image_id: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                    class_names: list[str]) -> list[dict]:
+def coco_detections(
+    image_id: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+) -> list[dict]:
     """COCO result entries (``category_id`` is the 1-based class id)."""
     out = []
     for (x0, y0, x1, y1), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True):
-        out.append({"image_id": image_id, "category_id": int(label) + 1, "category": class_names[int(label)],
-                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                    "score": round(float(score), 5)})
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": int(label) + 1,
+                "category": class_names[int(label)],
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "score": round(float(score), 5),
+            }
+        )
     return out
 
 
@@ -77,14 +84,26 @@ class DetectionWriter(BasePredictionWriter):
                 seen.add(index)
                 det = batch["detections"][row]
                 window, scale = batch["window"][row], batch["scale"][row]
-                images.append({"id": index, "file_name": dm.sample_image("test", index),
-                               "name": dm.sample_name("test", index), "window": window.tolist()})
+                images.append(
+                    {
+                        "id": index,
+                        "file_name": dm.sample_image("test", index),
+                        "name": dm.sample_name("test", index),
+                        "window": window.tolist(),
+                    }
+                )
                 boxes = to_original(det["boxes"].cpu(), window.cpu(), scale.cpu())
-                results += coco_detections(index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names)
-                panels = {"source-only": batch["source_detections"][row]} if "source_detections" in batch else {}
+                results += coco_detections(
+                    index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names
+                )
+                panels = (
+                    {"source-only": batch["source_detections"][row]} if "source_detections" in batch else {}
+                )
                 panels["this model"] = det
                 safe = dm.sample_name("test", index).replace("/", "_").replace(",", "_").replace("@", "_")
-                overlay_png(batch["image"][row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png")
+                overlay_png(
+                    batch["image"][row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png"
+                )
         categories = [{"id": i + 1, "name": n} for i, n in enumerate(dm.class_names)]
         payload = {"images": images, "categories": categories, "annotations": results}
         (run / "detections.json").write_text(json.dumps(payload, indent=1))

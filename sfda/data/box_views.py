@@ -21,21 +21,44 @@ import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ERASING_PASSES = (((0.05, 0.2), (0.3, 3.3), 0.7), ((0.02, 0.2), (0.1, 6.0), 0.5), ((0.02, 0.2), (0.05, 8.0), 0.3))
+ERASING_PASSES = (
+    ((0.05, 0.2), (0.3, 3.3), 0.7),
+    ((0.02, 0.2), (0.1, 6.0), 0.5),
+    ((0.02, 0.2), (0.05, 8.0), 0.3),
+)
 
 
 def geometry(size: int, flip: bool) -> A.Compose:
     """Resize to ``size x size`` (and flip when ``flip``), moving ``pascal_voc`` boxes along."""
     ops = [A.Resize(size, size)] + ([A.HorizontalFlip(p=0.5)] if flip else [])
-    return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True,
-                                                    min_area=0.0, min_visibility=0.0))
+    return A.Compose(
+        ops,
+        bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["labels"], clip=True, min_area=0.0, min_visibility=0.0
+        ),
+    )
 
 
 def photometric() -> A.Compose:
     """LPLD's strong view (see the module docstring); no geometric change."""
     erasing = [A.Erasing(scale=scale, ratio=ratio, fill="random", p=p) for scale, ratio, p in ERASING_PASSES]
-    return A.Compose([A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
-                      A.ToGray(p=0.2), A.GaussianBlur(sigma_limit=(0.1, 2.0), blur_limit=0, p=0.5), *erasing])
+    return A.Compose(
+        [
+            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
+            A.ToGray(p=0.2),
+            A.GaussianBlur(sigma_limit=(0.1, 2.0), blur_limit=0, p=0.5),
+            *erasing,
+        ]
+    )
+
+
+def seed_views(pipeline: A.Compose, seed: int) -> None:
+    """Seed ``pipeline`` so that its transforms draw independently. ``Compose.set_random_seed`` gives every
+    transform the SAME seed, so their apply-probabilities are one shared draw (with p 0.8, 0.5 and 0.3,
+    either all apply or none, 20% of samples get no strong view at all); here each gets its own."""
+    pipeline.set_random_seed(seed)
+    for position, transform in enumerate(pipeline.transforms):
+        transform.set_random_seed((seed * 1_000_003 + 7919 * (position + 1)) % 2**32)
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -43,14 +66,18 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def apply_views(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, weak: A.Compose,
-                strong: A.Compose | None) -> dict:
-    """``image HxWx3 uint8``, ``boxes (N, 4)``, ``labels (N,)`` -> ``{"image", "boxes", "labels"[, "strong"]}``:
+def apply_views(
+    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, weak: A.Compose, strong: A.Compose | None
+) -> dict:
+    """``image HxWx3 uint8``, ``boxes (N, 4)``, ``labels (N,)``
+    -> ``{"image", "boxes", "labels"[, "strong"]}``:
     the weak view and its boxes, and the strong view of the same geometry when ``strong`` is given."""
     out = weak(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
-    views = {"image": as_tensor(out["image"]),
-             "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
-             "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64))}
+    views = {
+        "image": as_tensor(out["image"]),
+        "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64)),
+    }
     if strong is not None:
         views["strong"] = as_tensor(strong(image=out["image"])["image"])
     return views

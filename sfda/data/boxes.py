@@ -81,7 +81,7 @@ def _number(text: str | None, where: str) -> float:
 
 
 def read_voc(location: str, image_root: str | None = None) -> list[BoxRecord]:
-    """One Pascal VOC XML file (one image). The image is ``<filename>`` in ``image_root`` or beside the XML."""
+    """One Pascal VOC XML file (one image); the image is ``<filename>`` in ``image_root`` or beside it."""
     path = resolve(location)
     try:
         root = ET.parse(path).getroot()
@@ -97,10 +97,14 @@ def read_voc(location: str, image_root: str | None = None) -> list[BoxRecord]:
         where = f"{location}: object {number} ('{obj.findtext('name')}')"
         if box is None:
             raise ValueError(f"{where}: field 'bndbox' is missing")
-        boxes.append([_number(box.findtext(k), f"{where}, field bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")])
+        boxes.append(
+            [_number(box.findtext(k), f"{where}, field bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+        )
         labels.append((obj.findtext("name") or "").strip())
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    return [BoxRecord(image, np.array(boxes), labels, str(location), difficult=np.array(difficult, dtype=bool))]
+    return [
+        BoxRecord(image, np.array(boxes), labels, str(location), difficult=np.array(difficult, dtype=bool))
+    ]
 
 
 def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
@@ -111,24 +115,32 @@ def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
         names = {c["id"]: c["name"] for c in data["categories"]}
         images = {im["id"]: im["file_name"] for im in data["images"]}
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{location}: not a COCO detection JSON (expected 'images', 'annotations' and "
-                         f"'categories' with ids and names): {err!r}") from err
+        raise ValueError(
+            f"{location}: not a COCO detection JSON (expected 'images', 'annotations' and "
+            f"'categories' with ids and names): {err!r}"
+        ) from err
     per_image: dict = {i: ([], []) for i in images}
     for number, ann in enumerate(data.get("annotations", [])):
         where = f"{location}: annotations[{number}]"
         if ann.get("image_id") not in images:
-            raise ValueError(f"{where}: field 'image_id' = {ann.get('image_id')!r} names no entry of 'images'")
+            raise ValueError(
+                f"{where}: field 'image_id' = {ann.get('image_id')!r} names no entry of 'images'"
+            )
         if ann.get("category_id") not in names:
-            raise ValueError(f"{where}: field 'category_id' = {ann.get('category_id')!r} names no category; "
-                             f"expected one of {sorted(names)}")
+            raise ValueError(
+                f"{where}: field 'category_id' = {ann.get('category_id')!r} names no category; "
+                f"expected one of {sorted(names)}"
+            )
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise ValueError(f"{where}: field 'bbox' must be [x, y, width, height], got {bbox!r}")
         x, y, w, h = (_number(v, f"{where}, field bbox") for v in bbox)
         per_image[ann["image_id"]][0].append([x, y, x + w, y + h])
         per_image[ann["image_id"]][1].append(names[ann["category_id"]])
-    return [BoxRecord(locate(images[i], str(location), image_root), np.array(b), lab, str(location))
-            for i, (b, lab) in per_image.items()]
+    return [
+        BoxRecord(locate(images[i], str(location), image_root), np.array(b), lab, str(location))
+        for i, (b, lab) in per_image.items()
+    ]
 
 
 def coco_class_names(location: str) -> list[str]:
@@ -144,7 +156,9 @@ def read_csv(location: str, image_root: str | None = None) -> list[BoxRecord]:
         reader = csv.DictReader(handle)
         missing = [f for f in CSV_FIELDS if f not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{location}: missing columns {missing}; expected the header {','.join(CSV_FIELDS)}")
+            raise ValueError(
+                f"{location}: missing columns {missing}; expected the header {','.join(CSV_FIELDS)}"
+            )
         per_image: dict[str, tuple[list, list]] = {}
         for line, row in enumerate(reader, start=2):
             boxes, labels = per_image.setdefault(row["image_path"], ([], []))
@@ -152,8 +166,10 @@ def read_csv(location: str, image_root: str | None = None) -> list[BoxRecord]:
                 continue  # an image without boxes
             boxes.append([_number(row[k], f"{location}: line {line}, field '{k}'") for k in CSV_FIELDS[1:5]])
             labels.append(row["label"].strip())
-    return [BoxRecord(locate(name, str(location), image_root), np.array(b), lab, str(location))
-            for name, (b, lab) in per_image.items()]
+    return [
+        BoxRecord(locate(name, str(location), image_root), np.array(b), lab, str(location))
+        for name, (b, lab) in per_image.items()
+    ]
 
 
 def read_annotations(location: str, image_root: str | None = None) -> list[BoxRecord]:
@@ -161,19 +177,24 @@ def read_annotations(location: str, image_root: str | None = None) -> list[BoxRe
     suffix = str(location).lower().rsplit(".", 1)[-1]
     readers = {"xml": read_voc, "json": read_coco, "csv": read_csv}
     if suffix not in readers:
-        raise ValueError(f"{location}: unknown annotation format '.{suffix}'; expected a Pascal VOC .xml, a "
-                         "COCO .json or a .csv with image_path,xmin,ymin,xmax,ymax,label")
+        raise ValueError(
+            f"{location}: unknown annotation format '.{suffix}'; expected a Pascal VOC .xml, a "
+            "COCO .json or a .csv with image_path,xmin,ymin,xmax,ymax,label"
+        )
     return readers[suffix](location, image_root)
 
 
 def image_size(record: BoxRecord) -> tuple[int, int]:
-    """``(width, height)`` from the image's header (not decoded); a missing file is named with its annotation."""
+    """``(width, height)`` from the image's header (not decoded); a missing file is named with its
+    annotation."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         path = resolve(record.image)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{record.annotation}: names image '{record.image}', which does not exist") from err
+        raise FileNotFoundError(
+            f"{record.annotation}: names image '{record.image}', which does not exist"
+        ) from err
     try:
         with Image.open(path) as img:
             return img.size
@@ -187,18 +208,26 @@ def check_records(records: list[BoxRecord], class_names: list[str]) -> None:
     for record in records:
         width, height = image_size(record)
         for number, ((x0, y0, x1, y1), label) in enumerate(zip(record.boxes, record.labels, strict=True)):
-            where = f"{record.annotation}: image '{record.name}', box {number} ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+            where = (
+                f"{record.annotation}: image '{record.name}', box {number} ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+            )
             if not np.isfinite([x0, y0, x1, y1]).all():
                 raise ValueError(f"{where}: coordinates must be finite numbers")
             if x1 <= x0 or y1 <= y0:
                 field_name = "xmax" if x1 <= x0 else "ymax"
-                raise ValueError(f"{where}: field '{field_name}' must be greater than "
-                                 f"'{field_name.replace('max', 'min')}' (an empty box)")
+                raise ValueError(
+                    f"{where}: field '{field_name}' must be greater than "
+                    f"'{field_name.replace('max', 'min')}' (an empty box)"
+                )
             if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-                raise ValueError(f"{where}: outside the image of {width}x{height} pixels; expected "
-                                 f"0 <= xmin < xmax <= {width} and 0 <= ymin < ymax <= {height}")
+                raise ValueError(
+                    f"{where}: outside the image of {width}x{height} pixels; expected "
+                    f"0 <= xmin < xmax <= {width} and 0 <= ymin < ymax <= {height}"
+                )
             if label not in known:
-                raise ValueError(f"{where}: field 'label' = '{label}' is not one of class_names {class_names}")
+                raise ValueError(
+                    f"{where}: field 'label' = '{label}' is not one of class_names {class_names}"
+                )
 
 
 def names_in(records: list[BoxRecord]) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .box_views import apply_views, geometry, photometric
+from .box_views import apply_views, geometry, photometric, seed_views
 from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
 from .checks import check_counts
 from .datasets import read_image
@@ -48,7 +48,9 @@ def read_locations(locations: list[str], image_root: str | None) -> list[BoxReco
     records = []
     for location in locations:
         local = Path(str(location)).expanduser()
-        records += image_folder_records(local) if local.is_dir() else read_annotations(str(location), image_root)
+        records += (
+            image_folder_records(local) if local.is_dir() else read_annotations(str(location), image_root)
+        )
     return records
 
 
@@ -64,8 +66,15 @@ class DetectionDataset(Dataset):
         hide_boxes: never return boxes (target training data).
     """
 
-    def __init__(self, records: list[BoxRecord], class_names: list[str], size: int, train: bool = False,
-                 strong: bool = False, hide_boxes: bool = False):
+    def __init__(
+        self,
+        records: list[BoxRecord],
+        class_names: list[str],
+        size: int,
+        train: bool = False,
+        strong: bool = False,
+        hide_boxes: bool = False,
+    ):
         self.records, self.size, self.hide_boxes = records, size, hide_boxes
         self.class_ids = {name: i for i, name in enumerate(class_names)}
         self.weak = geometry(size, flip=train)
@@ -95,23 +104,31 @@ class DetectionDataset(Dataset):
         x0, y0, x1, y1 = record.window or (0, 0, width, height)
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         if seed is not None:
-            self.weak.set_random_seed(seed)
+            seed_views(self.weak, seed)
             if self.strong is not None:
-                self.strong.set_random_seed(seed + 1)
+                seed_views(self.strong, seed + 1)
         boxes = np.zeros((0, 4), np.float32) if self.hide_boxes else record.boxes
-        labels = np.array([] if self.hide_boxes else [self.class_ids[n] for n in record.labels], dtype=np.int64)
+        labels = np.array(
+            [] if self.hide_boxes else [self.class_ids[n] for n in record.labels], dtype=np.int64
+        )
         item = apply_views(crop, boxes, labels, self.weak, self.strong)
-        item.update(index=index, labelled=not self.hide_boxes,
-                    window=torch.tensor([x0, y0, x1, y1], dtype=torch.float32),
-                    scale=torch.tensor([(x1 - x0) / self.size, (y1 - y0) / self.size], dtype=torch.float32))
+        item.update(
+            index=index,
+            labelled=not self.hide_boxes,
+            window=torch.tensor([x0, y0, x1, y1], dtype=torch.float32),
+            scale=torch.tensor([(x1 - x0) / self.size, (y1 - y0) / self.size], dtype=torch.float32),
+        )
         return item
 
 
 def collate_boxes(items: list[dict]) -> dict:
     """Stack the fixed-size fields; keep ``boxes`` and ``labels`` as lists of per-image tensors."""
-    out = {"boxes": [it["boxes"] for it in items], "labels": [it["labels"] for it in items],
-           "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-           "labelled": torch.tensor([it["labelled"] for it in items], dtype=torch.bool)}
+    out = {
+        "boxes": [it["boxes"] for it in items],
+        "labels": [it["labels"] for it in items],
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "labelled": torch.tensor([it["labelled"] for it in items], dtype=torch.bool),
+    }
     for name in ("image", "strong", "window", "scale"):
         if name in items[0]:
             out[name] = torch.stack([it[name] for it in items])
@@ -143,19 +160,40 @@ class DetectionDataModule(L.LightningDataModule):
         train_subset, eval_subset: use only this many images (a fixed seeded subset), for quick runs.
     """
 
-    def __init__(self, train: list[str], eval: list[str] | None = None, val: list[str] | None = None,
-                 role: Role = "target", class_names: list[str] | None = None, input: InputSpec | None = None,
-                 image_root: str | None = None, tile_size: int | None = None, tile_overlap: float = 0.1,
-                 tile_min_visible: float = 0.5, batch_size: int = 4, eval_batch_size: int = 8, num_workers: int = 0,
-                 train_subset: int | None = None, eval_subset: int | None = None):
+    def __init__(
+        self,
+        train: list[str],
+        eval: list[str] | None = None,
+        val: list[str] | None = None,
+        role: Role = "target",
+        class_names: list[str] | None = None,
+        input: InputSpec | None = None,
+        image_root: str | None = None,
+        tile_size: int | None = None,
+        tile_overlap: float = 0.1,
+        tile_min_visible: float = 0.5,
+        batch_size: int = 4,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        train_subset: int | None = None,
+        eval_subset: int | None = None,
+    ):
         super().__init__()
-        check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, tile_size=tile_size,
-                     train_subset=train_subset, eval_subset=eval_subset)
+        check_counts(
+            1,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            tile_size=tile_size,
+            train_subset=train_subset,
+            eval_subset=eval_subset,
+        )
         check_counts(0, num_workers=num_workers)
         if not 0 < tile_min_visible <= 1:
             raise ValueError(f"data.tile_min_visible: expected a fraction in (0, 1], got {tile_min_visible}")
         if isinstance(train, str) or not train:
-            raise ValueError(f"data.train: expected a list of annotation files or image folders, got {train!r}")
+            raise ValueError(
+                f"data.train: expected a list of annotation files or image folders, got {train!r}"
+            )
         self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
         self.role, self.input_spec, self.image_root = role, input, image_root
         self.tiling = (tile_size, tile_overlap, tile_min_visible)
@@ -178,8 +216,11 @@ class DetectionDataModule(L.LightningDataModule):
         size, overlap, min_visible = self.tiling
         if size is None:
             return records
-        return [tile for record in records for tile in tile_record(record, *image_size(record), size, overlap,
-                                                                      min_visible)]
+        return [
+            tile
+            for record in records
+            for tile in tile_record(record, *image_size(record), size, overlap, min_visible)
+        ]
 
     def _subset(self, records: list[BoxRecord], limit: int | None) -> list[BoxRecord]:
         if limit is None or limit >= len(records):
@@ -193,7 +234,9 @@ class DetectionDataModule(L.LightningDataModule):
         if self.splits or (stage is not None and self.role == "target" and not self.class_names):
             return
         train = read_locations(self.locations["train"], self.image_root)
-        evaluation = read_locations(self.locations["eval"], self.image_root) if self.locations["eval"] else None
+        evaluation = (
+            read_locations(self.locations["eval"], self.image_root) if self.locations["eval"] else None
+        )
         if not self.class_names:
             first = next((loc for loc in self.locations["train"] if str(loc).endswith(".json")), None)
             self.class_names = coco_class_names(first) if first else names_in(train)
@@ -211,8 +254,10 @@ class DetectionDataModule(L.LightningDataModule):
             splits["test"] = evaluation or val
         else:
             splits["val"] = splits["test"] = evaluation or train
-        self.splits = {name: self._subset(self._tiles(records), self.subsets["train" if name == "train" else "eval"])
-                       for name, records in splits.items()}
+        self.splits = {
+            name: self._subset(self._tiles(records), self.subsets["train" if name == "train" else "eval"])
+            for name, records in splits.items()
+        }
 
     def num_samples(self, split: str = "train") -> int:
         self.setup()
@@ -223,20 +268,38 @@ class DetectionDataModule(L.LightningDataModule):
             raise RuntimeError("data.input is not set and no source artifact provided one")
         self.setup()
         hide = self.role == "target" and split == "train"
-        return DetectionDataset(self.splits[split], self.class_names, self.input_spec.size, train, strong, hide)
+        return DetectionDataset(
+            self.splits[split], self.class_names, self.input_spec.size, train, strong, hide
+        )
 
     # loaders ------------------------------------------------------------------------------------
-    def _loader(self, dataset: DetectionDataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: DetectionDataset, batch_size: int, shuffle: bool, drop_last: bool
+    ) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if drop_last and len(dataset) < batch_size:
-            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training images; "
-                             "the run would do zero steps")
-        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last,
-                                     seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), rank=rank, world_size=world,
-                                     seeded=dataset.view != "test")
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_boxes,
-                          persistent_workers=self.num_workers > 0)
+            raise ValueError(
+                f"data.batch_size: {batch_size} is larger than the {len(dataset)} training images; "
+                "the run would do zero steps"
+            )
+        sampler = GlobalBatchSampler(
+            len(dataset),
+            batch_size,
+            shuffle,
+            drop_last,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            rank=rank,
+            world_size=world,
+            seeded=dataset.view != "test",
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_boxes,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
@@ -251,8 +314,13 @@ class DetectionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         # Lightning re-creates samplers in predict mode: a plain ordered loader; the writer keeps one row per index
-        return DataLoader(self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=collate_boxes)
+        return DataLoader(
+            self.dataset("test"),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_boxes,
+        )
 
     def bank_dataloader(self) -> DataLoader:
         """Unshuffled test-view pass over the (unlabelled) training images: the engine's target pass."""

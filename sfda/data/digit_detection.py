@@ -48,7 +48,9 @@ def digit_pool(domain: str, split: str, root: Path | None) -> tuple[np.ndarray, 
     return images[part], labels[part]
 
 
-def place(rng: np.random.Generator, size: int, taken: list[np.ndarray], tries: int = 30) -> tuple[int, int] | None:
+def place(
+    rng: np.random.Generator, size: int, taken: list[np.ndarray], tries: int = 30
+) -> tuple[int, int] | None:
     """Top-left corner for a ``size`` square overlapping no placed box by more than 10% of its area."""
     for _ in range(tries):
         x, y = rng.integers(0, CANVAS - size + 1, size=2)
@@ -73,12 +75,13 @@ def background(rng: np.random.Generator, domain: str, photos: list[np.ndarray]) 
     photo = photos[rng.integers(len(photos))]
     y = rng.integers(0, photo.shape[0] - CANVAS + 1)
     x = rng.integers(0, photo.shape[1] - CANVAS + 1)
-    crop = photo[y:y + CANVAS, x:x + CANVAS].astype(np.float64)
+    crop = photo[y : y + CANVAS, x : x + CANVAS].astype(np.float64)
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def render(rng: np.random.Generator, domain: str, digits: np.ndarray, labels: np.ndarray,
-           photos: list[np.ndarray]) -> tuple[np.ndarray, list[list[float]], list[int]]:
+def render(
+    rng: np.random.Generator, domain: str, digits: np.ndarray, labels: np.ndarray, photos: list[np.ndarray]
+) -> tuple[np.ndarray, list[list[float]], list[int]]:
     """One canvas: ``(image HxWx3 uint8, boxes xyxy, digit labels)``."""
     from PIL import Image
 
@@ -91,15 +94,19 @@ def render(rng: np.random.Generator, domain: str, digits: np.ndarray, labels: np
         if corner is None:
             continue
         pick = rng.integers(len(digits))
-        glyph = np.asarray(Image.fromarray(digits[pick]).resize((size, size), Image.BILINEAR), dtype=np.float64)
+        glyph = np.asarray(
+            Image.fromarray(digits[pick]).resize((size, size), Image.BILINEAR), dtype=np.float64
+        )
         ys, xs = np.nonzero(glyph > 40)
         if len(xs) == 0:
             continue
         x, y = corner
-        region = strokes[y:y + size, x:x + size]
+        region = strokes[y : y + size, x : x + size]
         np.maximum(region, glyph, out=region)
         taken.append(np.array([x, y, x + size, y + size]))
-        boxes.append([float(x + xs.min()), float(y + ys.min()), float(x + xs.max() + 1), float(y + ys.max() + 1)])
+        boxes.append(
+            [float(x + xs.min()), float(y + ys.min()), float(x + xs.max() + 1), float(y + ys.max() + 1)]
+        )
         names.append(int(labels[pick]))
     if domain == "plain":
         image = np.maximum(canvas, strokes[:, :, None])
@@ -108,16 +115,27 @@ def render(rng: np.random.Generator, domain: str, digits: np.ndarray, labels: np
     return np.clip(np.round(image), 0, 255).astype(np.uint8), boxes, names
 
 
-def generate(root: Path, domain: str, split: str, count: int | None = None, seed: int | None = None) -> Path:
-    """Write ``count`` canvases of ``domain``/``split`` and their COCO ``annotations.json``; returns its path."""
+def generate(
+    root: Path,
+    domain: str,
+    split: str,
+    count: int | None = None,
+    seed: int | None = None,
+    digits_root: Path | None = None,
+) -> Path:
+    """Write ``count`` canvases (default: the benchmark's) of ``domain``/``split`` and their COCO
+    ``annotations.json`` under ``root``; MNIST is read from ``digits_root`` (default: ``root``). Returns
+    the JSON's path."""
     from PIL import Image
 
     if (domain, split) not in COUNTS:
-        raise ValueError(f"digit detection: unknown part {domain}_{split}; expected one of "
-                         f"{[f'{d}_{s}' for d, s in COUNTS]}")
+        raise ValueError(
+            f"digit detection: unknown part {domain}_{split}; expected one of "
+            f"{[f'{d}_{s}' for d, s in COUNTS]}"
+        )
     count = COUNTS[domain, split] if count is None else count
     rng = np.random.default_rng(SEEDS[domain, split] if seed is None else seed)
-    digits, labels = digit_pool(domain, split, root)
+    digits, labels = digit_pool(domain, split, root if digits_root is None else digits_root)
     photos = photographs() if domain == "photo" else []
     folder = Path(root) / "digit_detection" / f"{domain}_{split}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,11 +146,22 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
         Image.fromarray(image).save(folder / file_name)
         images.append({"id": number, "file_name": file_name, "width": CANVAS, "height": CANVAS})
         for (x0, y0, x1, y1), name in zip(boxes, names, strict=True):
-            annotations.append({"id": len(annotations), "image_id": number, "category_id": name,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-    payload = {"info": {"description": f"SEMI-SYNTHETIC digit detection, {domain} domain, {split} split"},
-               "images": images, "annotations": annotations,
-               "categories": [{"id": d, "name": str(d)} for d in range(10)]}
+            annotations.append(
+                {
+                    "id": len(annotations),
+                    "image_id": number,
+                    "category_id": name,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    payload = {
+        "info": {"description": f"SEMI-SYNTHETIC digit detection, {domain} domain, {split} split"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": d, "name": str(d)} for d in range(10)],
+    }
     out = folder / "annotations.json"
     tmp = out.with_name(".annotations.json.tmp")
     tmp.write_text(json.dumps(payload))

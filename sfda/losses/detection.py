@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def lpl_class_targets(teacher_logits: torch.Tensor, min_foreground: float = 0.9,
-                      max_background: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+def lpl_class_targets(
+    teacher_logits: torch.Tensor, min_foreground: float = 0.9, max_background: float = 0.99
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Class relations of the teacher for LPL candidates.
 
     ``teacher_logits (P, C + 1)`` -> (targets ``(P, C + 1)``: the softmax over the foreground classes only,
@@ -22,8 +23,12 @@ def lpl_class_targets(teacher_logits: torch.Tensor, min_foreground: float = 0.9,
     return targets, keep
 
 
-def lpld_distillation(targets: torch.Tensor, student_logits: torch.Tensor, teacher_features: torch.Tensor,
-                      student_features: torch.Tensor) -> torch.Tensor:
+def lpld_distillation(
+    targets: torch.Tensor,
+    student_logits: torch.Tensor,
+    teacher_features: torch.Tensor,
+    student_features: torch.Tensor,
+) -> torch.Tensor:
     """``mean_j w_j KL(t_j || softmax(z_S,j))`` with ``w_j = 1 - cos(f_S,j, f_T,j)`` (detached).
 
     Shapes: targets and student_logits ``(M, C + 1)``, features ``(M, D)``; ``M = 0`` gives 0 with a graph.

@@ -24,8 +24,9 @@ from .hparams import record_hyperparameters
 from .target_pass import TargetPasses
 
 # LPLD's optimiser: SGD lr 1e-3 constant, momentum 0.9, weight decay 1e-4
-DETECTION_OPTIM = Optim(name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                        backbone_lr_mult=1.0, power=0.0)
+DETECTION_OPTIM = Optim(
+    name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=1e-4, backbone_lr_mult=1.0, power=0.0
+)
 
 
 def to_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[dict]:
@@ -84,22 +85,33 @@ class DetectionTask(TargetPasses, L.LightningModule):
         with self.trainer.precision_plugin.forward_context():
             outputs = network(list(images))
         network.train(was_training)
-        return [{"boxes": o["boxes"].float(), "scores": o["scores"].float(), "labels": o["labels"] - 1}
-                for o in outputs]
+        return [
+            {"boxes": o["boxes"].float(), "scores": o["scores"].float(), "labels": o["labels"] - 1}
+            for o in outputs
+        ]
 
     def detection_rows(self, batch: dict, network: torch.nn.Module | None = None) -> dict:
         """Per-image rows of an evaluation pass: the detections and the reference boxes."""
         detections = self.detect(batch["image"], network)
-        return {"boxes": [d["boxes"] for d in detections], "scores": [d["scores"] for d in detections],
-                "labels": [d["labels"] for d in detections], "ref_boxes": [b.float() for b in batch["boxes"]],
-                "ref_labels": list(batch["labels"]), "labelled": batch["labelled"].long()}
+        return {
+            "boxes": [d["boxes"] for d in detections],
+            "scores": [d["scores"] for d in detections],
+            "labels": [d["labels"] for d in detections],
+            "ref_boxes": [b.float() for b in batch["boxes"]],
+            "ref_labels": list(batch["labels"]),
+            "labelled": batch["labelled"].long(),
+        }
 
     def score_rows(self, rows: dict, prefix: str) -> dict[str, float]:
         """Scores of gathered rows (identical on every process): ``<prefix>/...`` and ``label_free/...``."""
-        predictions = [{"boxes": b, "scores": s, "labels": lab}
-                       for b, s, lab in zip(rows["boxes"], rows["scores"], rows["labels"], strict=True)]
+        predictions = [
+            {"boxes": b, "scores": s, "labels": lab}
+            for b, s, lab in zip(rows["boxes"], rows["scores"], rows["labels"], strict=True)
+        ]
         labelled = rows["labelled"].bool().tolist()
-        references = [{"boxes": b, "labels": lab} for b, lab in zip(rows["ref_boxes"], rows["ref_labels"], strict=True)]
+        references = [
+            {"boxes": b, "labels": lab} for b, lab in zip(rows["ref_boxes"], rows["ref_labels"], strict=True)
+        ]
         scored = [(p, r) for p, r, keep in zip(predictions, references, labelled, strict=True) if keep]
         out = {f"label_free/{k}": v for k, v in label_free_box_scores(predictions).items()}
         if scored:
@@ -107,10 +119,13 @@ class DetectionTask(TargetPasses, L.LightningModule):
             out.update({f"{prefix}/{k}": v for k, v in values.items()})
         return out
 
-    def evaluate_loader(self, loader, prefix: str, network: torch.nn.Module | None = None) -> dict[str, float]:
+    def evaluate_loader(
+        self, loader, prefix: str, network: torch.nn.Module | None = None
+    ) -> dict[str, float]:
         """The AP family of ``network`` (default: the evaluated one) over a labelled loader."""
-        rows = self.target_pass(loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}",
-                                phase="evaluation")
+        rows = self.target_pass(
+            loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}", phase="evaluation"
+        )
         return self.score_rows(rows, prefix)
 
     # evaluation hooks -----------------------------------------------------------------------
@@ -141,8 +156,13 @@ class DetectionTask(TargetPasses, L.LightningModule):
         return [DetectionWriter()]
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"index": batch["index"], "window": batch["window"], "scale": batch["scale"],
-                "image": batch["image"], "detections": self.detect(batch["image"])}
+        return {
+            "index": batch["index"],
+            "window": batch["window"],
+            "scale": batch["scale"],
+            "image": batch["image"],
+            "detections": self.detect(batch["image"]),
+        }
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
@@ -172,10 +192,26 @@ class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionT
     eval_prefix = "source_val"
     best_metric = "source_val/ap50"
 
-    def __init__(self, backbone: str = "resnet18_fpn", detector: dict | None = None, artifact: str | None = None,
-                 overwrite_artifact: bool = False, optim: Optim | None = None):
-        super().__init__(optim or Optim(name="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                                        backbone_lr_mult=1.0, power=0.0))
+    def __init__(
+        self,
+        backbone: str = "resnet18_fpn",
+        detector: dict | None = None,
+        artifact: str | None = None,
+        overwrite_artifact: bool = False,
+        optim: Optim | None = None,
+    ):
+        super().__init__(
+            optim
+            or Optim(
+                name="sgd",
+                lr=0.01,
+                momentum=0.9,
+                nesterov=False,
+                weight_decay=1e-4,
+                backbone_lr_mult=1.0,
+                power=0.0,
+            )
+        )
         self.backbone_name, self.detector_kwargs = backbone, dict(detector or {})
         self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
         self.network = None
@@ -185,11 +221,19 @@ class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionT
             return
         dm = self.trainer.datamodule
         if dm.input_spec is None:
-            raise ValueError("data.input: detection source training needs the input spec (size, mean, std) in the recipe")
+            raise ValueError(
+                "data.input: detection source training needs the input spec (size, mean, std) in the recipe"
+            )
         dm.setup()
         spec = dm.input_spec
-        self.architecture = detector_architecture(dm.num_classes, spec.size, spec.mean, spec.std,
-                                                  backbone=self.backbone_name, **self.detector_kwargs)
+        self.architecture = detector_architecture(
+            dm.num_classes,
+            spec.size,
+            spec.mean,
+            spec.std,
+            backbone=self.backbone_name,
+            **self.detector_kwargs,
+        )
         self.network = faster_rcnn(**self.architecture["kwargs"])
         self.use_keyed_sampling(self.network)
         self.build_metrics(dm.class_names)
@@ -209,7 +253,12 @@ class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionT
         best = self.restore_best(self.network)
         dm = self.trainer.datamodule
         state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.class_names,
-                                  input=dm.input_spec, task="detection")
+        artifact = SourceArtifact(
+            architecture=self.architecture,
+            state_dict=state,
+            class_names=dm.class_names,
+            input=dm.input_spec,
+            task="detection",
+        )
         self.write_source_artifact(artifact)
         self.results["source_val/best_ap50"] = best

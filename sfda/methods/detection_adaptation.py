@@ -34,8 +34,10 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         super().__init__(optim)
         self.artifact = load_source(source)
         if self.artifact.task != "detection":
-            raise ArtifactError(f"model.source: {self.artifact.origin or source} is a '{self.artifact.task}' "
-                                "artifact; a detection method needs one written by DetectionSourceTraining")
+            raise ArtifactError(
+                f"model.source: {self.artifact.origin or source} is a '{self.artifact.task}' "
+                "artifact; a detection method needs one written by DetectionSourceTraining"
+            )
         self.network = freeze_batchnorm(self.artifact.build_network())
         self.use_keyed_sampling(self.network)
         self.evaluate_source = evaluate_source
@@ -48,7 +50,9 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         return self._source_network
 
     def evaluate_source_model(self) -> dict[str, float]:
-        scores = self.evaluate_loader(self.trainer.datamodule.val_dataloader(), "source_only", self.source_network())
+        scores = self.evaluate_loader(
+            self.trainer.datamodule.val_dataloader(), "source_only", self.source_network()
+        )
         return {k: v for k, v in scores.items() if k.startswith("source_only/")}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
@@ -64,7 +68,9 @@ class DetectionSourceOnly(DetectionAdaptation):
     evaluates_without_checkpoint = True  # the source model is the result
 
     def training_step(self, batch, batch_idx):
-        raise RuntimeError("DetectionSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`")
+        raise RuntimeError(
+            "DetectionSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`"
+        )
 
     def configure_optimizers(self):
         return None
@@ -90,9 +96,16 @@ class MeanTeacherDetection(DetectionAdaptation):
 
     needs_strong_view = True  # the datamodule yields "strong" beside the weak "image"
 
-    def __init__(self, source: SourceModel, confidence: float = 0.7, ema_momentum: float = 0.75,
-                 ema_every: Literal["epoch", "step"] = "epoch", teacher_proposals: int = 300,
-                 optim: Optim | None = None, evaluate_source: bool = True):
+    def __init__(
+        self,
+        source: SourceModel,
+        confidence: float = 0.7,
+        ema_momentum: float = 0.75,
+        ema_every: Literal["epoch", "step"] = "epoch",
+        teacher_proposals: int = 300,
+        optim: Optim | None = None,
+        evaluate_source: bool = True,
+    ):
         super().__init__(source, optim, evaluate_source)
         if not 0 <= confidence < 1:
             raise ValueError(f"model.confidence: expected a score threshold in [0, 1), got {confidence}")
@@ -102,8 +115,9 @@ class MeanTeacherDetection(DetectionAdaptation):
             raise ValueError(f"model.teacher_proposals: expected a positive count, got {teacher_proposals}")
         self.confidence, self.ema_every = confidence, ema_every
         self.teacher = EMATeacher(self.network, ema_momentum)
-        self.teacher.model.rpn._post_nms_top_n = dict(self.teacher.model.rpn._post_nms_top_n,
-                                                      testing=teacher_proposals)
+        self.teacher.model.rpn._post_nms_top_n = dict(
+            self.teacher.model.rpn._post_nms_top_n, testing=teacher_proposals
+        )
 
     def eval_network(self) -> torch.nn.Module:
         return self.teacher.model
@@ -111,7 +125,9 @@ class MeanTeacherDetection(DetectionAdaptation):
     def parameter_groups(self) -> list[dict]:
         return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
 
-    def extra_loss(self, batch: dict, view: TeacherView, targets: list[dict], student: tuple) -> torch.Tensor | None:
+    def extra_loss(
+        self, batch: dict, view: TeacherView, targets: list[dict], student: tuple
+    ) -> torch.Tensor | None:
         """A further loss term from the teacher's view and the student's RoI outputs (LPLD); none here."""
         return None
 
@@ -125,7 +141,9 @@ class MeanTeacherDetection(DetectionAdaptation):
             view = teacher_view(self.teacher.model, batch["image"])
         targets = confident_detections(view.detections, self.confidence)
         self.key_sampling(batch["index"])
-        losses, features, logits = student_pass(self.network, batch["strong"], targets, self.student_boxes(view))
+        losses, features, logits = student_pass(
+            self.network, batch["strong"], targets, self.student_boxes(view)
+        )
         loss = sum(losses.values())
         extra = self.extra_loss(batch, view, targets, (features, logits))
         if extra is not None:

@@ -35,12 +35,28 @@ class LPLD(MeanTeacherDetection):
         (confidence, ema_momentum, ema_every, teacher_proposals: see ``MeanTeacherDetection``)
     """
 
-    def __init__(self, source: SourceModel, weight: float = 0.1, max_iou: float = 0.4, min_foreground: float = 0.9,
-                 max_background: float = 0.99, confidence: float = 0.7, ema_momentum: float = 0.75,
-                 ema_every: Literal["epoch", "step"] = "epoch", teacher_proposals: int = 300,
-                 optim: Optim | None = None, evaluate_source: bool = True):
-        super().__init__(source, confidence, ema_momentum, ema_every, teacher_proposals, optim, evaluate_source)
-        for name, value in (("max_iou", max_iou), ("min_foreground", min_foreground), ("max_background", max_background)):
+    def __init__(
+        self,
+        source: SourceModel,
+        weight: float = 0.1,
+        max_iou: float = 0.4,
+        min_foreground: float = 0.9,
+        max_background: float = 0.99,
+        confidence: float = 0.7,
+        ema_momentum: float = 0.75,
+        ema_every: Literal["epoch", "step"] = "epoch",
+        teacher_proposals: int = 300,
+        optim: Optim | None = None,
+        evaluate_source: bool = True,
+    ):
+        super().__init__(
+            source, confidence, ema_momentum, ema_every, teacher_proposals, optim, evaluate_source
+        )
+        for name, value in (
+            ("max_iou", max_iou),
+            ("min_foreground", min_foreground),
+            ("max_background", max_background),
+        ):
             if not 0 <= value <= 1:
                 raise ValueError(f"model.{name}: expected a value in [0, 1], got {value}")
         if weight < 0:
@@ -51,7 +67,9 @@ class LPLD(MeanTeacherDetection):
     def student_boxes(self, view: TeacherView) -> list[torch.Tensor]:
         return view.proposals
 
-    def lpl_mask(self, view: TeacherView, targets: list[dict], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def lpl_mask(
+        self, view: TeacherView, targets: list[dict], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum P_i,)`` masks over the teacher's proposals: LPL candidates (IoU filter, images with HPL
         only) and kept LPLs (also the class-relation filter); and the relation targets ``(sum P_i, C + 1)``."""
         candidates, start = [], 0
@@ -74,6 +92,11 @@ class LPLD(MeanTeacherDetection):
         candidate, kept, relation = self.lpl_mask(view, targets, size)
         loss = lpld_distillation(relation[kept], logits[kept], view.box_features[kept], features[kept])
         images = len(targets)
-        self.log_dict({"train/lpl_candidates": candidate.sum().float() / images,
-                       "train/lpl_kept": kept.sum().float() / images, "train/lpld": loss.detach()})
+        self.log_dict(
+            {
+                "train/lpl_candidates": candidate.sum().float() / images,
+                "train/lpl_kept": kept.sum().float() / images,
+                "train/lpld": loss.detach(),
+            }
+        )
         return self.weight * loss

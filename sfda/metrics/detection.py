@@ -17,8 +17,11 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, eleven_point: b
     """VOC AP of a precision-recall curve: the VOC07 11-point mean, or the area under the
     monotone (interpolated) curve as in VOC2010+."""
     if eleven_point:
-        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
-                              for t in np.linspace(0, 1, 11)]))
+        return float(
+            np.mean(
+                [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]
+            )
+        )
     r = np.concatenate([[0.0], recall, [1.0]])
     p = np.concatenate([[0.0], precision, [0.0]])
     p = np.maximum.accumulate(p[::-1])[::-1]
@@ -55,8 +58,9 @@ def class_pr(predictions: list[dict], references: list[dict], cls: int, iou: flo
     return recall, precision
 
 
-def voc_scores(predictions: list[dict], references: list[dict], class_names: list[str],
-               iou: float = 0.5) -> dict[str, float]:
+def voc_scores(
+    predictions: list[dict], references: list[dict], class_names: list[str], iou: float = 0.5
+) -> dict[str, float]:
     """``ap50`` (area), ``ap50_11pt`` (VOC07) as the mean over classes with references, and
     ``ap50/<class>``, ``ap50_11pt/<class>`` per class."""
     out: dict[str, float] = {}
@@ -78,13 +82,17 @@ def coco_scores(predictions: list[dict], references: list[dict]) -> dict[str, fl
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", sync_on_compute=False)
-    metric.update([{k: v.cpu() for k, v in p.items()} for p in predictions],
-                  [{k: v.cpu() for k, v in r.items()} for r in references])
+    metric.update(
+        [{k: v.cpu() for k, v in p.items()} for p in predictions],
+        [{k: v.cpu() for k, v in r.items()} for r in references],
+    )
     values = metric.compute()
     return {"map": float(values["map"]), "map_50": float(values["map_50"])}
 
 
-def detection_scores(predictions: list[dict], references: list[dict], class_names: list[str]) -> dict[str, float]:
+def detection_scores(
+    predictions: list[dict], references: list[dict], class_names: list[str]
+) -> dict[str, float]:
     """VOC AP50 (both kinds, per class and mean) and COCO mAP of the images that have references."""
     if not any(len(ref["labels"]) for ref in references):
         return {}
@@ -94,5 +102,7 @@ def detection_scores(predictions: list[dict], references: list[dict], class_name
 def label_free_box_scores(predictions: list[dict]) -> dict[str, float]:
     """Label-free summaries: ``mean_score`` of all detections and ``boxes_per_image``."""
     scores = torch.cat([p["scores"].float().cpu() for p in predictions]) if predictions else torch.zeros(0)
-    return {"mean_score": float(scores.mean()) if len(scores) else 0.0,
-            "boxes_per_image": len(scores) / max(1, len(predictions))}
+    return {
+        "mean_score": float(scores.mean()) if len(scores) else 0.0,
+        "boxes_per_image": len(scores) / max(1, len(predictions)),
+    }

@@ -216,7 +216,9 @@ class SourceArtifact:
     def build(self) -> FeatureClassifier:
         """The classifier network wrapped as a FeatureClassifier (classification artifacts)."""
         if self.task != "classification":
-            raise ArtifactError(f"a '{self.task}' source artifact cannot be adapted by a classification method")
+            raise ArtifactError(f"model.source: {self.origin or 'the artifact'} is a '{self.task}' source artifact; "
+                                f"a '{self.task}' source artifact cannot be adapted by a classification method "
+                                "(choose a method of its task; `sfda fit --help` lists them)")
         return FeatureClassifier(self.build_network(), self.feature_layer, self.head_layer, tuple(self.bottleneck_layers))
 
     def save(self, path: str | Path) -> Path:

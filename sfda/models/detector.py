@@ -38,12 +38,18 @@ def _backbone(name: str, frozen_bn: bool, fpn_channels: int, levels: list[int]) 
     if name in ("resnet18_fpn", "resnet50_fpn"):
         trunk = getattr(resnet, name.removesuffix("_fpn"))(weights=None, norm_layer=norm)
         width = trunk.inplanes // 8  # channels of stage 1 (64 for ResNet-18, 256 for ResNet-50)
-        return BackboneWithFPN(trunk, {f"layer{k}": str(i) for i, k in enumerate(levels)},
-                               [width * 2 ** (k - 1) for k in levels], fpn_channels,
-                               extra_blocks=LastLevelMaxPool(), norm_layer=None)
+        return BackboneWithFPN(
+            trunk,
+            {f"layer{k}": str(i) for i, k in enumerate(levels)},
+            [width * 2 ** (k - 1) for k in levels],
+            fpn_channels,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=None,
+        )
     if name == "mobilenet_v3_fpn":
-        return mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm,
-                                  trainable_layers=6)
+        return mobilenet_backbone(
+            backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm, trainable_layers=6
+        )
     raise ValueError(f"model.backbone: expected one of {list(BACKBONES)}, got '{name}'")
 
 
@@ -53,11 +59,21 @@ def anchor_sizes(input_size: int, levels: int, anchor_scale: float) -> tuple[tup
     return tuple((int(round(base * 2**level)),) for level in range(levels))
 
 
-def faster_rcnn(num_classes: int, input_size: int, mean: list[float], std: list[float],
-                backbone: str = "resnet18_fpn", anchor_scale: float = 1.0, frozen_bn: bool = False,
-                detections_per_image: int = 100, representation_size: int = 1024,
-                rois_per_image: int = 512, proposals_per_image: int = 2000, fpn_channels: int = 256,
-                levels: tuple[int, ...] = (1, 2, 3, 4)) -> FasterRCNN:
+def faster_rcnn(
+    num_classes: int,
+    input_size: int,
+    mean: list[float],
+    std: list[float],
+    backbone: str = "resnet18_fpn",
+    anchor_scale: float = 1.0,
+    frozen_bn: bool = False,
+    detections_per_image: int = 100,
+    representation_size: int = 1024,
+    rois_per_image: int = 512,
+    proposals_per_image: int = 2000,
+    fpn_channels: int = 256,
+    levels: tuple[int, ...] = (1, 2, 3, 4),
+) -> FasterRCNN:
     """A torchvision ``FasterRCNN`` for ``num_classes`` foreground classes (background is class 0).
 
     Args:
@@ -85,18 +101,36 @@ def faster_rcnn(num_classes: int, input_size: int, mean: list[float], std: list[
     sizes = anchor_sizes(input_size, count, anchor_scale * 2 ** (levels[0] - 1))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     box_head = TwoMLPHead(features.out_channels * 7 * 7, representation_size)
-    return FasterRCNN(features, num_classes=None, min_size=input_size, max_size=input_size,
-                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=anchors,
-                      rpn_score_thresh=0.0, box_detections_per_img=detections_per_image, box_head=box_head,
-                      box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
-                      box_batch_size_per_image=rois_per_image, rpn_post_nms_top_n_train=proposals_per_image,
-                      rpn_pre_nms_top_n_train=max(2000, proposals_per_image))
+    return FasterRCNN(
+        features,
+        num_classes=None,
+        min_size=input_size,
+        max_size=input_size,
+        image_mean=list(mean),
+        image_std=list(std),
+        rpn_anchor_generator=anchors,
+        rpn_score_thresh=0.0,
+        box_detections_per_img=detections_per_image,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
+        box_batch_size_per_image=rois_per_image,
+        rpn_post_nms_top_n_train=proposals_per_image,
+        rpn_pre_nms_top_n_train=max(2000, proposals_per_image),
+    )
 
 
 def detector_architecture(num_classes: int, input_size: int, mean, std, **kwargs) -> dict:
     """The artifact ``architecture`` entry of ``faster_rcnn``."""
-    return {"target": DETECTOR, "kwargs": {"num_classes": num_classes, "input_size": input_size,
-                                           "mean": list(mean), "std": list(std), **kwargs}}
+    return {
+        "target": DETECTOR,
+        "kwargs": {
+            "num_classes": num_classes,
+            "input_size": input_size,
+            "mean": list(mean),
+            "std": list(std),
+            **kwargs,
+        },
+    }
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

@@ -61,19 +61,30 @@ def roi_outputs(model: FasterRCNN, features: dict, boxes: list[torch.Tensor], im
 
 @torch.no_grad()
 def teacher_view(model: FasterRCNN, images: torch.Tensor) -> TeacherView:
-    """One eval-mode pass of ``model`` over ``images (B, 3, S, S)`` on ``[0, 1]`` (see ``TeacherView``)."""
+    """One eval-mode pass of ``model`` over ``images (B, 3, S, S)`` on ``[0, 1]`` (see ``TeacherView``); every
+    output in float32 whatever the autocast precision (torchvision refuses bfloat16 target boxes)."""
     image_list, _ = model.transform(list(images))
     features = model.backbone(image_list.tensors)
     proposals, objectness = proposals_with_objectness(model, image_list, features)
-    box_features, logits, regression = roi_outputs(model, features, proposals, image_list.image_sizes)
-    boxes, scores, labels = model.roi_heads.postprocess_detections(logits, regression, proposals,
-                                                                  image_list.image_sizes)
-    detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    box_features, logits, regression = (
+        x.float() for x in roi_outputs(model, features, proposals, image_list.image_sizes)
+    )
+    proposals, objectness = [p.float() for p in proposals], [o.float() for o in objectness]
+    boxes, scores, labels = model.roi_heads.postprocess_detections(
+        logits, regression, proposals, image_list.image_sizes
+    )
+    detections = [
+        {"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)
+    ]
     return TeacherView(proposals, objectness, box_features, logits, regression, detections)
 
 
-def student_pass(model: FasterRCNN, images: torch.Tensor, targets: list[dict],
-                 extra_boxes: list[torch.Tensor] | None = None) -> tuple[dict, torch.Tensor | None, torch.Tensor | None]:
+def student_pass(
+    model: FasterRCNN,
+    images: torch.Tensor,
+    targets: list[dict],
+    extra_boxes: list[torch.Tensor] | None = None,
+) -> tuple[dict, torch.Tensor | None, torch.Tensor | None]:
     """Train-mode pass of ``model`` over ``images (B, 3, S, S)`` with ``targets`` (``boxes``, 1-based
     ``labels``; an image may have none: all background). Returns (the four standard RPN and RoI
     losses, and for ``extra_boxes`` per image the box-head features ``(sum n_i, D)`` and logits

@@ -29,8 +29,10 @@ class KeyedSampler(BalancedPositiveNegativeSampler):
 
     def __call__(self, matched_idxs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if self.keys is None or len(self.keys) != len(matched_idxs):
-            raise RuntimeError("KeyedSampler: set_keys(index, seed, step) must be called with the batch's "
-                               "global sample indices before each training pass")
+            raise RuntimeError(
+                "KeyedSampler: set_keys(index, seed, step) must be called with the batch's "
+                "global sample indices before each training pass"
+            )
         positives, negatives = [], []
         for matched, key in zip(matched_idxs, self.keys, strict=True):
             generator = torch.Generator().manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
@@ -38,8 +40,12 @@ class KeyedSampler(BalancedPositiveNegativeSampler):
             negative = torch.where(matched == 0)[0]
             num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
             num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
-            pick_pos = positive[torch.randperm(positive.numel(), generator=generator)[:num_pos].to(positive.device)]
-            pick_neg = negative[torch.randperm(negative.numel(), generator=generator)[:num_neg].to(negative.device)]
+            pick_pos = positive[
+                torch.randperm(positive.numel(), generator=generator)[:num_pos].to(positive.device)
+            ]
+            pick_neg = negative[
+                torch.randperm(negative.numel(), generator=generator)[:num_neg].to(negative.device)
+            ]
             pos_mask = torch.zeros_like(matched, dtype=torch.uint8)
             neg_mask = torch.zeros_like(matched, dtype=torch.uint8)
             pos_mask[pick_pos] = 1

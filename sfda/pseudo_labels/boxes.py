@@ -27,8 +27,13 @@ def max_overlap(boxes: torch.Tensor, accepted: torch.Tensor) -> torch.Tensor:
     return box_iou(boxes, accepted).max(dim=1).values
 
 
-def refined_boxes(proposals: torch.Tensor, logits: torch.Tensor, regression: torch.Tensor, box_coder,
-                  image_size: tuple[int, int]) -> torch.Tensor:
+def refined_boxes(
+    proposals: torch.Tensor,
+    logits: torch.Tensor,
+    regression: torch.Tensor,
+    box_coder,
+    image_size: tuple[int, int],
+) -> torch.Tensor:
     """``(P, 4)``: each proposal moved by the class-specific regression of its argmax class, or the raw
     proposal where the argmax is background (class 0); clipped to the image."""
     decoded = box_coder.decode(regression, [proposals]).reshape(len(proposals), -1, 4)
