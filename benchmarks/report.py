@@ -15,6 +15,7 @@ import re
 from common import RESULTS, ROOT
 
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
+                "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
                 "epoch-seconds", "round-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

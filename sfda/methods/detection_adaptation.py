@@ -15,6 +15,21 @@ from ..pseudo_labels.boxes import confident_detections
 from .base import Optim, SourceAdaptation
 from .detection import DetectionTask
 
+DETECTOR_PARTS = ("transform", "backbone", "rpn", "roi_heads")
+
+
+def one_input_size(network: torch.nn.Module, where: str) -> torch.nn.Module:
+    """Check that ``network`` is a torchvision-style two-stage detector and give its transform ONE size:
+    the train-mode transform otherwise picks a random size per batch, and the teacher (eval) and the
+    student (train) would see the same image at different sizes (the spec's pitfall)."""
+    missing = [part for part in DETECTOR_PARTS if not hasattr(network, part)]
+    if missing:
+        raise ArtifactError(f"{where or 'model.source'}: {type(network).__name__} is not a torchvision-style "
+                            f"detector (it lacks {missing}); expected e.g. torchvision's FasterRCNN")
+    sizes = tuple(network.transform.min_size)
+    network.transform.min_size = (sizes[-1],)  # the size torchvision's eval mode uses
+    return network
+
 
 class DetectionAdaptation(SourceAdaptation, DetectionTask):
     """Base of detection adaptation: loads a detection artifact (``DetectionSourceTraining`` writes one),
@@ -38,7 +53,7 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
                 f"model.source: {self.artifact.origin or source} is a '{self.artifact.task}' "
                 "artifact; a detection method needs one written by DetectionSourceTraining"
             )
-        self.network = freeze_batchnorm(self.artifact.build_network())
+        self.network = one_input_size(freeze_batchnorm(self.artifact.build_network()), self.artifact.origin)
         self.use_keyed_sampling(self.network)
         self.evaluate_source = evaluate_source
         self.build_metrics(self.artifact.class_names)
@@ -115,6 +130,7 @@ class MeanTeacherDetection(DetectionAdaptation):
             raise ValueError(f"model.teacher_proposals: expected a positive count, got {teacher_proposals}")
         self.confidence, self.ema_every = confidence, ema_every
         self.teacher = EMATeacher(self.network, ema_momentum)
+        self.teacher.model.rpn.score_thresh = 0.0  # torchvision's MobileNet builders drop objectness < 0.05
         self.teacher.model.rpn._post_nms_top_n = dict(
             self.teacher.model.rpn._post_nms_top_n, testing=teacher_proposals
         )

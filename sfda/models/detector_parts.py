@@ -26,7 +26,10 @@ class TeacherView:
         box_features: ``(sum P_i, D)`` box-head features of the proposals; logits ``(sum P_i, C + 1)``
             (background is class 0) and regression ``(sum P_i, 4 (C + 1))`` from the box predictor.
         detections: ``B`` dicts ``{"boxes" (n, 4), "scores" (n,), "labels" (n,) 1-based}`` after
-            the score threshold, per-class NMS and the per-image cap.
+            the score threshold, per-class NMS and the per-image cap, in INPUT pixels (what the student's
+            transform takes as targets: a box goes through the transform once).
+        model_boxes: the same detections' boxes in the model's resized frame (that of ``proposals``).
+        image_sizes: ``B`` ``(height, width)`` of the images in that frame.
     """
 
     proposals: list[torch.Tensor]
@@ -35,6 +38,8 @@ class TeacherView:
     logits: torch.Tensor
     regression: torch.Tensor
     detections: list[dict]
+    model_boxes: list[torch.Tensor]
+    image_sizes: list[tuple[int, int]]
 
 
 def proposals_with_objectness(model: FasterRCNN, image_list, features: dict) -> tuple[list, list]:
@@ -63,6 +68,7 @@ def roi_outputs(model: FasterRCNN, features: dict, boxes: list[torch.Tensor], im
 def teacher_view(model: FasterRCNN, images: torch.Tensor) -> TeacherView:
     """One eval-mode pass of ``model`` over ``images (B, 3, S, S)`` on ``[0, 1]`` (see ``TeacherView``); every
     output in float32 whatever the autocast precision (torchvision refuses bfloat16 target boxes)."""
+    originals = [tuple(image.shape[-2:]) for image in images]
     image_list, _ = model.transform(list(images))
     features = model.backbone(image_list.tensors)
     proposals, objectness = proposals_with_objectness(model, image_list, features)
@@ -73,10 +79,10 @@ def teacher_view(model: FasterRCNN, images: torch.Tensor) -> TeacherView:
     boxes, scores, labels = model.roi_heads.postprocess_detections(
         logits, regression, proposals, image_list.image_sizes
     )
-    detections = [
-        {"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)
-    ]
-    return TeacherView(proposals, objectness, box_features, logits, regression, detections)
+    resized = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    detections = model.transform.postprocess([dict(d) for d in resized], image_list.image_sizes, originals)
+    return TeacherView(proposals, objectness, box_features, logits, regression, detections, boxes,
+                       list(image_list.image_sizes))
 
 
 def student_pass(
