@@ -7,7 +7,15 @@ active adaptation: ``subset_dataloader``, ``active_epoch``, ``raw_sample``).
 
 Every item a loader yields is a dict with ``"index"``: the GLOBAL sample index in
 ``[0, num_samples("train"))``, stable across epochs, processes and resumed runs (banks, priors and
-pseudo-labels key on it), and ``"label"`` (-1 where hidden: target training labels always are).
+pseudo-labels key on it), and the task's targets, hidden on target training items: ``"label"``
+(-1 where hidden) for classification and segmentation; ``"boxes"``, ``"labels"`` (lists of per-image
+tensors, collated by ``sfda.data.detection.collate_boxes``) and ``"labelled"`` for detection.
+
+Multi-view items: a method that trains on a weak and a strong view of the same image says so with
+``needs_strong_view = True``; the datamodule then adds ``"strong"``, the strong view drawn on the weak
+view's geometry (detection: ``sfda.data.box_views``). The input spec is resolved before either side is
+set up: the datamodule's ``input_spec`` is None until the adaptation base adopts the source
+artifact's (``check_against_data``), and a datamodule that can adopts the artifact's class names.
 """
 
 from __future__ import annotations

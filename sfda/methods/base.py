@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
-from typing import Literal
 
 import lightning as L
 import torch
@@ -17,74 +15,8 @@ from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceMod
 from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
 from ..run_checks import check_state_shapes
-from ..timing import Stopwatch
-from .hparams import record_hyperparameters
-from .target_pass import TargetPasses
-
-
-@dataclass
-class Optim:
-    """Optimiser and schedule (SHOT family defaults).
-
-    Args:
-        name: 'sgd' (momentum, nesterov) or 'adam'.
-        lr: base learning rate (bottleneck and other non-backbone groups).
-        backbone_lr_mult: backbone lr = this x lr (spec: 0.1).
-        momentum, nesterov, weight_decay: SGD settings.
-        gamma, power: per-step decay lr_t = lr (1 + gamma t / T)^-power (T = total steps); power 0 = constant.
-        step_epochs, step_factor: when step_epochs > 0, instead multiply lr by step_factor every
-            step_epochs epochs (the segmentation papers' schedule: x0.9 every 20 epochs).
-    """
-
-    name: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.01
-    backbone_lr_mult: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-3
-    gamma: float = 10.0
-    power: float = 0.75
-    step_epochs: int = 0
-    step_factor: float = 0.9
-
-    def __post_init__(self):
-        rules = {"lr": (self.lr > 0, "> 0"), "backbone_lr_mult": (self.backbone_lr_mult >= 0, ">= 0"),
-                 "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
-                 "weight_decay": (self.weight_decay >= 0, ">= 0"),
-                 "gamma": (self.gamma >= 0, ">= 0"), "power": (self.power >= 0, ">= 0"),
-                 "step_epochs": (self.step_epochs >= 0, ">= 0"), "step_factor": (self.step_factor > 0, "> 0")}
-        for name, (ok, expected) in rules.items():
-            if not ok:
-                raise ValueError(f"model.optim.{name}: expected {expected}, got {getattr(self, name)}")
-
-
-def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, total_steps=None) -> dict:
-    """Optimiser and per-step (poly) or per-epoch (step) schedule over parameter ``groups``.
-    ``total_steps``: a callable giving T of the poly schedule when it is known only later
-    (active rounds); default: the trainer's estimate for the whole run."""
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise ValueError(f"{type(module).__name__}: no trainable parameters; nothing to optimise")
-    if o.name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-    if o.step_epochs > 0:
-        schedule = torch.optim.lr_scheduler.StepLR(optimizer, o.step_epochs, o.step_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
-    if total_steps is None:
-        total = max(1, int(module.trainer.estimated_stepping_batches))
-        total_steps = lambda: total  # noqa: E731
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / max(1, total_steps())) ** (-o.power))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
-    """Stop a run whose loss is NaN or infinite, naming epoch and step (the last good checkpoint stays)."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"{type(module).__name__}: loss is {loss.item()} at epoch {module.current_epoch}, step {module.global_step} "
-            "(expected a finite value); lower model.optim.lr or check the input data. The last good checkpoint is kept.")
+from .optim import Optim, build_optimizer, check_finite  # noqa: F401 (Optim, build_optimizer: re-exported)
+from .task import TaskModule
 
 
 def drop_training_state(module: L.LightningModule, checkpoint: dict) -> None:
@@ -97,7 +29,7 @@ def drop_training_state(module: L.LightningModule, checkpoint: dict) -> None:
             del checkpoint["state_dict"][key]
 
 
-class ClassifierTask(TargetPasses, L.LightningModule):
+class ClassifierTask(TaskModule):
     """Evaluation shared by source training and adaptation.
 
     Validation and test log ``<eval_prefix>/acc``, ``<eval_prefix>/acc_per_class`` (where the
@@ -109,13 +41,6 @@ class ClassifierTask(TargetPasses, L.LightningModule):
 
     eval_prefix = "target"
     network: FeatureClassifier
-
-    def __init__(self, optim: Optim | None = None):
-        super().__init__()
-        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
-        self.optim = optim or Optim()
-        self.results: dict[str, float] = {}  # extra entries for results.json
-        self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
 
     def build_metrics(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -183,17 +108,11 @@ class ClassifierTask(TargetPasses, L.LightningModule):
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
-        """Optimiser groups; subclasses choose which parameters train."""
+        """Backbone at ``backbone_lr_mult x lr``, bottleneck and head at ``lr``; subclasses choose which train."""
         groups = self.network.parameter_groups()
         o = self.optim
         return [{"params": [p for p in groups["backbone"] if p.requires_grad], "lr": o.lr * o.backbone_lr_mult},
                 {"params": [p for p in groups["bottleneck"] + groups["head"] if p.requires_grad], "lr": o.lr}]
-
-    def configure_optimizers(self):
-        return build_optimizer(self, self.parameter_groups(), self.optim)
-
-    def on_before_backward(self, loss: torch.Tensor) -> None:
-        check_finite(self, loss)
 
 
 class SourceAdaptation:

@@ -8,7 +8,6 @@ labels 1-based with background 0. Data labels are 0-based (``class_names`` order
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
 from ..detection_writer import DetectionWriter
@@ -17,11 +16,9 @@ from ..models import SourceArtifact
 from ..models.detector import detector_architecture, faster_rcnn
 from ..models.keyed_sampling import use_keyed_sampling
 from ..pseudo_labels.passes import collect_rows
-from ..timing import Stopwatch
 from .artifact_output import KeepsBestWeights, WritesSourceArtifact
-from .base import Optim, build_optimizer, check_finite
-from .hparams import record_hyperparameters
-from .target_pass import TargetPasses
+from .base import Optim
+from .task import TaskModule
 
 # LPLD's optimiser: SGD lr 1e-3 constant, momentum 0.9, weight decay 1e-4
 DETECTION_OPTIM = Optim(
@@ -40,7 +37,7 @@ def run_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
-class DetectionTask(TargetPasses, L.LightningModule):
+class DetectionTask(TaskModule):
     """Evaluation on boxes, shared by source training and adaptation.
 
     Validation and test log ``<eval_prefix>/ap50`` (VOC AP at IoU 0.5, area under the curve),
@@ -51,15 +48,12 @@ class DetectionTask(TargetPasses, L.LightningModule):
     """
 
     eval_prefix = "target"
+    default_optim = DETECTION_OPTIM
     network: torch.nn.Module
 
     def __init__(self, optim: Optim | None = None):
-        super().__init__()
-        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
-        self.optim = optim or DETECTION_OPTIM
-        self.results: dict[str, float] = {}
-        self.stopwatch = Stopwatch()
-        self.eval_rows: list[dict] = []
+        super().__init__(optim)
+        self.eval_rows: list[dict] = []  # this epoch's evaluation rows, gathered and scored at its end
 
     def build_metrics(self, class_names: list[str]) -> None:
         self.class_names, self.num_classes = list(class_names), len(class_names)
@@ -163,16 +157,6 @@ class DetectionTask(TargetPasses, L.LightningModule):
             "image": batch["image"],
             "detections": self.detect(batch["image"]),
         }
-
-    # optimisation -------------------------------------------------------------------------
-    def parameter_groups(self) -> list[dict]:
-        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
-
-    def configure_optimizers(self):
-        return build_optimizer(self, self.parameter_groups(), self.optim)
-
-    def on_before_backward(self, loss: torch.Tensor) -> None:
-        check_finite(self, loss)
 
 
 class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionTask):

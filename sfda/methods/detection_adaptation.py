@@ -138,9 +138,6 @@ class MeanTeacherDetection(DetectionAdaptation):
     def eval_network(self) -> torch.nn.Module:
         return self.teacher.model
 
-    def parameter_groups(self) -> list[dict]:
-        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
-
     def extra_loss(
         self, batch: dict, view: TeacherView, targets: list[dict], student: tuple
     ) -> torch.Tensor | None:

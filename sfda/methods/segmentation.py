@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
 from ..data.volumes import VolumeSpec
@@ -11,16 +10,14 @@ from ..metrics import VolumeScores, volume_scores
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
-from ..timing import Stopwatch
 from .artifact_output import WritesSourceArtifact
-from .base import Optim, build_optimizer, check_finite
-from .hparams import record_hyperparameters
-from .target_pass import TargetPasses
+from .base import Optim
+from .task import TaskModule
 
 SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20, step_factor=0.9)
 
 
-class SegmentationTask(TargetPasses, L.LightningModule):
+class SegmentationTask(TaskModule):
     """Evaluation on whole volumes, shared by source training and adaptation.
 
     Validation and test run sliding-window inference (slice by slice for a 2-D network) on each
@@ -32,15 +29,9 @@ class SegmentationTask(TargetPasses, L.LightningModule):
     """
 
     eval_prefix = "target"
+    default_optim = SEGMENTATION_OPTIM
     network: torch.nn.Module
     spec: VolumeSpec
-
-    def __init__(self, optim: Optim | None = None):
-        super().__init__()
-        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
-        self.optim = optim or SEGMENTATION_OPTIM
-        self.results: dict[str, float] = {}
-        self.stopwatch = Stopwatch()
 
     def build_metrics(self, class_names: list[str], spec: VolumeSpec) -> None:
         self.class_names, self.num_classes, self.spec = list(class_names), len(class_names), spec
@@ -134,15 +125,6 @@ class SegmentationTask(TargetPasses, L.LightningModule):
         probs = self.predict_volume(batch["image"])
         return {"index": int(batch["index"][0]), "mask": probs[0].argmax(0).to(torch.uint8).cpu()}
 
-    # optimisation -------------------------------------------------------------------------
-    def parameter_groups(self) -> list[dict]:
-        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
-
-    def configure_optimizers(self):
-        return build_optimizer(self, self.parameter_groups(), self.optim)
-
-    def on_before_backward(self, loss: torch.Tensor) -> None:
-        check_finite(self, loss)
 
 
 class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):

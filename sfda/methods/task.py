@@ -1,0 +1,45 @@
+"""The task-agnostic base of every LightningModule in sfda: what source training and adaptation share
+whatever the task (classification, segmentation, detection, and pose to come).
+
+It records the constructor's arguments as plain data (``hparams.yaml`` and every checkpoint), holds the
+optimiser settings, the ``results`` entries for ``results.json`` and the phase ``stopwatch``, builds the
+optimiser and schedule over ``parameter_groups``, refuses a non-finite loss, and runs the engine's
+target pass (``TargetPasses``). A task subclass owns its evaluation, predictions and writers
+(``configure_callbacks``); adaptation adds ``SourceAdaptation`` (source checks, per-sample state,
+source-only scores).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from ..timing import Stopwatch
+from .optim import Optim, build_optimizer, check_finite
+from .hparams import record_hyperparameters
+from .target_pass import TargetPasses
+
+
+class TaskModule(TargetPasses, L.LightningModule):
+    """Base of the task modules. Subclasses set ``default_optim`` (the task's usual optimiser) and
+    ``network``; ``parameter_groups`` defaults to every trainable parameter at ``optim.lr``."""
+
+    default_optim: Optim = Optim()
+    network: torch.nn.Module
+
+    def __init__(self, optim: Optim | None = None):
+        super().__init__()
+        record_hyperparameters(self)  # the method's arguments, in every checkpoint and hparams.yaml
+        self.optim = optim or self.default_optim
+        self.results: dict[str, float] = {}  # extra entries for results.json
+        self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups; subclasses choose which parameters train and at which rate."""
+        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
+
+    def configure_optimizers(self):
+        return build_optimizer(self, self.parameter_groups(), self.optim)
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        check_finite(self, loss)
