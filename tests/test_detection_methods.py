@@ -161,6 +161,7 @@ def test_two_process_lpld_matches_one_process(inputs, tmp_path):
         f"--data.init_args.train=[{inputs['photo']}]",
         f"--data.init_args.eval=[{inputs['photo_test']}]",
         "--data.init_args.batch_size=4",
+        "--data.init_args.eval_subset=1",  # one evaluation image: the second process has no batch to score
         *[f"--model.init_args.{k}={v}" for k, v in LOOSE.items()],
     ]
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")

@@ -54,6 +54,14 @@ def read_locations(locations: list[str], image_root: str | None) -> list[BoxReco
     return records
 
 
+def held_out(records: list[BoxRecord]) -> tuple[list[BoxRecord], list[BoxRecord]]:
+    """A seeded ``SOURCE_VAL_FRACTION`` of ``records`` (at least one) for source validation, and the rest."""
+    order = np.random.default_rng(0).permutation(len(records))
+    held = set(order[: max(1, int(len(records) * SOURCE_VAL_FRACTION))].tolist())
+    rest = [r for i, r in enumerate(records) if i not in held]
+    return rest or records, [r for i, r in enumerate(records) if i in held]
+
+
 class DetectionDataset(Dataset):
     """Items of ``records`` (see the module docstring).
 
@@ -139,7 +147,8 @@ class DetectionDataModule(L.LightningDataModule):
     """Box datasets from Pascal VOC XML, COCO JSON or CSV files (and folders of unlabelled images).
 
     Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a
-    seeded 10% of the training images held out). ``target`` adapts on ``train`` with every box hidden and
+    seeded 10% of the training images or tiles held out; tiles of one image overlap by
+    ``tile_overlap``, so that choice is slightly optimistic). ``target`` adapts on ``train`` with every box hidden and
     reports on ``eval`` (default: the same images, the transductive SFDA protocol; their labels are read
     for reporting only).
 
@@ -242,22 +251,17 @@ class DetectionDataModule(L.LightningDataModule):
             self.class_names = coco_class_names(first) if first else names_in(train)
         for records in (train, evaluation or [], read_locations(self.locations["val"], self.image_root)):
             check_records(records, self.class_names)
-        splits = {"train": train}
+        splits = {"train": self._tiles(train)}
         if self.role == "source":
-            val = read_locations(self.locations["val"], self.image_root)
-            if not val:
-                order = np.random.default_rng(0).permutation(len(train))
-                held = set(order[: max(1, int(len(train) * SOURCE_VAL_FRACTION))].tolist())
-                val = [r for i, r in enumerate(train) if i in held]
-                splits["train"] = [r for i, r in enumerate(train) if i not in held] or train
+            val = self._tiles(read_locations(self.locations["val"], self.image_root))
+            if not val:  # hold out tiles (not images: a source set may be two large images)
+                splits["train"], val = held_out(splits["train"])
             splits["val"] = val
-            splits["test"] = evaluation or val
+            splits["test"] = self._tiles(evaluation) if evaluation else val
         else:
-            splits["val"] = splits["test"] = evaluation or train
-        self.splits = {
-            name: self._subset(self._tiles(records), self.subsets["train" if name == "train" else "eval"])
-            for name, records in splits.items()
-        }
+            splits["val"] = splits["test"] = self._tiles(evaluation) if evaluation else splits["train"]
+        self.splits = {name: self._subset(records, self.subsets["train" if name == "train" else "eval"])
+                       for name, records in splits.items()}
 
     def num_samples(self, split: str = "train") -> int:
         self.setup()
@@ -292,6 +296,7 @@ class DetectionDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             seeded=dataset.view != "test",
+            pad_ranks=not drop_last,  # evaluation drops duplicates by index (collect_rows)
         )
         return DataLoader(
             dataset,

@@ -33,15 +33,19 @@ class GlobalBatchSampler(Sampler[list]):
         seed: run seed.
         rank, world_size: this process and the number of processes.
         seeded: yield ``(index, seed)`` pairs (see above).
+        pad_ranks: a rank whose share of the last batch is empty takes that batch's last sample again, so
+            every rank runs every evaluation batch (for evaluations that drop duplicates by index, such as
+            detection's; Lightning skips the epoch-end hooks of a rank without batches, and its gathers
+            would then wait forever).
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, seeded: bool = False):
+                 rank: int = 0, world_size: int = 1, seeded: bool = False, pad_ranks: bool = False):
         if batch_size % world_size and drop_last:
             raise ValueError(f"data.batch_size: the global batch size {batch_size} must be divisible by the number of processes {world_size}")
         self.num_samples, self.batch_size, self.shuffle, self.drop_last = num_samples, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-        self.seeded = seeded
+        self.seeded, self.pad_ranks = seeded, pad_ranks
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at each epoch start."""
@@ -60,7 +64,7 @@ class GlobalBatchSampler(Sampler[list]):
             if len(batch) < self.batch_size and self.drop_last:
                 return
             share = -(-len(batch) // self.world_size)  # ceil
-            mine = batch[self.rank * share : (self.rank + 1) * share]
+            mine = batch[self.rank * share : (self.rank + 1) * share] or (batch[-1:] if self.pad_ranks else [])
             if mine:
                 yield [(i, sample_seed(self.seed, self.epoch, i)) for i in mine] if self.seeded else mine
 
@@ -68,5 +72,7 @@ class GlobalBatchSampler(Sampler[list]):
         full, rest = divmod(self.num_samples, self.batch_size)
         if self.drop_last or rest == 0:
             return full
+        if self.pad_ranks:
+            return full + 1
         share = -(-rest // self.world_size)
         return full + (1 if self.rank * share < rest else 0)

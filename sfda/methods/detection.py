@@ -117,9 +117,8 @@ class DetectionTask(TaskModule):
         self, loader, prefix: str, network: torch.nn.Module | None = None
     ) -> dict[str, float]:
         """The AP family of ``network`` (default: the evaluated one) over a labelled loader."""
-        rows = self.target_pass(
-            loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}", phase="evaluation"
-        )
+        rows = self.target_pass(loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}",
+                                phase="evaluation")
         return self.score_rows(rows, prefix)
 
     # evaluation hooks -----------------------------------------------------------------------
@@ -128,10 +127,10 @@ class DetectionTask(TaskModule):
             self.eval_rows.append({"index": batch["index"], **self.detection_rows(batch)})
 
     def _eval_epoch_end(self) -> None:
-        rows = collect_rows(iter(self.eval_rows), lambda b: {k: v for k, v in b.items() if k != "index"})
+        identity = lambda b: {k: v for k, v in b.items() if k != "index"}  # noqa: E731
+        rows = collect_rows(iter(self.eval_rows), identity)
         self.eval_rows = []
-        scores = self.score_rows(rows, self.eval_prefix)
-        self.log_dict(scores, sync_dist=False)
+        self.log_dict(self.score_rows(rows, self.eval_prefix), sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)

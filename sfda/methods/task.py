@@ -15,8 +15,8 @@ import lightning as L
 import torch
 
 from ..timing import Stopwatch
-from .optim import Optim, build_optimizer, check_finite
 from .hparams import record_hyperparameters
+from .optim import Optim, build_optimizer, check_finite
 from .target_pass import TargetPasses
 
 
