@@ -155,3 +155,15 @@ def test_keyed_sampling_does_not_depend_on_how_the_batch_is_split():
     )  # a new draw each step
     with pytest.raises(RuntimeError, match="set_keys"):
         KeyedSampler(64, 0.25, salt=1)(matched)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18_fpn", "resnet50_fpn", "mobilenet_v3_fpn"])
+def test_every_backbone_builds_a_detector_with_background_at_zero(backbone):
+    torch.manual_seed(0)
+    model = faster_rcnn(2, 128, SPEC.mean, SPEC.std, backbone=backbone).eval()
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3 and model.rpn.score_thresh == 0.0
+    with torch.no_grad():
+        out = model([torch.rand(3, 128, 128)])[0]
+    assert out["boxes"].shape[1] == 4 and (out["labels"] >= 1).all()  # class 0 is background, never predicted
+    with pytest.raises(ValueError, match="model.backbone: expected one of"):
+        faster_rcnn(2, 128, SPEC.mean, SPEC.std, backbone="vgg16")
