@@ -66,10 +66,23 @@ def overlay_png(image: torch.Tensor, panels: dict[str, dict], path: Path) -> Pat
 class DetectionWriter(BasePredictionWriter):
     """``detections.json`` (COCO format, original-image pixels) and ``overlays/<image>.png`` (source-only
     and this model side by side for adaptation methods) in the run folder. The detection task's writer
-    (``DetectionTask.configure_callbacks``); under DDP every rank predicts every image and rank 0 writes."""
+    (``DetectionTask.configure_callbacks``); under DDP every rank predicts every image and rank 0 writes.
+    Overlays are drawn per batch and the batch's images dropped, so a long prediction holds only boxes."""
 
     def __init__(self):
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch_and_epoch")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        images = prediction.pop("image")
+        run = own_run_dir(trainer)
+        if not trainer.is_global_zero or run is None:
+            return
+        dm = trainer.datamodule
+        for row, index in enumerate(prediction["index"].tolist()):
+            panels = {"source-only": prediction["source_detections"][row]} if "source_detections" in prediction else {}
+            panels["this model"] = prediction["detections"][row]
+            safe = dm.sample_name("test", index).replace("/", "_").replace(",", "_").replace("@", "_")
+            overlay_png(images[row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
         run = own_run_dir(trainer)
@@ -83,27 +96,11 @@ class DetectionWriter(BasePredictionWriter):
                     continue
                 seen.add(index)
                 det = batch["detections"][row]
-                window, scale = batch["window"][row], batch["scale"][row]
-                images.append(
-                    {
-                        "id": index,
-                        "file_name": dm.sample_image("test", index),
-                        "name": dm.sample_name("test", index),
-                        "window": window.tolist(),
-                    }
-                )
-                boxes = to_original(det["boxes"].cpu(), window.cpu(), scale.cpu())
-                results += coco_detections(
-                    index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names
-                )
-                panels = (
-                    {"source-only": batch["source_detections"][row]} if "source_detections" in batch else {}
-                )
-                panels["this model"] = det
-                safe = dm.sample_name("test", index).replace("/", "_").replace(",", "_").replace("@", "_")
-                overlay_png(
-                    batch["image"][row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png"
-                )
+                window, scale = batch["window"][row].cpu(), batch["scale"][row].cpu()
+                images.append({"id": index, "file_name": dm.sample_image("test", index),
+                               "name": dm.sample_name("test", index), "window": window.tolist()})
+                boxes = to_original(det["boxes"].cpu(), window, scale)
+                results += coco_detections(index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names)
         categories = [{"id": i + 1, "name": n} for i, n in enumerate(dm.class_names)]
         payload = {"images": images, "categories": categories, "annotations": results}
         (run / "detections.json").write_text(json.dumps(payload, indent=1))

@@ -8,6 +8,8 @@ labels 1-based with background 0. Data labels are 0-based (``class_names`` order
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..detection_writer import DetectionWriter
@@ -32,8 +34,7 @@ def to_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[di
 
 
 def run_seed() -> int:
-    import os
-
+    """The run's seed (``seed_everything``), which keyed sampling draws from."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
