@@ -82,6 +82,7 @@ def test_lpld_trains_the_student_on_strong_views_with_an_eval_mode_teacher(input
     key = moved[0]  # the epoch-end EMA: 0.75 teacher (still the source) + 0.25 student
     assert torch.allclose(teacher[key], 0.75 * source[key] + 0.25 * student[key], atol=1e-6)
     assert "source_only/ap50" in method.results and "target/ap50" in run.callback_metrics
+    assert {k.split(".")[0] for k in method.state_dict()} == {"network", "teacher"}  # no source copy saved
 
 
 def test_mean_teacher_without_confident_boxes_trains_images_as_background(inputs, tmp_path):

@@ -59,10 +59,11 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         self.build_metrics(self.artifact.class_names)
 
     def source_network(self) -> torch.nn.Module:
-        """The untouched source detector (built once, for source-only scores and overlays)."""
-        if not hasattr(self, "_source_network"):
-            self._source_network = freeze_batchnorm(self.artifact.build_network()).to(self.device).eval()
-        return self._source_network
+        """The untouched source detector (built once, for source-only scores and overlays). Kept in a list,
+        not as a submodule: it is rebuilt from the artifact and never saved in checkpoints."""
+        if not getattr(self, "_source_cache", None):
+            self._source_cache = [freeze_batchnorm(self.artifact.build_network()).to(self.device).eval()]
+        return self._source_cache[0]
 
     def evaluate_source_model(self) -> dict[str, float]:
         scores = self.evaluate_loader(
