@@ -716,3 +716,62 @@ def test_plain_turns_objects_into_data():
         "dims": [1, 2],
         "other": "builtins.object",
     }
+
+
+# --- detection: boxes, labels, images and artifacts of the wrong task, through the CLI ----
+def detection_recipe(root, boxes_csv: Path, source: Path) -> str:
+    model = {"class_path": "sfda.methods.LPLD", "init_args": {"source": str(source)}}
+    data = {
+        "class_path": "sfda.data.DetectionDataModule",
+        "init_args": {"train": [str(boxes_csv)], "role": "target", "batch_size": 1, "eval_batch_size": 1},
+    }
+    return str(recipe(root / "lpld.yaml", model, data))
+
+
+@pytest.mark.parametrize(
+    "row, needles",
+    [
+        ("a.png,10,5,90,25,0", ["boxes.csv: image 'a.png', box 0", "outside the image of 64x48 pixels"]),
+        (
+            "a.png,30,5,30,25,0",
+            ["boxes.csv: image 'a.png', box 0", "field 'xmax' must be greater than 'xmin'"],
+        ),
+        (
+            "a.png,10,5,30,25,cat",
+            ["boxes.csv: image 'a.png', box 0", "field 'label' = 'cat' is not one of class_names"],
+        ),
+        ("gone.png,10,5,30,25,0", ["boxes.csv: names image", "gone.png', which does not exist"]),
+    ],
+)
+def test_a_bad_box_file_is_refused_through_the_cli_naming_file_and_field(tmp_path, monkeypatch, row, needles):
+    from detection_kit import detection_artifact
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "boxes.csv").write_text(f"image_path,xmin,ymin,xmax,ymax,label\n{row}\n")
+    artifact = detection_artifact(tmp_path / "detector.pt")
+    assert_refused(
+        ["fit", "--config", detection_recipe(tmp_path, tmp_path / "boxes.csv", artifact)], tmp_path, *needles
+    )
+
+
+def test_a_classification_artifact_in_a_detection_recipe_is_refused_by_the_cli(workspace):
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(workspace / "a.png")
+    (workspace / "boxes.csv").write_text("image_path,xmin,ymin,xmax,ymax,label\na.png,1,1,9,9,0\n")
+    assert_refused(
+        ["fit", "--config", detection_recipe(workspace, workspace / "boxes.csv", workspace / "source.pt")],
+        workspace,
+        "source.pt is a 'classification' artifact; a detection method needs one",
+    )
+
+
+def test_a_detection_artifact_in_a_classification_recipe_is_refused_by_the_cli(workspace):
+    from detection_kit import detection_artifact
+
+    detection_artifact(workspace / "detector.pt")
+    assert_refused(
+        ["fit", "--config", shot_recipe(workspace, source="detector.pt")],
+        workspace,
+        "detector.pt is a 'detection' source artifact",
+        "cannot be adapted by a classification method",
+    )
