@@ -126,7 +126,7 @@ class SFDACLI(LightningCLI):
                                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False)]
         given = callbacks + list(config.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in given):
-            callbacks.append(ModelCheckpoint(save_last=True))
+            callbacks.append(ModelCheckpoint(save_last="link"))  # last.ckpt links to the epoch file: one copy
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
         if config.get("sync_batchnorm"):  # torch's SyncBatchNorm refuses CPU; ours works on any device

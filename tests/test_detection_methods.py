@@ -146,6 +146,9 @@ def test_source_training_writes_a_detection_artifact_that_adaptation_loads(input
     )
     results = results_of(tmp_path)
     assert artifact.exists() and "source_val/best_ap50" in results and results["epochs"] == 1
+    checkpoints = tmp_path / "version_0" / "checkpoints"
+    last = checkpoints / "last.ckpt"  # a link to the epoch checkpoint, not a second copy
+    assert last.is_symlink() and last.resolve().parent == checkpoints.resolve() and len(list(checkpoints.iterdir())) == 2
     method = LPLD(str(artifact))
     assert method.class_names == DIGITS and method.artifact.task == "detection"
 
