@@ -10,6 +10,7 @@ results.json, checkpoints/, CSV metrics and TensorBoard events.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import torch.distributed as dist
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -176,10 +178,29 @@ def input_error(err: BaseException) -> BaseException | None:
     return None
 
 
+class DescriptionAsWritten(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help formatter, with the description's lines kept as written."""
+
+
+DESCRIPTION = """sfda: adapt a trained model to unlabelled data of a new domain, without the source data.
+
+  sfda fit --config recipes/<task>/<benchmark>/<method>.yaml    adapt (or train a source model)
+  sfda test|validate|predict --config <recipe> [--ckpt_path ...] score or predict
+  sfda methods                                                 list every method, its task and recipes
+  sfda fit --model.help sfda.methods.<Name>                    the arguments of one method
+"""
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sfda`` console script. Bad input ends with one line naming the field
     (exit status 1); ``SFDA_TRACEBACK=1`` shows the full traceback."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    given = sys.argv[1:] if args is None else list(args)
+    if given[:1] == ["methods"]:
+        from .catalogue import render
+
+        print(render())
+        return
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)
@@ -190,7 +211,8 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
-            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_kwargs={"parser_mode": "omegaconf", "description": DESCRIPTION,
+                           "formatter_class": DescriptionAsWritten},
             save_config_callback=RunConfigSaver,  # each run has its own folder: config.yaml is never replaced
             trainer_defaults={"use_distributed_sampler": False},
             args=args,
