@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from .callbacks import ChannelsLast, CheckpointGuard, RunConfigSaver, RunRecorder, StepSeeder
+from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
 from .run_checks import (
@@ -129,8 +130,13 @@ class SFDACLI(LightningCLI):
         given = callbacks + list(config.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in given):
             callbacks.append(ModelCheckpoint(save_last="link"))  # last.ckpt links to the epoch file: one copy
-        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, RichProgressBar) for c in given):
+        bars = config.get("enable_progress_bar", True) is not False
+        if bars and not is_terminal():  # a log file or CI: plain periodic lines, not a flood of bar redraws
+            config["enable_progress_bar"] = False
+            callbacks.append(PlainProgress())
+        elif bars and not any(isinstance(c, RichProgressBar) for c in given):
             callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StoryConsole())
         if config.get("sync_batchnorm"):  # torch's SyncBatchNorm refuses CPU; ours works on any device
             config["sync_batchnorm"] = False
             plugins = config.get("plugins") or []
