@@ -22,11 +22,12 @@ from pathlib import Path
 import torch.distributed as dist
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from .callbacks import ChannelsLast, CheckpointGuard, RunConfigSaver, RunRecorder, StepSeeder
+from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
@@ -184,6 +185,21 @@ def input_error(err: BaseException) -> BaseException | None:
     return None
 
 
+class SFDAArgumentParser(LightningArgumentParser):
+    """Lightning's parser whose errors start with one line naming the field and the closest valid key
+    (``sfda.cli_errors.explain``), followed by the detail; the usage is not printed."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        keys = [a.dest for a in parser._actions if a.dest]
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"sfda: error: {explain(message, keys)}\n\n{message.strip()}\n\n"
+                         f"(the accepted options: {prog} --help)\n")
+        raise SystemExit(2)
+
+
 class DescriptionAsWritten(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help formatter, with the description's lines kept as written."""
 
@@ -219,6 +235,7 @@ def main(args: list[str] | None = None) -> None:
             seed_everything_default=0,
             parser_kwargs={"parser_mode": "omegaconf", "description": DESCRIPTION,
                            "formatter_class": DescriptionAsWritten},
+            parser_class=SFDAArgumentParser,
             save_config_callback=RunConfigSaver,  # each run has its own folder: config.yaml is never replaced
             trainer_defaults={"use_distributed_sampler": False},
             args=args,

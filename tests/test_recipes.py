@@ -39,3 +39,14 @@ def test_a_misspelt_recipe_key_is_refused_by_name(tmp_path):
     recipe.write_text((ROOT / "recipes/digits/svhn_mnist/shot.yaml").read_text().replace("beta:", "betta:"))
     code, _, error = resolved_config("fit", "--config", str(recipe))
     assert code != 0 and "Option 'betta' is not accepted" in error
+    # the mistake comes first, on its own line, with the closest valid key; no usage text
+    assert error.splitlines()[0] == ("sfda: error: model.init_args.betta: not an argument of sfda.methods.SHOT; "
+                                     "did you mean 'beta'?")
+    assert "usage:" not in error
+
+
+def test_a_misspelt_option_on_the_command_line_gets_the_closest_valid_one():
+    code, _, error = resolved_config("fit", "--config", str(ROOT / "recipes/digits/svhn_mnist/shot.yaml"),
+                                     "--trainer.max_epohcs=3")
+    assert code == 2 and error.splitlines()[0] == ("sfda: error: trainer.max_epohcs: not an accepted option; "
+                                                   "did you mean 'trainer.max_epochs'?")

@@ -1,0 +1,53 @@
+"""A recipe or command-line mistake explained first, on its own line, with the closest valid key.
+
+jsonargparse prints the whole usage (about 50 lines) and then a nested message; a user needs the
+key that was wrong and what it should have been. ``explain`` turns the message into one line naming
+the field and the closest accepted name ("did you mean 'beta'?"); the detail follows, the usage is
+dropped (``sfda fit --help`` shows it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+
+UNKNOWN_OPTION = re.compile(r"Option '([\w.]+)' is not accepted")
+CLASS_PATH = re.compile(r"class_path '([\w.]+)'")
+PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+UNKNOWN_KEY = re.compile(r"(?i)unrecognized arguments: (\S+)|Key \"([\w.]+)\" is not expected")
+
+
+def accepted_arguments(class_path: str) -> list[str]:
+    """Constructor argument names of ``class_path`` (a class the user's recipe named), [] if unknown."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")]
+    return list(dict.fromkeys(names))
+
+
+def closest(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ''."""
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def explain(message: str, known_keys: list[str]) -> str:
+    """The first line of an argument error: the field, what is wrong, the closest valid name."""
+    option, path, key = UNKNOWN_OPTION.search(message), CLASS_PATH.search(message), PARSER_KEY.search(message)
+    if option and path:
+        where = f"{key.group(1)}.init_args" if key else "init_args"
+        name = option.group(1)
+        return f"{where}.{name}: not an argument of {path.group(1)}{closest(name, accepted_arguments(path.group(1)))}"
+    unknown = UNKNOWN_KEY.search(message)
+    if unknown:
+        name = (unknown.group(1) or unknown.group(2)).lstrip("-").split("=")[0]
+        return f"{name}: not an accepted option{closest(name, known_keys)}"
+    return message.strip().splitlines()[0]
