@@ -64,10 +64,11 @@ class StoryConsole(Callback):
         lines = []
         if after:
             width = max(len(name) for name in after)
-            lines.append(f"{'':<{width}}  {'source-only':>11}  {'last epoch':>10}")
+            first = f"{'source-only':>11}  " if before else ""
+            lines.append(f"{prefix:<{width}}  {first}{'last epoch':>10}")
             for name, value in after.items():
-                start = f"{before[name]:>11.4f}" if name in before else f"{'':>11}"
-                lines.append(f"{name:<{width}}  {start}  {value:>10.4f}")
+                start = (f"{before[name]:>11.4f}  " if name in before else f"{'':>11}  ") if before else ""
+                lines.append(f"{name:<{width}}  {start}{value:>10.4f}")
         lines.append("checkpoint: the last epoch (target labels choose nothing)" if prefix == "target"
                      else "source artifact: the best source-validation epoch")
         if run is not None:

@@ -26,7 +26,8 @@ def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monke
     first = next(i for i, line in enumerate(lines) if line.startswith("source-only before adaptation: acc "))
     epochs = [i for i, line in enumerate(lines) if line.startswith(("epoch 1/2 | acc ", "epoch 2/2 | acc "))]
     assert len(epochs) == 2 and first < epochs[0] and "label-free: entropy" in lines[epochs[0]]
-    assert any(line.split()[:1] == ["acc"] and len(line.split()) == 3 for line in lines[epochs[1]:])  # the table
+    table = lines.index(next(line for line in lines if line.split() == ["target", "source-only", "last", "epoch"]))
+    assert table > epochs[1] and lines[table + 1].split()[0] == "acc" and len(lines[table + 1].split()) == 3
     assert "run folder: " in text and "version_0" in text.split("run folder: ")[1]
     assert "it/s" not in text  # no progress bar redraws in a file
     assert sum(line.startswith("epoch 1/2 step") for line in lines) == 1  # one plain line per 30 s at most
