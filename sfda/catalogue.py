@@ -16,7 +16,8 @@ ONE_LINE = {
     "NRC": "reciprocal-neighbour affinity on feature and score banks",
     "AaD": "attract bank neighbours, disperse the rest of the batch",
     "GLC": "universal DA: global one-vs-all clustering + kNN consensus, rejects unknowns",
-    "LFTL": "source-free active DA: a labelling budget per round (contrastive, entropy, margin or random query)",
+    "LFTL": "source-free active DA: a labelling budget per round (contrastive, entropy, margin or random "
+    "query)",
     "SegmentationSourceTraining": "train the source MONAI UNet and write its artifact",
     "SegmentationSourceOnly": "the source segmentation model as is (sfda test / predict)",
     "AdaBN": "re-estimate BatchNorm statistics on the target volumes",
@@ -27,7 +28,11 @@ ONE_LINE = {
     "MeanTeacherDetection": "EMA teacher's confident boxes train the student on strong views",
     "LPLD": "Mean Teacher + distillation of low-confidence proposals (ECCV 2024)",
 }
-TASKS = (("DetectionTask", "detection"), ("SegmentationTask", "segmentation"), ("ClassifierTask", "classification"))
+TASKS = (
+    ("DetectionTask", "detection"),
+    ("SegmentationTask", "segmentation"),
+    ("ClassifierTask", "classification"),
+)
 
 
 def task_of(cls: type) -> str:
@@ -58,8 +63,16 @@ def method_classes() -> list[type]:
     """The LightningModules a recipe can name (``sfda.methods``), task bases and abstract bases excluded."""
     from . import methods
 
-    skip = {"ClassifierTask", "SegmentationTask", "DetectionTask", "AdaptationModule", "SegmentationAdaptation",
-            "DetectionAdaptation", "Optim", "ActiveAdaptation"}
+    skip = {
+        "ClassifierTask",
+        "SegmentationTask",
+        "DetectionTask",
+        "AdaptationModule",
+        "SegmentationAdaptation",
+        "DetectionAdaptation",
+        "Optim",
+        "ActiveAdaptation",
+    }
     return [getattr(methods, name) for name in methods.__all__ if name not in skip]
 
 

@@ -29,7 +29,9 @@ def accepted_arguments(class_path: str) -> list[str]:
     names: list[str] = []
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
-            names += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")]
+            names += [
+                p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")
+            ]
     return list(dict.fromkeys(names))
 
 
@@ -45,7 +47,8 @@ def explain(message: str, known_keys: list[str]) -> str:
     if option and path:
         where = f"{key.group(1)}.init_args" if key else "init_args"
         name = option.group(1)
-        return f"{where}.{name}: not an argument of {path.group(1)}{closest(name, accepted_arguments(path.group(1)))}"
+        hint = closest(name, accepted_arguments(path.group(1)))
+        return f"{where}.{name}: not an argument of {path.group(1)}{hint}"
     unknown = UNKNOWN_KEY.search(message)
     if unknown:
         name = (unknown.group(1) or unknown.group(2)).lstrip("-").split("=")[0]

@@ -18,7 +18,7 @@ def headline(metrics: dict, prefix: str) -> dict[str, float]:
     """``{name: value}`` of ``prefix/<name>`` entries without a further ``/`` (no per-class or per-volume)."""
     out = {}
     for key, value in metrics.items():
-        name = key[len(prefix) + 1:] if key.startswith(prefix + "/") else None
+        name = key[len(prefix) + 1 :] if key.startswith(prefix + "/") else None
         if name and "/" not in name:
             out[name] = float(value)
     return out
@@ -69,8 +69,11 @@ class StoryConsole(Callback):
             for name, value in after.items():
                 start = (f"{before[name]:>11.4f}  " if name in before else f"{'':>11}  ") if before else ""
                 lines.append(f"{name:<{width}}  {start}{value:>10.4f}")
-        lines.append("checkpoint: the last epoch (target labels choose nothing)" if prefix == "target"
-                     else "source artifact: the best source-validation epoch")
+        lines.append(
+            "checkpoint: the last epoch (target labels choose nothing)"
+            if prefix == "target"
+            else "source artifact: the best source-validation epoch"
+        )
         if run is not None:
             lines.append(f"run folder: {run}")
         print("\n".join(lines), flush=True)
@@ -91,8 +94,10 @@ class PlainProgress(Callback):
         total = trainer.num_training_batches
         loss = trainer.callback_metrics.get("train/loss")
         shown = f"  train/loss {float(loss):.4f}" if loss is not None else ""
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {batch_idx + 1}/{total}{shown}",
-              flush=True)
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {batch_idx + 1}/{total}{shown}",
+            flush=True,
+        )
 
 
 def is_terminal() -> bool:

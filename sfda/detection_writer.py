@@ -45,7 +45,8 @@ def coco_detections(
 
 
 def overlay_png(image: torch.Tensor, panels: dict[str, dict], path: Path) -> Path:
-    """PNG with one panel per entry of ``panels`` (name -> detections in input pixels) over ``image (3, S, S)``."""
+    """PNG with one panel per entry of ``panels`` (name -> detections in input pixels) over ``image
+    (3, S, S)``."""
     from PIL import Image, ImageDraw
 
     base = (image.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
@@ -72,14 +73,20 @@ class DetectionWriter(BasePredictionWriter):
     def __init__(self):
         super().__init__(write_interval="batch_and_epoch")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
         images = prediction.pop("image")
         run = own_run_dir(trainer)
         if not trainer.is_global_zero or run is None:
             return
         dm = trainer.datamodule
         for row, index in enumerate(prediction["index"].tolist()):
-            panels = {"source-only": prediction["source_detections"][row]} if "source_detections" in prediction else {}
+            panels = (
+                {"source-only": prediction["source_detections"][row]}
+                if "source_detections" in prediction
+                else {}
+            )
             panels["this model"] = prediction["detections"][row]
             safe = dm.sample_name("test", index).replace("/", "_").replace(",", "_").replace("@", "_")
             overlay_png(images[row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png")
@@ -97,10 +104,18 @@ class DetectionWriter(BasePredictionWriter):
                 seen.add(index)
                 det = batch["detections"][row]
                 window, scale = batch["window"][row].cpu(), batch["scale"][row].cpu()
-                images.append({"id": index, "file_name": dm.sample_image("test", index),
-                               "name": dm.sample_name("test", index), "window": window.tolist()})
+                images.append(
+                    {
+                        "id": index,
+                        "file_name": dm.sample_image("test", index),
+                        "name": dm.sample_name("test", index),
+                        "window": window.tolist(),
+                    }
+                )
                 boxes = to_original(det["boxes"].cpu(), window, scale)
-                results += coco_detections(index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names)
+                results += coco_detections(
+                    index, boxes, det["scores"].cpu(), det["labels"].cpu(), dm.class_names
+                )
         categories = [{"id": i + 1, "name": n} for i, n in enumerate(dm.class_names)]
         payload = {"images": images, "categories": categories, "annotations": results}
         (run / "detections.json").write_text(json.dumps(payload, indent=1))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import warnings
 
-TIPS = ("💡 Tip: For seamless cloud logging and experiment tracking",
-        "💡 Tip: For seamless cloud uploads and versioning")
+TIPS = (
+    "💡 Tip: For seamless cloud logging and experiment tracking",
+    "💡 Tip: For seamless cloud uploads and versioning",
+)
 WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r".*`always_return_as_numpy`")
 TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

@@ -29,8 +29,18 @@ def test_sfda_help_describes_sfda_and_points_to_the_method_list():
 def test_sfda_methods_lists_every_method_with_its_task_and_recipes():
     text = run("methods")
     listed = method_classes()
-    assert {c.__name__ for c in listed} >= {"SHOT", "NRC", "AaD", "Tent", "GLC", "LFTL", "EntropyPrior", "LPLD",
-                                            "MeanTeacherDetection", "DetectionSourceTraining"}
+    assert {c.__name__ for c in listed} >= {
+        "SHOT",
+        "NRC",
+        "AaD",
+        "Tent",
+        "GLC",
+        "LFTL",
+        "EntropyPrior",
+        "LPLD",
+        "MeanTeacherDetection",
+        "DetectionSourceTraining",
+    }
     for cls in listed:
         assert f"sfda.methods.{cls.__name__} " in text
     assert task_of(methods.LPLD) == "detection" and task_of(methods.AdaBN) == "segmentation"

@@ -15,9 +15,16 @@ def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monke
     names = [str(i) for i in range(10)]
     digit_images(tmp_path / "target", names, per_class=4)
     source_artifact(tmp_path / "source.pt", names)
-    model = {"class_path": "sfda.methods.SHOT", "init_args": {"source": str(tmp_path / "source.pt"), "beta": 0.1}}
-    config = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"),
-                    {"max_epochs": 2, "enable_progress_bar": True})
+    model = {
+        "class_path": "sfda.methods.SHOT",
+        "init_args": {"source": str(tmp_path / "source.pt"), "beta": 0.1},
+    }
+    config = recipe(
+        tmp_path / "shot.yaml",
+        model,
+        folder_data(tmp_path / "target"),
+        {"max_epochs": 2, "enable_progress_bar": True},
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):  # not a terminal
         main(["fit", "--config", str(config)])
@@ -26,7 +33,9 @@ def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monke
     first = next(i for i, line in enumerate(lines) if line.startswith("source-only before adaptation: acc "))
     epochs = [i for i, line in enumerate(lines) if line.startswith(("epoch 1/2 | acc ", "epoch 2/2 | acc "))]
     assert len(epochs) == 2 and first < epochs[0] and "label-free: entropy" in lines[epochs[0]]
-    table = lines.index(next(line for line in lines if line.split() == ["target", "source-only", "last", "epoch"]))
+    table = lines.index(
+        next(line for line in lines if line.split() == ["target", "source-only", "last", "epoch"])
+    )
     assert table > epochs[1] and lines[table + 1].split()[0] == "acc" and len(lines[table + 1].split()) == 3
     assert "run folder: " in text and "version_0" in text.split("run folder: ")[1]
     assert "it/s" not in text  # no progress bar redraws in a file

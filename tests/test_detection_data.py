@@ -186,7 +186,11 @@ def test_every_rank_gets_every_evaluation_batch_when_padded():
 
     for rank in (0, 1):
         plain = GlobalBatchSampler(5, 4, shuffle=False, drop_last=False, rank=rank, world_size=2)
-        padded = GlobalBatchSampler(5, 4, shuffle=False, drop_last=False, rank=rank, world_size=2, pad_ranks=True)
+        padded = GlobalBatchSampler(
+            5, 4, shuffle=False, drop_last=False, rank=rank, world_size=2, pad_ranks=True
+        )
         assert len(list(padded)) == len(padded) == 2
         assert list(plain) == ([[0, 1], [4]] if rank == 0 else [[2, 3]])
-        assert list(padded) == ([[0, 1], [4]] if rank == 0 else [[2, 3], [4]])  # a duplicate, dropped by index
+        assert list(padded) == (
+            [[0, 1], [4]] if rank == 0 else [[2, 3], [4]]
+        )  # a duplicate, dropped by index

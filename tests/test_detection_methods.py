@@ -148,7 +148,11 @@ def test_source_training_writes_a_detection_artifact_that_adaptation_loads(input
     assert artifact.exists() and "source_val/best_ap50" in results and results["epochs"] == 1
     checkpoints = tmp_path / "version_0" / "checkpoints"
     last = checkpoints / "last.ckpt"  # a link to the epoch checkpoint, not a second copy
-    assert last.is_symlink() and last.resolve().parent == checkpoints.resolve() and len(list(checkpoints.iterdir())) == 2
+    assert (
+        last.is_symlink()
+        and last.resolve().parent == checkpoints.resolve()
+        and len(list(checkpoints.iterdir())) == 2
+    )
     method = LPLD(str(artifact))
     assert method.class_names == DIGITS and method.artifact.task == "detection"
 
@@ -204,17 +208,29 @@ def test_a_torchvision_detector_trained_elsewhere_is_wrapped_from_a_recipe_mappi
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
     torch.manual_seed(0)
-    kwargs = {"weights": None, "weights_backbone": None, "num_classes": 3, "min_size": 640, "max_size": 640,
-              "box_score_thresh": 0.0}  # the model resizes 320-pixel inputs to 640 internally
+    kwargs = {
+        "weights": None,
+        "weights_backbone": None,
+        "num_classes": 3,
+        "min_size": 640,
+        "max_size": 640,
+        "box_score_thresh": 0.0,
+    }  # the model resizes 320-pixel inputs to 640 internally
     net = fasterrcnn_mobilenet_v3_large_320_fpn(**kwargs)
     torch.save(net.state_dict(), tmp_path / "weights.pt")
-    source = {"architecture": "torchvision.models.detection:fasterrcnn_mobilenet_v3_large_320_fpn",
-              "weights": str(tmp_path / "weights.pt"), "task": "detection", "class_names": ["car", "person"],
-              "kwargs": kwargs,
-              "input": {"size": 320, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    source = {
+        "architecture": "torchvision.models.detection:fasterrcnn_mobilenet_v3_large_320_fpn",
+        "weights": str(tmp_path / "weights.pt"),
+        "task": "detection",
+        "class_names": ["car", "person"],
+        "kwargs": kwargs,
+        "input": {"size": 320, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
     method = LPLD(source)
     assert method.network.transform.min_size == (640,)  # one size: teacher and student see the same input
-    assert method.teacher.model.rpn.score_thresh == 0.0  # the MobileNet default 0.05 would delete LPL candidates
+    assert (
+        method.teacher.model.rpn.score_thresh == 0.0
+    )  # the MobileNet default 0.05 would delete LPL candidates
     assert method.teacher.model.rpn._post_nms_top_n["testing"] == 300
     view_input = torch.rand(2, 3, 320, 320)
     from sfda.models.detector_parts import teacher_view
@@ -226,6 +242,11 @@ def test_a_torchvision_detector_trained_elsewhere_is_wrapped_from_a_recipe_mappi
     assert len(view.detections[0]["boxes"]) > 0 and view.image_sizes[0] == (640, 640)
     assert torch.allclose(view.model_boxes[0], view.detections[0]["boxes"] * 2, atol=1e-3)
     with pytest.raises(ArtifactError, match="is not a torchvision-style detector"):
-        LPLD({**source, "architecture": "torch.nn:Linear", "kwargs": {"in_features": 1, "out_features": 1},
-              "weights": str(tmp_path / "linear.pt")}) if torch.save(torch.nn.Linear(1, 1).state_dict(),
-                                                                    tmp_path / "linear.pt") is None else None
+        LPLD(
+            {
+                **source,
+                "architecture": "torch.nn:Linear",
+                "kwargs": {"in_features": 1, "out_features": 1},
+                "weights": str(tmp_path / "linear.pt"),
+            }
+        ) if torch.save(torch.nn.Linear(1, 1).state_dict(), tmp_path / "linear.pt") is None else None

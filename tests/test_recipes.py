@@ -21,8 +21,13 @@ def resolved_config(*args: str) -> tuple[int, str, str]:
 
 
 def test_there_is_a_recipe_per_benchmark_family():
-    assert {p.relative_to(ROOT / "recipes").parts[0] for p in RECIPES} == {"digits", "universal", "segmentation", "active",
-                                                                                  "detection"}
+    assert {p.relative_to(ROOT / "recipes").parts[0] for p in RECIPES} == {
+        "digits",
+        "universal",
+        "segmentation",
+        "active",
+        "detection",
+    }
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
@@ -31,7 +36,9 @@ def test_recipe_resolves_to_sfda_classes(recipe):
     code, printed, error = resolved_config(subcommand, "--config", str(recipe))
     assert code == 0, error[-2000:]
     config = yaml.safe_load(printed)
-    assert config["model"]["class_path"].startswith("sfda.") and config["data"]["class_path"].startswith("sfda.")
+    assert config["model"]["class_path"].startswith("sfda.") and config["data"]["class_path"].startswith(
+        "sfda."
+    )
 
 
 def test_a_misspelt_recipe_key_is_refused_by_name(tmp_path):
@@ -40,13 +47,16 @@ def test_a_misspelt_recipe_key_is_refused_by_name(tmp_path):
     code, _, error = resolved_config("fit", "--config", str(recipe))
     assert code != 0 and "Option 'betta' is not accepted" in error
     # the mistake comes first, on its own line, with the closest valid key; no usage text
-    assert error.splitlines()[0] == ("sfda: error: model.init_args.betta: not an argument of sfda.methods.SHOT; "
-                                     "did you mean 'beta'?")
+    assert error.splitlines()[0] == (
+        "sfda: error: model.init_args.betta: not an argument of sfda.methods.SHOT; did you mean 'beta'?"
+    )
     assert "usage:" not in error
 
 
 def test_a_misspelt_option_on_the_command_line_gets_the_closest_valid_one():
-    code, _, error = resolved_config("fit", "--config", str(ROOT / "recipes/digits/svhn_mnist/shot.yaml"),
-                                     "--trainer.max_epohcs=3")
-    assert code == 2 and error.splitlines()[0] == ("sfda: error: trainer.max_epohcs: not an accepted option; "
-                                                   "did you mean 'trainer.max_epochs'?")
+    code, _, error = resolved_config(
+        "fit", "--config", str(ROOT / "recipes/digits/svhn_mnist/shot.yaml"), "--trainer.max_epohcs=3"
+    )
+    assert code == 2 and error.splitlines()[0] == (
+        "sfda: error: trainer.max_epohcs: not an accepted option; did you mean 'trainer.max_epochs'?"
+    )

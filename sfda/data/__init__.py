@@ -8,5 +8,15 @@ from .segmentation import SegmentationDataModule
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
-__all__ = ["DetectionDataModule", "ClassSplit", "ClassSplitError", "DigitsDataModule", "ImageClassificationDataModule", "ImageFolderDataModule", "InputSpec",
-           "DatalistError", "SegmentationDataModule", "VolumeSpec"]
+__all__ = [
+    "DetectionDataModule",
+    "ClassSplit",
+    "ClassSplitError",
+    "DigitsDataModule",
+    "ImageClassificationDataModule",
+    "ImageFolderDataModule",
+    "InputSpec",
+    "DatalistError",
+    "SegmentationDataModule",
+    "VolumeSpec",
+]

@@ -148,7 +148,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a
     seeded 10% of the training images or tiles held out; tiles of one image overlap by
-    ``tile_overlap``, so that choice is slightly optimistic). ``target`` adapts on ``train`` with every box hidden and
+    ``tile_overlap``, so that choice is slightly optimistic). ``target`` adapts on ``train`` with every
+    box hidden and
     reports on ``eval`` (default: the same images, the transductive SFDA protocol; their labels are read
     for reporting only).
 
@@ -260,8 +261,10 @@ class DetectionDataModule(L.LightningDataModule):
             splits["test"] = self._tiles(evaluation) if evaluation else val
         else:
             splits["val"] = splits["test"] = self._tiles(evaluation) if evaluation else splits["train"]
-        self.splits = {name: self._subset(records, self.subsets["train" if name == "train" else "eval"])
-                       for name, records in splits.items()}
+        self.splits = {
+            name: self._subset(records, self.subsets["train" if name == "train" else "eval"])
+            for name, records in splits.items()
+        }
 
     def num_samples(self, split: str = "train") -> int:
         self.setup()
@@ -318,7 +321,8 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
 
     def predict_dataloader(self) -> DataLoader:
-        # Lightning re-creates samplers in predict mode: a plain ordered loader; the writer keeps one row per index
+        # Lightning re-creates samplers in predict mode: a plain ordered loader; the writer keeps one row
+        # per index
         return DataLoader(
             self.dataset("test"),
             batch_size=self.eval_batch_size,

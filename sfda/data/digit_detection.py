@@ -170,7 +170,7 @@ def generate(
 
 
 def prepare(root: Path, part: str) -> Path:
-    """``demo://digit_detection/<domain>_<split>.json``: the annotations of that part, generated on first use."""
+    """``demo://digit_detection/<domain>_<split>.json``: that part's annotations, generated on first use."""
     domain, _, split = part.partition("_")
     out = Path(root) / "digit_detection" / part / "annotations.json"
     return out if out.exists() else generate(root, domain, split)

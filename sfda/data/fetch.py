@@ -66,7 +66,8 @@ def fetch_demo(name: str, root: Path) -> Path:
     if dest.exists():
         return dest
     if suite != "skull_stripping" or not file.endswith(".json"):
-        raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected demo://skull_stripping/<subject>.json "
+        raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected "
+                                "demo://skull_stripping/<subject>.json "
                                 "or demo://digit_detection/<plain_train|photo_train|photo_test>.json)")
     from .skull_stripping import prepare
 

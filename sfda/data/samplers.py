@@ -64,7 +64,9 @@ class GlobalBatchSampler(Sampler[list]):
             if len(batch) < self.batch_size and self.drop_last:
                 return
             share = -(-len(batch) // self.world_size)  # ceil
-            mine = batch[self.rank * share : (self.rank + 1) * share] or (batch[-1:] if self.pad_ranks else [])
+            mine = batch[self.rank * share : (self.rank + 1) * share]
+            if not mine and self.pad_ranks:
+                mine = batch[-1:]
             if mine:
                 yield [(i, sample_seed(self.seed, self.epoch, i)) for i in mine] if self.seeded else mine
 

@@ -35,7 +35,8 @@ def tile_windows(width: int, height: int, size: int, overlap: float) -> list[tup
 def clip_boxes(
     boxes: np.ndarray, window: tuple[int, int, int, int], min_visible: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``boxes (N, 4)`` of the full image -> (kept boxes in window coordinates ``(M, 4)``, kept mask ``(N,)``)."""
+    """``boxes (N, 4)`` of the full image -> (kept boxes in window coordinates ``(M, 4)``, kept mask
+    ``(N,)``)."""
     x0, y0, x1, y1 = window
     clipped = (
         np.stack(

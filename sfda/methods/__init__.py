@@ -17,6 +17,30 @@ from .source_only import SourceOnly
 from .source_training import SourceTraining
 from .tent import Tent
 
-__all__ = ["DetectionSourceTraining", "DetectionTask", "DetectionAdaptation", "DetectionSourceOnly",
-           "MeanTeacherDetection", "LPLD", "ActiveAdaptation", "LFTL", "AdaBN", "EntropyPrior", "SegmentationAdaptation", "SegmentationSourceOnly", "SegmentationSourceTraining",
-           "SegmentationTask", "SegmentationTent", "AaD", "AdaptationModule", "ClassifierTask", "Optim", "GLC", "NRC", "SHOT", "SourceOnly", "SourceTraining", "Tent"]
+__all__ = [
+    "DetectionSourceTraining",
+    "DetectionTask",
+    "DetectionAdaptation",
+    "DetectionSourceOnly",
+    "MeanTeacherDetection",
+    "LPLD",
+    "ActiveAdaptation",
+    "LFTL",
+    "AdaBN",
+    "EntropyPrior",
+    "SegmentationAdaptation",
+    "SegmentationSourceOnly",
+    "SegmentationSourceTraining",
+    "SegmentationTask",
+    "SegmentationTent",
+    "AaD",
+    "AdaptationModule",
+    "ClassifierTask",
+    "Optim",
+    "GLC",
+    "NRC",
+    "SHOT",
+    "SourceOnly",
+    "SourceTraining",
+    "Tent",
+]

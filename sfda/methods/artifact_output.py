@@ -117,7 +117,8 @@ class KeepsBestWeights:
     def remember_if_best(self, network) -> None:
         """After a validation epoch: keep a CPU copy of ``network``'s weights if ``best_metric`` improved."""
         value = self.trainer.callback_metrics.get(self.best_metric)
-        if value is None or self.trainer.sanity_checking or (self.best is not None and float(value) <= self.best[0]):
+        no_better = self.best is not None and value is not None and float(value) <= self.best[0]
+        if value is None or self.trainer.sanity_checking or no_better:
             return
         self.best = (float(value), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
 

@@ -108,7 +108,8 @@ class ClassifierTask(TaskModule):
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
-        """Backbone at ``backbone_lr_mult x lr``, bottleneck and head at ``lr``; subclasses choose which train."""
+        """Backbone at ``backbone_lr_mult x lr``, bottleneck and head at ``lr``; subclasses choose which
+        parameters train."""
         groups = self.network.parameter_groups()
         o = self.optim
         return [{"params": [p for p in groups["backbone"] if p.requires_grad], "lr": o.lr * o.backbone_lr_mult},

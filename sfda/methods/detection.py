@@ -64,7 +64,8 @@ class DetectionTask(TaskModule):
         return self.network
 
     def use_keyed_sampling(self, network: torch.nn.Module) -> None:
-        """Make ``network``'s anchor and RoI sampling depend on the global sample index (see ``keyed_sampling``)."""
+        """Make ``network``'s anchor and RoI sampling depend on the global sample index
+        (``sfda.models.keyed_sampling``)."""
         self.samplers = use_keyed_sampling(network)
 
     def key_sampling(self, index: torch.Tensor) -> None:
@@ -118,8 +119,9 @@ class DetectionTask(TaskModule):
         self, loader, prefix: str, network: torch.nn.Module | None = None
     ) -> dict[str, float]:
         """The AP family of ``network`` (default: the evaluated one) over a labelled loader."""
-        rows = self.target_pass(loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}",
-                                phase="evaluation")
+        rows = self.target_pass(
+            loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}", phase="evaluation"
+        )
         return self.score_rows(rows, prefix)
 
     # evaluation hooks -----------------------------------------------------------------------

@@ -24,8 +24,10 @@ def one_input_size(network: torch.nn.Module, where: str) -> torch.nn.Module:
     student (train) would see the same image at different sizes (the spec's pitfall)."""
     missing = [part for part in DETECTOR_PARTS if not hasattr(network, part)]
     if missing:
-        raise ArtifactError(f"{where or 'model.source'}: {type(network).__name__} is not a torchvision-style "
-                            f"detector (it lacks {missing}); expected e.g. torchvision's FasterRCNN")
+        raise ArtifactError(
+            f"{where or 'model.source'}: {type(network).__name__} is not a torchvision-style "
+            f"detector (it lacks {missing}); expected e.g. torchvision's FasterRCNN"
+        )
     sizes = tuple(network.transform.min_size)
     network.transform.min_size = (sizes[-1],)  # the size torchvision's eval mode uses
     return network

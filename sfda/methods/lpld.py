@@ -68,9 +68,9 @@ class LPLD(MeanTeacherDetection):
         return view.proposals
 
     def lpl_mask(self, view: TeacherView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(sum P_i,)`` masks over the teacher's proposals: LPL candidates (IoU filter against the HPL in the
-        model's frame; images without HPL give none) and kept LPLs (also the class-relation filter); and
-        the relation targets ``(sum P_i, C + 1)``."""
+        """``(sum P_i,)`` masks over the teacher's proposals: LPL candidates (IoU filter against the HPL in
+        the model's frame; images without HPL give none) and kept LPLs (also the class-relation filter);
+        and the relation targets ``(sum P_i, C + 1)``."""
         candidates, start = [], 0
         coder = self.teacher.model.roi_heads.box_coder
         for i, proposals in enumerate(view.proposals):
@@ -80,7 +80,9 @@ class LPLD(MeanTeacherDetection):
             if len(hpl) == 0:
                 candidates.append(torch.zeros(len(proposals), dtype=torch.bool, device=proposals.device))
                 continue
-            refined = refined_boxes(proposals, view.logits[rows], view.regression[rows], coder, view.image_sizes[i])
+            refined = refined_boxes(
+                proposals, view.logits[rows], view.regression[rows], coder, view.image_sizes[i]
+            )
             candidates.append(max_overlap(refined, hpl) <= self.max_iou)
         relation, confident = lpl_class_targets(view.logits, self.min_foreground, self.max_background)
         candidate = torch.cat(candidates)

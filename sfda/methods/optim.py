@@ -35,11 +35,16 @@ class Optim:
     step_factor: float = 0.9
 
     def __post_init__(self):
-        rules = {"lr": (self.lr > 0, "> 0"), "backbone_lr_mult": (self.backbone_lr_mult >= 0, ">= 0"),
-                 "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
-                 "weight_decay": (self.weight_decay >= 0, ">= 0"),
-                 "gamma": (self.gamma >= 0, ">= 0"), "power": (self.power >= 0, ">= 0"),
-                 "step_epochs": (self.step_epochs >= 0, ">= 0"), "step_factor": (self.step_factor > 0, "> 0")}
+        rules = {
+            "lr": (self.lr > 0, "> 0"),
+            "backbone_lr_mult": (self.backbone_lr_mult >= 0, ">= 0"),
+            "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "gamma": (self.gamma >= 0, ">= 0"),
+            "power": (self.power >= 0, ">= 0"),
+            "step_epochs": (self.step_epochs >= 0, ">= 0"),
+            "step_factor": (self.step_factor > 0, "> 0"),
+        }
         for name, (ok, expected) in rules.items():
             if not ok:
                 raise ValueError(f"model.optim.{name}: expected {expected}, got {getattr(self, name)}")
@@ -53,7 +58,9 @@ def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, tot
     if not groups:
         raise ValueError(f"{type(module).__name__}: no trainable parameters; nothing to optimise")
     if o.name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        optimizer = torch.optim.SGD(
+            groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
     else:
         optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     if o.step_epochs > 0:
@@ -62,7 +69,9 @@ def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, tot
     if total_steps is None:
         total = max(1, int(module.trainer.estimated_stepping_batches))
         total_steps = lambda: total  # noqa: E731
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + o.gamma * t / max(1, total_steps())) ** (-o.power))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: (1 + o.gamma * t / max(1, total_steps())) ** (-o.power)
+    )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -70,5 +79,7 @@ def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
     """Stop a run whose loss is NaN or infinite, naming epoch and step (the last good checkpoint stays)."""
     if not torch.isfinite(loss):
         raise FloatingPointError(
-            f"{type(module).__name__}: loss is {loss.item()} at epoch {module.current_epoch}, step {module.global_step} "
-            "(expected a finite value); lower model.optim.lr or check the input data. The last good checkpoint is kept.")
+            f"{type(module).__name__}: loss is {loss.item()} at epoch {module.current_epoch}, "
+            f"step {module.global_step} (expected a finite value); lower model.optim.lr or check the input "
+            "data. The last good checkpoint is kept."
+        )

@@ -38,8 +38,15 @@ class TaskModule(TargetPasses, L.LightningModule):
         """Optimiser groups; subclasses choose which parameters train and at which rate."""
         return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr": self.optim.lr}]
 
+    def optimizer_specs(self) -> list[tuple[list[dict], Optim]]:
+        """One ``(parameter groups, settings)`` per optimiser. Default: one optimiser over
+        ``parameter_groups`` with ``optim``; a method with several networks trained apart (pose SFDA's
+        source, intermediate and target networks) returns one entry each and uses manual optimisation."""
+        return [(self.parameter_groups(), self.optim)]
+
     def configure_optimizers(self):
-        return build_optimizer(self, self.parameter_groups(), self.optim)
+        built = [build_optimizer(self, groups, settings) for groups, settings in self.optimizer_specs()]
+        return built[0] if len(built) == 1 else built
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
         check_finite(self, loss)

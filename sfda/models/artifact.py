@@ -162,9 +162,11 @@ class ExternalModel:
         if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
             self.input = InputSpec.from_dict(self.input)
         if self.task not in ("classification", "detection"):
-            raise ArtifactError(f"model.source.task: expected 'classification' or 'detection', got '{self.task}'")
+            raise ArtifactError(f"model.source.task: expected 'classification' or 'detection', "
+                                f"got '{self.task}'")
         if self.task == "classification" and not (self.feature_layer and self.head_layer):
-            raise ArtifactError("model.source: a classifier trained elsewhere needs feature_layer and head_layer "
+            raise ArtifactError("model.source: a classifier trained elsewhere needs feature_layer and "
+                                "head_layer "
                                 "(the modules giving the adaptation feature and the final classifier)")
 
 
@@ -225,8 +227,10 @@ class SourceArtifact:
     def build(self) -> FeatureClassifier:
         """The classifier network wrapped as a FeatureClassifier (classification artifacts)."""
         if self.task != "classification":
-            raise ArtifactError(f"model.source: {self.origin or 'the artifact'} is a '{self.task}' source artifact; "
-                                f"a '{self.task}' source artifact cannot be adapted by a classification method "
+            where = self.origin or "the artifact"
+            raise ArtifactError(f"model.source: {where} is a '{self.task}' source artifact; "
+                                f"a '{self.task}' source artifact cannot be adapted by a "
+                                "classification method "
                                 "(choose a method of its task; `sfda fit --help` lists them)")
         return FeatureClassifier(self.build_network(), self.feature_layer, self.head_layer, tuple(self.bottleneck_layers))
 

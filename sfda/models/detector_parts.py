@@ -79,10 +79,20 @@ def teacher_view(model: FasterRCNN, images: torch.Tensor) -> TeacherView:
     boxes, scores, labels = model.roi_heads.postprocess_detections(
         logits, regression, proposals, image_list.image_sizes
     )
-    resized = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)]
+    resized = [
+        {"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels, strict=True)
+    ]
     detections = model.transform.postprocess([dict(d) for d in resized], image_list.image_sizes, originals)
-    return TeacherView(proposals, objectness, box_features, logits, regression, detections, boxes,
-                       list(image_list.image_sizes))
+    return TeacherView(
+        proposals,
+        objectness,
+        box_features,
+        logits,
+        regression,
+        detections,
+        boxes,
+        list(image_list.image_sizes),
+    )
 
 
 def student_pass(
