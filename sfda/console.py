@@ -24,6 +24,15 @@ def headline(metrics: dict, prefix: str) -> dict[str, float]:
     return out
 
 
+def chosen(module: L.LightningModule) -> str:
+    """Which weights the run's result is: the best source-validation epoch, or the last epoch."""
+    if getattr(module, "best_metric", ""):
+        return f"the source artifact from the epoch with the best {module.best_metric}"
+    if hasattr(module, "write_source_artifact"):
+        return "the source artifact from the last epoch"
+    return "the last epoch (target labels choose nothing)"
+
+
 def joined(values: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.4f}" for name, value in values.items())
 
@@ -69,11 +78,7 @@ class StoryConsole(Callback):
             for name, value in after.items():
                 start = (f"{before[name]:>11.4f}  " if name in before else f"{'':>11}  ") if before else ""
                 lines.append(f"{name:<{width}}  {start}{value:>10.4f}")
-        lines.append(
-            "checkpoint: the last epoch (target labels choose nothing)"
-            if prefix == "target"
-            else "source artifact: the best source-validation epoch"
-        )
+        lines.append(f"result: {chosen(pl_module)}")
         if run is not None:
             lines.append(f"run folder: {run}")
         print("\n".join(lines), flush=True)

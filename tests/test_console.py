@@ -33,6 +33,7 @@ def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monke
     first = next(i for i, line in enumerate(lines) if line.startswith("source-only before adaptation: acc "))
     epochs = [i for i, line in enumerate(lines) if line.startswith(("epoch 1/2 | acc ", "epoch 2/2 | acc "))]
     assert len(epochs) == 2 and first < epochs[0] and "label-free: entropy" in lines[epochs[0]]
+    assert "result: the last epoch (target labels choose nothing)" in text
     table = lines.index(
         next(line for line in lines if line.split() == ["target", "source-only", "last", "epoch"])
     )
@@ -45,3 +46,18 @@ def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monke
 def test_headline_keeps_the_summary_scores_only():
     metrics = {"target/acc": 0.9, "target/acc_per_class": 0.8, "target/ap50/Tree": 0.5, "label_free/im": -1.0}
     assert headline(metrics, "target") == {"acc": 0.9, "acc_per_class": 0.8}
+
+
+def test_the_closing_line_says_which_weights_are_the_result():
+    from sfda.console import chosen
+    from sfda.methods import SHOT, SegmentationSourceTraining, SourceTraining
+
+    assert (
+        chosen(SourceTraining.__new__(SourceTraining))
+        == "the source artifact from the epoch with the best source_val/acc"
+    )
+    assert (
+        chosen(SegmentationSourceTraining.__new__(SegmentationSourceTraining))
+        == "the source artifact from the last epoch"
+    )
+    assert chosen(SHOT.__new__(SHOT)) == "the last epoch (target labels choose nothing)"
