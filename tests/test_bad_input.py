@@ -775,3 +775,10 @@ def test_a_detection_artifact_in_a_classification_recipe_is_refused_by_the_cli(w
         "detector.pt is a 'detection' source artifact",
         "cannot be adapted by a classification method",
     )
+
+
+def test_source_training_without_an_input_spec_is_refused_naming_the_field(workspace):
+    model = {"class_path": "sfda.methods.SourceTraining", "init_args": {"bottleneck_dim": 16}}
+    path = str(recipe(workspace / "no_input.yaml", model, folder_data(workspace / "target", role="source")))
+    assert_refused(["fit", "--config", path], workspace,
+                   "data.input: source training needs the input spec (size, channels, mean, std)")

@@ -89,6 +89,14 @@ def write_artifact(trainer: L.Trainer, artifact: SourceArtifact, destination: st
     return out
 
 
+def source_input_spec(datamodule, expected: str):
+    """The recipe's ``data.input`` of a source-training run (it has no artifact to adopt one from);
+    refuses a recipe without it, saying what ``expected`` holds."""
+    if datamodule.input_spec is None:
+        raise ValueError(f"data.input: source training needs the input spec ({expected}) in the recipe")
+    return datamodule.input_spec
+
+
 class WritesSourceArtifact:
     """Mixin (before the LightningModule base) of the source-training modules: checks the destinations
     before the first step and writes the artifact. Subclasses set ``artifact_path``,

@@ -18,7 +18,7 @@ from ..models import SourceArtifact
 from ..models.detector import detector_architecture, faster_rcnn
 from ..models.keyed_sampling import use_keyed_sampling
 from ..pseudo_labels.passes import collect_rows
-from .artifact_output import KeepsBestWeights, WritesSourceArtifact
+from .artifact_output import KeepsBestWeights, WritesSourceArtifact, source_input_spec
 from .base import Optim
 from .task import TaskModule
 
@@ -206,12 +206,8 @@ class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionT
         if self.network is not None:
             return
         dm = self.trainer.datamodule
-        if dm.input_spec is None:
-            raise ValueError(
-                "data.input: detection source training needs the input spec (size, mean, std) in the recipe"
-            )
+        spec = source_input_spec(dm, "size, mean, std")
         dm.setup()
-        spec = dm.input_spec
         self.architecture = detector_architecture(
             dm.num_classes,
             spec.size,

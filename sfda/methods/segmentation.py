@@ -10,7 +10,7 @@ from ..metrics import VolumeScores, volume_scores
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
-from .artifact_output import WritesSourceArtifact
+from .artifact_output import WritesSourceArtifact, source_input_spec
 from .base import Optim
 from .task import TaskModule
 
@@ -162,9 +162,8 @@ class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
         from monai.losses import DiceCELoss
 
         dm = self.trainer.datamodule
-        if dm.input_spec is None:
-            raise ValueError("data.input: source training needs the VolumeSpec (mode, roi, spacing, ...) in the recipe")
-        self.architecture = unet_architecture(dm.input_spec.spatial_dims, dm.input_spec.channels, dm.num_classes, **self.unet)
+        spec = source_input_spec(dm, "a VolumeSpec: mode, roi, spacing, ...")
+        self.architecture = unet_architecture(spec.spatial_dims, spec.channels, dm.num_classes, **self.unet)
         from ..models.artifact import import_target
 
         self.network = import_target(self.architecture["target"])(**self.architecture["kwargs"])

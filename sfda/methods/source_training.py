@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import FeatureClassifier, SourceClassifier, artifact_from_module
-from .artifact_output import KeepsBestWeights, WritesSourceArtifact
+from .artifact_output import KeepsBestWeights, WritesSourceArtifact, source_input_spec
 from .base import ClassifierTask, Optim
 
 
@@ -43,9 +43,7 @@ class SourceTraining(KeepsBestWeights, WritesSourceArtifact, ClassifierTask):
         if self.network is not None:
             return
         dm = self.trainer.datamodule
-        if dm.input_spec is None:
-            raise ValueError("data.input: source training needs the input spec (size, channels, mean, std) in the recipe")
-        spec = dm.input_spec
+        spec = source_input_spec(dm, "size, channels, mean, std")
         self.architecture = {"target": "sfda.models.classifier:SourceClassifier",
                              "kwargs": {"backbone": self.backbone_name, "num_classes": dm.num_classes,
                                         "in_channels": spec.channels, "input_size": spec.size,
