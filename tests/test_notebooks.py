@@ -30,14 +30,16 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
 
 
 def test_medical_segmentation_notebook_runs(tmp_path, monkeypatch):
-    settings = {"SFDA_NOTEBOOK_SOURCE_EPOCHS": "2", "SFDA_NOTEBOOK_EPOCHS": "1", "SFDA_NOTEBOOK_SMALL_UNET": "1"}
+    settings = {"SFDA_NOTEBOOK_SOURCE_EPOCHS": "2", "SFDA_NOTEBOOK_EPOCHS": "1",
+                "SFDA_NOTEBOOK_SMALL_UNET": "1"}
     text = run_notebook("medical_segmentation.ipynb", settings, tmp_path, monkeypatch)
     assert "adapted Dice" in text and "overlay written" in text
     assert (tmp_path / "runs" / "adapt" / "version_1" / "masks" / "itk.nii.gz").exists()
 
 
 def test_detection_notebook_runs(tmp_path, monkeypatch):
-    settings = {"SFDA_NOTEBOOK_SOURCE_EPOCHS": "1", "SFDA_NOTEBOOK_EPOCHS": "1", "SFDA_NOTEBOOK_SOURCE_TILES": "8"}
+    settings = {"SFDA_NOTEBOOK_SOURCE_EPOCHS": "1", "SFDA_NOTEBOOK_EPOCHS": "1",
+                "SFDA_NOTEBOOK_SOURCE_TILES": "8"}
     text = run_notebook("detection.ipynb", settings, tmp_path, monkeypatch)
     assert "adapted AP50" in text and "overlay written" in text
     payload = (tmp_path / "runs" / "adapt" / "version_1" / "detections.json").read_text()
