@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import SaveConfigCallback
 
+from .catalogue import task_of
 from .run_checks import checkpoint_method
 
 
@@ -90,7 +91,10 @@ class RunRecorder(Callback):
         self.started = time.time()
         log_dir = own_run_dir(trainer)
         if trainer.is_global_zero and log_dir:
-            info = {"stage": stage, "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
+            method = type(pl_module)
+            info = {"stage": stage, "task": task_of(method), "method": method.__name__,
+                    "method_class": f"{method.__module__}.{method.__name__}",
+                    "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
                     "git_commit": git_commit(), "processes": trainer.world_size, "precision": str(trainer.precision),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
             Path(log_dir).mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,8 @@ class RunRecorder(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
+        # per epoch in metrics.csv for `sfda report`; results.json keeps the mean (timing/epoch_s)
+        pl_module.log("time/epoch_s", self.epoch_seconds[-1], on_step=False, on_epoch=True, sync_dist=False)
 
     def _timings(self, trainer, pl_module) -> dict[str, float]:
         out = {f"timing/{phase}_s": seconds for phase, seconds in getattr(pl_module, "stopwatch", None).totals.items()} \
@@ -123,7 +129,7 @@ class RunRecorder(Callback):
         results = json.loads(path.read_text()) if path in self.written else {}
         results.update(getattr(pl_module, "results", {}))
         for key, value in trainer.callback_metrics.items():  # what this run measured wins
-            if (number := _scalar(value)) is not None:
+            if not key.startswith("time/") and (number := _scalar(value)) is not None:
                 results[key] = number
         if stage == "fit":
             results.update(self._timings(trainer, pl_module))

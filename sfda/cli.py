@@ -31,6 +31,7 @@ from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
+from .report.evidence import ReportEvidence
 from .run_checks import (
     SPECIAL_CHECKPOINTS,
     RunConfigError,
@@ -45,7 +46,7 @@ VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
 # gathers its states, the engine's banks are global), so Lightning's DDP advice to add sync_dist=True
 # would only average identical numbers; it is silenced for these names, and for nothing else.
-GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", "engine/", "round")
+GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", "engine/", "round", "time/")
 # Errors of bad input: printed as one message naming the field (SFDA_TRACEBACK=1 shows the traceback).
 INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
 # run folders this process created, removed again if the run fails before a checkpoint
@@ -64,6 +65,9 @@ class SFDACLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--channels_last", type=bool, default=True,
                             help="keep conv weights and image batches channels-last (same math, faster convolutions)")
+        parser.add_argument("--report_evidence", type=bool, default=True,
+                            help="at the end of fit, keep what `sfda report` shows per sample (one more "
+                            "evaluation pass): predictions before/after, a feature projection, overlays")
         # BatchNorm statistics of the GLOBAL batch under DDP, so results do not depend on the process count
         # (a no-op on one process); a recipe or `--trainer.sync_batchnorm=false` turns it off
         parser.set_defaults({"trainer.sync_batchnorm": True})
@@ -143,8 +147,11 @@ class SFDACLI(LightningCLI):
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), GlobalBatchNormSync()]
         callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder()]  # each task adds its writers
-        if self.config.get(self.subcommand, {}).get("channels_last", True):
+        options = self.config.get(self.subcommand, {})
+        if options.get("channels_last", True):
             callbacks.append(ChannelsLast())
+        if options.get("report_evidence", True):
+            callbacks.append(ReportEvidence())
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -209,6 +216,7 @@ DESCRIPTION = """sfda: adapt a trained model to unlabelled data of a new domain,
   sfda fit --config recipes/<task>/<benchmark>/<method>.yaml    adapt (or train a source model)
   sfda test|validate|predict --config <recipe> [--ckpt_path ...] score or predict
   sfda methods                                                 list every method, its task and recipes
+  sfda report RUN_DIR [RUN_DIR ...] [--out report.html]        an HTML report of one or several runs
   sfda fit --model.help sfda.methods.<Name>                    the arguments of one method
 """
 
@@ -223,6 +231,10 @@ def main(args: list[str] | None = None) -> None:
 
         print(render())
         return
+    if given[:1] == ["report"]:
+        from .report import main as report
+
+        raise SystemExit(report(given[1:]))
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)

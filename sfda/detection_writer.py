@@ -64,6 +64,23 @@ def overlay_png(image: torch.Tensor, panels: dict[str, dict], path: Path) -> Pat
     return path
 
 
+def write_overlays(prediction: dict, images: torch.Tensor, datamodule, folder: Path,
+                   references: list[dict] | None = None, split: str = "test") -> list[Path]:
+    """One overlay PNG per image of a ``predict_step`` output on ``split`` in ``folder``: source-only (where
+    the method has a source model), this model and, when given, the ``references`` boxes side by side."""
+    written = []
+    for row, index in enumerate(prediction["index"].tolist()):
+        panels = {}
+        if "source_detections" in prediction:
+            panels["source-only"] = prediction["source_detections"][row]
+        panels["this model"] = prediction["detections"][row]
+        if references is not None:
+            panels["reference"] = references[row]
+        safe = datamodule.sample_name(split, index).replace("/", "_").replace(",", "_").replace("@", "_")
+        written.append(overlay_png(images[row], panels, folder / f"{index:05d}_{Path(safe).stem}.png"))
+    return written
+
+
 class DetectionWriter(BasePredictionWriter):
     """``detections.json`` (COCO format, original-image pixels) and ``overlays/<image>.png`` (source-only
     and this model side by side for adaptation methods) in the run folder. The detection task's writer
@@ -78,18 +95,8 @@ class DetectionWriter(BasePredictionWriter):
     ):
         images = prediction.pop("image")
         run = own_run_dir(trainer)
-        if not trainer.is_global_zero or run is None:
-            return
-        dm = trainer.datamodule
-        for row, index in enumerate(prediction["index"].tolist()):
-            panels = (
-                {"source-only": prediction["source_detections"][row]}
-                if "source_detections" in prediction
-                else {}
-            )
-            panels["this model"] = prediction["detections"][row]
-            safe = dm.sample_name("test", index).replace("/", "_").replace(",", "_").replace("@", "_")
-            overlay_png(images[row], panels, run / "overlays" / f"{index:05d}_{Path(safe).stem}.png")
+        if trainer.is_global_zero and run is not None:
+            write_overlays(prediction, images, trainer.datamodule, run / "overlays")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
         run = own_run_dir(trainer)

@@ -86,10 +86,14 @@ class MaskWriter(BasePredictionWriter):
         volume = trainer.datamodule.volumes["eval"][prediction["index"]]
         save_mask(to_original_grid(prediction["mask"], volume.affine, volume.image_path), volume.image_path,
                   run / "masks" / f"{volume.name}.nii.gz")
-        panels = {}
-        if "source_mask" in prediction:
-            panels["source-only"] = prediction["source_mask"]
-        panels["prediction"] = prediction["mask"]
-        if volume.label is not None:
-            panels["reference"] = volume.label
-        overlay_png(volume.image[0], panels, pl_module.spec.slice_axis, run / "overlays" / f"{volume.name}.png")
+        write_overlay(prediction, volume, pl_module.spec.slice_axis, run / "overlays")
+
+
+def write_overlay(prediction: dict, volume, axis: int, folder: Path) -> Path:
+    """``folder/<volume id>.png`` of a ``predict_step`` output: source-only (where the method has a source
+    model), the prediction and the reference label (when the volume has one)."""
+    panels = {"source-only": prediction["source_mask"]} if "source_mask" in prediction else {}
+    panels["prediction"] = prediction["mask"]
+    if volume.label is not None:
+        panels["reference"] = volume.label
+    return overlay_png(volume.image[0], panels, axis, folder / f"{volume.name}.png")

@@ -42,3 +42,20 @@ def mnist_source(tmp_path_factory) -> Path:
     assert artifact.exists()
     assert results_of(root)["source_val/best_acc"] > 0.5  # the score that chose the weights is reported
     return artifact
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 2-epoch SHOT run of an untrained LeNet on tiny digit folders (seconds; no real accuracy)."""
+    from bad_input_kit import digit_images, folder_data, recipe, sfda, source_artifact
+
+    names = [str(i) for i in range(10)]
+    folder = tmp_path_factory.mktemp("tiny")
+    digit_images(folder / "target", names, per_class=3)
+    source = source_artifact(folder / "source.pt", names)
+    model = {"class_path": "sfda.methods.SHOT", "init_args": {"source": str(source), "beta": 0.1}}
+    config = recipe(folder / "shot.yaml", model, folder_data(folder / "target"),
+                    {"max_epochs": 2, "default_root_dir": str(folder / "runs" / "shot")})
+    code, text = sfda("fit", "--config", str(config))
+    assert code == 0, text
+    return folder / "runs" / "shot" / "version_0"

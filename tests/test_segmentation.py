@@ -16,6 +16,7 @@ from sfda.data import DatalistError, SegmentationDataModule, VolumeSpec
 from sfda.losses import class_ratio_kl, predicted_class_ratio, weighted_entropy
 from sfda.metrics import VolumeScores, volume_scores
 from sfda.pseudo_labels import ConstantSizes, ImageSizes, SourceEstimate, class_fractions, prior_from_sizes
+from sfda.report import build_report
 
 RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
 SMALL_UNET = ["--model.init_args.channels=[8,16,32]", "--model.init_args.strides=[2,2]"]
@@ -249,6 +250,12 @@ def test_baselines_run_one_epoch(method, colin_source, tmp_path):
         assert not torch.allclose(state[f"network.{mean_key}"], source[mean_key])
         weight = next(k for k in source if k.endswith("conv.weight"))
         assert torch.equal(state[f"network.{weight}"].contiguous(), source[weight].contiguous())
+        # the report's evidence: the evaluation volume drawn source-only | adapted | reference
+        overlay = tmp_path / "version_0" / "report" / "overlays" / "itk.png"
+        assert overlay.stat().st_size > 1000
+        page = build_report([tmp_path / "version_0"], tmp_path / "report.html").read_text()
+        assert "(segmentation)" in page and "overlays: source-only | adapted | reference" in page
+        assert any("dice_per_volume" in p.name for p in (tmp_path / "report_files").glob("*.png"))
 
 
 @pytest.mark.slow  # a CLI subprocess run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,6 +15,7 @@ from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_f
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
+from ..report.evidence import classification_evidence, gallery_images, gallery_picks, kept_rows, write_npz
 from ..run_checks import check_state_shapes
 from .optim import Optim, build_optimizer, check_finite  # noqa: F401 (Optim, build_optimizer: re-exported)
 from .task import TaskModule
@@ -200,7 +202,23 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         return self.source_feature_dim
 
     def evaluate_source_model(self) -> dict[str, float]:
-        return self.evaluate_split(self.trainer.datamodule.val_dataloader(), "source_only")
+        loader = self.trainer.datamodule.val_dataloader()
+        rows = self.full_pass(loader, "evaluating source_only", phase="evaluation")
+        self.source_rows = kept_rows(rows)  # the "before" of the report's evidence
+        return self.split_scores(rows, "source_only")
+
+    def report_evidence(self, folder: Path | None) -> None:
+        """``classification.npz`` for ``sfda report`` (see ``sfda.report.evidence``): one more pass over the
+        evaluation split with the adapted network, compared with the source-only pass."""
+        loader = self.trainer.datamodule.val_dataloader()
+        rows = self.full_pass(loader, "report evidence", phase="evaluation")
+        if folder is None:
+            return
+        before = getattr(self, "source_rows", None)
+        evidence = classification_evidence(before, kept_rows(rows), self.predict_labels,
+                                           self.unknown_threshold(), self.artifact.class_names)
+        evidence.update(gallery_images(loader.dataset, gallery_picks(evidence), self.artifact.input))
+        write_npz(folder, "classification.npz", evidence)
 
     # the engine's target pass ----------------------------------------------------------------
     def classification_rows(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -215,9 +233,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         "labels": (N,)}`` on this device, identical on every rank, in global index order."""
         return self.target_pass(loader, self.classification_rows, description, phase)
 
-    def evaluate_split(self, loader, prefix: str) -> dict[str, float]:
-        """The accuracy family (see ClassifierTask) of the current network on a labelled loader."""
-        rows = self.full_pass(loader, f"evaluating {prefix}", phase="evaluation")
+    def split_scores(self, rows: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        """The accuracy family (see ClassifierTask) of a labelled pass's rows."""
         scores = scores_from_confusion(confusion(self.predict_labels(rows["probs"]), rows["labels"], self.num_classes))
         return {f"{prefix}/{k}": float(v) for k, v in scores.items()}
 

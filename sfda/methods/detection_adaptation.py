@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 
+from ..detection_writer import write_overlays
 from ..models import ArtifactError, SourceModel, load_source
 from ..models.detector import freeze_batchnorm
 from ..models.detector_parts import TeacherView, student_pass, teacher_view
 from ..pseudo_labels import EMATeacher
 from ..pseudo_labels.boxes import confident_detections
+from ..report.evidence import OVERLAYS
 from .base import Optim, SourceAdaptation
 from .detection import DetectionTask
 
@@ -78,6 +81,19 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         out = super().predict_step(batch, batch_idx)
         out["source_detections"] = self.detect(batch["image"], self.source_network())
         return out
+
+    def report_evidence(self, folder: Path | None) -> None:
+        """``overlays/*.png`` of the first ``OVERLAYS`` evaluation images for ``sfda report``: source-only,
+        adapted and the reference boxes, drawn as ``sfda predict`` draws them (rank 0 only)."""
+        if folder is None:
+            return
+        first = next(iter(self.trainer.datamodule.val_dataloader()))
+        batch = self.transfer_batch_to_device(first, self.device, 0)
+        batch = {k: v[:OVERLAYS] for k, v in batch.items()}
+        prediction = self.predict_step(batch, 0)
+        references = [{"boxes": b, "scores": torch.ones(len(b))} for b in batch["boxes"]]
+        write_overlays(prediction, prediction.pop("image"), self.trainer.datamodule, folder / "overlays",
+                       references, split="val")
 
 
 class DetectionSourceOnly(DetectionAdaptation):

@@ -3,11 +3,15 @@ normalisation baselines AdaBN and Tent; ``SegmentationSourceOnly`` evaluates the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..losses import weighted_entropy
+from ..mask_writer import write_overlay
 from ..models import ArtifactError, SourceModel, load_source
 from ..models.norm import batch_norm_layers, reset_running_statistics, use_batch_statistics
+from ..report.evidence import OVERLAYS
 from .base import Optim, SourceAdaptation
 from .segmentation import SegmentationTask
 
@@ -46,6 +50,17 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
             self.source_network = self.artifact.build_network().to(self.device)
         out["source_mask"] = self.predict_volume(batch["image"], self.source_network)[0].argmax(0).to(torch.uint8).cpu()
         return out
+
+
+    def report_evidence(self, folder: Path | None) -> None:
+        """``overlays/<volume>.png`` of the first ``OVERLAYS`` evaluation volumes for ``sfda report``:
+        source-only, adapted and reference, drawn as ``sfda predict`` draws them (rank 0 only)."""
+        if folder is None:
+            return
+        volumes = self.trainer.datamodule.volumes["eval"]
+        for batch_idx, batch in zip(range(OVERLAYS), self.trainer.datamodule.val_dataloader(), strict=False):
+            prediction = self.predict_step(self.transfer_batch_to_device(batch, self.device, 0), batch_idx)
+            write_overlay(prediction, volumes[prediction["index"]], self.spec.slice_axis, folder / "overlays")
 
 
 class SegmentationSourceOnly(SegmentationAdaptation):
