@@ -16,14 +16,15 @@ from common import RESULTS, ROOT
 
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
                 "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
-                "epoch-seconds", "round-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+                "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+FIRST = ("quickstart",)  # the README's results start with the quickstart's own comparison
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
     if metric.endswith("-per-s") and abs(value) >= 1000:
         return f"{value:,.0f}"
-    if metric in ("epoch-seconds", "round-seconds", "seconds", "images-per-s", "hd95"):
+    if metric in ("epoch-seconds", "round-seconds", "wall-seconds", "seconds", "images-per-s", "hd95"):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
     if metric in ("overhead", "speedup"):
         return f"{value:.2f}x"
@@ -62,7 +63,7 @@ def rounds_table(rows: list[dict]) -> str:
 
 def render() -> str:
     parts = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(RESULTS.glob("*.json"), key=lambda p: (p.stem not in FIRST, p.stem)):
         rows = json.loads(path.read_text())
         if rows:
             parts.append(f"**{path.stem}** (`benchmarks/results/{path.name}`)\n\n{table(rows)}")

@@ -61,39 +61,56 @@ class Figures:
         return path
 
 
-def curves(
-    series: dict[str, list[tuple[int, float]]],
-    ylabel: str,
-    title: str,
-    levels: dict[str, float] | None = None,
-):
-    """One line per entry of ``series`` (``{label: [(epoch, value)]}``, epochs 0-based, drawn 1-based) and a
-    dashed horizontal line per entry of ``levels`` (``{label: value}``, e.g. the source-only score)."""
+def unit(metric: str) -> str:
+    """The unit a metric name implies, for axis labels (``hd95``: mm; ``*_s``: s; else none)."""
+    name = metric.rsplit("/", 1)[-1]
+    return " (mm)" if name.startswith("hd95") else " (s)" if name.endswith("_s") else ""
+
+
+def epoch_axis(ax, epochs: list[int]) -> None:
+    """x axis in 1-based epochs, integer ticks only."""
+    shown = sorted({e + 1 for e in epochs})
+    ax.set_xlabel("epoch")
+    ax.set_xticks(shown if len(shown) <= 12 else shown[:: -(-len(shown) // 12)])
+
+
+def curves(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
+    """One line per entry of ``series`` (``{label: [(epoch, value)]}``, epochs 0-based, drawn 1-based) on
+    one axis: the same quantity of several runs."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(5.2, 3.0))
+    epochs = []
     for label, points in series.items():
-        epochs, values = zip(*points, strict=True)
-        ax.plot([e + 1 for e in epochs], values, marker="o", markersize=3, label=label)
-    for label, value in (levels or {}).items():
-        ax.axhline(value, color=BEFORE, linestyle="--", linewidth=1, label=label)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+        epoch, values = zip(*points, strict=True)
+        ax.plot([e + 1 for e in epoch], values, marker="o", markersize=3, label=label)
+        epochs += epoch
+    epoch_axis(ax, epochs)
+    ax.set(ylabel=ylabel, title=title)
     ax.legend(loc="best")
     return figure
 
 
-def small_multiples(series: dict[str, list[tuple[int, float]]], title: str, columns: int = 3):
-    """One panel per entry of ``series`` (``{metric: [(epoch, value)]}``), each on its own y scale."""
+def small_multiples(
+    series: dict[str, list[tuple[int, float]]],
+    title: str,
+    levels: dict[str, float] | None = None,
+    columns: int = 3,
+):
+    """One panel per entry of ``series`` (``{metric: [(epoch, value)]}``), each on its own y scale, with a
+    dashed line at ``levels[metric]`` where given (the source-only score)."""
     plt = pyplot()
     rows = -(-len(series) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.4 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.5 * rows), squeeze=False)
     for ax in axes.flat[len(series) :]:
         ax.axis("off")
     for ax, (metric, points) in zip(axes.flat, series.items(), strict=False):
         epochs, values = zip(*points, strict=True)
-        ax.plot([e + 1 for e in epochs], values, marker="o", markersize=3, color=AFTER)
-        ax.set(xlabel="epoch", title=metric)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.plot([e + 1 for e in epochs], values, marker="o", markersize=3, color=AFTER, label="this run")
+        if levels and metric in levels:
+            ax.axhline(levels[metric], color=BEFORE, linestyle="--", linewidth=1, label="source-only")
+            ax.legend(loc="best")
+        epoch_axis(ax, list(epochs))
+        ax.set(title=metric + unit(metric))
     figure.suptitle(title)
     return figure
 

@@ -46,10 +46,8 @@ def curve_sections(run: Run, figures: plots.Figures) -> Section:
         if f"{prefix}/{name}" in run.curves
     }
     if scored:
-        levels = {f"source-only {n}": v for n, v in source.items() if n in scored}
-        parts.append(
-            figures.save(plots.curves(scored, "score", f"{prefix} scores per epoch", levels), "scores")
-        )
+        title = f"{prefix} scores per epoch (labels only report), dashed: source-only"
+        parts.append(figures.save(plots.small_multiples(scored, title, source), "scores"))
     for start, title in CURVE_GROUPS:
         series = {k: v for k, v in run.curves.items() if k.startswith(start)}
         if series:
@@ -70,7 +68,7 @@ def timing(run: Run, figures: plots.Figures) -> Section:
     if "time/epoch_s" in run.curves:
         series = {"seconds per epoch": run.curves["time/epoch_s"]}
         parts.append(
-            figures.save(plots.curves(series, "seconds", "wall time of each epoch"), "epoch_seconds")
+            figures.save(plots.curves(series, "seconds", "wall time of each epoch (s)"), "epoch_seconds")
         )
     return Section(f"{run.name}: timing", parts or [note("no timings recorded")])
 
