@@ -177,6 +177,18 @@ def test_runs_of_different_tasks_are_refused_naming_each_task(tmp_path, tiny_run
     assert f"{other} (segmentation)" in text
 
 
+def test_an_existing_file_that_is_not_a_report_is_not_replaced(tmp_path, tiny_run):
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>my notes</html>")
+    text = report_error(tiny_run, "--out", mine)
+    assert f"--out {mine}: the file exists and is not an sfda report" in text
+    assert mine.read_text() == "<html>my notes</html>"
+    build_report([tiny_run], tmp_path / "again.html")
+    first = sorted(p.name for p in (tmp_path / "again_files").glob("*.png"))
+    build_report([tiny_run], tmp_path / "again.html")  # a report replaces its own page and figures
+    assert sorted(p.name for p in (tmp_path / "again_files").glob("*.png")) == first
+
+
 def test_damaged_run_files_are_named(tmp_path, tiny_run):
     damaged = tmp_path / "damaged" / "version_0"
     shutil.copytree(tiny_run, damaged)

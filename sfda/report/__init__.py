@@ -15,13 +15,17 @@ from pathlib import Path
 def build_report(run_dirs: list[Path], out: Path) -> Path:
     """Write ``out`` (and ``<out stem>_files/*.png``) for ``run_dirs``; return ``out``."""
     from . import sections
-    from .page import render
+    from .page import is_report, render
     from .plots import Figures
-    from .run import check_one_task, read_run
+    from .run import ReportInputError, check_one_task, read_run
     from .task_sections import BY_TASK
 
     runs = [read_run(Path(d)) for d in run_dirs]
     task = check_one_task(runs)
+    if out.exists() and (not out.is_file() or not is_report(out)):
+        raise ReportInputError(
+            f"--out {out}: the file exists and is not an sfda report; it is left as it is. Give another --out"
+        )
     figures = Figures(out.parent / f"{out.stem}_files")
     parts = [sections.comparison(runs, figures)] if len(runs) > 1 else []
     for run in runs:

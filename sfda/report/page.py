@@ -21,6 +21,7 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 details { margin: .5em 0 1em; }
 """
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+GENERATOR = '<meta name="generator" content="sfda report">'  # marks a page this module wrote
 
 
 @dataclass
@@ -69,6 +70,12 @@ def embedded(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{escape(Path(path).stem)}">'
 
 
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page ``sfda report`` wrote (which a new report may replace)."""
+    with open(path, "rb") as handle:
+        return GENERATOR.encode() in handle.read(4096)
+
+
 def render(title: str, sections: list[Section]) -> str:
     """The whole page."""
     body = []
@@ -77,7 +84,7 @@ def render(title: str, sections: list[Section]) -> str:
         body += [embedded(part) if isinstance(part, Path) else part for part in section.parts]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">{GENERATOR}'
         f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
         f"<body><h1>{escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n"
     )

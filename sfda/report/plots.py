@@ -43,6 +43,10 @@ class Figures:
     def __init__(self, folder: Path):
         self.folder, self.count = Path(folder), 0
         self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(
+            "[0-9][0-9]_*.png"
+        ):  # an earlier report's figures, not the user's files
+            stale.unlink()
 
     def next_path(self, name: str) -> Path:
         self.count += 1
