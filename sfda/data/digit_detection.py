@@ -23,19 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from .digits import load_digits_split
+from .photos import sklearn_photographs
 
 CANVAS = 128
 SCALES = (20, 44)
 DIGITS_PER_IMAGE = (2, 5)
 COUNTS = {("plain", "train"): 2000, ("photo", "train"): 2000, ("photo", "test"): 500}
 SEEDS = {("plain", "train"): 101, ("photo", "train"): 202, ("photo", "test"): 303}
-
-
-def photographs() -> list[np.ndarray]:
-    """The real colour photographs used as target backgrounds (``HxWx3 uint8``)."""
-    from sklearn.datasets import load_sample_images
-
-    return list(load_sample_images().images)
 
 
 def digit_pool(domain: str, split: str, root: Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +130,7 @@ def generate(
     count = COUNTS[domain, split] if count is None else count
     rng = np.random.default_rng(SEEDS[domain, split] if seed is None else seed)
     digits, labels = digit_pool(domain, split, root if digits_root is None else digits_root)
-    photos = photographs() if domain == "photo" else []
+    photos = sklearn_photographs() if domain == "photo" else []
     folder = Path(root) / "digit_detection" / f"{domain}_{split}"
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []

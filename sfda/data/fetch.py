@@ -10,6 +10,8 @@ A data location may be written as a URI anywhere a path is accepted:
 - ``deb://<package>/<absolute path inside the package>``
 - ``demo://skull_stripping/<subject>.json``: a datalist of the segmentation demo data, built
   from Debian packages on first use (``sfda.data.skull_stripping``)
+- ``demo://pose_figures/<domain>_<split>.json``: the semi-synthetic pose benchmark's COCO keypoints
+  (``sfda.data.pose_figures``), generated on first use.
 - ``demo://digit_detection/<domain>_<split>.json``: the semi-synthetic digit-detection benchmark's
   COCO annotations, generated on first use (``sfda.data.digit_detection``)
 - anything else is a plain local path.
@@ -62,13 +64,18 @@ def fetch_demo(name: str, root: Path) -> Path:
         from .digit_detection import prepare as prepare_digits
 
         return prepare_digits(root, file[: -len(".json")])
+    if suite == "pose_figures" and file.endswith(".json"):
+        from .pose_figures import prepare as prepare_figures
+
+        return prepare_figures(root, file[: -len(".json")])
     dest = root / suite / file
     if dest.exists():
         return dest
     if suite != "skull_stripping" or not file.endswith(".json"):
         raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected "
                                 "demo://skull_stripping/<subject>.json "
-                                "or demo://digit_detection/<plain_train|photo_train|photo_test>.json)")
+                                "or demo://digit_detection/<plain_train|photo_train|photo_test>.json "
+                                "or demo://pose_figures/<flat_train|photo_train|photo_test>.json)")
     from .skull_stripping import prepare
 
     return prepare(root, file[: -len(".json")])

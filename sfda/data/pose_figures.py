@@ -1,0 +1,259 @@
+"""Semi-synthetic 2-D human figures with the 16 MPII joints and their keypoints, in two domains.
+
+SEMI-SYNTHETIC: no real pose data set with a domain shift ships in any package reachable here, so the
+figures are generated; the target domain's textures and backgrounds are real photographs (scikit-learn's
+and scikit-image's bundled ones). Name it so wherever a number from it is reported.
+
+A figure is a kinematic tree rooted at the pelvis: torso, neck and head, two arms and two legs, with
+per-figure proportions and joint angles drawn within human-like limits (lean +-25 deg, shoulders
+-30..170 deg from hanging, elbows and knees bent 0..145 / 0..140 deg, hips -20..80 deg). A body yaw
+(0..360 deg) narrows the shoulders and hips and orders the parts in depth: the far arm and leg are
+drawn first, the near ones last (arms also get a random depth, in front of or behind the torso).
+Limbs are capsules with widths, the torso a quadrilateral, the head an ellipse. A joint covered by
+a nearer part that is not its own (or by an occluder) is labelled but not visible (COCO ``v = 1``).
+
+- ``flat`` (source): flat-shaded parts (skin, shirt and trousers colours; the far side darker) on a
+  plain background, like a synthetic renderer.
+- ``photo`` (target): parts textured with crops of real photographs over a real-photograph
+  background, then a different lighting (gain, gamma, a brightness gradient) and contrast, blur,
+  noise, and 0-2 occluding photograph patches.
+
+Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed writes the same files.
+Output: ``<root>/pose_figures/<domain>_<split>/`` PNGs and ``annotations.json`` (COCO keypoints, with
+the joint names, the skeleton and sfda's ``flip_pairs`` in the category), read by the same loader as a
+user's data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .photos import random_crop, skimage_photographs, sklearn_photographs
+
+JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
+          "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist")
+SKELETON = ((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (10, 11), (11, 12),
+            (12, 7), (13, 7), (13, 14), (14, 15))
+FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+CANVAS = 128
+COUNTS = {("flat", "train"): 5000, ("photo", "train"): 2000, ("photo", "test"): 500}
+SEEDS = {("flat", "train"): 1001, ("photo", "train"): 2002, ("photo", "test"): 3003}
+# (part, joints it joins, width as a fraction of the torso length, colour group)
+LIMBS = (("r_upper_arm", (12, 11), 0.17, "shirt"), ("r_forearm", (11, 10), 0.13, "skin"),
+         ("l_upper_arm", (13, 14), 0.17, "shirt"), ("l_forearm", (14, 15), 0.13, "skin"),
+         ("r_thigh", (2, 1), 0.24, "trousers"), ("r_shin", (1, 0), 0.17, "trousers"),
+         ("l_thigh", (3, 4), 0.24, "trousers"), ("l_shin", (4, 5), 0.17, "trousers"),
+         ("neck", (7, 8), 0.14, "skin"))
+PART_JOINTS = {name: set(joints) for name, joints, _, _ in LIMBS} | {
+    "torso": {2, 3, 6, 7, 12, 13}, "head": {8, 9}}
+
+
+@dataclass
+class Figure:
+    """A posed figure: ``joints (16, 2)`` in canvas pixels, ``depth`` per part (larger = farther), the torso
+    length in pixels, and whether the far side is the figure's right."""
+
+    joints: np.ndarray
+    depth: dict[str, float]
+    torso: float
+
+
+def direction(angle: float) -> np.ndarray:
+    """Unit vector at ``angle`` radians from straight down (image y grows downwards), counter-clockwise."""
+    return np.array([math.sin(angle), math.cos(angle)])
+
+
+def pose(rng: np.random.Generator) -> Figure:
+    """Joint positions of one figure in a body frame (pelvis at 0, torso length 1), then placed on the
+    canvas at a random scale and position so that it fits."""
+    p = {k: v * rng.uniform(0.9, 1.1) for k, v in {"neck": 0.25, "head": 0.42, "upper_arm": 0.55, "forearm": 0.5,
+                                                    "thigh": 0.75, "shin": 0.7, "shoulder": 0.36, "hip": 0.2}.items()}
+    lean, yaw = math.radians(rng.uniform(-25, 25)), rng.uniform(0, 2 * math.pi)
+    facing = math.copysign(max(abs(math.cos(yaw)), 0.2), math.cos(yaw))  # +: facing the viewer
+    up, across = -direction(lean), np.array([math.cos(lean), -math.sin(lean)])  # body up and body right-to-left
+    j = np.zeros((16, 2))
+    j[6] = 0.0
+    j[7] = up
+    j[8] = j[7] + p["neck"] * -direction(lean + math.radians(rng.uniform(-20, 20)))
+    j[9] = j[8] + p["head"] * -direction(lean + math.radians(rng.uniform(-25, 25)))
+    # the figure's right is on the viewer's left when it faces the viewer
+    for side, shoulder, hip, sign in (("r", 12, 2, -1.0), ("l", 13, 3, 1.0)):
+        j[shoulder] = j[7] + sign * facing * p["shoulder"] * across
+        j[hip] = j[6] + sign * facing * p["hip"] * across
+        outward = sign * math.copysign(1.0, facing)  # which way "away from the body" turns on the canvas
+        elbow, wrist = (11, 10) if side == "r" else (14, 15)
+        knee, ankle = (1, 0) if side == "r" else (4, 5)
+        arm = lean + outward * math.radians(rng.uniform(-30, 170))
+        j[elbow] = j[shoulder] + p["upper_arm"] * direction(arm)
+        j[wrist] = j[elbow] + p["forearm"] * direction(arm + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 145)))
+        leg = lean + outward * math.radians(rng.uniform(-20, 80) if rng.random() < 0.3 else rng.uniform(-10, 25))
+        j[knee] = j[hip] + p["thigh"] * direction(leg)
+        j[ankle] = j[knee] + p["shin"] * direction(leg + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 140)))
+    far = math.sin(yaw)  # > 0: the figure's right side is the far one
+    depth = {"torso": 0.0, "neck": -0.05, "head": -0.1}
+    for name, *_ in LIMBS[:-1]:
+        side = far if name.startswith("r_") else -far
+        depth[name] = side + (rng.uniform(-0.8, 0.8) if "arm" in name else 0.0)
+    extent = j.max(axis=0) - j.min(axis=0) + 0.5  # + room for widths and the head
+    torso = rng.uniform(0.6, 0.88) * CANVAS / extent.max()
+    placed = (j - j.min(axis=0) + 0.25) * torso
+    room = CANVAS - (placed.max(axis=0) + 0.25 * torso)
+    offset = np.array([rng.uniform(0, max(r, 0)) for r in room])
+    return Figure(joints=placed + offset, depth=depth, torso=torso)
+
+
+def part_masks(figure: Figure) -> dict[str, np.ndarray]:
+    """``{part: (CANVAS, CANVAS) bool}`` of the limbs (capsules), the torso and the head (an ellipse)."""
+    from PIL import Image, ImageDraw
+
+    j, t = figure.joints, figure.torso
+    masks = {}
+
+    def canvas():
+        image = Image.new("L", (CANVAS, CANVAS), 0)
+        return image, ImageDraw.Draw(image)
+
+    for name, (a, b), width, _ in LIMBS:
+        image, draw = canvas()
+        w = max(2.0, width * t)
+        draw.line([tuple(j[a]), tuple(j[b])], fill=255, width=int(round(w)))
+        for end in (j[a], j[b]):
+            draw.ellipse([end[0] - w / 2, end[1] - w / 2, end[0] + w / 2, end[1] + w / 2], fill=255)
+        masks[name] = np.asarray(image) > 0
+    image, draw = canvas()
+    draw.polygon([tuple(j[12]), tuple(j[13]), tuple(j[3]), tuple(j[2])], fill=255)
+    for point in (j[12], j[13], j[2], j[3]):  # rounded shoulders and hips, so a side view keeps a body
+        r = 0.14 * t
+        draw.ellipse([point[0] - r, point[1] - r, point[0] + r, point[1] + r], fill=255)
+    masks["torso"] = np.asarray(image) > 0
+    image, draw = canvas()
+    centre, half_length = (j[8] + j[9]) / 2, np.linalg.norm(j[9] - j[8]) / 2 + 0.04 * t
+    angle = math.degrees(math.atan2(*(j[9] - j[8])[::-1]))
+    head = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
+    ImageDraw.Draw(head).ellipse([CANVAS - half_length, CANVAS - 0.17 * t, CANVAS + half_length, CANVAS + 0.17 * t],
+                                 fill=255)
+    head = head.rotate(-angle, center=(CANVAS, CANVAS))
+    image.paste(head.crop((int(CANVAS - centre[0]), int(CANVAS - centre[1]),
+                           int(CANVAS - centre[0]) + CANVAS, int(CANVAS - centre[1]) + CANVAS)))
+    masks["head"] = np.asarray(image) > 0
+    return masks
+
+
+def paint(rng: np.random.Generator, domain: str, figure: Figure, masks: dict[str, np.ndarray],
+          photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The RGB canvas (float, 0-255), the owner map (``(CANVAS, CANVAS)`` index into the returned part
+    ``order``, -1 background) and that order: parts painted far to near."""
+    if domain == "flat":
+        canvas = np.ones((CANVAS, CANVAS, 3)) * rng.uniform(0, 255, 3)
+        colours = {"skin": rng.uniform(120, 255, 3) * np.array([1.0, 0.8, 0.65]),
+                   "shirt": rng.uniform(0, 255, 3), "trousers": rng.uniform(0, 200, 3)}
+    else:
+        canvas = random_crop(rng, photos, CANVAS, CANVAS)
+        colours = {group: random_crop(rng, photos, CANVAS, CANVAS) for group in ("skin", "shirt", "trousers")}
+    groups = {name: group for name, _, _, group in LIMBS} | {"torso": "shirt", "head": "skin"}
+    order = sorted(masks, key=lambda name: -figure.depth[name])
+    owner = np.full((CANVAS, CANVAS), -1)
+    for index, name in enumerate(order):
+        fill = colours[groups[name]] * (0.8 if figure.depth[name] > 0.3 else 1.0)  # the far side in shadow
+        canvas[masks[name]] = fill[masks[name]] if fill.ndim == 3 else fill
+        owner[masks[name]] = index
+    return canvas, owner, order
+
+
+def keypoints(figure: Figure, owner: np.ndarray, order: list[str]) -> np.ndarray:
+    """``(16, 3)`` COCO keypoints ``x, y, v``: v = 2 visible, 1 covered by a part that is not the joint's
+    own or by an occluder (owner -2), 0 outside the canvas (then x = y = 0)."""
+    out = np.zeros((16, 3))
+    for k, (x, y) in enumerate(figure.joints):
+        col, row = int(math.floor(x)), int(math.floor(y))
+        if not (0 <= col < CANVAS and 0 <= row < CANVAS):
+            continue
+        on_top = owner[row, col]
+        own = on_top == -1 or (on_top >= 0 and k in PART_JOINTS[order[on_top]])
+        out[k] = (x, y, 2 if own else 1)
+    return out
+
+
+def shift_domain(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray, figure: Figure,
+                 photos: list[np.ndarray]) -> np.ndarray:
+    """The target's look: occluding photograph patches (owner set to -2), lighting, contrast, blur, noise."""
+    from scipy.ndimage import gaussian_filter
+
+    for _ in range(rng.integers(0, 3)):
+        centre = figure.joints[rng.integers(16)] + rng.normal(0, 4, 2)
+        half = rng.uniform(0.15, 0.35) * figure.torso
+        r0, r1 = int(max(centre[1] - half, 0)), int(min(centre[1] + half, CANVAS))
+        c0, c1 = int(max(centre[0] - half, 0)), int(min(centre[0] + half, CANVAS))
+        if r1 > r0 and c1 > c0:
+            canvas[r0:r1, c0:c1] = random_crop(rng, photos, r1 - r0, c1 - c0)
+            owner[r0:r1, c0:c1] = -2
+    image = canvas / 255.0
+    gradient = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(1.0, 1.4), CANVAS)
+    image = image * (gradient[None, :, None] if rng.random() < 0.5 else gradient[:, None, None])
+    image = np.clip(image * rng.uniform(0.6, 1.3), 0, 1) ** rng.uniform(0.6, 1.6)
+    image = (image - image.mean()) * rng.uniform(0.6, 1.2) + image.mean()
+    image = gaussian_filter(image, sigma=(rng.uniform(0.3, 1.3),) * 2 + (0,))
+    image = image + rng.normal(0, rng.uniform(0.01, 0.05), image.shape)
+    return np.clip(image * 255, 0, 255)
+
+
+def render(rng: np.random.Generator, domain: str, photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+    """One image (``CANVAS x CANVAS x 3 uint8``), its ``(16, 3)`` keypoints and the figure's box
+    ``[x, y, w, h]`` (the extent of its parts)."""
+    figure = pose(rng)
+    masks = part_masks(figure)
+    canvas, owner, order = paint(rng, domain, figure, masks, photos)
+    if domain == "photo":
+        canvas = shift_domain(rng, canvas, owner, figure, photos)
+    rows, cols = np.nonzero(np.any(np.stack(list(masks.values())), axis=0))
+    box = [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)]
+    return canvas.round().astype(np.uint8), keypoints(figure, owner, order), box
+
+
+def category() -> dict:
+    """The COCO person category with the MPII joint names, the 1-based skeleton and sfda's flip pairs."""
+    return {"id": 1, "name": "person", "keypoints": list(JOINTS),
+            "skeleton": [[a + 1, b + 1] for a, b in SKELETON], "flip_pairs": [list(p) for p in FLIP_PAIRS]}
+
+
+def generate(root: Path, domain: str, split: str, count: int | None = None, seed: int | None = None) -> Path:
+    """Write ``count`` images (default: the benchmark's) of ``domain``/``split`` and their COCO keypoints
+    ``annotations.json`` under ``root``; returns the JSON's path."""
+    from PIL import Image
+
+    if (domain, split) not in COUNTS:
+        raise ValueError(f"pose figures: unknown part {domain}_{split}; expected one of "
+                         f"{[f'{d}_{s}' for d, s in COUNTS]}")
+    count = COUNTS[domain, split] if count is None else count
+    rng = np.random.default_rng(SEEDS[domain, split] if seed is None else seed)
+    photos = sklearn_photographs() + skimage_photographs() if domain == "photo" else []
+    folder = Path(root) / "pose_figures" / f"{domain}_{split}"
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for number in range(count):
+        image, points, box = render(rng, domain, photos)
+        file_name = f"{number:05d}.png"
+        Image.fromarray(image).save(folder / file_name)
+        images.append({"id": number, "file_name": file_name, "width": CANVAS, "height": CANVAS})
+        annotations.append({"id": number, "image_id": number, "category_id": 1, "iscrowd": 0, "bbox": box,
+                            "area": box[2] * box[3], "num_keypoints": int((points[:, 2] > 0).sum()),
+                            "keypoints": [round(float(v), 2) for v in points.reshape(-1)]})
+    payload = {"info": {"description": f"SEMI-SYNTHETIC pose figures, {domain} domain, {split} split"},
+               "images": images, "annotations": annotations, "categories": [category()]}
+    out = folder / "annotations.json"
+    tmp = out.with_name(".annotations.json.tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(out)
+    return out
+
+
+def prepare(root: Path, part: str) -> Path:
+    """``demo://pose_figures/<domain>_<split>.json``: that part's annotations, generated on first use."""
+    domain, _, split = part.partition("_")
+    out = Path(root) / "pose_figures" / part / "annotations.json"
+    return out if out.exists() else generate(root, domain, split)
