@@ -10,7 +10,6 @@ items never carry their boxes (``labelled`` False, no boxes): labels are for rep
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ from .checks import check_counts
 from .datasets import read_image
 from .fetch import resolve
 from .folder import IMAGE_SUFFIXES, visible
-from .samplers import GlobalBatchSampler
+from .samplers import global_batch_loader
 from .tiles import tile_record
 from .transforms import InputSpec
 
@@ -283,31 +282,11 @@ class DetectionDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: DetectionDataset, batch_size: int, shuffle: bool, drop_last: bool
     ) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if drop_last and len(dataset) < batch_size:
-            raise ValueError(
-                f"data.batch_size: {batch_size} is larger than the {len(dataset)} training images; "
-                "the run would do zero steps"
-            )
-        sampler = GlobalBatchSampler(
-            len(dataset),
-            batch_size,
-            shuffle,
-            drop_last,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-            rank=rank,
-            world_size=world,
-            seeded=dataset.view != "test",
-            pad_ranks=not drop_last,  # evaluation drops duplicates by index (collect_rows)
-        )
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_boxes,
-            persistent_workers=self.num_workers > 0,
-        )
+        # pad_ranks: every rank runs every evaluation batch; evaluation drops duplicates by index
+        # (collect_rows)
+        seeded = dataset.view != "test"
+        return global_batch_loader(self, dataset, batch_size, shuffle, drop_last, seeded, pad_ranks=not drop_last,
+                                   collate_fn=collate_boxes, what="training images")
 
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -78,3 +80,22 @@ class GlobalBatchSampler(Sampler[list]):
             return full + 1
         share = -(-rest // self.world_size)
         return full + (1 if self.rank * share < rest else 0)
+
+
+def global_batch_loader(datamodule, dataset, batch_size: int, shuffle: bool, drop_last: bool, seeded: bool,
+                        pad_ranks: bool = False, collate_fn=None, what: str = "training samples"
+                        ) -> DataLoader:
+    """A DataLoader over ``dataset`` with this process's ``GlobalBatchSampler`` (rank and world size from the
+    datamodule's trainer, seed from the run) and ``datamodule.num_workers`` workers. Refuses a training
+    loader with fewer ``what`` than one batch (the run would do zero steps)."""
+    trainer = getattr(datamodule, "trainer", None)
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    if drop_last and len(dataset) < batch_size:
+        raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} {what}; "
+                         "the run would do zero steps")
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed=seed, rank=rank,
+                                 world_size=world, seeded=seeded, pad_ranks=pad_ranks)
+    workers = datamodule.num_workers
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_fn,
+                      persistent_workers=workers > 0)

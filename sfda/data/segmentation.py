@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checks import check_counts
-from .samplers import GlobalBatchSampler
+from .samplers import global_batch_loader
 from .transforms import A
 from .volumes import DatalistError, Volume, VolumeSpec, load_volume, read_datalist
 
@@ -211,13 +211,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return list(self.dataset("train").ids)
 
     def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, seeded: bool = False) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if drop_last and len(dataset) < batch_size:
-            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training samples; the run would do zero steps")
-        sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-                                     rank=rank, world_size=world, seeded=seeded)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return global_batch_loader(self, dataset, batch_size, shuffle, drop_last, seeded)
 
     def train_dataloader(self) -> DataLoader:
         view = self.train_view if self.input_spec.mode == "2d" else "test"
