@@ -31,6 +31,12 @@ def random_crop(rng: np.random.Generator, photos: list[np.ndarray], height: int,
     (0.5-1.5x; a photograph smaller than the crop is tiled)."""
     photo = photos[rng.integers(len(photos))]
     scale = rng.uniform(0.5, 1.5)
-    rows = np.clip(np.arange(height) / scale + rng.integers(0, photo.shape[0]), 0, None).astype(int) % photo.shape[0]
-    cols = np.clip(np.arange(width) / scale + rng.integers(0, photo.shape[1]), 0, None).astype(int) % photo.shape[1]
+    rows = (
+        np.clip(np.arange(height) / scale + rng.integers(0, photo.shape[0]), 0, None).astype(int)
+        % photo.shape[0]
+    )
+    cols = (
+        np.clip(np.arange(width) / scale + rng.integers(0, photo.shape[1]), 0, None).astype(int)
+        % photo.shape[1]
+    )
     return photo[rows][:, cols].astype(np.float64)

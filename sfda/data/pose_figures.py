@@ -35,22 +35,61 @@ import numpy as np
 
 from .photos import random_crop, skimage_photographs, sklearn_photographs
 
-JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
-          "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist")
-SKELETON = ((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (10, 11), (11, 12),
-            (12, 7), (13, 7), (13, 14), (14, 15))
+JOINTS = (
+    "r_ankle",
+    "r_knee",
+    "r_hip",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "pelvis",
+    "thorax",
+    "upper_neck",
+    "head_top",
+    "r_wrist",
+    "r_elbow",
+    "r_shoulder",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+)
+SKELETON = (
+    (0, 1),
+    (1, 2),
+    (2, 6),
+    (3, 6),
+    (3, 4),
+    (4, 5),
+    (6, 7),
+    (7, 8),
+    (8, 9),
+    (10, 11),
+    (11, 12),
+    (12, 7),
+    (13, 7),
+    (13, 14),
+    (14, 15),
+)
 FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 CANVAS = 128
 COUNTS = {("flat", "train"): 5000, ("photo", "train"): 2000, ("photo", "test"): 500}
 SEEDS = {("flat", "train"): 1001, ("photo", "train"): 2002, ("photo", "test"): 3003}
 # (part, joints it joins, width as a fraction of the torso length, colour group)
-LIMBS = (("r_upper_arm", (12, 11), 0.17, "shirt"), ("r_forearm", (11, 10), 0.13, "skin"),
-         ("l_upper_arm", (13, 14), 0.17, "shirt"), ("l_forearm", (14, 15), 0.13, "skin"),
-         ("r_thigh", (2, 1), 0.24, "trousers"), ("r_shin", (1, 0), 0.17, "trousers"),
-         ("l_thigh", (3, 4), 0.24, "trousers"), ("l_shin", (4, 5), 0.17, "trousers"),
-         ("neck", (7, 8), 0.14, "skin"))
+LIMBS = (
+    ("r_upper_arm", (12, 11), 0.17, "shirt"),
+    ("r_forearm", (11, 10), 0.13, "skin"),
+    ("l_upper_arm", (13, 14), 0.17, "shirt"),
+    ("l_forearm", (14, 15), 0.13, "skin"),
+    ("r_thigh", (2, 1), 0.24, "trousers"),
+    ("r_shin", (1, 0), 0.17, "trousers"),
+    ("l_thigh", (3, 4), 0.24, "trousers"),
+    ("l_shin", (4, 5), 0.17, "trousers"),
+    ("neck", (7, 8), 0.14, "skin"),
+)
 PART_JOINTS = {name: set(joints) for name, joints, _, _ in LIMBS} | {
-    "torso": {2, 3, 6, 7, 12, 13}, "head": {8, 9}}
+    "torso": {2, 3, 6, 7, 12, 13},
+    "head": {8, 9},
+}
 
 
 @dataclass
@@ -71,11 +110,25 @@ def direction(angle: float) -> np.ndarray:
 def pose(rng: np.random.Generator) -> Figure:
     """Joint positions of one figure in a body frame (pelvis at 0, torso length 1), then placed on the
     canvas at a random scale and position so that it fits."""
-    p = {k: v * rng.uniform(0.9, 1.1) for k, v in {"neck": 0.25, "head": 0.42, "upper_arm": 0.55, "forearm": 0.5,
-                                                    "thigh": 0.75, "shin": 0.7, "shoulder": 0.36, "hip": 0.2}.items()}
+    p = {
+        k: v * rng.uniform(0.9, 1.1)
+        for k, v in {
+            "neck": 0.25,
+            "head": 0.42,
+            "upper_arm": 0.55,
+            "forearm": 0.5,
+            "thigh": 0.75,
+            "shin": 0.7,
+            "shoulder": 0.36,
+            "hip": 0.2,
+        }.items()
+    }
     lean, yaw = math.radians(rng.uniform(-25, 25)), rng.uniform(0, 2 * math.pi)
     facing = math.copysign(max(abs(math.cos(yaw)), 0.2), math.cos(yaw))  # +: facing the viewer
-    up, across = -direction(lean), np.array([math.cos(lean), -math.sin(lean)])  # body up and body right-to-left
+    up, across = (
+        -direction(lean),
+        np.array([math.cos(lean), -math.sin(lean)]),
+    )  # body up and body right-to-left
     j = np.zeros((16, 2))
     j[6] = 0.0
     j[7] = up
@@ -90,10 +143,16 @@ def pose(rng: np.random.Generator) -> Figure:
         knee, ankle = (1, 0) if side == "r" else (4, 5)
         arm = lean + outward * math.radians(rng.uniform(-30, 170))
         j[elbow] = j[shoulder] + p["upper_arm"] * direction(arm)
-        j[wrist] = j[elbow] + p["forearm"] * direction(arm + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 145)))
-        leg = lean + outward * math.radians(rng.uniform(-20, 80) if rng.random() < 0.3 else rng.uniform(-10, 25))
+        j[wrist] = j[elbow] + p["forearm"] * direction(
+            arm + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 145))
+        )
+        leg = lean + outward * math.radians(
+            rng.uniform(-20, 80) if rng.random() < 0.3 else rng.uniform(-10, 25)
+        )
         j[knee] = j[hip] + p["thigh"] * direction(leg)
-        j[ankle] = j[knee] + p["shin"] * direction(leg + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 140)))
+        j[ankle] = j[knee] + p["shin"] * direction(
+            leg + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 140))
+        )
     far = math.sin(yaw)  # > 0: the figure's right side is the far one
     depth = {"torso": 0.0, "neck": -0.05, "head": -0.1}
     for name, *_ in LIMBS[:-1]:
@@ -135,23 +194,40 @@ def part_masks(figure: Figure) -> dict[str, np.ndarray]:
     centre, half_length = (j[8] + j[9]) / 2, np.linalg.norm(j[9] - j[8]) / 2 + 0.04 * t
     angle = math.degrees(math.atan2(*(j[9] - j[8])[::-1]))
     head = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
-    ImageDraw.Draw(head).ellipse([CANVAS - half_length, CANVAS - 0.17 * t, CANVAS + half_length, CANVAS + 0.17 * t],
-                                 fill=255)
+    ImageDraw.Draw(head).ellipse(
+        [CANVAS - half_length, CANVAS - 0.17 * t, CANVAS + half_length, CANVAS + 0.17 * t], fill=255
+    )
     head = head.rotate(-angle, center=(CANVAS, CANVAS))
-    image.paste(head.crop((int(CANVAS - centre[0]), int(CANVAS - centre[1]),
-                           int(CANVAS - centre[0]) + CANVAS, int(CANVAS - centre[1]) + CANVAS)))
+    image.paste(
+        head.crop(
+            (
+                int(CANVAS - centre[0]),
+                int(CANVAS - centre[1]),
+                int(CANVAS - centre[0]) + CANVAS,
+                int(CANVAS - centre[1]) + CANVAS,
+            )
+        )
+    )
     masks["head"] = np.asarray(image) > 0
     return masks
 
 
-def paint(rng: np.random.Generator, domain: str, figure: Figure, masks: dict[str, np.ndarray],
-          photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def paint(
+    rng: np.random.Generator,
+    domain: str,
+    figure: Figure,
+    masks: dict[str, np.ndarray],
+    photos: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The RGB canvas (float, 0-255), the owner map (``(CANVAS, CANVAS)`` index into the returned part
     ``order``, -1 background) and that order: parts painted far to near."""
     if domain == "flat":
         canvas = np.ones((CANVAS, CANVAS, 3)) * rng.uniform(0, 255, 3)
-        colours = {"skin": rng.uniform(120, 255, 3) * np.array([1.0, 0.8, 0.65]),
-                   "shirt": rng.uniform(0, 255, 3), "trousers": rng.uniform(0, 200, 3)}
+        colours = {
+            "skin": rng.uniform(120, 255, 3) * np.array([1.0, 0.8, 0.65]),
+            "shirt": rng.uniform(0, 255, 3),
+            "trousers": rng.uniform(0, 200, 3),
+        }
     else:
         canvas = random_crop(rng, photos, CANVAS, CANVAS)
         colours = {group: random_crop(rng, photos, CANVAS, CANVAS) for group in ("skin", "shirt", "trousers")}
@@ -179,8 +255,9 @@ def keypoints(figure: Figure, owner: np.ndarray, order: list[str]) -> np.ndarray
     return out
 
 
-def shift_domain(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray, figure: Figure,
-                 photos: list[np.ndarray]) -> np.ndarray:
+def shift_domain(
+    rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray, figure: Figure, photos: list[np.ndarray]
+) -> np.ndarray:
     """The target's look: occluding photograph patches (owner set to -2), lighting, contrast, blur, noise."""
     from scipy.ndimage import gaussian_filter
 
@@ -202,7 +279,9 @@ def shift_domain(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray
     return np.clip(image * 255, 0, 255)
 
 
-def render(rng: np.random.Generator, domain: str, photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+def render(
+    rng: np.random.Generator, domain: str, photos: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list]:
     """One image (``CANVAS x CANVAS x 3 uint8``), its ``(16, 3)`` keypoints and the figure's box
     ``[x, y, w, h]`` (the extent of its parts)."""
     figure = pose(rng)
@@ -211,14 +290,24 @@ def render(rng: np.random.Generator, domain: str, photos: list[np.ndarray]) -> t
     if domain == "photo":
         canvas = shift_domain(rng, canvas, owner, figure, photos)
     rows, cols = np.nonzero(np.any(np.stack(list(masks.values())), axis=0))
-    box = [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)]
+    box = [
+        int(cols.min()),
+        int(rows.min()),
+        int(cols.max() - cols.min() + 1),
+        int(rows.max() - rows.min() + 1),
+    ]
     return canvas.round().astype(np.uint8), keypoints(figure, owner, order), box
 
 
 def category() -> dict:
     """The COCO person category with the MPII joint names, the 1-based skeleton and sfda's flip pairs."""
-    return {"id": 1, "name": "person", "keypoints": list(JOINTS),
-            "skeleton": [[a + 1, b + 1] for a, b in SKELETON], "flip_pairs": [list(p) for p in FLIP_PAIRS]}
+    return {
+        "id": 1,
+        "name": "person",
+        "keypoints": list(JOINTS),
+        "skeleton": [[a + 1, b + 1] for a, b in SKELETON],
+        "flip_pairs": [list(p) for p in FLIP_PAIRS],
+    }
 
 
 def generate(root: Path, domain: str, split: str, count: int | None = None, seed: int | None = None) -> Path:
@@ -227,8 +316,9 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
     from PIL import Image
 
     if (domain, split) not in COUNTS:
-        raise ValueError(f"pose figures: unknown part {domain}_{split}; expected one of "
-                         f"{[f'{d}_{s}' for d, s in COUNTS]}")
+        raise ValueError(
+            f"pose figures: unknown part {domain}_{split}; expected one of {[f'{d}_{s}' for d, s in COUNTS]}"
+        )
     count = COUNTS[domain, split] if count is None else count
     rng = np.random.default_rng(SEEDS[domain, split] if seed is None else seed)
     photos = sklearn_photographs() + skimage_photographs() if domain == "photo" else []
@@ -240,11 +330,24 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
         file_name = f"{number:05d}.png"
         Image.fromarray(image).save(folder / file_name)
         images.append({"id": number, "file_name": file_name, "width": CANVAS, "height": CANVAS})
-        annotations.append({"id": number, "image_id": number, "category_id": 1, "iscrowd": 0, "bbox": box,
-                            "area": box[2] * box[3], "num_keypoints": int((points[:, 2] > 0).sum()),
-                            "keypoints": [round(float(v), 2) for v in points.reshape(-1)]})
-    payload = {"info": {"description": f"SEMI-SYNTHETIC pose figures, {domain} domain, {split} split"},
-               "images": images, "annotations": annotations, "categories": [category()]}
+        annotations.append(
+            {
+                "id": number,
+                "image_id": number,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": box,
+                "area": box[2] * box[3],
+                "num_keypoints": int((points[:, 2] > 0).sum()),
+                "keypoints": [round(float(v), 2) for v in points.reshape(-1)],
+            }
+        )
+    payload = {
+        "info": {"description": f"SEMI-SYNTHETIC pose figures, {domain} domain, {split} split"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [category()],
+    }
     out = folder / "annotations.json"
     tmp = out.with_name(".annotations.json.tmp")
     tmp.write_text(json.dumps(payload))

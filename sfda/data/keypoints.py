@@ -1,0 +1,173 @@
+"""Keypoint annotations: COCO keypoints JSON read into one record per person, and checked.
+
+A COCO keypoints file holds ``images``, ``annotations`` (one per person: ``bbox`` ``[x, y, w, h]``,
+``keypoints`` ``[x1, y1, v1, ...]`` with v = 0 not labelled, 1 labelled but hidden, 2 visible) and a
+``person`` category with the joint names (``keypoints``), the ``skeleton`` (1-based pairs) and, as
+sfda's extension, ``flip_pairs`` (0-based left/right pairs; or give ``data.flip_pairs`` in the recipe).
+``check_people`` refuses what would silently train on wrong data, naming the file, the annotation and
+the field: a keypoint outside its image, a joint count that differs from the category's (or the
+model's), a training person without any labelled joint, missing flip pairs when flips are on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .boxes import locate
+from .fetch import resolve
+
+
+@dataclass
+class Skeleton:
+    """The joints of a keypoint set: ``names`` (K), 0-based ``edges`` to draw and ``flip_pairs``."""
+
+    names: list[str]
+    edges: list[tuple[int, int]]
+    flip_pairs: list[tuple[int, int]]
+
+    def flip_order(self) -> np.ndarray:
+        """``(K,)`` the joint order after a horizontal flip (each pair swapped)."""
+        order = np.arange(len(self.names))
+        for a, b in self.flip_pairs:
+            order[a], order[b] = b, a
+        return order
+
+
+@dataclass
+class PersonRecord:
+    """One person: its image, box ``(4,)`` xyxy pixels, keypoints ``(K, 3)`` ``x, y, v`` in image pixels,
+    the image size ``(width, height)``, and where it came from (file, annotation id) for messages."""
+
+    image: str
+    box: np.ndarray
+    keypoints: np.ndarray
+    size: tuple[int, int]
+    annotation: str
+    person_id: int
+
+    @property
+    def name(self) -> str:
+        return f"{str(self.image).rsplit('/', 1)[-1]}#{self.person_id}"
+
+
+def person_category(payload: dict, where: str) -> dict:
+    people = [c for c in payload.get("categories", []) if c.get("keypoints")]
+    if len(people) != 1:
+        raise ValueError(
+            f"{where}: categories: expected one category with 'keypoints' (joint names), found {len(people)}"
+        )
+    return people[0]
+
+
+def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None) -> Skeleton:
+    """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs`` overrides)."""
+    where = str(location)
+    category = person_category(json.loads(resolve(location).read_text()), where)
+    names = [str(n) for n in category["keypoints"]]
+    edges = [(int(a) - 1, int(b) - 1) for a, b in category.get("skeleton", [])]
+    pairs = flip_pairs if flip_pairs is not None else category.get("flip_pairs", [])
+    pairs = [(int(a), int(b)) for a, b in pairs]
+    bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < len(names)) or p[0] == p[1]]
+    if bad:
+        raise ValueError(
+            f"{where}: flip_pairs {bad}: expected pairs of two different joint ids in 0..{len(names) - 1}"
+        )
+    return Skeleton(names=names, edges=edges, flip_pairs=pairs)
+
+
+def read_people(location: str, image_root: str | None = None) -> list[PersonRecord]:
+    """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order."""
+    where = str(location)
+    payload = json.loads(resolve(location).read_text())
+    category = person_category(payload, where)
+    joints = len(category["keypoints"])
+    images = {int(im["id"]): im for im in payload.get("images", [])}
+    people = []
+    for annotation in payload.get("annotations", []):
+        if annotation.get("iscrowd") or annotation.get("category_id") != category["id"]:
+            continue
+        pid, image = annotation.get("id"), images.get(int(annotation.get("image_id", -1)))
+        if image is None:
+            raise ValueError(
+                f"{where}: annotation {pid}: image_id {annotation.get('image_id')} is not in images"
+            )
+        values = np.asarray(annotation.get("keypoints", []), dtype=np.float64)
+        if values.size != 3 * joints:
+            raise ValueError(
+                f"{where}: annotation {pid}: keypoints holds {values.size // 3} joints "
+                f"({values.size} numbers); the category names {joints} (expected {3 * joints} numbers)"
+            )
+        x, y, w, h = (float(v) for v in annotation["bbox"])
+        people.append(
+            PersonRecord(
+                image=locate(image["file_name"], where, image_root),
+                box=np.array([x, y, x + w, y + h]),
+                keypoints=values.reshape(joints, 3),
+                annotation=where,
+                person_id=int(pid),
+                size=(int(image.get("width", 0)), int(image.get("height", 0))),
+            )
+        )
+    return people
+
+
+def check_people(
+    people: list[PersonRecord],
+    skeleton: Skeleton,
+    training: bool,
+    flip: bool,
+    model_joints: int | None = None,
+) -> None:
+    """Refuse people whose keypoints would train or score on wrong data (see the module docstring)."""
+    if model_joints is not None and model_joints != len(skeleton.names):
+        where = people[0].annotation if people else "data"
+        raise ValueError(
+            f"{where}: {len(skeleton.names)} joints {skeleton.names} but the model predicts "
+            f"{model_joints} heatmaps; use a model trained on this keypoint set"
+        )
+    if flip and not skeleton.flip_pairs:
+        where = people[0].annotation if people else "data"
+        raise ValueError(
+            f"{where}: categories[].flip_pairs: horizontal flips are on but no flip pairs are given "
+            "(left/right joint ids, e.g. [[0, 5], [1, 4]]); add them to the category or give "
+            "data.flip_pairs, or set data.augment.flip: false"
+        )
+    for person in people:
+        labelled = person.keypoints[:, 2] > 0
+        width, height = person.size
+        outside = labelled & (
+            (person.keypoints[:, 0] < 0)
+            | (person.keypoints[:, 1] < 0)
+            | (width > 0) & (person.keypoints[:, 0] >= width)
+            | (height > 0) & (person.keypoints[:, 1] >= height)
+        )
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            raise ValueError(
+                f"{person.annotation}: annotation {person.person_id} ({person.name}): keypoint "
+                f"'{skeleton.names[k]}' at ({person.keypoints[k, 0]:g}, {person.keypoints[k, 1]:g}) "
+                f"lies outside its {width}x{height} image; expected 0 <= x < {width}, 0 <= y < {height}"
+            )
+        if training and not labelled.any():
+            raise ValueError(
+                f"{person.annotation}: annotation {person.person_id} ({person.name}): no labelled "
+                "joint (every v is 0); a person used for training needs at least one"
+            )
+        if not (person.box[2] > person.box[0] and person.box[3] > person.box[1]):
+            raise ValueError(
+                f"{person.annotation}: annotation {person.person_id} ({person.name}): bbox "
+                f"{person.box.tolist()} is empty; expected [x, y, w, h] with w, h > 0"
+            )
+
+
+def image_exists(person: PersonRecord) -> Path:
+    path = Path(resolve(person.image))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{person.annotation}: annotation {person.person_id}: image {path} does not exist"
+        )
+    return path

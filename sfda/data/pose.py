@@ -1,0 +1,297 @@
+"""Keypoint data for heatmap pose estimation: person crops with heatmap targets, from COCO keypoints files.
+
+An item: ``"image"`` ``(C, S, S)`` the person crop normalised by the input spec, ``"heatmaps"`` ``(K, h, h)``
+Gaussian targets, ``"weight"`` ``(K,)`` 1 for a labelled joint inside the crop (the visibility flags:
+v = 1 hidden joints are labelled and count, v = 0 do not), ``"keypoints"`` ``(K, 2)`` in input pixels,
+``"matrix"`` ``(2, 3)`` image pixels -> input pixels, ``"index"`` the global sample index, and with
+``needs_strong_view`` a ``"strong"`` augmented view with its own ``"strong_matrix"``. Target training
+items carry no keypoints (zero heatmaps and weights): target labels only report.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .checks import check_counts
+from .datasets import read_image
+from .fetch import resolve
+from .keypoints import PersonRecord, Skeleton, check_people, read_people, read_skeleton
+from .pose_views import Augment, colour_jitter, crop_matrix, heatmaps, is_mirrored, view_keypoints, warp_image
+from .samplers import global_batch_loader
+from .transforms import InputSpec
+
+Role = Literal["source", "target"]
+SOURCE_VAL_FRACTION = 0.1
+CACHE_BYTES = 256 * 2**20
+
+
+class PoseDataset(Dataset):
+    """Items of ``people`` (see the module docstring).
+
+    Args:
+        people: persons with keypoints in image pixels.
+        skeleton: joint names and flip pairs.
+        spec: the model's input spec (square size, channels, mean, std).
+        heatmap_size: side of the heatmap targets.
+        augment: random geometry and colour of training views (None: the plain crop).
+        strong: also return an augmented ``"strong"`` view (its weak view is the plain crop).
+        hide_keypoints: never return keypoints (target training data).
+    """
+
+    def __init__(
+        self,
+        people: list[PersonRecord],
+        skeleton: Skeleton,
+        spec: InputSpec,
+        heatmap_size: int,
+        augment: Augment | None = None,
+        strong: bool = False,
+        hide_keypoints: bool = False,
+    ):
+        self.people, self.skeleton, self.spec, self.heatmap_size = people, skeleton, spec, heatmap_size
+        self.augment, self.strong, self.hide_keypoints = augment, strong, hide_keypoints
+        self.jitter = colour_jitter(augment.colour) if augment is not None else None
+        self.flip_order = skeleton.flip_order()
+        self.view = "weak" if augment is not None or strong else "test"  # seeded keys when not "test"
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.people)
+
+    def load(self, index: int) -> np.ndarray:
+        """The image of person ``index`` as ``H x W x 3 uint8`` (kept in a bounded cache)."""
+        location = self.people[index].image
+        if location not in self.cache:
+            image = read_image(resolve(location), index)
+            self.cache[location] = (
+                np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+            )
+            while sum(a.nbytes for a in self.cache.values()) > CACHE_BYTES and len(self.cache) > 1:
+                self.cache.popitem(last=False)
+        return self.cache[location]
+
+    def normalise(self, crop: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float().div_(255.0)
+        if self.spec.channels == 1:
+            pixels = pixels.mean(dim=0, keepdim=True)
+        mean, std = torch.tensor(self.spec.mean)[:, None, None], torch.tensor(self.spec.std)[:, None, None]
+        return (pixels - mean) / std
+
+    def view_of(
+        self, index: int, image: np.ndarray, matrix: np.ndarray, rng: np.random.Generator | None
+    ) -> dict:
+        """One view through ``matrix``: the crop (colour-jittered when ``rng``) and its targets."""
+        size = self.spec.size
+        crop = warp_image(image, matrix, size)
+        if rng is not None and self.jitter is not None:
+            self.jitter.set_random_seed(int(rng.integers(2**31)))
+            crop = self.jitter(image=crop)["image"]
+        person = self.people[index]
+        keypoints = np.zeros_like(person.keypoints) if self.hide_keypoints else person.keypoints
+        points, weight = view_keypoints(
+            keypoints, matrix, size, self.flip_order if is_mirrored(matrix) else None
+        )
+        return {
+            "image": self.normalise(crop),
+            "keypoints": torch.from_numpy(points).float(),
+            "weight": torch.from_numpy(weight),
+            "heatmaps": torch.from_numpy(heatmaps(points, weight, size, self.heatmap_size)),
+            "matrix": torch.from_numpy(matrix).float(),
+        }
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, box = self.load(index), self.people[index].box
+        rng = np.random.default_rng(seed) if seed is not None else None
+        plain = crop_matrix(box, self.spec.size)
+        if self.augment is not None and rng is not None and not self.strong:
+            item = self.view_of(index, image, crop_matrix(box, self.spec.size, **self.augment.draw(rng)), rng)
+        else:
+            item = self.view_of(index, image, plain, None)
+        if self.strong and rng is not None:
+            draw = (self.augment or Augment()).draw(rng)
+            strong = self.view_of(index, image, crop_matrix(box, self.spec.size, **draw), rng)
+            item.update({f"strong_{k}" if k != "image" else "strong": v for k, v in strong.items()})
+        item.update(index=index, labelled=not self.hide_keypoints)
+        return item
+
+
+class PoseDataModule(L.LightningDataModule):
+    """Person keypoints from COCO keypoints files, cropped from each person's box.
+
+    Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a seeded
+    10% of the training people held out). ``target`` adapts on ``train`` with every keypoint hidden and
+    reports on ``eval`` (default: the training people, the transductive SFDA protocol).
+
+    Args:
+        train: COCO keypoints files of the training people (a path or a ``demo://`` URI).
+        eval: files of the evaluation people (val/test/predict).
+        val: source role: files of the validation people.
+        role: 'source' or 'target'.
+        input: the model's input spec; a target adopts the artifact's.
+        heatmap_size: heatmap side (default: input size / 4, SimpleBaseline's stride).
+        augment: random geometry and colour of training views (``flip`` needs flip pairs).
+        flip_pairs: left/right joint pairs, if the files do not carry ``flip_pairs``.
+        image_root: folder of the images named by the files (default: beside each file).
+        batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
+        num_workers: DataLoader workers per process.
+        train_subset, eval_subset: use only this many people (a fixed seeded subset), for quick runs.
+    """
+
+    def __init__(
+        self,
+        train: list[str],
+        eval: list[str] | None = None,
+        val: list[str] | None = None,
+        role: Role = "target",
+        input: InputSpec | None = None,
+        heatmap_size: int | None = None,
+        augment: Augment | None = None,
+        flip_pairs: list[tuple[int, int]] | None = None,
+        image_root: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        train_subset: int | None = None,
+        eval_subset: int | None = None,
+    ):
+        super().__init__()
+        check_counts(
+            1,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            heatmap_size=heatmap_size,
+            train_subset=train_subset,
+            eval_subset=eval_subset,
+        )
+        check_counts(0, num_workers=num_workers)
+        if isinstance(train, str) or not train:
+            raise ValueError(f"data.train: expected a list of COCO keypoints files, got {train!r}")
+        self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
+        self.role, self.input_spec, self.heatmap_size_given = role, input, heatmap_size
+        self.augment = augment if augment is not None else Augment()
+        self.flip_pairs, self.image_root = flip_pairs, image_root
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.subsets = {"train": train_subset, "eval": eval_subset}
+        self.splits: dict[str, list[PersonRecord]] = {}
+        self.skeleton: Skeleton | None = None
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.heatmap_size_given or self.input_spec.size // 4
+
+    @property
+    def joint_names(self) -> list[str]:
+        self.setup()
+        return list(self.skeleton.names)
+
+    def _read(self, split: str) -> list[PersonRecord]:
+        people = []
+        for location in self.locations[split]:
+            skeleton = read_skeleton(location, self.flip_pairs)
+            if skeleton.names != self.skeleton.names:
+                raise ValueError(
+                    f"{location}: joints {skeleton.names} differ from {self.locations['train'][0]}'s "
+                    f"{self.skeleton.names}; every file of a run needs the same keypoint set"
+                )
+            found = read_people(location, self.image_root)
+            check_people(
+                found,
+                self.skeleton,
+                training=split == "train" and self.role == "source",
+                flip=split == "train" and self.augment.flip,
+            )
+            people += found
+        return people
+
+    def _subset(self, people: list[PersonRecord], limit: int | None) -> list[PersonRecord]:
+        if limit is None or limit >= len(people):
+            return people
+        keep = np.sort(np.random.default_rng(12345).permutation(len(people))[:limit])
+        return [people[i] for i in keep]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and check the files once (idempotent)."""
+        if self.splits:
+            return
+        self.skeleton = read_skeleton(self.locations["train"][0], self.flip_pairs)
+        train, evaluation, val = self._read("train"), self._read("eval"), self._read("val")
+        splits = {"train": train}
+        if self.role == "source":
+            if not val:
+                order = np.random.default_rng(0).permutation(len(train))
+                held = set(order[: max(1, int(len(train) * SOURCE_VAL_FRACTION))].tolist())
+                splits["train"] = [p for i, p in enumerate(train) if i not in held] or train
+                val = [p for i, p in enumerate(train) if i in held]
+            splits["val"], splits["test"] = val, evaluation or val
+        else:
+            splits["val"] = splits["test"] = evaluation or train
+        self.splits = {
+            name: self._subset(people, self.subsets["train" if name == "train" else "eval"])
+            for name, people in splits.items()
+        }
+
+    def check_model_joints(self, joints: int) -> None:
+        """Refuse a model whose heatmap count differs from this keypoint set's, naming both."""
+        self.setup()
+        check_people([], self.skeleton, training=False, flip=False, model_joints=joints)
+
+    def num_samples(self, split: str = "train") -> int:
+        self.setup()
+        return len(self.splits[split])
+
+    def dataset(self, split: str, train: bool = False, strong: bool = False) -> PoseDataset:
+        if self.input_spec is None:
+            raise RuntimeError("data.input is not set and no source artifact provided one")
+        self.setup()
+        hide = self.role == "target" and split == "train"
+        return PoseDataset(
+            self.splits[split],
+            self.skeleton,
+            self.input_spec,
+            self.heatmap_size,
+            self.augment if train else None,
+            strong,
+            hide,
+        )
+
+    def _loader(self, dataset: PoseDataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        return global_batch_loader(
+            self,
+            dataset,
+            batch_size,
+            shuffle,
+            drop_last,
+            seeded=dataset.view != "test",
+            pad_ranks=not drop_last,
+            what="training people",
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
+        strong = bool(getattr(module, "needs_strong_view", False))
+        return self._loader(self.dataset("train", train=True, strong=strong), self.batch_size, True, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size, False, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers
+        )
+
+    def bank_dataloader(self) -> DataLoader:
+        """Unshuffled plain-crop pass over the (unlabelled) training people: the engine's target pass."""
+        return self._loader(self.dataset("train"), self.eval_batch_size, False, False)
+
+    def sample_name(self, split: str, index: int) -> str:
+        return self.splits[split][index].name
