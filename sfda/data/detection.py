@@ -12,25 +12,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .box_views import apply_views, geometry, photometric, seed_views
 from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
-from .checks import check_counts
 from .datasets import read_image
 from .fetch import resolve
 from .folder import IMAGE_SUFFIXES, visible
-from .samplers import global_batch_loader
+from .record_datamodule import RecordDataModule, Role
 from .tiles import tile_record
 from .transforms import InputSpec
 
-Role = Literal["source", "target"]
-SOURCE_VAL_FRACTION = 0.1
 CACHE_BYTES = 1 << 30  # decoded images kept in memory per process (large aerial images are read once)
 
 
@@ -51,14 +46,6 @@ def read_locations(locations: list[str], image_root: str | None) -> list[BoxReco
             image_folder_records(local) if local.is_dir() else read_annotations(str(location), image_root)
         )
     return records
-
-
-def held_out(records: list[BoxRecord]) -> tuple[list[BoxRecord], list[BoxRecord]]:
-    """A seeded ``SOURCE_VAL_FRACTION`` of ``records`` (at least one) for source validation, and the rest."""
-    order = np.random.default_rng(0).permutation(len(records))
-    held = set(order[: max(1, int(len(records) * SOURCE_VAL_FRACTION))].tolist())
-    rest = [r for i, r in enumerate(records) if i not in held]
-    return rest or records, [r for i, r in enumerate(records) if i in held]
 
 
 class DetectionDataset(Dataset):
@@ -142,7 +129,7 @@ def collate_boxes(items: list[dict]) -> dict:
     return out
 
 
-class DetectionDataModule(L.LightningDataModule):
+class DetectionDataModule(RecordDataModule):
     """Box datasets from Pascal VOC XML, COCO JSON or CSV files (and folders of unlabelled images).
 
     Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a
@@ -169,6 +156,10 @@ class DetectionDataModule(L.LightningDataModule):
         train_subset, eval_subset: use only this many images (a fixed seeded subset), for quick runs.
     """
 
+    what = "images"
+    train_expects = "annotation files or image folders"
+    collate_fn = staticmethod(collate_boxes)
+
     def __init__(
         self,
         train: list[str],
@@ -187,29 +178,13 @@ class DetectionDataModule(L.LightningDataModule):
         train_subset: int | None = None,
         eval_subset: int | None = None,
     ):
-        super().__init__()
-        check_counts(
-            1,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            tile_size=tile_size,
-            train_subset=train_subset,
-            eval_subset=eval_subset,
-        )
-        check_counts(0, num_workers=num_workers)
+        super().__init__(train, eval, val, role, batch_size, eval_batch_size, num_workers, train_subset,
+                         eval_subset, tile_size=tile_size)
         if not 0 < tile_min_visible <= 1:
             raise ValueError(f"data.tile_min_visible: expected a fraction in (0, 1], got {tile_min_visible}")
-        if isinstance(train, str) or not train:
-            raise ValueError(
-                f"data.train: expected a list of annotation files or image folders, got {train!r}"
-            )
-        self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
-        self.role, self.input_spec, self.image_root = role, input, image_root
+        self.input_spec, self.image_root = input, image_root
         self.tiling = (tile_size, tile_overlap, tile_min_visible)
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.subsets = {"train": train_subset, "eval": eval_subset}
         self.class_names: list[str] = list(class_names or [])
-        self.splits: dict[str, list[BoxRecord]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -231,12 +206,6 @@ class DetectionDataModule(L.LightningDataModule):
             for tile in tile_record(record, *image_size(record), size, overlap, min_visible)
         ]
 
-    def _subset(self, records: list[BoxRecord], limit: int | None) -> list[BoxRecord]:
-        if limit is None or limit >= len(records):
-            return records
-        keep = np.sort(np.random.default_rng(12345).permutation(len(records))[:limit])
-        return [records[i] for i in keep]
-
     def setup(self, stage: str | None = None) -> None:
         """Read, check and tile the annotations once the class names are known (Lightning's call on a
         target set waits until the source model's names are adopted)."""
@@ -251,23 +220,9 @@ class DetectionDataModule(L.LightningDataModule):
             self.class_names = coco_class_names(first) if first else names_in(train)
         for records in (train, evaluation or [], read_locations(self.locations["val"], self.image_root)):
             check_records(records, self.class_names)
-        splits = {"train": self._tiles(train)}
-        if self.role == "source":
-            val = self._tiles(read_locations(self.locations["val"], self.image_root))
-            if not val:  # hold out tiles (not images: a source set may be two large images)
-                splits["train"], val = held_out(splits["train"])
-            splits["val"] = val
-            splits["test"] = self._tiles(evaluation) if evaluation else val
-        else:
-            splits["val"] = splits["test"] = self._tiles(evaluation) if evaluation else splits["train"]
-        self.splits = {
-            name: self._subset(records, self.subsets["train" if name == "train" else "eval"])
-            for name, records in splits.items()
-        }
-
-    def num_samples(self, split: str = "train") -> int:
-        self.setup()
-        return len(self.splits[split])
+        val = self._tiles(read_locations(self.locations["val"], self.image_root))
+        # a source set with no val holds out tiles (not images: a source set may be two large images)
+        self.split_records(self._tiles(train), self._tiles(evaluation) if evaluation else None, val)
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> DetectionDataset:
         if self.input_spec is None:
@@ -277,46 +232,6 @@ class DetectionDataModule(L.LightningDataModule):
         return DetectionDataset(
             self.splits[split], self.class_names, self.input_spec.size, train, strong, hide
         )
-
-    # loaders ------------------------------------------------------------------------------------
-    def _loader(
-        self, dataset: DetectionDataset, batch_size: int, shuffle: bool, drop_last: bool
-    ) -> DataLoader:
-        # pad_ranks: every rank runs every evaluation batch; evaluation drops duplicates by index
-        # (collect_rows)
-        seeded = dataset.view != "test"
-        return global_batch_loader(self, dataset, batch_size, shuffle, drop_last, seeded, pad_ranks=not drop_last,
-                                   collate_fn=collate_boxes, what="training images")
-
-    def train_dataloader(self) -> DataLoader:
-        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
-        strong = bool(getattr(module, "needs_strong_view", False))
-        return self._loader(self.dataset("train", train=True, strong=strong), self.batch_size, True, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, False, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        # Lightning re-creates samplers in predict mode: a plain ordered loader; the writer keeps one row
-        # per index
-        return DataLoader(
-            self.dataset("test"),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=collate_boxes,
-        )
-
-    def bank_dataloader(self) -> DataLoader:
-        """Unshuffled test-view pass over the (unlabelled) training images: the engine's target pass."""
-        return self._loader(self.dataset("train"), self.eval_batch_size, False, False)
-
-    def sample_name(self, split: str, index: int) -> str:
-        """A readable id of sample ``index`` of ``split`` (image file name, and tile window)."""
-        return self.splits[split][index].name
 
     def sample_image(self, split: str, index: int) -> str:
         """Where the image of sample ``index`` of ``split`` is (local path)."""

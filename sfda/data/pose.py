@@ -11,23 +11,18 @@ items carry no keypoints (zero heatmaps and weights): target labels only report.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from .checks import check_counts
 from .datasets import read_image
 from .fetch import resolve
 from .keypoints import PersonRecord, Skeleton, check_people, read_people, read_skeleton
 from .pose_views import Augment, colour_jitter, crop_matrix, heatmaps, is_mirrored, view_keypoints, warp_image
-from .samplers import global_batch_loader
+from .record_datamodule import RecordDataModule, Role
 from .transforms import InputSpec
 
-Role = Literal["source", "target"]
-SOURCE_VAL_FRACTION = 0.1
 CACHE_BYTES = 256 * 2**20
 
 
@@ -122,7 +117,7 @@ class PoseDataset(Dataset):
         return item
 
 
-class PoseDataModule(L.LightningDataModule):
+class PoseDataModule(RecordDataModule):
     """Person keypoints from COCO keypoints files, cropped from each person's box.
 
     Roles: ``source`` trains on ``train`` (labelled) and picks its checkpoint on ``val`` (default: a seeded
@@ -161,25 +156,21 @@ class PoseDataModule(L.LightningDataModule):
         train_subset: int | None = None,
         eval_subset: int | None = None,
     ):
-        super().__init__()
-        check_counts(
-            1,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
+        super().__init__(
+            train,
+            eval,
+            val,
+            role,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            train_subset,
+            eval_subset,
             heatmap_size=heatmap_size,
-            train_subset=train_subset,
-            eval_subset=eval_subset,
         )
-        check_counts(0, num_workers=num_workers)
-        if isinstance(train, str) or not train:
-            raise ValueError(f"data.train: expected a list of COCO keypoints files, got {train!r}")
-        self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
-        self.role, self.input_spec, self.heatmap_size_given = role, input, heatmap_size
+        self.input_spec, self.heatmap_size_given = input, heatmap_size
         self.augment = augment if augment is not None else Augment()
         self.flip_pairs, self.image_root = flip_pairs, image_root
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.subsets = {"train": train_subset, "eval": eval_subset}
-        self.splits: dict[str, list[PersonRecord]] = {}
         self.skeleton: Skeleton | None = None
 
     @property
@@ -210,41 +201,18 @@ class PoseDataModule(L.LightningDataModule):
             people += found
         return people
 
-    def _subset(self, people: list[PersonRecord], limit: int | None) -> list[PersonRecord]:
-        if limit is None or limit >= len(people):
-            return people
-        keep = np.sort(np.random.default_rng(12345).permutation(len(people))[:limit])
-        return [people[i] for i in keep]
-
     def setup(self, stage: str | None = None) -> None:
         """Read and check the files once (idempotent)."""
         if self.splits:
             return
         self.skeleton = read_skeleton(self.locations["train"][0], self.flip_pairs)
         train, evaluation, val = self._read("train"), self._read("eval"), self._read("val")
-        splits = {"train": train}
-        if self.role == "source":
-            if not val:
-                order = np.random.default_rng(0).permutation(len(train))
-                held = set(order[: max(1, int(len(train) * SOURCE_VAL_FRACTION))].tolist())
-                splits["train"] = [p for i, p in enumerate(train) if i not in held] or train
-                val = [p for i, p in enumerate(train) if i in held]
-            splits["val"], splits["test"] = val, evaluation or val
-        else:
-            splits["val"] = splits["test"] = evaluation or train
-        self.splits = {
-            name: self._subset(people, self.subsets["train" if name == "train" else "eval"])
-            for name, people in splits.items()
-        }
+        self.split_records(train, evaluation, val)
 
     def check_model_joints(self, joints: int) -> None:
         """Refuse a model whose heatmap count differs from this keypoint set's, naming both."""
         self.setup()
         check_people([], self.skeleton, training=False, flip=False, model_joints=joints)
-
-    def num_samples(self, split: str = "train") -> int:
-        self.setup()
-        return len(self.splits[split])
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> PoseDataset:
         if self.input_spec is None:
@@ -260,38 +228,3 @@ class PoseDataModule(L.LightningDataModule):
             strong,
             hide,
         )
-
-    def _loader(self, dataset: PoseDataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return global_batch_loader(
-            self,
-            dataset,
-            batch_size,
-            shuffle,
-            drop_last,
-            seeded=dataset.view != "test",
-            pad_ranks=not drop_last,
-            what="training people",
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
-        strong = bool(getattr(module, "needs_strong_view", False))
-        return self._loader(self.dataset("train", train=True, strong=strong), self.batch_size, True, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, False, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.dataset("test"), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers
-        )
-
-    def bank_dataloader(self) -> DataLoader:
-        """Unshuffled plain-crop pass over the (unlabelled) training people: the engine's target pass."""
-        return self._loader(self.dataset("train"), self.eval_batch_size, False, False)
-
-    def sample_name(self, split: str, index: int) -> str:
-        return self.splits[split][index].name
