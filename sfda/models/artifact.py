@@ -42,7 +42,7 @@ class ArtifactError(ValueError):
 # class must be named by the user in the recipe (``ExternalModel.architecture`` or
 # ``ArtifactFile.architecture``), since an artifact is data handed over by another party.
 BUILT_IN_ARCHITECTURES = ("sfda.models.classifier:SourceClassifier", "monai.networks.nets:UNet",
-                          "sfda.models.detector:faster_rcnn")
+                          "sfda.models.detector:faster_rcnn", "sfda.models.pose:simple_baseline")
 _search_dirs: list[Path] = []
 
 
