@@ -82,7 +82,9 @@ def test_pck_of_two_halves_summed_is_the_pck_of_the_whole():
     for part, rows in zip(halves, (slice(0, 4), slice(4, 10)), strict=True):
         part.update(predicted[rows], target[rows], weight[rows], scale[rows])
     halves[0].merge_state(halves[1])  # what the sum reduction over processes does
-    assert {k: v.item() for k, v in halves[0].compute().items()} == {k: v.item() for k, v in whole.compute().items()}
+    assert {k: v.item() for k, v in halves[0].compute().items()} == {
+        k: v.item() for k, v in whole.compute().items()
+    }
 
 
 def test_simple_baseline_makes_heatmaps_at_a_quarter_of_the_input():

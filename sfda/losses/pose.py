@@ -32,20 +32,28 @@ def residual_kl(source: torch.Tensor, intermediate: torch.Tensor, temperature: f
     return kl.mean()
 
 
-def spatial_probabilities(heatmaps: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def spatial_probabilities(
+    heatmaps: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The spatial probability space: ``P^y (B, K, h)`` = softmax over rows of the mean over columns, and
     ``P^x (B, K, w)`` = softmax over columns of the mean over rows."""
     h = heatmaps.float() / temperature
     return h.mean(dim=3).softmax(dim=2), h.mean(dim=2).softmax(dim=2)
 
 
-def pose_contrastive(intermediate: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def joint_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B, K, n), (B, K, n) -> (B, K, K)`` cosine similarity of every joint of ``a`` with every joint of ``b``."""
+    return F.normalize(a, dim=2) @ F.normalize(b, dim=2).transpose(1, 2)
+
+
+def pose_contrastive(
+    intermediate: torch.Tensor, target: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """L_PC: per image b, ``s_b(i, j) = (cos(P^y_i(H_I), P^y_j(H_T)) + cos(P^x_i(H_I), P^x_j(H_T))) / 2``
     over joint pairs; ``-mean_{b,k} log(s_b(k, k) / sum_{i,j} s_b(i, j))``."""
     yi, xi = spatial_probabilities(intermediate, temperature)
     yt, xt = spatial_probabilities(target, temperature)
-    cosine = lambda a, b: F.normalize(a, dim=2) @ F.normalize(b, dim=2).transpose(1, 2)  # noqa: E731 (B, K, K)
-    similarity = (cosine(yi, yt) + cosine(xi, xt)) / 2
+    similarity = (joint_cosines(yi, yt) + joint_cosines(xi, xt)) / 2
     diagonal = similarity.diagonal(dim1=1, dim2=2)  # (B, K)
     return -(diagonal / similarity.sum(dim=(1, 2))[:, None]).log().mean()
 

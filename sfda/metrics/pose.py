@@ -34,11 +34,16 @@ class PCK(Metric):
     def __init__(self, joint_names: list[str], threshold: float):
         super().__init__()
         self.joint_names, self.threshold = list(joint_names), threshold
-        self.add_state("correct", default=torch.zeros(len(joint_names), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("counted", default=torch.zeros(len(joint_names), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "correct", default=torch.zeros(len(joint_names), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "counted", default=torch.zeros(len(joint_names), dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
-    def update(self, predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-               normaliser: torch.Tensor) -> None:
+    def update(
+        self, predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, normaliser: torch.Tensor
+    ) -> None:
         distance = (predicted.float() - target.float()).norm(dim=-1) / normaliser.float()[:, None]
         counted = weight > 0
         self.correct += ((distance < self.threshold) & counted).sum(dim=0).double()
@@ -47,6 +52,11 @@ class PCK(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         per_joint = self.correct / self.counted.clamp(min=1)
         out = {"pck": self.correct.sum() / self.counted.sum().clamp(min=1)}
-        out.update({f"pck/{name}": value for name, value, n in zip(self.joint_names, per_joint, self.counted,
-                                                                    strict=True) if n > 0})
+        out.update(
+            {
+                f"pck/{name}": value
+                for name, value, n in zip(self.joint_names, per_joint, self.counted, strict=True)
+                if n > 0
+            }
+        )
         return out
