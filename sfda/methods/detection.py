@@ -17,9 +17,9 @@ from ..metrics.detection import detection_scores, label_free_box_scores
 from ..models import SourceArtifact
 from ..models.detector import detector_architecture, faster_rcnn
 from ..models.keyed_sampling import use_keyed_sampling
-from ..pseudo_labels.passes import collect_rows
 from .artifact_output import KeepsBestWeights, WritesSourceArtifact, source_input_spec
 from .base import Optim
+from .gathered_evaluation import GatheredEvaluation
 from .task import TaskModule
 
 # LPLD's optimiser: SGD lr 1e-3 constant, momentum 0.9, weight decay 1e-4
@@ -38,7 +38,7 @@ def run_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
-class DetectionTask(TaskModule):
+class DetectionTask(GatheredEvaluation, TaskModule):
     """Evaluation on boxes, shared by source training and adaptation.
 
     Validation and test log ``<eval_prefix>/ap50`` (VOC AP at IoU 0.5, area under the curve),
@@ -51,10 +51,6 @@ class DetectionTask(TaskModule):
     eval_prefix = "target"
     default_optim = DETECTION_OPTIM
     network: torch.nn.Module
-
-    def __init__(self, optim: Optim | None = None):
-        super().__init__(optim)
-        self.eval_rows: list[dict] = []  # this epoch's evaluation rows, gathered and scored at its end
 
     def build_metrics(self, class_names: list[str]) -> None:
         self.class_names, self.num_classes = list(class_names), len(class_names)
@@ -86,7 +82,7 @@ class DetectionTask(TaskModule):
             for o in outputs
         ]
 
-    def detection_rows(self, batch: dict, network: torch.nn.Module | None = None) -> dict:
+    def evaluation_rows(self, batch: dict, network: torch.nn.Module | None = None) -> dict:
         """Per-image rows of an evaluation pass: the detections and the reference boxes."""
         detections = self.detect(batch["image"], network)
         return {
@@ -114,38 +110,6 @@ class DetectionTask(TaskModule):
             values = detection_scores([p for p, _ in scored], [r for _, r in scored], self.class_names)
             out.update({f"{prefix}/{k}": v for k, v in values.items()})
         return out
-
-    def evaluate_loader(
-        self, loader, prefix: str, network: torch.nn.Module | None = None
-    ) -> dict[str, float]:
-        """The AP family of ``network`` (default: the evaluated one) over a labelled loader."""
-        rows = self.target_pass(
-            loader, lambda b: self.detection_rows(b, network), f"evaluating {prefix}", phase="evaluation"
-        )
-        return self.score_rows(rows, prefix)
-
-    # evaluation hooks -----------------------------------------------------------------------
-    def _eval_step(self, batch: dict) -> None:
-        with self.stopwatch("evaluation"):
-            self.eval_rows.append({"index": batch["index"], **self.detection_rows(batch)})
-
-    def _eval_epoch_end(self) -> None:
-        identity = lambda b: {k: v for k, v in b.items() if k != "index"}  # noqa: E731
-        rows = collect_rows(iter(self.eval_rows), identity)
-        self.eval_rows = []
-        self.log_dict(self.score_rows(rows, self.eval_prefix), sync_dist=False)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end()
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end()
 
     def configure_callbacks(self) -> list:
         """The task's writers: COCO-format ``detections.json`` and PNG overlays for ``sfda predict``."""
