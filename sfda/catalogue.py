@@ -27,8 +27,14 @@ ONE_LINE = {
     "DetectionSourceOnly": "the source detector as is (sfda test / predict)",
     "MeanTeacherDetection": "EMA teacher's confident boxes train the student on strong views",
     "LPLD": "Mean Teacher + distillation of low-confidence proposals (ECCV 2024)",
+    "PoseSourceTraining": "train the source SimpleBaseline heatmap model and write its artifact",
+    "PoseSourceOnly": "the source pose model as is (sfda test / predict)",
+    "PoseAdaBN": "re-estimate BatchNorm statistics on the target people",
+    "MeanTeacherPose": "EMA teacher's confident heatmap peaks train the student on strong views",
+    "PoseSFDA": "source, intermediate and target networks: source-protect + pose contrastive + IM (ICCV 2023)",
 }
 TASKS = (
+    ("PoseTask", "pose"),
     ("DetectionTask", "detection"),
     ("SegmentationTask", "segmentation"),
     ("ClassifierTask", "classification"),
@@ -67,6 +73,8 @@ def method_classes() -> list[type]:
         "ClassifierTask",
         "SegmentationTask",
         "DetectionTask",
+        "PoseTask",
+        "PoseAdaptation",
         "AdaptationModule",
         "SegmentationAdaptation",
         "DetectionAdaptation",
@@ -81,7 +89,7 @@ def render() -> str:
     classes = method_classes()
     recipes = recipes_using([c.__name__ for c in classes])
     lines = []
-    for task in ("classification", "segmentation", "detection"):
+    for task in ("classification", "segmentation", "detection", "pose"):
         lines.append(f"{task}:")
         for cls in [c for c in classes if task_of(c) == task]:
             lines.append(f"  sfda.methods.{cls.__name__:<26} {summary(cls)}")

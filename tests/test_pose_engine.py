@@ -96,3 +96,10 @@ def test_simple_baseline_makes_heatmaps_at_a_quarter_of_the_input():
     assert pose_architecture(16)["target"] == "sfda.models.pose:simple_baseline"
     with pytest.raises(ValueError, match="model.backbone: expected one of"):
         simple_baseline(16, "resnet34")
+
+
+def test_residual_kl_has_finite_gradients_at_the_masked_peaks():
+    source = torch.rand(2, 3, 4, 4)
+    intermediate = torch.rand(2, 3, 4, 4, requires_grad=True)
+    residual_kl(source, intermediate).backward()
+    assert torch.isfinite(intermediate.grad).all()

@@ -4,11 +4,15 @@ from .class_split import ClassSplit, ClassSplitError
 from .datamodules import DigitsDataModule, ImageClassificationDataModule
 from .detection import DetectionDataModule
 from .folder import ImageFolderDataModule
+from .pose import PoseDataModule
+from .pose_views import Augment
 from .segmentation import SegmentationDataModule
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
 __all__ = [
+    "Augment",
+    "PoseDataModule",
     "DetectionDataModule",
     "ClassSplit",
     "ClassSplitError",

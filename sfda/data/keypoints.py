@@ -48,6 +48,7 @@ class PersonRecord:
     size: tuple[int, int]
     annotation: str
     person_id: int
+    image_id: int = -1
 
     @property
     def name(self) -> str:
@@ -110,6 +111,7 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
                 annotation=where,
                 person_id=int(pid),
                 size=(int(image.get("width", 0)), int(image.get("height", 0))),
+                image_id=int(image["id"]),
             )
         )
     return people

@@ -182,6 +182,11 @@ class PoseDataModule(RecordDataModule):
         self.setup()
         return list(self.skeleton.names)
 
+    @property
+    def class_names(self) -> list[str]:
+        """The joint names: what the data contract calls the names of the model's outputs."""
+        return self.joint_names
+
     def _read(self, split: str) -> list[PersonRecord]:
         people = []
         for location in self.locations[split]:

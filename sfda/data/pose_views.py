@@ -19,6 +19,9 @@ from dataclasses import dataclass
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..pseudo_labels.heatmaps import render_heatmaps  # noqa: E402
 
 PADDING = 1.25
 
@@ -119,27 +122,10 @@ def is_mirrored(matrix: np.ndarray) -> bool:
     return bool(np.linalg.det(matrix[:, :2]) < 0)
 
 
-def heatmap_sigma(heatmap_size: int) -> float:
-    """SimpleBaseline's sigma 2 at a 64-pixel heatmap, scaled with the heatmap size."""
-    return 2.0 * heatmap_size / 64
-
-
 def heatmaps(points: np.ndarray, weight: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
-    """``(K, h, h) float32`` Gaussian targets (peak 1) at ``points (K, 2)`` (input pixels), zero where
-    ``weight`` is 0."""
-    stride = input_size / heatmap_size
-    centres = (points + 0.5) / stride - 0.5  # input pixel centres -> heatmap pixel centres
-    grid = np.arange(heatmap_size, dtype=np.float64)
-    sigma = heatmap_sigma(heatmap_size)
-    gx = np.exp(-((grid[None, :] - centres[:, :1]) ** 2) / (2 * sigma**2))
-    gy = np.exp(-((grid[None, :] - centres[:, 1:]) ** 2) / (2 * sigma**2))
-    return (gy[:, :, None] * gx[:, None, :] * weight[:, None, None]).astype(np.float32)
-
-
-def heatmap_to_input(coordinates: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
-    """Heatmap pixel coordinates -> input pixel coordinates (inverse of the centre mapping above)."""
-    stride = input_size / heatmap_size
-    return (coordinates + 0.5) * stride - 0.5
+    """``(K, h, h) float32`` Gaussian targets at ``points (K, 2)`` (input pixels), zero where ``weight`` is 0
+    (the engine's ``render_heatmaps``)."""
+    return render_heatmaps(torch.from_numpy(points), torch.from_numpy(weight), input_size, heatmap_size).numpy()
 
 
 def colour_jitter(strength: float):

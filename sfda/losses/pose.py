@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+MASKED_LOGIT = -1e4  # softmax weight exp(-1e4) = 0 in float32
+
 
 def joints_mse(predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """0.5 x the mean squared error over ``(B, K, h, w)``, joints weighted by ``weight (B, K)`` (0: not
@@ -26,8 +28,9 @@ def residual_kl(source: torch.Tensor, intermediate: torch.Tensor, temperature: f
     peaks = torch.zeros_like(s, dtype=torch.bool)
     peaks.scatter_(2, s.argmax(dim=2, keepdim=True), True)
     peaks.scatter_(2, i.argmax(dim=2, keepdim=True), True)
-    log_s = s.masked_fill(peaks, float("-inf")).log_softmax(dim=2)
-    log_i = i.masked_fill(peaks, float("-inf")).log_softmax(dim=2)
+    # a large finite logit, not -inf: (-inf) - (-inf) would put NaN into the gradient of masked positions
+    log_s = s.masked_fill(peaks, MASKED_LOGIT).log_softmax(dim=2)
+    log_i = i.masked_fill(peaks, MASKED_LOGIT).log_softmax(dim=2)
     kl = (log_i.exp() * (log_i - log_s)).masked_fill(peaks, 0.0).sum(dim=2)
     return kl.mean()
 
@@ -63,10 +66,13 @@ def entropy(probabilities: torch.Tensor) -> torch.Tensor:
     return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=-1)
 
 
-def heatmap_im(heatmaps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def heatmap_im(heatmaps: torch.Tensor, temperature: float = 1.0, batch_mean: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """L_IM on the target network's heatmaps: ``(mean H(P^y) + mean H(P^x) - mean_k H(softmax over h w of
-    the batch-mean heatmap k)) / (h w)``: confident spatial marginals, diverse joints over the batch."""
+    the batch-mean heatmap k)) / (h w)``: confident spatial marginals, diverse joints over the batch.
+    ``batch_mean (K, h, w)``: the mean heatmap of the GLOBAL batch under DDP (default: of ``heatmaps``)."""
     height, width = heatmaps.shape[-2:]
     py, px = spatial_probabilities(heatmaps, temperature)
-    batch_mean = (heatmaps.float() / temperature).mean(dim=0).flatten(1).softmax(dim=1)  # (K, h w)
-    return (entropy(py).mean() + entropy(px).mean() - entropy(batch_mean).mean()) / (height * width)
+    mean = heatmaps.float().mean(dim=0) if batch_mean is None else batch_mean.float()
+    diverse = (mean / temperature).flatten(1).softmax(dim=1)  # (K, h w)
+    return (entropy(py).mean() + entropy(px).mean() - entropy(diverse).mean()) / (height * width)

@@ -10,6 +10,9 @@ from .glc import GLC
 from .lftl import LFTL
 from .lpld import LPLD
 from .nrc import NRC
+from .pose import PoseSourceTraining, PoseTask
+from .pose_adaptation import MeanTeacherPose, PoseAdaBN, PoseAdaptation, PoseSourceOnly
+from .pose_sfda import PoseSFDA
 from .segmentation import SegmentationSourceTraining, SegmentationTask
 from .segmentation_adaptation import AdaBN, SegmentationAdaptation, SegmentationSourceOnly, SegmentationTent
 from .shot import SHOT
@@ -18,6 +21,13 @@ from .source_training import SourceTraining
 from .tent import Tent
 
 __all__ = [
+    "PoseSourceTraining",
+    "PoseTask",
+    "PoseAdaptation",
+    "PoseSourceOnly",
+    "PoseAdaBN",
+    "MeanTeacherPose",
+    "PoseSFDA",
     "DetectionSourceTraining",
     "DetectionTask",
     "DetectionAdaptation",

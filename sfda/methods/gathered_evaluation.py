@@ -23,8 +23,9 @@ class GatheredEvaluation:
     def score_rows(self, rows: Rows, prefix: str) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate_loader(self, loader, prefix: str, network: torch.nn.Module | None = None) -> dict[str, float]:
-        """The scores of ``network`` (default: the evaluated one) over a labelled loader, in one target pass."""
+    def evaluate_loader(self, loader, prefix: str, network: torch.nn.Module | None = None
+                        ) -> dict[str, float]:
+        """The scores of ``network`` (default: the evaluated one) over a labelled loader, in one pass."""
         rows = self.target_pass(loader, lambda b: self.evaluation_rows(b, network), f"evaluating {prefix}",
                                 phase="evaluation")
         return self.score_rows(rows, prefix)

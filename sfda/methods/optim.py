@@ -21,6 +21,8 @@ class Optim:
         gamma, power: per-step decay lr_t = lr (1 + gamma t / T)^-power (T = total steps); power 0 = constant.
         step_epochs, step_factor: when step_epochs > 0, instead multiply lr by step_factor every
             step_epochs epochs (the segmentation papers' schedule: x0.9 every 20 epochs).
+        milestones: when given, instead multiply lr by step_factor at each of these epochs (pose SFDA's
+            target network: x0.1 at 45 and 60).
     """
 
     name: Literal["sgd", "adam"] = "sgd"
@@ -33,6 +35,7 @@ class Optim:
     power: float = 0.75
     step_epochs: int = 0
     step_factor: float = 0.9
+    milestones: tuple[int, ...] = ()
 
     def __post_init__(self):
         rules = {
@@ -44,6 +47,8 @@ class Optim:
             "power": (self.power >= 0, ">= 0"),
             "step_epochs": (self.step_epochs >= 0, ">= 0"),
             "step_factor": (self.step_factor > 0, "> 0"),
+            "milestones": (all(m > 0 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+                           "increasing positive epochs"),
         }
         for name, (ok, expected) in rules.items():
             if not ok:
@@ -63,6 +68,9 @@ def build_optimizer(module: L.LightningModule, groups: list[dict], o: Optim, tot
         )
     else:
         optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.milestones:
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(o.milestones), o.step_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
     if o.step_epochs > 0:
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, o.step_epochs, o.step_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

@@ -10,8 +10,9 @@ import torch
 from ..losses import weighted_entropy
 from ..mask_writer import write_overlay
 from ..models import ArtifactError, SourceModel, load_source
-from ..models.norm import batch_norm_layers, reset_running_statistics, use_batch_statistics
+from ..models.norm import batch_norm_layers, use_batch_statistics
 from ..report.evidence import OVERLAYS
+from .adabn import RefitsNormStatistics
 from .base import Optim, SourceAdaptation
 from .segmentation import SegmentationTask
 
@@ -69,27 +70,14 @@ class SegmentationSourceOnly(SegmentationAdaptation):
     evaluates_without_checkpoint = True  # the source model is the result
 
 
-class AdaBN(SegmentationAdaptation):
-    """AdaBN (Li et al. 2017): re-estimate every BatchNorm's running mean and variance on the
-    target training samples (a cumulative average over one pass, no gradient); weights unchanged.
+class AdaBN(RefitsNormStatistics, SegmentationAdaptation):
+    """AdaBN (Li et al. 2017) for segmentation: re-estimate every BatchNorm's running mean and variance on
+    the target training samples (a cumulative average over one pass, no gradient); weights unchanged.
     Run with ``trainer.max_epochs: 1``."""
 
     def __init__(self, source: SourceModel, evaluate_source: bool = True):
         super().__init__(source, evaluate_source=evaluate_source)
-        self.automatic_optimization = False
-        self.norm_layers = batch_norm_layers(self.network)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        reset_running_statistics(self.norm_layers)
-
-    def configure_optimizers(self):
-        return None
-
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        self.network.train()
-        with torch.no_grad():
-            self(batch["image"])
+        self.setup_norm_refit()
 
 
 class SegmentationTent(SegmentationAdaptation):

@@ -12,13 +12,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-
-def heatmap_peaks(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, K, h, w) -> (coordinates (B, K, 2) x, y in heatmap pixels, peak values (B, K))`` (argmax)."""
-    flat = heatmaps.flatten(2)
-    values, position = flat.max(dim=2)
-    width = heatmaps.shape[-1]
-    return torch.stack([position % width, position // width], dim=-1).float(), values
+from ..pseudo_labels.heatmaps import heatmap_peaks  # noqa: F401 (re-exported)
 
 
 class PCK(Metric):
@@ -31,8 +25,8 @@ class PCK(Metric):
 
     full_state_update = False
 
-    def __init__(self, joint_names: list[str], threshold: float):
-        super().__init__()
+    def __init__(self, joint_names: list[str], threshold: float, **kwargs):
+        super().__init__(**kwargs)
         self.joint_names, self.threshold = list(joint_names), threshold
         self.add_state(
             "correct", default=torch.zeros(len(joint_names), dtype=torch.float64), dist_reduce_fx="sum"

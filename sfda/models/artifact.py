@@ -144,8 +144,9 @@ class ExternalModel:
         head_layer: classification: the final classifier module (frozen during adaptation).
         kwargs: constructor arguments of the architecture.
         bottleneck_layers: modules trained at the full learning rate.
-        task: 'classification', or 'detection' for a torchvision-style detector (``transform``,
-            ``backbone``, ``rpn``, ``roi_heads``; background is class 0).
+        task: 'classification', 'detection' for a torchvision-style detector (``transform``,
+            ``backbone``, ``rpn``, ``roi_heads``; background is class 0), or 'pose' for a heatmap model
+            (``(B, C, S, S) -> (B, K, h, w)``, one heatmap per joint; ``class_names``: the joint names).
     """
 
     architecture: str
@@ -161,8 +162,8 @@ class ExternalModel:
     def __post_init__(self):
         if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
             self.input = InputSpec.from_dict(self.input)
-        if self.task not in ("classification", "detection"):
-            raise ArtifactError(f"model.source.task: expected 'classification' or 'detection', "
+        if self.task not in ("classification", "detection", "pose"):
+            raise ArtifactError(f"model.source.task: expected 'classification', 'detection' or 'pose', "
                                 f"got '{self.task}'")
         if self.task == "classification" and not (self.feature_layer and self.head_layer):
             raise ArtifactError("model.source: a classifier trained elsewhere needs feature_layer and "
@@ -332,8 +333,8 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
                               feature_layer=model.feature_layer, head_layer=model.head_layer,
                               bottleneck_layers=list(model.bottleneck_layers), origin=str(weights_path),
                               task=model.task)
-    if model.task == "detection":
-        artifact.build_network()  # the weights must fit the detector; its parts are checked by the method
+    if model.task in ("detection", "pose"):
+        artifact.build_network()  # the weights must fit the network; its outputs are checked by the method
         return artifact
     head = artifact.build().head
     outputs = getattr(head, "out_features", None)

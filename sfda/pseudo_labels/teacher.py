@@ -8,6 +8,22 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def ema_update(follower: nn.Module, leader: nn.Module, momentum: float, buffers: bool = True) -> None:
+    """``follower = momentum * follower + (1 - momentum) * leader``, in place: the parameters and, with
+    ``buffers``, floating-point buffers (integer buffers are copied). ``follower`` may be a network that
+    also trains (pose SFDA's intermediate network follows its target network)."""
+    for f, lead in zip(follower.parameters(), leader.parameters(), strict=True):
+        f.lerp_(lead.detach(), 1.0 - momentum)
+    if not buffers:
+        return
+    for f, lead in zip(follower.buffers(), leader.buffers(), strict=True):
+        if f.dtype.is_floating_point:
+            f.lerp_(lead.detach(), 1.0 - momentum)
+        else:
+            f.copy_(lead)
+
+
 class EMATeacher(nn.Module):
     """``teacher = momentum * teacher + (1 - momentum) * student`` after each ``update``.
 
@@ -31,13 +47,7 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
         """Move the teacher towards ``student`` (call per step or per epoch)."""
-        for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
-            t.lerp_(s.detach(), 1.0 - self.momentum)
-        for t, s in zip(self.model.buffers(), student.buffers(), strict=True):
-            if t.dtype.is_floating_point:
-                t.lerp_(s.detach(), 1.0 - self.momentum)
-            else:
-                t.copy_(s)
+        ema_update(self.model, student, self.momentum)
 
     def forward(self, *args, **kwargs):
         """Run the teacher network."""

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..callbacks import own_run_dir
+from ..data.transforms import to_pixels
 from ..pseudo_labels import normalised_entropy
 
 PROJECTED = 2000  # samples in the 2-D feature projection
@@ -82,13 +83,6 @@ def gallery_picks(evidence: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "broken": (before == label) & (after != label),
     }
     return {kind: order[mask[order]][:GALLERY] for kind, mask in picks.items()}
-
-
-def to_pixels(image: torch.Tensor, mean, std) -> np.ndarray:
-    """A normalised ``(C, H, W)`` input back to ``(H, W, 3)`` uint8 pixels."""
-    pixels = image.float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-    pixels = pixels.clamp(0, 1).expand(3, -1, -1) if pixels.shape[0] == 1 else pixels.clamp(0, 1)
-    return (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def gallery_images(dataset, picks: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]:
