@@ -31,7 +31,8 @@ ONE_LINE = {
     "PoseSourceOnly": "the source pose model as is (sfda test / predict)",
     "PoseAdaBN": "re-estimate BatchNorm statistics on the target people",
     "MeanTeacherPose": "EMA teacher's confident heatmap peaks train the student on strong views",
-    "PoseSFDA": "source, intermediate and target networks: source-protect + pose contrastive + IM (ICCV 2023)",
+    "PoseSFDA": "source, intermediate and target networks: source-protect, pose contrastive, IM "
+    "(ICCV 2023)",
 }
 TASKS = (
     ("PoseTask", "pose"),

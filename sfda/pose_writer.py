@@ -22,7 +22,9 @@ from .data.transforms import to_pixels
 VISIBLE_SCORE = 0.2  # joints drawn on overlays: peak at least this
 
 
-def overlay_png(pixels: np.ndarray, panels: dict[str, dict], edges: list[tuple[int, int]], path: Path) -> Path:
+def overlay_png(
+    pixels: np.ndarray, panels: dict[str, dict], edges: list[tuple[int, int]], path: Path
+) -> Path:
     """PNG with one panel per entry of ``panels`` (name -> ``{"keypoints" (K, 2) input pixels, "scores"
     (K,)}``) over the crop ``pixels (S, S, 3) uint8``, drawn at 2x."""
     from PIL import Image, ImageDraw
@@ -38,7 +40,9 @@ def overlay_png(pixels: np.ndarray, panels: dict[str, dict], edges: list[tuple[i
                 draw.line([points[a], points[b]], fill=(255, 220, 0), width=2)
         for point, keep in zip(points, shown, strict=True):
             if keep:
-                draw.ellipse([point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3], outline=(255, 40, 40), width=2)
+                draw.ellipse(
+                    [point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3], outline=(255, 40, 40), width=2
+                )
         draw.text((3, 2), name, fill=(255, 255, 0))
         pictures.append(np.asarray(picture))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +50,9 @@ def overlay_png(pixels: np.ndarray, panels: dict[str, dict], edges: list[tuple[i
     return path
 
 
-def write_overlays(prediction: dict, datamodule, folder: Path, references: dict | None = None,
-                   split: str = "test") -> list[Path]:
+def write_overlays(
+    prediction: dict, datamodule, folder: Path, references: dict | None = None, split: str = "test"
+) -> list[Path]:
     """One overlay per person of a ``predict_step`` output: source-only (where the method has a source
     model), this model and, when given, the ``references`` (``{"keypoints" (B, K, 2), "weight" (B, K)}``)."""
     spec, edges = datamodule.input_spec, datamodule.skeleton.edges
@@ -55,12 +60,19 @@ def write_overlays(prediction: dict, datamodule, folder: Path, references: dict 
     for row, index in enumerate(prediction["index"].tolist()):
         panels = {}
         if "source_keypoints" in prediction:
-            panels["source-only"] = {"keypoints": prediction["source_keypoints"][row].cpu(),
-                                     "scores": prediction["source_scores"][row].cpu()}
-        panels["this model"] = {"keypoints": prediction["keypoints"][row].cpu(), "scores": prediction["scores"][row].cpu()}
+            panels["source-only"] = {
+                "keypoints": prediction["source_keypoints"][row].cpu(),
+                "scores": prediction["source_scores"][row].cpu(),
+            }
+        panels["this model"] = {
+            "keypoints": prediction["keypoints"][row].cpu(),
+            "scores": prediction["scores"][row].cpu(),
+        }
         if references is not None:
-            panels["reference"] = {"keypoints": references["keypoints"][row].cpu(),
-                                   "scores": references["weight"][row].cpu()}
+            panels["reference"] = {
+                "keypoints": references["keypoints"][row].cpu(),
+                "scores": references["weight"][row].cpu(),
+            }
         name = Path(datamodule.sample_name(split, index).replace("#", "_")).stem
         pixels = to_pixels(prediction["image"][row], spec.mean, spec.std)
         written.append(overlay_png(pixels, panels, edges, folder / f"{index:05d}_{name}.png"))
@@ -77,9 +89,16 @@ def coco_results(prediction: dict, datamodule) -> list[dict]:
         points = warp_points(prediction["keypoints"][row].double().cpu().numpy(), inverse)
         scores = prediction["scores"][row].float().cpu().numpy()
         values = np.concatenate([points, scores[:, None]], axis=1).reshape(-1)
-        out.append({"image_id": person.image_id, "file_name": str(person.image), "person_id": person.person_id,
-                    "category_id": 1, "keypoints": [round(float(v), 3) for v in values],
-                    "score": round(float(scores.mean()), 5)})
+        out.append(
+            {
+                "image_id": person.image_id,
+                "file_name": str(person.image),
+                "person_id": person.person_id,
+                "category_id": 1,
+                "keypoints": [round(float(v), 3) for v in values],
+                "score": round(float(scores.mean()), 5),
+            }
+        )
     return out
 
 
@@ -90,7 +109,9 @@ class PoseWriter(BasePredictionWriter):
     def __init__(self):
         super().__init__(write_interval="batch_and_epoch")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
         run = own_run_dir(trainer)
         if trainer.is_global_zero and run is not None:
             write_overlays(prediction, trainer.datamodule, run / "overlays")

@@ -125,7 +125,8 @@ def is_mirrored(matrix: np.ndarray) -> bool:
 def heatmaps(points: np.ndarray, weight: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
     """``(K, h, h) float32`` Gaussian targets at ``points (K, 2)`` (input pixels), zero where ``weight`` is 0
     (the engine's ``render_heatmaps``)."""
-    return render_heatmaps(torch.from_numpy(points), torch.from_numpy(weight), input_size, heatmap_size).numpy()
+    maps = render_heatmaps(torch.from_numpy(points), torch.from_numpy(weight), input_size, heatmap_size)
+    return maps.numpy()
 
 
 def colour_jitter(strength: float):

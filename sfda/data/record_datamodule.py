@@ -126,7 +126,7 @@ class RecordDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, False, False)
 
     def predict_dataloader(self) -> DataLoader:
-        # Lightning re-creates samplers in predict mode: a plain ordered loader; writers keep one row per index
+        # Lightning re-creates samplers in predict mode: a plain ordered loader (writers keep one row each)
         return DataLoader(
             self.dataset("test"),
             batch_size=self.eval_batch_size,

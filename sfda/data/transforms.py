@@ -93,6 +93,7 @@ def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.
 
 def to_pixels(image: torch.Tensor, mean, std) -> np.ndarray:
     """A normalised ``(C, H, W)`` input back to ``(H, W, 3)`` uint8 pixels (grey repeated over 3 channels)."""
-    pixels = image.detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    scale, shift = torch.tensor(std)[:, None, None], torch.tensor(mean)[:, None, None]
+    pixels = image.detach().cpu().float() * scale + shift
     pixels = pixels.clamp(0, 1).expand(3, -1, -1) if pixels.shape[0] == 1 else pixels.clamp(0, 1)
     return (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -45,7 +45,7 @@ def spatial_probabilities(
 
 
 def joint_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B, K, n), (B, K, n) -> (B, K, K)`` cosine similarity of every joint of ``a`` with every joint of ``b``."""
+    """``(B, K, n), (B, K, n) -> (B, K, K)``: cosine of every joint of ``a`` with every joint of ``b``."""
     return F.normalize(a, dim=2) @ F.normalize(b, dim=2).transpose(1, 2)
 
 
@@ -66,8 +66,9 @@ def entropy(probabilities: torch.Tensor) -> torch.Tensor:
     return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=-1)
 
 
-def heatmap_im(heatmaps: torch.Tensor, temperature: float = 1.0, batch_mean: torch.Tensor | None = None
-               ) -> torch.Tensor:
+def heatmap_im(
+    heatmaps: torch.Tensor, temperature: float = 1.0, batch_mean: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_IM on the target network's heatmaps: ``(mean H(P^y) + mean H(P^x) - mean_k H(softmax over h w of
     the batch-mean heatmap k)) / (h w)``: confident spatial marginals, diverse joints over the batch.
     ``batch_mean (K, h, w)``: the mean heatmap of the GLOBAL batch under DDP (default: of ``heatmaps``)."""

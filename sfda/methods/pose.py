@@ -70,22 +70,34 @@ class PoseTask(GatheredEvaluation, TaskModule):
         peaks, values = heatmap_peaks(maps)
         size, side = batch["image"].shape[-1], maps.shape[-1]
         sizes = torch.tensor([[size, side]], device=maps.device).expand(len(maps), 2)
-        return {"peaks": peaks, "confidence": values, "weight": batch["weight"].float(), "sizes": sizes,
-                "reference": to_heatmap_pixels(batch["keypoints"].float(), size, side),
-                "labelled": batch["labelled"].long()}
+        return {
+            "peaks": peaks,
+            "confidence": values,
+            "weight": batch["weight"].float(),
+            "sizes": sizes,
+            "reference": to_heatmap_pixels(batch["keypoints"].float(), size, side),
+            "labelled": batch["labelled"].long(),
+        }
 
     def score_rows(self, rows: dict, prefix: str) -> dict[str, float]:
-        """Scores of gathered rows (identical on every process): ``<prefix>/pck...`` and ``label_free/peak``."""
+        """Scores of gathered rows (the same on every process): ``<prefix>/pck...``, ``label_free/peak``."""
         out = {"label_free/peak": float(rows["confidence"].mean())}
         labelled = rows["labelled"].bool()
         if not labelled.any():
             return out
         size, side = (float(v) for v in rows["sizes"][0])
         box_side = side / PADDING  # the person box's longer side, in heatmap pixels
-        for name, threshold, normaliser in (("pck", PCK_THRESHOLD, side / 10), ("pck_box", BOX_PCK_THRESHOLD, box_side)):
+        for name, threshold, normaliser in (
+            ("pck", PCK_THRESHOLD, side / 10),
+            ("pck_box", BOX_PCK_THRESHOLD, box_side),
+        ):
             metric = PCK(self.joint_names, threshold, sync_on_compute=False)  # rows are gathered already
-            metric.update(rows["peaks"][labelled], rows["reference"][labelled], rows["weight"][labelled],
-                          torch.full((int(labelled.sum()),), normaliser))
+            metric.update(
+                rows["peaks"][labelled],
+                rows["reference"][labelled],
+                rows["weight"][labelled],
+                torch.full((int(labelled.sum()),), normaliser),
+            )
             scores = metric.compute()
             out[f"{prefix}/{name}"] = float(scores.pop("pck"))
             if name == "pck":
@@ -99,8 +111,13 @@ class PoseTask(GatheredEvaluation, TaskModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         maps = self.heatmaps_of(batch["image"])
         peaks, values = heatmap_peaks(maps)
-        return {"index": batch["index"], "matrix": batch["matrix"], "image": batch["image"], "scores": values,
-                "keypoints": to_input_pixels(peaks, batch["image"].shape[-1], maps.shape[-1])}
+        return {
+            "index": batch["index"],
+            "matrix": batch["matrix"],
+            "image": batch["image"],
+            "scores": values,
+            "keypoints": to_input_pixels(peaks, batch["image"].shape[-1], maps.shape[-1]),
+        }
 
 
 class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
@@ -118,8 +135,14 @@ class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
     eval_prefix = "source_val"
     best_metric = "source_val/pck"
 
-    def __init__(self, backbone: str = "resnet18", deconv_channels: int = 256, artifact: str | None = None,
-                 overwrite_artifact: bool = False, optim: Optim | None = None):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        deconv_channels: int = 256,
+        artifact: str | None = None,
+        overwrite_artifact: bool = False,
+        optim: Optim | None = None,
+    ):
         super().__init__(optim)
         self.backbone_name, self.deconv_channels = backbone, deconv_channels
         self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
@@ -130,8 +153,9 @@ class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
             return
         dm = self.trainer.datamodule
         spec = source_input_spec(dm, "size, channels, mean, std")
-        self.architecture = pose_architecture(len(dm.joint_names), self.backbone_name, self.deconv_channels,
-                                              spec.channels)
+        self.architecture = pose_architecture(
+            len(dm.joint_names), self.backbone_name, self.deconv_channels, spec.channels
+        )
         self.network = simple_baseline(**self.architecture["kwargs"])
         self.build_metrics(dm.joint_names)
 
@@ -150,8 +174,13 @@ class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
         best = self.restore_best(self.network)
         dm = self.trainer.datamodule
         state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=dm.joint_names,
-                                  input=dm.input_spec, task="pose")
+        artifact = SourceArtifact(
+            architecture=self.architecture,
+            state_dict=state,
+            class_names=dm.joint_names,
+            input=dm.input_spec,
+            task="pose",
+        )
         self.write_source_artifact(artifact)
         self.results["source_val/best_pck"] = best
 
@@ -159,5 +188,7 @@ class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
 def check_heatmap_size(predicted: torch.Tensor, target: torch.Tensor) -> None:
     """Refuse heatmap targets of another size than the network's output, naming the field."""
     if predicted.shape[-2:] != target.shape[-2:]:
-        raise ValueError(f"data.heatmap_size: the network outputs {tuple(predicted.shape[-2:])} heatmaps but the "
-                         f"targets are {tuple(target.shape[-2:])}; set data.heatmap_size to {predicted.shape[-1]}")
+        raise ValueError(
+            f"data.heatmap_size: the network outputs {tuple(predicted.shape[-2:])} heatmaps but the "
+            f"targets are {tuple(target.shape[-2:])}; set data.heatmap_size to {predicted.shape[-1]}"
+        )

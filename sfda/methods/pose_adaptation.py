@@ -47,9 +47,11 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
         super().__init__(optim)
         self.artifact = load_source(source)
         if self.artifact.task != "pose":
-            raise ArtifactError(f"model.source: {self.artifact.origin or source} is a '{self.artifact.task}' "
-                                "artifact; a pose method needs one written by PoseSourceTraining (or an "
-                                "ExternalModel with task: pose)")
+            raise ArtifactError(
+                f"model.source: {self.artifact.origin or source} is a '{self.artifact.task}' "
+                "artifact; a pose method needs one written by PoseSourceTraining (or an "
+                "ExternalModel with task: pose)"
+            )
         self.network = self.artifact.build_network()
         self.evaluate_source = evaluate_source
         self.build_metrics(self.artifact.class_names)
@@ -59,9 +61,11 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
         if datamodule is not None and hasattr(datamodule, "check_model_joints"):  # before the generic checks
             datamodule.check_model_joints(self.num_joints)
             if datamodule.joint_names != self.joint_names:
-                raise ArtifactError(f"data: joints {datamodule.joint_names} are not the source model's "
-                                    f"{self.joint_names} (in this order); heatmaps would be matched to the "
-                                    "wrong joints")
+                raise ArtifactError(
+                    f"data: joints {datamodule.joint_names} are not the source model's "
+                    f"{self.joint_names} (in this order); heatmaps would be matched to the "
+                    "wrong joints"
+                )
         super().setup(stage)
 
     def source_network(self) -> torch.nn.Module:
@@ -72,7 +76,9 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
         return self._source_cache[0]
 
     def evaluate_source_model(self) -> dict[str, float]:
-        scores = self.evaluate_loader(self.trainer.datamodule.val_dataloader(), "source_only", self.source_network())
+        scores = self.evaluate_loader(
+            self.trainer.datamodule.val_dataloader(), "source_only", self.source_network()
+        )
         return {k: v for k, v in scores.items() if k.startswith("source_only/")}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
@@ -91,8 +97,13 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
             return
         first = next(iter(self.trainer.datamodule.val_dataloader()))
         batch = {k: v[:OVERLAYS] for k, v in self.transfer_batch_to_device(first, self.device, 0).items()}
-        write_overlays(self.predict_step(batch, 0), self.trainer.datamodule, folder / "overlays",
-                       {"keypoints": batch["keypoints"], "weight": batch["weight"]}, split="val")
+        write_overlays(
+            self.predict_step(batch, 0),
+            self.trainer.datamodule,
+            folder / "overlays",
+            {"keypoints": batch["keypoints"], "weight": batch["weight"]},
+            split="val",
+        )
 
 
 class PoseSourceOnly(PoseAdaptation):
@@ -101,7 +112,9 @@ class PoseSourceOnly(PoseAdaptation):
     evaluates_without_checkpoint = True  # the source model is the result
 
     def training_step(self, batch, batch_idx):
-        raise RuntimeError("PoseSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`")
+        raise RuntimeError(
+            "PoseSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`"
+        )
 
     def configure_optimizers(self):
         return None
@@ -132,8 +145,14 @@ class MeanTeacherPose(PoseAdaptation):
 
     needs_strong_view = True
 
-    def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True,
-                 confidence: float = 0.5, momentum: float = 0.999):
+    def __init__(
+        self,
+        source: SourceModel,
+        optim: Optim | None = None,
+        evaluate_source: bool = True,
+        confidence: float = 0.5,
+        momentum: float = 0.999,
+    ):
         super().__init__(source, optim, evaluate_source)
         if not 0 <= confidence <= 1:
             raise ValueError(f"model.confidence: expected a heatmap peak value in [0, 1], got {confidence}")
@@ -144,11 +163,13 @@ class MeanTeacherPose(PoseAdaptation):
         return self.teacher.model
 
     def pseudo_heatmaps(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The teacher's confident joints as heatmaps of the strong view ``(B, K, h, w)`` and weights ``(B, K)``."""
+        """The teacher's confident joints as strong-view heatmaps ``(B, K, h, w)`` and weights ``(B, K)``."""
         maps = self.heatmaps_of(batch["image"], self.teacher.model)
         peaks, weight = confident_joints(maps, self.confidence)
         size, side = batch["image"].shape[-1], maps.shape[-1]
-        moved = move_points(to_input_pixels(peaks, size, side), view_to_view(batch["strong_matrix"], batch["matrix"]))
+        moved = move_points(
+            to_input_pixels(peaks, size, side), view_to_view(batch["strong_matrix"], batch["matrix"])
+        )
         mirrored = torch.linalg.det(batch["strong_matrix"][:, :, :2].double()) < 0
         order = torch.as_tensor(self.trainer.datamodule.skeleton.flip_order(), device=moved.device)
         moved = torch.where(mirrored[:, None, None], moved[:, order], moved)

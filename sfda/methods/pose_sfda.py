@@ -34,6 +34,11 @@ from .base import Optim
 from .pose_adaptation import PoseAdaptation
 
 
+def adam(lr: float, milestones: tuple[int, ...] = ()) -> Optim:
+    """Constant Adam (no weight decay), x0.1 at ``milestones``."""
+    return Optim(name="adam", lr=lr, weight_decay=0.0, power=0.0, milestones=milestones, step_factor=0.1)
+
+
 def all_joints(heatmaps: torch.Tensor) -> torch.Tensor:
     return torch.ones(heatmaps.shape[:2], device=heatmaps.device)
 
@@ -43,8 +48,13 @@ def mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return joints_mse(predicted, target, all_joints(predicted))
 
 
-def occlude(images: torch.Tensor, joints: torch.Tensor, chosen: list[bool], size: int,
-            generators: list[torch.Generator]) -> torch.Tensor:
+def occlude(
+    images: torch.Tensor,
+    joints: torch.Tensor,
+    chosen: list[bool],
+    size: int,
+    generators: list[torch.Generator],
+) -> torch.Tensor:
     """Adaptive keypoint occlusion: for each chosen image, a ``size`` square copied from a random place of
     the same image over each joint of ``joints`` (a list per image of ``(n, 2)`` input pixel centres)."""
     out = images.clone()
@@ -55,7 +65,7 @@ def occlude(images: torch.Tensor, joints: torch.Tensor, chosen: list[bool], size
         for x, y in points.round().long().tolist():
             top, left = (torch.randint(0, side - size + 1, (2,), generator=generator)).tolist()
             y0, x0 = min(max(y - size // 2, 0), side - size), min(max(x - size // 2, 0), side - size)
-            out[b, :, y0:y0 + size, x0:x0 + size] = images[b, :, top:top + size, left:left + size]
+            out[b, :, y0 : y0 + size, x0 : x0 + size] = images[b, :, top : top + size, left : left + size]
     return out
 
 
@@ -77,22 +87,39 @@ class PoseSFDA(PoseAdaptation):
         target_relevant: add L_PC and L_IM to T's loss (False: the ablation without them).
     """
 
-    def __init__(self, source: SourceModel, evaluate_source: bool = True, source_lr: float = 1e-4,
-                 intermediate_lr: float = 1e-5, target_lr: float = 1e-4, target_milestones: tuple[int, ...] = (45, 60),
-                 momentum: float = 0.999, res_weight: float = 0.7, contrastive_weight: float = 0.5,
-                 im_weight: float = 0.85, temperature: float = 1.0, occlusion: float = 0.5,
-                 occlusion_confidence: float = 0.9, occlusion_size: float = 0.12, source_protect: bool = True,
-                 target_relevant: bool = True):
+    def __init__(
+        self,
+        source: SourceModel,
+        evaluate_source: bool = True,
+        source_lr: float = 1e-4,
+        intermediate_lr: float = 1e-5,
+        target_lr: float = 1e-4,
+        target_milestones: tuple[int, ...] = (45, 60),
+        momentum: float = 0.999,
+        res_weight: float = 0.7,
+        contrastive_weight: float = 0.5,
+        im_weight: float = 0.85,
+        temperature: float = 1.0,
+        occlusion: float = 0.5,
+        occlusion_confidence: float = 0.9,
+        occlusion_size: float = 0.12,
+        source_protect: bool = True,
+        target_relevant: bool = True,
+    ):
         super().__init__(source, evaluate_source=evaluate_source)
         if not 0 <= occlusion <= 1 or not 0 < occlusion_size < 1 or temperature <= 0 or not 0 <= momentum < 1:
-            raise ValueError("model: expected occlusion in [0, 1], occlusion_size in (0, 1), temperature > 0 and "
-                             f"momentum in [0, 1); got {occlusion}, {occlusion_size}, {temperature}, {momentum}")
+            raise ValueError(
+                "model: expected occlusion in [0, 1], occlusion_size in (0, 1), temperature > 0 and "
+                f"momentum in [0, 1); got {occlusion}, {occlusion_size}, {temperature}, {momentum}"
+            )
         self.automatic_optimization = False
         self.source_net, self.target_net = self.artifact.build_network(), self.artifact.build_network()
         for name, net in (("intermediate", self.network), ("source", self.source_net)):
             if not (hasattr(net, "backbone") and hasattr(net, "decoder")):
-                raise ArtifactError(f"model.source: {self.artifact.origin}: pose SFDA trains the {name} network's "
-                                    "parts apart and needs `backbone` and `decoder` submodules (as SimpleBaseline's)")
+                raise ArtifactError(
+                    f"model.source: {self.artifact.origin}: pose SFDA trains the {name} network's "
+                    "parts apart and needs `backbone` and `decoder` submodules (as SimpleBaseline's)"
+                )
         self.source_net.backbone.requires_grad_(False)
         self.network.decoder.requires_grad_(False)
         self.rates = {"source": source_lr, "intermediate": intermediate_lr, "target": target_lr}
@@ -104,20 +131,28 @@ class PoseSFDA(PoseAdaptation):
 
     def optimizer_specs(self) -> list[tuple[list[dict], Optim]]:
         """S's decoder, I's backbone, T's every parameter: three Adam optimisers (T with its milestones)."""
-        adam = lambda lr, milestones=(): Optim(name="adam", lr=lr, weight_decay=0.0, power=0.0,  # noqa: E731
-                                               milestones=milestones, step_factor=0.1)
-        return [([{"params": list(self.source_net.decoder.parameters()), "lr": self.rates["source"]}],
-                 adam(self.rates["source"])),
-                ([{"params": list(self.network.backbone.parameters()), "lr": self.rates["intermediate"]}],
-                 adam(self.rates["intermediate"])),
-                ([{"params": list(self.target_net.parameters()), "lr": self.rates["target"]}],
-                 adam(self.rates["target"], self.target_milestones))]
+        return [
+            (
+                [{"params": list(self.source_net.decoder.parameters()), "lr": self.rates["source"]}],
+                adam(self.rates["source"]),
+            ),
+            (
+                [{"params": list(self.network.backbone.parameters()), "lr": self.rates["intermediate"]}],
+                adam(self.rates["intermediate"]),
+            ),
+            (
+                [{"params": list(self.target_net.parameters()), "lr": self.rates["target"]}],
+                adam(self.rates["target"], self.target_milestones),
+            ),
+        ]
 
     def generators(self, index: torch.Tensor) -> list[torch.Generator]:
         """One generator per sample, seeded by (run seed, step, global index): the same draws on any
         number of processes."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return [torch.Generator().manual_seed(sample_seed(seed, self.global_step, int(i))) for i in index.tolist()]
+        return [
+            torch.Generator().manual_seed(sample_seed(seed, self.global_step, int(i))) for i in index.tolist()
+        ]
 
     def occluded(self, images: torch.Tensor, teacher: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         probability, confidence, fraction = self.occlusion
@@ -152,8 +187,11 @@ class PoseSFDA(PoseAdaptation):
         loss_t = mse(h_t, h_i)
         if self.target_relevant:
             batch_mean = gather_with_grad(h_t).mean(dim=0)  # the global batch's mean heatmap
-            loss_t = loss_t + w["contrastive"] * pose_contrastive(h_i, h_t, tau) \
+            loss_t = (
+                loss_t
+                + w["contrastive"] * pose_contrastive(h_i, h_t, tau)
                 + w["im"] * heatmap_im(h_t, tau, batch_mean)
+            )
         self.step(opt_t, loss_t)
         ema_update(self.network, self.target_net, self.momentum, buffers=False)
         self.log("train/loss", loss_t, prog_bar=True)

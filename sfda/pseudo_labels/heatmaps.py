@@ -34,7 +34,9 @@ def heatmap_sigma(heatmap_size: int) -> float:
     return 2.0 * heatmap_size / 64
 
 
-def render_heatmaps(points: torch.Tensor, weight: torch.Tensor, input_size: int, heatmap_size: int) -> torch.Tensor:
+def render_heatmaps(
+    points: torch.Tensor, weight: torch.Tensor, input_size: int, heatmap_size: int
+) -> torch.Tensor:
     """``(..., K, 2)`` points in input pixels and ``(..., K)`` weights -> ``(..., K, h, h)`` Gaussian heatmaps
     (peak 1 at the point, sigma ``heatmap_sigma``), zero where the weight is 0."""
     centres = to_heatmap_pixels(points.double(), input_size, heatmap_size)
@@ -56,8 +58,13 @@ def view_to_view(to: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     the view made by ``to``: ``to o start^-1``, exact."""
     linear = torch.linalg.inv(start[:, :, :2].double())
     inverse = torch.cat([linear, -linear @ start[:, :, 2:].double()], dim=2)
-    out = torch.cat([to[:, :, :2].double() @ inverse[:, :, :2],
-                     to[:, :, :2].double() @ inverse[:, :, 2:] + to[:, :, 2:].double()], dim=2)
+    out = torch.cat(
+        [
+            to[:, :, :2].double() @ inverse[:, :, :2],
+            to[:, :, :2].double() @ inverse[:, :, 2:] + to[:, :, 2:].double(),
+        ],
+        dim=2,
+    )
     return out.to(to.dtype)
 
 
