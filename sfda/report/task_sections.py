@@ -1,6 +1,7 @@
 """The task-specific sections of a run's report, from its results and its ``report/`` evidence:
 classification (per-class accuracy, confusion, feature projection, gallery, unknown rejection),
-segmentation (per-volume Dice, overlays) and detection (per-class AP50, overlays)."""
+segmentation (per-volume Dice, overlays), detection (per-class AP50, overlays) and pose (per-joint PCK,
+overlays)."""
 
 from __future__ import annotations
 
@@ -158,4 +159,8 @@ def detection(run: Run, figures: plots.Figures) -> list[Section]:
     ]
 
 
-BY_TASK = {"classification": classification, "segmentation": segmentation, "detection": detection}
+def pose(run: Run, figures: plots.Figures) -> list[Section]:
+    return [Section(f"{run.name}: pose", per_item_bars(run, "pck", "joint", figures) + overlays(run, figures))]
+
+
+BY_TASK = {"classification": classification, "segmentation": segmentation, "detection": detection, "pose": pose}
