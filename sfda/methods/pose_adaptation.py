@@ -159,6 +159,12 @@ class MeanTeacherPose(PoseAdaptation):
         self.confidence = confidence
         self.teacher = EMATeacher(self.network, momentum)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:  # the joint order of a mirrored view
+            self.flip_order = torch.as_tensor(datamodule.skeleton.flip_order())
+
     def eval_network(self) -> torch.nn.Module:
         return self.teacher.model
 
@@ -171,7 +177,7 @@ class MeanTeacherPose(PoseAdaptation):
             to_input_pixels(peaks, size, side), view_to_view(batch["strong_matrix"], batch["matrix"])
         )
         mirrored = torch.linalg.det(batch["strong_matrix"][:, :, :2].double()) < 0
-        order = torch.as_tensor(self.trainer.datamodule.skeleton.flip_order(), device=moved.device)
+        order = self.flip_order.to(moved.device)
         moved = torch.where(mirrored[:, None, None], moved[:, order], moved)
         weight = torch.where(mirrored[:, None], weight[:, order], weight)
         inside = ((moved >= 0) & (moved <= size - 1)).all(dim=-1).float()
