@@ -27,6 +27,7 @@ def test_there_is_a_recipe_per_benchmark_family():
         "segmentation",
         "active",
         "detection",
+        "pose",
     }
 
 

@@ -20,14 +20,17 @@ evaluated, predicted with and checkpointed as the result is I.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data.samplers import sample_seed
 from ..losses.pose import heatmap_im, joints_mse, pose_contrastive, residual_kl
 from ..models import ArtifactError, SourceModel
 from ..pseudo_labels import gather_with_grad
+from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.heatmaps import confident_joints, to_input_pixels
 from ..pseudo_labels.teacher import ema_update
 from .base import Optim
@@ -167,8 +170,13 @@ class PoseSFDA(PoseAdaptation):
         return occlude(images, joints, chosen, size, generators)
 
     def step(self, optimizer, loss: torch.Tensor) -> None:
+        """One network's update. Under DDP the gradients are averaged here, for this optimiser's parameters
+        only: DDP's reducer serves one backward per forward, and this step has three."""
         optimizer.zero_grad()
-        self.manual_backward(loss)
+        model = self.trainer.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext():
+            self.manual_backward(loss)
+        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
         optimizer.step()
 
     def training_step(self, batch: dict, batch_idx: int) -> None:

@@ -111,3 +111,19 @@ def check_identical_across_ranks(tensor: torch.Tensor, what: str) -> None:
     rows = gather_rows(tensor.detach().reshape(1, -1).double())
     if not bool((rows == rows[0]).all()):
         raise RuntimeError(f"{what} differ between processes; every rank must derive them from the same gathered pass")
+
+
+def average_gradients(parameters: list[torch.Tensor]) -> None:
+    """Average the ``.grad`` of ``parameters`` over processes in one all-reduce (a no-op on one process).
+    For methods that synchronise gradients themselves: several optimisers, each stepped after its own
+    backward pass, which DDP's reducer (one reduction per forward) does not serve."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if world_size() == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
