@@ -1,5 +1,6 @@
 """The notebooks execute top to bottom (cut down through environment variables) and show adaptation."""
 
+import json
 import os
 
 import nbformat
@@ -44,3 +45,11 @@ def test_detection_notebook_runs(tmp_path, monkeypatch):
     assert "adapted AP50" in text and "overlay written" in text
     payload = (tmp_path / "runs" / "adapt" / "version_1" / "detections.json").read_text()
     assert "OSBS_029" in payload
+
+
+def test_pose_notebook_runs(tmp_path, monkeypatch):
+    settings = {"SFDA_NOTEBOOK_SOURCE_EPOCHS": "1", "SFDA_NOTEBOOK_EPOCHS": "1", "SFDA_NOTEBOOK_SUBSET": "64"}
+    text = run_notebook("pose.ipynb", settings, tmp_path, monkeypatch)
+    assert "adapted PCK@0.05" in text and "overlay written" in text
+    people = json.loads((tmp_path / "runs" / "adapt" / "version_1" / "keypoints.json").read_text())
+    assert len(people) == 64 and len(people[0]["keypoints"]) == 48
