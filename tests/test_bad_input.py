@@ -712,7 +712,7 @@ def test_plain_turns_objects_into_data():
     from sfda.methods.hparams import plain
 
     assert plain({"optim": Optim(lr=0.5), "dims": (1, 2), "other": object()}) == {
-        "optim": {**Optim().__dict__, "lr": 0.5},
+        "optim": {**Optim().__dict__, "lr": 0.5, "milestones": []},  # tuples become lists
         "dims": [1, 2],
         "other": "builtins.object",
     }
