@@ -130,6 +130,27 @@ class KeepsBestWeights:
             return
         self.best = (float(value), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
 
+    def kept_network(self):
+        """The network whose best weights are kept (default ``self.network``)."""
+        return self.network
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.remember_if_best(self.kept_network())
+
+    def write_best_source_artifact(self, task: str, class_names: list[str]) -> None:
+        """Restore the best epoch's weights of ``kept_network`` and write them as the ``task`` artifact
+        (``self.architecture``, the data's input spec); ``results["<prefix>/best_<metric>"]`` says their
+        score."""
+        network = self.kept_network()
+        best = self.restore_best(network)
+        state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=list(class_names),
+                                  input=self.trainer.datamodule.input_spec, task=task)
+        self.write_source_artifact(artifact)
+        prefix, _, metric = self.best_metric.partition("/")
+        self.results[f"{prefix}/best_{metric}"] = best
+
     def restore_best(self, network) -> float:
         """Load the best weights into ``network``; returns their score."""
         if self.best is None:

@@ -14,7 +14,6 @@ import torch
 
 from ..detection_writer import DetectionWriter
 from ..metrics.detection import detection_scores, label_free_box_scores
-from ..models import SourceArtifact
 from ..models.detector import detector_architecture, faster_rcnn
 from ..models.keyed_sampling import use_keyed_sampling
 from .artifact_output import KeepsBestWeights, WritesSourceArtifact, source_input_spec
@@ -191,20 +190,5 @@ class DetectionSourceTraining(KeepsBestWeights, WritesSourceArtifact, DetectionT
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.remember_if_best(self.network)
-
     def on_train_end(self) -> None:
-        best = self.restore_best(self.network)
-        dm = self.trainer.datamodule
-        state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        artifact = SourceArtifact(
-            architecture=self.architecture,
-            state_dict=state,
-            class_names=dm.class_names,
-            input=dm.input_spec,
-            task="detection",
-        )
-        self.write_source_artifact(artifact)
-        self.results["source_val/best_ap50"] = best
+        self.write_best_source_artifact("detection", self.trainer.datamodule.class_names)

@@ -17,6 +17,7 @@ from ..pseudo_labels.boxes import confident_detections
 from ..report.evidence import OVERLAYS
 from .base import Optim, SourceAdaptation
 from .detection import DetectionTask
+from .source_only import ScoresTheSourceModel
 
 DETECTOR_PARTS = ("transform", "backbone", "rpn", "roi_heads")
 
@@ -87,27 +88,15 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         adapted and the reference boxes, drawn as ``sfda predict`` draws them (rank 0 only)."""
         if folder is None:
             return
-        first = next(iter(self.trainer.datamodule.val_dataloader()))
-        batch = self.transfer_batch_to_device(first, self.device, 0)
-        batch = {k: v[:OVERLAYS] for k, v in batch.items()}
+        batch = self.first_evaluation_items(OVERLAYS)
         prediction = self.predict_step(batch, 0)
         references = [{"boxes": b, "scores": torch.ones(len(b))} for b in batch["boxes"]]
         write_overlays(prediction, prediction.pop("image"), self.trainer.datamodule, folder / "overlays",
                        references, split="val")
 
 
-class DetectionSourceOnly(DetectionAdaptation):
+class DetectionSourceOnly(ScoresTheSourceModel, DetectionAdaptation):
     """The source detector as is: ``sfda test`` / ``sfda predict`` only (no training step)."""
-
-    evaluates_without_checkpoint = True  # the source model is the result
-
-    def training_step(self, batch, batch_idx):
-        raise RuntimeError(
-            "DetectionSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`"
-        )
-
-    def configure_optimizers(self):
-        return None
 
 
 class MeanTeacherDetection(DetectionAdaptation):

@@ -12,7 +12,6 @@ import torch
 from ..data.pose_views import PADDING
 from ..losses.pose import joints_mse
 from ..metrics.pose import PCK
-from ..models import SourceArtifact
 from ..models.pose import pose_architecture, simple_baseline
 from ..pose_writer import PoseWriter
 from ..pseudo_labels.heatmaps import heatmap_peaks, to_heatmap_pixels, to_input_pixels
@@ -166,23 +165,8 @@ class PoseSourceTraining(KeepsBestWeights, WritesSourceArtifact, PoseTask):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.remember_if_best(self.network)
-
     def on_train_end(self) -> None:
-        best = self.restore_best(self.network)
-        dm = self.trainer.datamodule
-        state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-        artifact = SourceArtifact(
-            architecture=self.architecture,
-            state_dict=state,
-            class_names=dm.joint_names,
-            input=dm.input_spec,
-            task="pose",
-        )
-        self.write_source_artifact(artifact)
-        self.results["source_val/best_pck"] = best
+        self.write_best_source_artifact("pose", self.trainer.datamodule.joint_names)
 
 
 def check_heatmap_size(predicted: torch.Tensor, target: torch.Tensor) -> None:

@@ -23,6 +23,7 @@ from ..report.evidence import OVERLAYS
 from .adabn import RefitsNormStatistics
 from .base import Optim, SourceAdaptation
 from .pose import PoseTask, check_heatmap_size
+from .source_only import ScoresTheSourceModel
 
 # the pose SFDA spec's target-network optimiser (Adam 1e-4), for the adaptation baselines too
 ADAPTATION_OPTIM = Optim(name="adam", lr=1e-4, weight_decay=0.0, backbone_lr_mult=1.0, power=0.0)
@@ -95,8 +96,7 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
         adapted and the reference keypoints, drawn as ``sfda predict`` draws them (rank 0 only)."""
         if folder is None:
             return
-        first = next(iter(self.trainer.datamodule.val_dataloader()))
-        batch = {k: v[:OVERLAYS] for k, v in self.transfer_batch_to_device(first, self.device, 0).items()}
+        batch = self.first_evaluation_items(OVERLAYS)
         write_overlays(
             self.predict_step(batch, 0),
             self.trainer.datamodule,
@@ -106,18 +106,8 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
         )
 
 
-class PoseSourceOnly(PoseAdaptation):
+class PoseSourceOnly(ScoresTheSourceModel, PoseAdaptation):
     """The source pose model as is: ``sfda test`` / ``sfda predict`` only (no training step)."""
-
-    evaluates_without_checkpoint = True  # the source model is the result
-
-    def training_step(self, batch, batch_idx):
-        raise RuntimeError(
-            "PoseSourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`"
-        )
-
-    def configure_optimizers(self):
-        return None
 
 
 class PoseAdaBN(RefitsNormStatistics, PoseAdaptation):

@@ -15,6 +15,7 @@ from ..report.evidence import OVERLAYS
 from .adabn import RefitsNormStatistics
 from .base import Optim, SourceAdaptation
 from .segmentation import SegmentationTask
+from .source_only import ScoresTheSourceModel
 
 
 class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
@@ -64,10 +65,8 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
             write_overlay(prediction, volumes[prediction["index"]], self.spec.slice_axis, folder / "overlays")
 
 
-class SegmentationSourceOnly(SegmentationAdaptation):
+class SegmentationSourceOnly(ScoresTheSourceModel, SegmentationAdaptation):
     """The source model as is: ``sfda test`` / ``sfda predict`` only (no training step)."""
-
-    evaluates_without_checkpoint = True  # the source model is the result
 
 
 class AdaBN(RefitsNormStatistics, SegmentationAdaptation):

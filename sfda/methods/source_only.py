@@ -5,13 +5,20 @@ from __future__ import annotations
 from .base import AdaptationModule
 
 
-class SourceOnly(AdaptationModule):
-    """No adaptation. Use with ``sfda test`` / ``sfda validate``; ``sfda fit`` is refused."""
+class ScoresTheSourceModel:
+    """Mixin (before a task's adaptation base) of the source-only modules of every task: the source model
+    is the result (``sfda test`` / ``validate`` / ``predict`` need no checkpoint) and ``sfda fit`` is
+    refused."""
 
-    evaluates_without_checkpoint = True  # the source model is the result
+    evaluates_without_checkpoint = True
 
     def training_step(self, batch, batch_idx):
-        raise RuntimeError("SourceOnly does not train: run `sfda test --config <recipe>` instead of `sfda fit`")
+        raise RuntimeError(f"{type(self).__name__} does not train: run `sfda test --config <recipe>` instead "
+                           "of `sfda fit`")
 
     def configure_optimizers(self):
         return None
+
+
+class SourceOnly(ScoresTheSourceModel, AdaptationModule):
+    """No adaptation. Use with ``sfda test`` / ``sfda validate``; ``sfda fit`` is refused."""

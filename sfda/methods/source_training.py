@@ -58,9 +58,8 @@ class SourceTraining(KeepsBestWeights, WritesSourceArtifact, ClassifierTask):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.remember_if_best(self.network.network)
+    def kept_network(self):
+        return self.network.network  # the classifier inside the FeatureClassifier wrapper
 
     def on_train_end(self) -> None:
         """Write the artifact from the best source-validation weights (rank 0). Runs before

@@ -48,5 +48,11 @@ class TaskModule(TargetPasses, L.LightningModule):
         built = [build_optimizer(self, groups, settings) for groups, settings in self.optimizer_specs()]
         return built[0] if len(built) == 1 else built
 
+    def first_evaluation_items(self, count: int) -> dict:
+        """The first ``count`` items of the evaluation loader's first batch, on this device (what the
+        report's overlays draw)."""
+        first = next(iter(self.trainer.datamodule.val_dataloader()))
+        return {k: v[:count] for k, v in self.transfer_batch_to_device(first, self.device, 0).items()}
+
     def on_before_backward(self, loss: torch.Tensor) -> None:
         check_finite(self, loss)
