@@ -82,3 +82,25 @@ class ImageDataset(Dataset):
             self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
         return {"image": to_tensor(self.load(index), self.spec, self.pipeline), "label": label, "index": index}
+
+
+class RGBImageCache:
+    """Decoded images as ``H x W x 3 uint8`` (grey repeated over 3 channels), the most recent kept within
+    ``limit_bytes`` (at least one): detection and pose read each image's crops or tiles from one decode."""
+
+    def __init__(self, limit_bytes: int):
+        from collections import OrderedDict
+
+        self.limit_bytes, self.images = limit_bytes, OrderedDict()
+
+    def get(self, location: str, index: int) -> np.ndarray:
+        """The image at ``location`` (a path or URI) of sample ``index`` (for messages)."""
+        if location not in self.images:
+            from .fetch import resolve
+
+            image = read_image(resolve(location), index)
+            rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+            self.images[location] = rgb
+            while len(self.images) > 1 and sum(a.nbytes for a in self.images.values()) > self.limit_bytes:
+                self.images.popitem(last=False)
+        return self.images[location]

@@ -10,7 +10,6 @@ items never carry their boxes (``labelled`` False, no boxes): labels are for rep
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .box_views import apply_views, geometry, photometric, seed_views
 from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
-from .datasets import read_image
+from .datasets import RGBImageCache
 from .fetch import resolve
 from .folder import IMAGE_SUFFIXES, visible
 from .record_datamodule import RecordDataModule, Role
@@ -74,21 +73,14 @@ class DetectionDataset(Dataset):
         self.weak = geometry(size, flip=train)
         self.strong = photometric() if strong else None
         self.view = "weak" if train else "test"  # read by the batch sampler: seeded keys when not "test"
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache = RGBImageCache(CACHE_BYTES)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def load(self, index: int) -> np.ndarray:
         """The full image of record ``index`` as ``HxWx3 uint8`` (kept in a bounded cache)."""
-        location = self.records[index].image
-        if location not in self.cache:
-            image = read_image(resolve(location), index)
-            image = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
-            self.cache[location] = image
-            while sum(a.nbytes for a in self.cache.values()) > CACHE_BYTES and len(self.cache) > 1:
-                self.cache.popitem(last=False)
-        return self.cache[location]
+        return self.cache.get(self.records[index].image, index)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)

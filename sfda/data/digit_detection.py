@@ -17,12 +17,12 @@ same loader as a user's data (``DetectionDataModule``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .digits import load_digits_split
+from .fetch import write_json
 from .photos import sklearn_photographs
 
 CANVAS = 128
@@ -156,11 +156,7 @@ def generate(
         "annotations": annotations,
         "categories": [{"id": d, "name": str(d)} for d in range(10)],
     }
-    out = folder / "annotations.json"
-    tmp = out.with_name(".annotations.json.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(out)
-    return out
+    return write_json(folder / "annotations.json", payload)
 
 
 def prepare(root: Path, part: str) -> Path:

@@ -19,6 +19,7 @@ A data location may be written as a URI anywhere a path is accepted:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,6 +80,15 @@ def fetch_demo(name: str, root: Path) -> Path:
     from .skull_stripping import prepare
 
     return prepare(root, file[: -len(".json")])
+
+
+def write_json(path: Path, payload) -> Path:
+    """Write ``payload`` as JSON through a temporary file, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)
+    return path
 
 
 def _atomic_copy(source: Path, dest: Path) -> Path:

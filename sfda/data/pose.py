@@ -10,14 +10,11 @@ items carry no keypoints (zero heatmaps and weights): target labels only report.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import read_image
-from .fetch import resolve
+from .datasets import RGBImageCache
 from .keypoints import PersonRecord, Skeleton, check_people, read_people, read_skeleton
 from .pose_views import Augment, colour_jitter, crop_matrix, heatmaps, is_mirrored, view_keypoints, warp_image
 from .record_datamodule import RecordDataModule, Role
@@ -54,22 +51,14 @@ class PoseDataset(Dataset):
         self.jitter = colour_jitter(augment.colour) if augment is not None else None
         self.flip_order = skeleton.flip_order()
         self.view = "weak" if augment is not None or strong else "test"  # seeded keys when not "test"
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache = RGBImageCache(CACHE_BYTES)
 
     def __len__(self) -> int:
         return len(self.people)
 
     def load(self, index: int) -> np.ndarray:
         """The image of person ``index`` as ``H x W x 3 uint8`` (kept in a bounded cache)."""
-        location = self.people[index].image
-        if location not in self.cache:
-            image = read_image(resolve(location), index)
-            self.cache[location] = (
-                np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
-            )
-            while sum(a.nbytes for a in self.cache.values()) > CACHE_BYTES and len(self.cache) > 1:
-                self.cache.popitem(last=False)
-        return self.cache[location]
+        return self.cache.get(self.people[index].image, index)
 
     def normalise(self, crop: np.ndarray) -> torch.Tensor:
         pixels = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float().div_(255.0)

@@ -26,13 +26,13 @@ user's data.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .fetch import write_json
 from .photos import random_crop, skimage_photographs, sklearn_photographs
 
 JOINTS = (
@@ -348,11 +348,7 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
         "annotations": annotations,
         "categories": [category()],
     }
-    out = folder / "annotations.json"
-    tmp = out.with_name(".annotations.json.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(out)
-    return out
+    return write_json(folder / "annotations.json", payload)
 
 
 def prepare(root: Path, part: str) -> Path:

@@ -145,8 +145,9 @@ class KeepsBestWeights:
         network = self.kept_network()
         best = self.restore_best(network)
         state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-        artifact = SourceArtifact(architecture=self.architecture, state_dict=state, class_names=list(class_names),
-                                  input=self.trainer.datamodule.input_spec, task=task)
+        artifact = SourceArtifact(architecture=self.architecture, state_dict=state,
+                                  class_names=list(class_names), input=self.trainer.datamodule.input_spec,
+                                  task=task)
         self.write_source_artifact(artifact)
         prefix, _, metric = self.best_metric.partition("/")
         self.results[f"{prefix}/best_{metric}"] = best
