@@ -9,11 +9,15 @@ Every item a loader yields is a dict with ``"index"``: the GLOBAL sample index i
 ``[0, num_samples("train"))``, stable across epochs, processes and resumed runs (banks, priors and
 pseudo-labels key on it), and the task's targets, hidden on target training items: ``"label"``
 (-1 where hidden) for classification and segmentation; ``"boxes"``, ``"labels"`` (lists of per-image
-tensors, collated by ``sfda.data.detection.collate_boxes``) and ``"labelled"`` for detection.
+tensors, collated by ``sfda.data.detection.collate_boxes``) and ``"labelled"`` for detection;
+``"keypoints"`` ``(K, 2)``, ``"weight"`` ``(K,)`` (0 where hidden or not labelled), ``"heatmaps"``
+``(K, h, w)``, ``"matrix"`` ``(2, 3)`` (image -> input pixels) and ``"labelled"`` for pose, whose
+``class_names`` are the joint names.
 
 Multi-view items: a method that trains on a weak and a strong view of the same image says so with
 ``needs_strong_view = True``; the datamodule then adds ``"strong"``, the strong view drawn on the weak
-view's geometry (detection: ``sfda.data.box_views``). The input spec is resolved before either side is
+view's geometry (detection: ``sfda.data.box_views``), or, for pose, ``"strong"`` with its own
+``"strong_matrix"``, so a method maps between the views through the exact affines. The input spec is resolved before either side is
 set up: the datamodule's ``input_spec`` is None until the adaptation base adopts the source
 artifact's (``check_against_data``), and a datamodule that can adopts the artifact's class names.
 """
