@@ -211,3 +211,24 @@ def test_artifacts_of_another_task_or_other_joints_are_refused(inputs, tmp_path)
     method = MeanTeacherPose(str(pose_artifact(tmp_path / "fewer.pt", joints=JOINTS[:14])))
     with pytest.raises(ValueError, match="16 joints .* but the model predicts 14 heatmaps"):
         trainer(tmp_path, max_steps=1).fit(method, datamodule=target_data(inputs))
+
+
+def test_a_heatmap_model_trained_elsewhere_is_wrapped_from_a_recipe_mapping(tmp_path):
+    """Bring your own heatmap model: its class and state dict named by the recipe (task: pose)."""
+    torch.manual_seed(0)
+    network = simple_baseline(16, "resnet18", 16)
+    torch.save(network.state_dict(), tmp_path / "weights.pt")
+    source = {
+        "task": "pose",
+        "architecture": "sfda.models.pose:SimpleBaseline",
+        "weights": str(tmp_path / "weights.pt"),
+        "class_names": list(JOINTS),
+        "kwargs": {"num_joints": 16, "deconv_channels": 16},
+        "input": {"size": 64, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
+    method = PoseSFDA(source)
+    assert method.artifact.task == "pose" and method.joint_names == list(JOINTS)
+    for key, value in network.state_dict().items():
+        assert torch.equal(method.target_net.state_dict()[key], value)
+    with pytest.raises(ArtifactError, match="expected 'classification', 'detection' or 'pose'"):
+        PoseSFDA({**source, "task": "keypoints"})
