@@ -235,3 +235,10 @@ def test_a_detection_run_keeps_overlays_and_reports_them(tmp_path):
     names = [p.name for p in (tmp_path / "det_files").glob("*.png")]
     assert sum(any(n.endswith(f"{o.stem}.png") for o in overlays) for n in names) == 2
     assert any("ap50_per_class" in n for n in names)
+
+
+def test_the_readme_shows_a_report_screenshot_under_300_kb():
+    readme = (ROOT / "README.md").read_text()
+    assert "![sfda report of the quick demo](benchmarks/results/report_screenshot.png)" in readme
+    shot = ROOT / "benchmarks" / "results" / "report_screenshot.png"
+    assert shot.stat().st_size < 300_000 and Image.open(shot).size[0] >= 600
