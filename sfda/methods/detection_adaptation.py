@@ -17,6 +17,7 @@ from ..pseudo_labels.boxes import confident_detections
 from ..report.evidence import OVERLAYS
 from .base import Optim, SourceAdaptation
 from .detection import DetectionTask
+from .gathered_evaluation import ScoresSourceNetwork
 from .source_only import ScoresTheSourceModel
 
 DETECTOR_PARTS = ("transform", "backbone", "rpn", "roi_heads")
@@ -37,7 +38,7 @@ def one_input_size(network: torch.nn.Module, where: str) -> torch.nn.Module:
     return network
 
 
-class DetectionAdaptation(SourceAdaptation, DetectionTask):
+class DetectionAdaptation(ScoresSourceNetwork, SourceAdaptation, DetectionTask):
     """Base of detection adaptation: loads a detection artifact (``DetectionSourceTraining`` writes one),
     checks class names and input spec against the target data, freezes BatchNorm at the source
     statistics (``FrozenBatchNorm2d``), and measures source-only AP before the first step.
@@ -64,18 +65,9 @@ class DetectionAdaptation(SourceAdaptation, DetectionTask):
         self.evaluate_source = evaluate_source
         self.build_metrics(self.artifact.class_names)
 
-    def source_network(self) -> torch.nn.Module:
-        """The untouched source detector (built once, for source-only scores and overlays). Kept in a list,
-        not as a submodule: it is rebuilt from the artifact and never saved in checkpoints."""
-        if not getattr(self, "_source_cache", None):
-            self._source_cache = [freeze_batchnorm(self.artifact.build_network()).to(self.device).eval()]
-        return self._source_cache[0]
-
-    def evaluate_source_model(self) -> dict[str, float]:
-        scores = self.evaluate_loader(
-            self.trainer.datamodule.val_dataloader(), "source_only", self.source_network()
-        )
-        return {k: v for k, v in scores.items() if k.startswith("source_only/")}
+    def build_source_network(self) -> torch.nn.Module:
+        """The untouched source detector, BatchNorm frozen as the adapted one's."""
+        return freeze_batchnorm(self.artifact.build_network())
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """This model's detections and, for the before/after overlays, the source model's."""

@@ -53,3 +53,24 @@ class GatheredEvaluation:
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end()
+
+
+class ScoresSourceNetwork:
+    """Mixin of the adaptation modules of a gathered-evaluation task (detection, pose): the untouched
+    source network, built once from the artifact and kept out of checkpoints, and its source-only scores
+    before the first step. ``build_source_network`` may add what the task needs (detection: frozen
+    BatchNorm)."""
+
+    def build_source_network(self) -> torch.nn.Module:
+        return self.artifact.build_network()
+
+    def source_network(self) -> torch.nn.Module:
+        """The source network in eval mode on this device (in a list, not a submodule: never saved)."""
+        if not getattr(self, "_source_cache", None):
+            self._source_cache = [self.build_source_network().to(self.device).eval()]
+        return self._source_cache[0]
+
+    def evaluate_source_model(self) -> dict[str, float]:
+        loader = self.trainer.datamodule.val_dataloader()
+        scores = self.evaluate_loader(loader, "source_only", self.source_network())
+        return {k: v for k, v in scores.items() if k.startswith("source_only/")}

@@ -22,6 +22,7 @@ from ..pseudo_labels.heatmaps import (
 from ..report.evidence import OVERLAYS
 from .adabn import RefitsNormStatistics
 from .base import Optim, SourceAdaptation
+from .gathered_evaluation import ScoresSourceNetwork
 from .pose import PoseTask, check_heatmap_size
 from .source_only import ScoresTheSourceModel
 
@@ -29,7 +30,7 @@ from .source_only import ScoresTheSourceModel
 ADAPTATION_OPTIM = Optim(name="adam", lr=1e-4, weight_decay=0.0, backbone_lr_mult=1.0, power=0.0)
 
 
-class PoseAdaptation(SourceAdaptation, PoseTask):
+class PoseAdaptation(ScoresSourceNetwork, SourceAdaptation, PoseTask):
     """Base of pose adaptation: loads a pose artifact, checks its joints against the target data (count
     and names, in order) and adopts its input spec, and measures source-only PCK before the first step.
 
@@ -68,19 +69,6 @@ class PoseAdaptation(SourceAdaptation, PoseTask):
                     "wrong joints"
                 )
         super().setup(stage)
-
-    def source_network(self) -> torch.nn.Module:
-        """The untouched source network (built once, for source-only scores and overlays); kept in a list,
-        not as a submodule, so it is never saved in checkpoints."""
-        if not getattr(self, "_source_cache", None):
-            self._source_cache = [self.artifact.build_network().to(self.device).eval()]
-        return self._source_cache[0]
-
-    def evaluate_source_model(self) -> dict[str, float]:
-        scores = self.evaluate_loader(
-            self.trainer.datamodule.val_dataloader(), "source_only", self.source_network()
-        )
-        return {k: v for k, v in scores.items() if k.startswith("source_only/")}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """This model's keypoints and, for the before/after overlays, the source model's."""
