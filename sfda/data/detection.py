@@ -217,12 +217,9 @@ class DetectionDataModule(RecordDataModule):
         self.split_records(self._tiles(train), self._tiles(evaluation) if evaluation else None, val)
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> DetectionDataset:
-        if self.input_spec is None:
-            raise RuntimeError("data.input is not set and no source artifact provided one")
-        self.setup()
-        hide = self.role == "target" and split == "train"
+        records, hide = self.records_for(split)
         return DetectionDataset(
-            self.splits[split], self.class_names, self.input_spec.size, train, strong, hide
+            records, self.class_names, self.input_spec.size, train, strong, hide
         )
 
     def sample_image(self, split: str, index: int) -> str:

@@ -209,12 +209,9 @@ class PoseDataModule(RecordDataModule):
         check_people([], self.skeleton, training=False, flip=False, model_joints=joints)
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> PoseDataset:
-        if self.input_spec is None:
-            raise RuntimeError("data.input is not set and no source artifact provided one")
-        self.setup()
-        hide = self.role == "target" and split == "train"
+        records, hide = self.records_for(split)
         return PoseDataset(
-            self.splits[split],
+            records,
             self.skeleton,
             self.input_spec,
             self.heatmap_size,

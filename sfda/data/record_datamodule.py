@@ -91,6 +91,14 @@ class RecordDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False, strong: bool = False):
         raise NotImplementedError
 
+    def records_for(self, split: str) -> tuple[list, bool]:
+        """The records of ``split`` (read on first use) and whether their labels must be hidden (target
+        training). Refuses a set whose input spec is still unknown."""
+        if self.input_spec is None:
+            raise RuntimeError("data.input is not set and no source artifact provided one")
+        self.setup()
+        return self.splits[split], self.role == "target" and split == "train"
+
     def num_samples(self, split: str = "train") -> int:
         self.setup()
         return len(self.splits[split])
