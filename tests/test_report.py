@@ -183,6 +183,11 @@ def test_an_existing_file_that_is_not_a_report_is_not_replaced(tmp_path, tiny_ru
     text = report_error(tiny_run, "--out", mine)
     assert f"--out {mine}: the file exists and is not an sfda report" in text
     assert mine.read_text() == "<html>my notes</html>"
+    (tmp_path / "notes_files").mkdir()
+    (tmp_path / "notes_files" / "01_mine.png").write_bytes(b"mine")
+    mine.unlink()
+    text = report_error(tiny_run, "--out", mine)  # the page is gone, its figures folder holds a user's file
+    assert "its figures folder" in text and (tmp_path / "notes_files" / "01_mine.png").read_bytes() == b"mine"
     build_report([tiny_run], tmp_path / "again.html")
     first = sorted(p.name for p in (tmp_path / "again_files").glob("*.png"))
     build_report([tiny_run], tmp_path / "again.html")  # a report replaces its own page and figures
