@@ -2,6 +2,11 @@
 
     python benchmarks/segmentation.py colin27_itk --methods source source_only adabn tent entropy \
         entropy_prior_estimated entropy_prior_source_sizes entropy_prior_csv entropy_prior_constant entropy_prior_true oracle
+    python benchmarks/segmentation.py colin27_itk_3d --methods source source_only adabn entropy \
+        entropy_prior_estimated entropy_prior_source_sizes oracle
+
+The ``_3d`` benchmarks (rows with setting ``3d``) train a 3-D UNet on patches and evaluate by 3-D
+sliding-window inference; their recipes are in ``recipes/segmentation/<benchmark>_3d/``.
 
 Every method runs through the real CLI; the target volume's brain mask is used only for the
 reported Dice / HD95 (and, named as such, by the weak-label tags of entropy+prior(constant) and
@@ -15,7 +20,11 @@ import csv
 
 from common import ROOT, append_rows, row, run_cli
 
-BENCHMARKS = {"colin27_itk": ("colin27->itk", "colin27", "itk"), "itk_colin27": ("itk->colin27", "itk", "colin27")}
+BENCHMARKS = {"colin27_itk": ("colin27->itk", "colin27", "itk", "closed"), "itk_colin27": ("itk->colin27", "itk", "colin27", "closed"),
+              "colin27_itk_3d": ("colin27->itk", "colin27", "itk", "3d"), "itk_colin27_3d": ("itk->colin27", "itk", "colin27", "3d")}
+INFERENCE = {"closed": "slice-by-slice sliding-window inference of the whole target volume, 1 CPU thread",
+             "3d": "3-D sliding-window inference (window 48^3, overlap 0.25, Gaussian blending) of the whole target "
+                   "volume, 1 CPU thread"}
 METHOD_NAMES = {"source_only": "source-only", "adabn": "adabn", "tent": "tent", "entropy": "entropy",
                 "entropy_prior_estimated": "entropy+prior(estimated)", "entropy_prior_constant": "entropy+prior(constant)",
                 "entropy_prior_source_sizes": "entropy+prior(source sizes)",
@@ -33,7 +42,7 @@ def write_tags(benchmark: str) -> None:
     from sfda.data import SegmentationDataModule
     from sfda.models import load_artifact
 
-    _, _, target = BENCHMARKS[benchmark]
+    target = BENCHMARKS[benchmark][2]
     artifact = load_artifact(ROOT / "runs" / "segmentation" / benchmark / "source.pt")
     dm = SegmentationDataModule(f"demo://skull_stripping/{target}.json", artifact.class_names, role="target", input=artifact.input)
     dataset = dm.dataset("train", with_labels=True)
@@ -54,7 +63,7 @@ def write_source_sizes(benchmark: str) -> None:
     from sfda.models import load_artifact
     from sfda.pseudo_labels import class_fractions
 
-    _, _, target = BENCHMARKS[benchmark]
+    target = BENCHMARKS[benchmark][2]
     artifact = load_artifact(ROOT / "runs" / "segmentation" / benchmark / "source.pt")
     network = artifact.build_network().eval()
     dm = SegmentationDataModule(f"demo://skull_stripping/{target}.json", artifact.class_names, role="target", input=artifact.input)
@@ -71,14 +80,14 @@ def write_source_sizes(benchmark: str) -> None:
 
 def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
     """Rows of one method; ``lr`` overrides the recipe's adaptation lr (rows get setting ``lr-<lr>``)."""
-    bench = BENCHMARKS[benchmark][0]
-    setting = "closed" if lr is None else f"lr-{lr:g}"
+    bench, base_setting = BENCHMARKS[benchmark][0], BENCHMARKS[benchmark][3]
+    setting = base_setting if lr is None else f"lr-{lr:g}" + ("" if base_setting == "closed" else f"-{base_setting}")
     runs = ROOT / "benchmarks" / "runs" / "segmentation" / benchmark / (method if lr is None else f"{method}_lr{lr:g}")
     overrides = [] if lr is None else [f"--model.init_args.optim.lr={lr}"]
     recipe = f"recipes/segmentation/{benchmark}/{method}.yaml"
     if method == "source":  # a benchmark rerun retrains on purpose
         results, seconds = run_cli("fit", recipe, runs, "--model.init_args.overwrite_artifact=true")
-        return [row(bench, "closed", "source training", "source-dice", results["source_val/dice"], seconds, run=results,
+        return [row(bench, base_setting, "source training", "source-dice", results["source_val/dice"], seconds, run=results,
                     epochs=int(results["epochs"]), notes="Dice on the SOURCE volume it was trained on (training fit)")]
     if method == "entropy_prior_constant":
         write_tags(benchmark)
@@ -100,7 +109,7 @@ def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
                         notes="mean training-epoch wall time (1 CPU thread), incl. periodic whole-volume validation"))
     if "timing/inference_voxels_per_s" in results:
         rows.append(row(bench, setting, name, "inference-voxels-per-s", results["timing/inference_voxels_per_s"], seconds,
-                        run=results, notes="slice-by-slice sliding-window inference of the whole target volume, 1 CPU thread"))
+                        run=results, notes=INFERENCE[base_setting]))
     return rows
 
 
