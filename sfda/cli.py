@@ -18,6 +18,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import torch.distributed as dist
 from jsonargparse import DefaultHelpFormatter
@@ -68,6 +69,9 @@ class SFDACLI(LightningCLI):
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
                             "evaluation pass): predictions before/after, a feature projection, overlays")
+        parser.add_argument("--predict.mask_format", type=Literal["nifti", "same"], default="nifti",
+                            help="segmentation masks of `sfda predict`: NIfTI, or each in its input's format "
+                            "(NRRD, MetaImage or a DICOM series folder)")
         # BatchNorm statistics of the GLOBAL batch under DDP, so results do not depend on the process count
         # (a no-op on one process); a recipe or `--trainer.sync_batchnorm=false` turns it off
         parser.set_defaults({"trainer.sync_batchnorm": True})
@@ -113,6 +117,16 @@ class SFDACLI(LightningCLI):
         if getattr(self, "checkpoint", None) is not None:
             check_checkpoint_method(*self.checkpoint, self.model)
             self.checkpoint = None  # the weights are read again by Lightning; do not hold them twice
+        self._set_mask_format(self.config[self.subcommand].get("predict") or {})
+
+    def _set_mask_format(self, options) -> None:
+        mask_format = options.get("mask_format", "nifti")
+        if mask_format == "nifti":
+            return
+        if not hasattr(self.model, "mask_format"):
+            raise RunConfigError(f"predict.mask_format = {mask_format}: only segmentation writes masks; "
+                                 f"{type(self.model).__name__} does not")
+        self.model.mask_format = mask_format
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)

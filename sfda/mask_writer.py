@@ -1,4 +1,8 @@
-"""``sfda predict`` output for segmentation: NIfTI masks on the input's grid and PNG overlays."""
+"""``sfda predict`` output for segmentation: masks on the input's grid and PNG overlays.
+
+Masks are NIfTI by default; ``--predict.mask_format same`` writes each in its input's own format
+(NRRD, MetaImage or a DICOM series folder, ``data.volume_writing``).
+"""
 
 from __future__ import annotations
 
@@ -9,35 +13,23 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .callbacks import own_run_dir
+from .data.volume_files import Geometry
+from .data.volume_writing import output_path, write_volume
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
 
-def to_original_grid(mask: torch.Tensor, affine: torch.Tensor, image_path: Path) -> np.ndarray:
-    """Resample a mask ``(X, Y, Z)`` on the preprocessed grid (``affine``) back onto the voxel
-    grid of the original image file (nearest neighbour); returns uint8 of the file's shape."""
+def to_original_grid(mask: torch.Tensor, affine: torch.Tensor, original: Geometry) -> np.ndarray:
+    """Resample a mask ``(X, Y, Z)`` on the preprocessed grid (``affine``) back onto the voxel grid
+    of the original image (nearest neighbour); returns uint8 of the original shape."""
     from monai.data import MetaTensor
-    from monai.transforms import EnsureChannelFirst, LoadImage, ResampleToMatch
+    from monai.transforms import ResampleToMatch
 
-    original = EnsureChannelFirst()(LoadImage(reader="NibabelReader", image_only=True)(str(image_path)))
+    affine_out = torch.as_tensor(original.affine, dtype=torch.float64)
+    grid = MetaTensor(torch.zeros(1, *original.shape), affine=affine_out)
     source = MetaTensor(mask[None].float(), affine=affine)
-    out = ResampleToMatch(mode="nearest", padding_mode="zeros")(source, img_dst=original)
+    out = ResampleToMatch(mode="nearest", padding_mode="zeros")(source, img_dst=grid)
     return np.asarray(out[0].round().cpu().numpy(), dtype=np.uint8)
-
-
-def save_mask(mask: np.ndarray, image_path: Path, out_path: Path) -> Path:
-    """Write ``mask`` with the affine and header of the NIfTI ``image_path`` (data type uint8)."""
-    import nibabel as nib
-
-    reference = nib.load(str(image_path))
-    header = reference.header.copy()
-    header.set_data_dtype(np.uint8)
-    header.set_slope_inter(1, 0)
-    if out_path.exists():
-        raise FileExistsError(f"{out_path}: exists already; a predicted mask never replaces a file")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(mask.reshape(reference.shape[:3]), reference.affine, header), str(out_path))
-    return out_path
 
 
 def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, path: Path, rows: int = 3) -> Path:
@@ -72,20 +64,23 @@ def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, 
 
 class MaskWriter(BasePredictionWriter):
     """For each predicted volume: ``masks/<id>.nii.gz`` (on the input image's grid, with its
-    affine and header) and ``overlays/<id>.png`` (panels: source-only where the method has a
-    source model, then the prediction, then the reference label when the volume has one).
+    geometry; with ``mask_format='same'`` in the input's format: ``<id>.nrrd``, ``.mha``, ``.mhd`` or a
+    DICOM series folder ``<id>/``) and ``overlays/<id>.png`` (panels: source-only where the method has
+    a source model, then the prediction, then the reference label when the volume has one).
     The segmentation task's writer (``SegmentationTask.configure_callbacks``)."""
 
-    def __init__(self):
+    def __init__(self, mask_format: str = "nifti"):
         super().__init__(write_interval="batch")
+        self.mask_format = mask_format
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         run = own_run_dir(trainer)
         if not trainer.is_global_zero or run is None:
             return
         volume = trainer.datamodule.volumes["eval"][prediction["index"]]
-        save_mask(to_original_grid(prediction["mask"], volume.affine, volume.image_path), volume.image_path,
-                  run / "masks" / f"{volume.name}.nii.gz")
+        mask = to_original_grid(prediction["mask"], volume.affine, volume.original)
+        path = output_path(run / "masks" / volume.name, volume.original, self.mask_format)
+        write_volume(mask, volume.original, path, description="sfda predicted mask")
         write_overlay(prediction, volume, pl_module.spec.slice_axis, run / "overlays")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+SEGMENTATION_RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
+SMALL_UNET = ["--model.init_args.channels=[8,16,32]", "--model.init_args.strides=[2,2]"]
 DIGIT_INPUT = ["--data.init_args.input.size=28", "--data.init_args.input.channels=1",
                "--data.init_args.input.mean=[0.5]", "--data.init_args.input.std=[0.5]"]
 
@@ -21,7 +24,8 @@ def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool 
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
     full_env.pop("SFDA_RUN_VERSION", None)
     done = subprocess.run([sys.executable, "-m", "sfda.cli", *args, "--trainer.enable_progress_bar=false"],
-                          cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900)
+                          cwd=cwd, env=full_env, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=900)
     if check and done.returncode != 0:
         raise AssertionError(f"sfda {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return done
@@ -59,3 +63,18 @@ def tiny_run(tmp_path_factory) -> Path:
     code, text = sfda("fit", "--config", str(config))
     assert code == 0, text
     return folder / "runs" / "shot" / "version_0"
+
+
+@pytest.fixture(scope="session")
+def colin_source(tmp_path_factory):
+    """A small 2-D UNet trained by `sfda fit` on the real Colin27 volume (2 epochs)."""
+    root = tmp_path_factory.mktemp("seg_source")
+    run_sfda("fit", "--config", str(SEGMENTATION_RECIPES / "source.yaml"),
+             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2",
+             "--trainer.check_val_every_n_epoch=1",
+             f"--model.init_args.artifact={root}/source.pt", *SMALL_UNET)
+    results = results_of(root)
+    assert 0 < results["source_val/dice"] <= 1 and math.isfinite(results["source_val/hd95"])
+    # Colin27's mean brain fraction (the recipes' size)
+    assert results["source/size/brain"] == pytest.approx(0.177, abs=1e-3)
+    return root / "source.pt"

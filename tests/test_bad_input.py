@@ -648,7 +648,7 @@ def test_method_values_that_cannot_work_are_refused(workspace, method, args, nee
     "entry, needle",
     [
         ({"image": "case.nii.gz", "id": "../../results/clinical_mask"}, "id = '../../results/clinical_mask'"),
-        ({"image": "case.npy"}, "expected a NIfTI file"),
+        ({"image": "case.npy"}, "expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM series folder"),
     ],
 )
 def test_datalist_entries_cannot_choose_where_masks_go_or_which_reader_runs(workspace, entry, needle):

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, results_of, run_sfda
+from conftest import ROOT, SMALL_UNET, results_of, run_sfda
 
 from sfda.data import DatalistError, SegmentationDataModule, VolumeSpec
 from sfda.losses import class_ratio_kl, predicted_class_ratio, weighted_entropy
@@ -19,7 +19,6 @@ from sfda.pseudo_labels import ConstantSizes, ImageSizes, SourceEstimate, class_
 from sfda.report import build_report
 
 RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
-SMALL_UNET = ["--model.init_args.channels=[8,16,32]", "--model.init_args.strides=[2,2]"]
 
 
 # losses ---------------------------------------------------------------------------------------
@@ -132,12 +131,15 @@ def test_volume_dice_and_hd95_in_mm():
 
 def test_volume_scores_keep_one_row_per_volume_and_nan_without_label():
     scores = VolumeScores(2)
-    scores.update(1, 0.2, torch.tensor([0.5]), torch.tensor([3.0]))
-    scores.update(0, 0.4)
-    scores.update(1, 0.2, torch.tensor([0.5]), torch.tensor([3.0]))  # a padded duplicate
+    labelled = (torch.tensor([12.0]), torch.tensor([0.5]), torch.tensor([3.0]), torch.tensor([10.0]))
+    scores.update(1, 0.2, *labelled)
+    scores.update(0, 0.4, torch.tensor([7.0]))
+    scores.update(1, 0.2, *labelled)  # a padded duplicate
     table = scores.compute()
     assert table["index"].tolist() == [0, 1]
     assert table["dice"][0].isnan().all() and table["dice"][1].tolist() == [0.5]
+    assert table["predicted_ml"][:, 0].tolist() == [7.0, 12.0]
+    assert table["reference_ml"][0].isnan().all() and table["reference_ml"][1].tolist() == [10.0]
 
 
 # data -----------------------------------------------------------------------------------------
@@ -181,11 +183,14 @@ def test_datalist_errors_name_file_and_field(tmp_path, volume_pair):
 def test_mismatched_shape_affine_label_values_and_empty_foreground_are_refused(tmp_path, volume_pair):
     image, label = volume_pair
     img = write_volume(tmp_path / "img.nii.gz", image)
-    with pytest.raises(DatalistError, match="label shape .* differs from image"):
+    with pytest.raises(DatalistError, match=r"small.nii.gz: the label's voxel grid differs .*"
+                                            r"label: grid 8x16x8.*"
+                                            r"image: grid 16x16x8"):
         load(tmp_path, img, write_volume(tmp_path / "small.nii.gz", label[:8]))
     shifted = np.eye(4)
     shifted[0, 3] = 5
-    with pytest.raises(DatalistError, match="label affine differs from image"):
+    with pytest.raises(DatalistError, match=r"shifted.nii.gz: the label's voxel grid differs .*"
+                                            r"origin \[5.0, 0.0, 0.0\]"):
         load(tmp_path, img, write_volume(tmp_path / "shifted.nii.gz", label, shifted))
     with pytest.raises(DatalistError, match=r"label values \[3\] outside the expected integers 0..1"):
         load(tmp_path, img, write_volume(tmp_path / "three.nii.gz", label * 3))
@@ -206,18 +211,6 @@ def test_slices_have_stable_ids_and_target_labels_stay_hidden(tmp_path, volume_p
 
 
 # end to end on the real demo volumes ------------------------------------------------------------
-@pytest.fixture(scope="session")
-def colin_source(tmp_path_factory):
-    """A small 2-D UNet trained by `sfda fit` on the real Colin27 volume (2 epochs)."""
-    root = tmp_path_factory.mktemp("seg_source")
-    run_sfda("fit", "--config", str(RECIPES / "source.yaml"), f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2",
-             "--trainer.check_val_every_n_epoch=1", f"--model.init_args.artifact={root}/source.pt", *SMALL_UNET)
-    results = results_of(root)
-    assert 0 < results["source_val/dice"] <= 1 and math.isfinite(results["source_val/hd95"])
-    assert results["source/size/brain"] == pytest.approx(0.177, abs=1e-3)  # Colin27's mean brain fraction (the recipes' size)
-    return root / "source.pt"
-
-
 @pytest.mark.slow
 def test_entropy_prior_adapts_and_predict_writes_masks_on_the_input_grid(colin_source, tmp_path):
     recipe = ["--config", str(RECIPES / "entropy_prior_estimated.yaml"), f"--model.init_args.source={colin_source}",

@@ -1,11 +1,12 @@
-"""NIfTI volumes listed in a MONAI Decathlon-style datalist, preprocessed as the model expects.
+"""Volumes listed in a MONAI Decathlon-style datalist, preprocessed as the model expects.
 
 A datalist is JSON ``{"training": [{"image": "a.nii.gz", "label": "a_mask.nii.gz"}, ...],
 "test": [...]}``; relative paths are relative to the JSON file; ``label`` is optional (an
 unlabelled target volume) and an entry may name itself with ``"id"`` (default: the image
-file's stem). Every volume goes through MONAI dictionary transforms: load, channel-first,
-RAS orientation, resampling to ``VolumeSpec.spacing`` (labels nearest), and the intensity
-percentiles of each volume mapped to [0, 1].
+file's name without its suffix). ``image`` and ``label`` may each be a NIfTI, NRRD or MetaImage
+file or a DICOM series folder (``volume_files``). Image and label must share one voxel grid.
+Every volume goes through MONAI dictionary transforms: RAS orientation, resampling to
+``VolumeSpec.spacing`` (labels nearest), and the intensity percentiles of each volume mapped to [0, 1].
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ import numpy as np
 import torch
 
 from .fetch import resolve
-
-
-class DatalistError(ValueError):
-    """A datalist, or a volume it lists, is missing or inconsistent; the message names file and field."""
+from .volume_files import DatalistError, Geometry, read_volume, suffix_format
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,8 @@ class VolumeSpec:
 @dataclass
 class Volume:
     """One preprocessed volume: ``image (1, X, Y, Z)`` float in [0, 1], ``label (X, Y, Z)`` long
-    or None, ``affine (4, 4)`` of the preprocessed grid, and the files it came from."""
+    or None, ``affine (4, 4)`` of the preprocessed grid, the files it came from and the geometry of
+    the input image (where predicted masks go back to)."""
 
     name: str
     image: torch.Tensor
@@ -85,10 +84,16 @@ class Volume:
     affine: torch.Tensor
     image_path: Path
     label_path: Path | None
+    original: Geometry | None = None
 
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ACCEPTED = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM series folder"
 SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9 ._-]*")  # an id becomes a file name: no '/', no leading '.'
+
+
+def default_id(image: Path) -> str:
+    """A volume's id when its entry names none: a DICOM folder's name, or the file name without suffix."""
+    return image.name if image.is_dir() else image.name.split(".")[0]
 
 
 def read_datalist(location: str | Path, key: str) -> list[dict]:
@@ -122,11 +127,12 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
             file = file if file.is_absolute() else Path(path).parent / file
             if not file.exists():
                 raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not found ({file})")
-            if not file.name.lower().endswith(NIFTI_SUFFIXES):
-                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected a "
-                                    f"NIfTI file ({' or '.join(NIFTI_SUFFIXES)})")
+            if not file.is_dir() and suffix_format(file) is None:
+                raise DatalistError(
+                    f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected {ACCEPTED}"
+                )
             row[field_name] = file
-        row["id"] = str(entry.get("id") or row["image"].name.split(".")[0])
+        row["id"] = str(entry.get("id") or default_id(row["image"]))
         if not SAFE_ID.fullmatch(row["id"]):
             raise DatalistError(f"{path}: '{key}'[{i}].id = {row['id']!r}: expected letters, digits, '.', "
                                 "'_', '-' or spaces, not starting with '.' (the id names the written mask "
@@ -138,38 +144,25 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
     return out
 
 
-def check_pair(image: Path, label: Path) -> None:
-    """Image and label must share shape and affine (same voxel grid)."""
-    import nibabel as nib
+GRID_TOLERANCE_MM = 1e-3  # DICOM stores positions as decimal strings
 
-    try:
-        img, lab = nib.load(str(image)), nib.load(str(label))
-    except Exception as err:  # nibabel raises several types for corrupt files
-        raise DatalistError(f"{image} / {label}: unreadable NIfTI ({type(err).__name__}: {err})") from err
-    if img.shape[:3] != lab.shape[:3]:
-        raise DatalistError(f"{label}: label shape {lab.shape} differs from image {image} shape {img.shape}")
-    if not np.allclose(img.affine, lab.affine, atol=1e-3):
-        raise DatalistError(f"{label}: label affine differs from image {image} affine "
-                            f"(image {img.affine.round(3).tolist()}, label {lab.affine.round(3).tolist()})")
+
+def check_pair(image: Geometry, label: Geometry) -> None:
+    """Image and label must share one voxel grid: shape, spacing, orientation and origin (headers)."""
+    if image.shape != label.shape or not np.allclose(image.affine, label.affine, atol=GRID_TOLERANCE_MM):
+        raise DatalistError(f"{label.path}: the label's voxel grid differs from its image {image.path} "
+                            f"(label: {label.describe()}; image: {image.describe()}); "
+                            "expected the same grid, "
+                            "resample the label onto the image")
 
 
 def preprocessing(spec: VolumeSpec, with_label: bool):
-    """MONAI dictionary transforms from files to the spec's grid and intensity range."""
-    from monai.transforms import (
-        Compose,
-        EnsureChannelFirstd,
-        LoadImaged,
-        Orientationd,
-        ScaleIntensityRangePercentilesd,
-        Spacingd,
-    )
+    """MONAI dictionary transforms from read volumes (MetaTensors) to the spec's grid and intensity range."""
+    from monai.transforms import Compose, Orientationd, ScaleIntensityRangePercentilesd, Spacingd
 
     keys = ["image", "label"] if with_label else ["image"]
     low, high = spec.intensity_percentiles
     return Compose([
-        # NIfTI only, read by nibabel: never a pickle-capable reader
-        LoadImaged(keys, reader="NibabelReader", image_only=True),
-        EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys, pixdim=spec.spacing, mode=["bilinear", "nearest"][: len(keys)]),
         ScaleIntensityRangePercentilesd("image", lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True),
@@ -179,14 +172,19 @@ def preprocessing(spec: VolumeSpec, with_label: bool):
 def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool = True) -> Volume:
     """Read and preprocess one datalist entry; label values must be integers in ``[0, num_classes)``
     and the label must contain foreground."""
+    from monai.data import MetaTensor
+
     label_path = entry.get("label") if use_label else None
+    files = {"image": read_volume(entry["image"])}
     if label_path is not None:
-        check_pair(entry["image"], label_path)
+        files["label"] = read_volume(label_path)
+        check_pair(files["image"].geometry, files["label"].geometry)
+    tensors = {key: MetaTensor(torch.from_numpy(f.array), affine=torch.from_numpy(f.geometry.affine))
+               for key, f in files.items()}
     try:
-        data = preprocessing(spec, label_path is not None)({"image": str(entry["image"]),
-                                                            **({"label": str(label_path)} if label_path else {})})
-    except Exception as err:  # MONAI wraps reader errors in RuntimeError
-        raise DatalistError(f"{entry['image']}: cannot load or preprocess ({type(err).__name__}: {err})") from err
+        data = preprocessing(spec, label_path is not None)(tensors)
+    except Exception as err:  # MONAI wraps transform errors in RuntimeError
+        raise DatalistError(f"{entry['image']}: cannot preprocess ({type(err).__name__}: {err})") from err
     image = data["image"]
     if not torch.isfinite(image.as_tensor()).all():
         raise DatalistError(f"{entry['image']}: the image has NaN or infinite voxels (after reading and "
@@ -206,4 +204,4 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
         if not (label > 0).any():
             raise DatalistError(f"{label_path}: empty foreground (no voxel > 0); Dice and HD95 are undefined for it")
     return Volume(entry["id"], image.as_tensor().float().contiguous(), label, torch.as_tensor(image.affine, dtype=torch.float64),
-                  Path(entry["image"]), label_path)
+                  Path(entry["image"]), label_path, files["image"].geometry)

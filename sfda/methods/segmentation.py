@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..callbacks import own_run_dir
 from ..data.volumes import VolumeSpec
 from ..mask_writer import MaskWriter
 from ..metrics import VolumeScores, volume_scores
+from ..metrics.segmentation import class_volumes_ml, write_per_volume_csv
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
@@ -30,6 +32,7 @@ class SegmentationTask(TaskModule):
 
     eval_prefix = "target"
     default_optim = SEGMENTATION_OPTIM
+    mask_format = "nifti"  # of `sfda predict`'s masks; the CLI's --predict.mask_format sets it
     network: torch.nn.Module
     spec: VolumeSpec
 
@@ -65,18 +68,24 @@ class SegmentationTask(TaskModule):
         with self.stopwatch("inference"):
             probs = self.predict_volume(batch["image"], network)
         self.voxels_inferred = getattr(self, "voxels_inferred", 0) + batch["image"][0, 0].numel()
-        label = batch["label"]
+        label, prediction = batch["label"], probs[0].argmax(0)
         voxel_entropy = float(entropy(probs.movedim(1, -1).reshape(-1, self.num_classes)).mean())
+        predicted_ml = class_volumes_ml(prediction, self.num_classes, self.spec.spacing)
         if label.dim() == 4:  # (1, X, Y, Z); unlabelled volumes carry -1
-            dice, hd95 = volume_scores(probs[0].argmax(0), label[0], self.num_classes, self.spec.spacing)
-            scores.update(int(batch["index"][0]), voxel_entropy, dice, hd95)
+            dice, hd95 = volume_scores(prediction, label[0], self.num_classes, self.spec.spacing)
+            reference_ml = class_volumes_ml(label[0], self.num_classes, self.spec.spacing)
+            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml, dice, hd95, reference_ml)
         else:
-            scores.update(int(batch["index"][0]), voxel_entropy)
+            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml)
 
-    def summarise(self, scores: VolumeScores, prefix: str) -> dict[str, float]:
-        """Gather per-volume rows and reduce them to flat result keys (every process must call)."""
+    def gather(self, scores: VolumeScores) -> dict[str, torch.Tensor]:
+        """Every process's per-volume rows (``VolumeScores.compute``; every process must call), then reset."""
         table = scores.compute(self.device)
         scores.reset()
+        return table
+
+    def summarise(self, table: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        """Reduce the gathered per-volume rows to flat result keys."""
         out = {"label_free/entropy": float(table["entropy"].mean())} if len(table["index"]) else {}
         labelled = ~table["dice"].isnan().any(dim=1)
         if labelled.any():
@@ -99,15 +108,23 @@ class SegmentationTask(TaskModule):
         self.score_volume(batch, self.volume_scores)
 
     def on_test_epoch_end(self) -> None:
-        self._log_summary()
+        table = self._log_summary()
+        run = own_run_dir(self.trainer)
+        if run is not None and self.trainer.is_global_zero and len(table["index"]):
+            volumes = self.trainer.datamodule.volumes["eval"]
+            write_per_volume_csv(run / "per_volume.csv", table, [v.name for v in volumes], self.class_names)
         if self.stopwatch.totals.get("inference"):  # this process's sliding-window throughput
             self.results["timing/inference_voxels_per_s"] = self.voxels_inferred / self.stopwatch.totals["inference"]
 
-    def _log_summary(self) -> None:
-        summary = self.summarise(self.volume_scores, self.eval_prefix)
+    def _log_summary(self) -> dict[str, torch.Tensor]:
+        """Log the summary of the gathered volumes (per-volume values go to ``results.json``); returns
+        the gathered table."""
+        table = self.gather(self.volume_scores)
+        summary = self.summarise(table, self.eval_prefix)
         per_volume = {k: v for k, v in summary.items() if k.count("/") > 1}
         self.results.update(per_volume)
         self.log_dict({k: v for k, v in summary.items() if k not in per_volume}, sync_dist=False)
+        return table
 
     def evaluate_volumes(self, prefix: str, network: torch.nn.Module | None = None) -> dict[str, float]:
         """The Dice family of ``network`` on the evaluation volumes (e.g. source-only before adaptation)."""
@@ -115,11 +132,12 @@ class SegmentationTask(TaskModule):
         with self.stopwatch("evaluation"):
             for batch in self.trainer.datamodule.val_dataloader():
                 self.score_volume({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}, scores, network)
-            return {k: v for k, v in self.summarise(scores, prefix).items() if k.startswith(prefix)}
+            summary = self.summarise(self.gather(scores), prefix)
+            return {k: v for k, v in summary.items() if k.startswith(prefix)}
 
     def configure_callbacks(self) -> list:
-        """The task's writers: NIfTI masks and overlays for ``sfda predict``."""
-        return [MaskWriter()]
+        """The task's writers: masks (NIfTI, or the input's format) and overlays for ``sfda predict``."""
+        return [MaskWriter(self.mask_format)]
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         probs = self.predict_volume(batch["image"])

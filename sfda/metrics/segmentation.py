@@ -40,11 +40,20 @@ def volume_scores(prediction: torch.Tensor, label: torch.Tensor, num_classes: in
     return dice, hd95
 
 
+def class_volumes_ml(labels: torch.Tensor, num_classes: int, spacing: tuple[float, ...]) -> torch.Tensor:
+    """``labels (X, Y, Z)`` int -> ``(C-1,)`` volume of each foreground class in millilitres."""
+    counts = torch.bincount(labels.flatten().long().cpu(), minlength=num_classes)[1:num_classes].double()
+    return (counts * math.prod(spacing) / 1000.0).float()
+
+
 class VolumeScores:
     """Accumulates one row per volume on each process: its index, the mean voxel entropy of the
-    prediction (label-free) and, where the volume has a label, Dice and HD95 per foreground class
-    (NaN without a label). ``compute`` gathers every process's rows (each volume once); every
-    process must call it (a collective under DDP)."""
+    prediction (label-free), the predicted volume of each foreground class (ml) and, where the
+    volume has a label, Dice, HD95 and the reference volume per foreground class (NaN without a
+    label). ``compute`` gathers every process's rows (each volume once); every process must call
+    it (a collective under DDP)."""
+
+    FIELDS = ("dice", "hd95", "predicted_ml", "reference_ml")
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
@@ -53,16 +62,44 @@ class VolumeScores:
     def reset(self) -> None:
         self.rows: list[torch.Tensor] = []
 
-    def update(self, index: int, entropy: float, dice: torch.Tensor | None = None, hd95: torch.Tensor | None = None) -> None:
+    def update(self, index: int, entropy: float, predicted_ml: torch.Tensor, dice: torch.Tensor | None = None,
+               hd95: torch.Tensor | None = None, reference_ml: torch.Tensor | None = None) -> None:
+        """One volume; each tensor ``(C-1,)`` per foreground class; None where the volume has no label."""
         missing = torch.full((self.num_classes - 1,), float("nan"))
+        fields = [dice, hd95, predicted_ml, reference_ml]
         self.rows.append(torch.cat([torch.tensor([float(index), float(entropy)]),
-                                    missing if dice is None else dice.float().cpu(),
-                                    missing if hd95 is None else hd95.float().cpu()]))
+                                    *(missing if f is None else f.float().cpu() for f in fields)]))
 
     def compute(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """``{"index": (V,), "entropy": (V,), "dice": (V, C-1), "hd95": (V, C-1)}`` ordered by volume index."""
+        """``{"index": (V,), "entropy": (V,), "dice", "hd95", "predicted_ml", "reference_ml": (V, C-1)}``
+        ordered by volume index."""
         k = self.num_classes - 1
-        local = torch.stack(self.rows) if self.rows else torch.zeros(0, 2 + 2 * k)
+        local = torch.stack(self.rows) if self.rows else torch.zeros(0, 2 + len(self.FIELDS) * k)
         rows = gather_rows(local.to(device)).cpu()
         rows = rows[one_row_per_index(rows[:, 0].long())]
-        return {"index": rows[:, 0].long(), "entropy": rows[:, 1], "dice": rows[:, 2 : 2 + k], "hd95": rows[:, 2 + k :]}
+        table = {"index": rows[:, 0].long(), "entropy": rows[:, 1]}
+        for i, name in enumerate(self.FIELDS):
+            table[name] = rows[:, 2 + i * k : 2 + (i + 1) * k]
+        return table
+
+
+def write_per_volume_csv(path, table: dict[str, torch.Tensor], volume_ids: list[str],
+                         class_names: list[str]) -> None:
+    """``per_volume.csv``: ``id``, then per foreground class ``dice_<class>``, ``hd95_mm_<class>``,
+    ``predicted_ml_<class>``, ``reference_ml_<class>`` (empty where the volume has no label)."""
+    import csv
+
+    columns = {"dice": "dice", "hd95": "hd95_mm", "predicted_ml": "predicted_ml",
+               "reference_ml": "reference_ml"}
+    header = ["id"] + [f"{columns[field]}_{name}" for name in class_names[1:]
+                       for field in VolumeScores.FIELDS]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row, index in enumerate(table["index"].tolist()):
+            cells = [volume_ids[index]]
+            for k in range(len(class_names) - 1):
+                for field in VolumeScores.FIELDS:
+                    value = float(table[field][row, k])
+                    cells.append("" if math.isnan(value) else f"{value:.6g}")
+            writer.writerow(cells)
