@@ -42,6 +42,7 @@ from .run_checks import (
     newest_last_checkpoint,
     read_checkpoint,
 )
+from .selection import ValidatorSelection, check_selection, newest_selected_checkpoint
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
@@ -69,6 +70,11 @@ class SFDACLI(LightningCLI):
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
                             "evaluation pass): predictions before/after, a feature projection, overlays")
+        parser.add_argument("--selection.by", type=str | None, default=None,
+                            help="pick the checkpoint by this label-free validator, e.g. label_free/im "
+                            "(sfda.metrics.validators); kept as checkpoints/selected.ckpt")
+        parser.add_argument("--selection.mode", type=Literal["max", "min"] | None, default=None,
+                            help="max or min; default (and only accepted value): the validator's direction")
         parser.add_argument("--predict.mask_format", type=Literal["nifti", "same"], default="nifti",
                             help="segmentation masks of `sfda predict`: NIfTI, or each in its input's format "
                             "(NRRD, MetaImage or a DICOM series folder)")
@@ -98,9 +104,22 @@ class SFDACLI(LightningCLI):
             return
         options = self.config[subcommand]
         check_trainer_config(subcommand, options.get("trainer") or {})
+        selection = options.get("selection") or {}
+        if selection.get("by"):
+            check_selection(selection["by"], selection.get("mode"))
         ckpt_path = options.get("ckpt_path")
         if ckpt_path == "last":
             options["ckpt_path"] = ckpt_path = str(newest_last_checkpoint(self._run_root()))
+        if ckpt_path == "selected":
+            selected = newest_selected_checkpoint(self._run_root())
+            if selected is None:
+                raise RunConfigError(f"--ckpt_path selected: no run under {self._run_root()} recorded a "
+                                     "selected checkpoint; set selection.by in the recipe and run sfda fit "
+                                     "first")
+            options["ckpt_path"] = ckpt_path = str(selected)
+        self.default_selected = None
+        if not ckpt_path and subcommand in ("test", "predict", "validate"):
+            self.default_selected = newest_selected_checkpoint(self._run_root())
         if ckpt_path in SPECIAL_CHECKPOINTS:
             raise RunConfigError(f"--ckpt_path {ckpt_path}: {SPECIAL_CHECKPOINTS[ckpt_path]}; expected "
                                  "'last' (the newest run of this recipe) or the path of a .ckpt file")
@@ -113,7 +132,14 @@ class SFDACLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False: the caller runs the trainer itself
             return
-        check_needs_checkpoint(self.subcommand, self.model, self.config[self.subcommand].get("ckpt_path"))
+        options = self.config[self.subcommand]
+        selected = getattr(self, "default_selected", None)
+        if selected is not None and not getattr(self.model, "evaluates_without_checkpoint", False):
+            options["ckpt_path"] = str(selected)  # the newest run of the recipe recorded a validator's pick
+            self.checkpoint = (selected, read_checkpoint(selected))
+            print(f"sfda {self.subcommand}: using the selected checkpoint {selected} (see selected/* in its "
+                  "results.json); pass --ckpt_path to choose another", file=sys.stderr)
+        check_needs_checkpoint(self.subcommand, self.model, options.get("ckpt_path"))
         if getattr(self, "checkpoint", None) is not None:
             check_checkpoint_method(*self.checkpoint, self.model)
             self.checkpoint = None  # the weights are read again by Lightning; do not hold them twice
@@ -131,6 +157,8 @@ class SFDACLI(LightningCLI):
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         kwargs["weights_only"] = True  # a checkpoint is data: never unpickle code from it
+        if not kwargs.get("ckpt_path") and self.config[subcommand].get("ckpt_path"):
+            kwargs["ckpt_path"] = self.config[subcommand]["ckpt_path"]  # the selected default
         return kwargs
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
@@ -166,6 +194,9 @@ class SFDACLI(LightningCLI):
             callbacks.append(ChannelsLast())
         if options.get("report_evidence", True):
             callbacks.append(ReportEvidence())
+        selection = options.get("selection") or {}
+        if selection.get("by") and self.subcommand == "fit":
+            callbacks.append(ValidatorSelection(selection["by"], selection.get("mode")))
         return super()._instantiate_trainer(config, callbacks)
 
 

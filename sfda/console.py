@@ -25,7 +25,12 @@ def headline(metrics: dict, prefix: str) -> dict[str, float]:
 
 
 def chosen(module: L.LightningModule) -> str:
-    """Which weights the run's result is: the best source-validation epoch, or the last epoch."""
+    """Which weights the run's result is: a validator's pick, the best source-validation epoch, or
+    the last epoch."""
+    results = getattr(module, "results", {})
+    if results.get("selected/by"):
+        return (f"checkpoints/selected.ckpt, epoch {int(results['selected/epoch']) + 1}, picked by "
+                f"{results['selected/by']} ({results['selected/mode']}; target labels choose nothing)")
     if getattr(module, "best_metric", ""):
         return f"the source artifact from the epoch with the best {module.best_metric}"
     if hasattr(module, "write_source_artifact"):
@@ -70,14 +75,17 @@ class StoryConsole(Callback):
         prefix = getattr(pl_module, "eval_prefix", "target")
         after = headline(trainer.callback_metrics, prefix)
         before = headline(getattr(pl_module, "results", {}), "source_only")
+        selected = headline(getattr(pl_module, "results", {}), f"selected/{prefix}")
         lines = []
         if after:
             width = max(len(name) for name in after)
             first = f"{'source-only':>11}  " if before else ""
-            lines.append(f"{prefix:<{width}}  {first}{'last epoch':>10}")
+            last = f"  {'selected':>10}" if selected else ""
+            lines.append(f"{prefix:<{width}}  {first}{'last epoch':>10}{last}")
             for name, value in after.items():
                 start = (f"{before[name]:>11.4f}  " if name in before else f"{'':>11}  ") if before else ""
-                lines.append(f"{name:<{width}}  {start}{value:>10.4f}")
+                end = (f"  {selected[name]:>10.4f}" if name in selected else "") if selected else ""
+                lines.append(f"{name:<{width}}  {start}{value:>10.4f}{end}")
         lines.append(f"result: {chosen(pl_module)}")
         if run is not None:
             lines.append(f"run folder: {run}")

@@ -43,7 +43,8 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
                                  "result; expected a positive value (or drop it for the recipe's default)")
 
 
-SPECIAL_CHECKPOINTS = {"best": "sfda keeps checkpoints by recency, not by a monitored score",
+SPECIAL_CHECKPOINTS = {"best": "sfda keeps the last checkpoint, and with a recipe selection.by the one a "
+                               "label-free validator picked (--ckpt_path selected)",
                        "hpc": "sfda does not write SLURM requeue checkpoints",
                        "registry": "sfda uses no model registry"}
 

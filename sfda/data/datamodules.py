@@ -38,11 +38,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         input: the model's input spec; None adopts the source artifact's (the method sets it).
         train_subset: use only this many training samples (a fixed seeded subset), for quick runs.
         eval_subset: the same for val/test.
+        eval_strong_view: evaluation batches also carry ``"strong"``, a strong view of each image
+            (seeded by the sample index), for the label-free ``view_agreement`` validator (one more
+            forward pass per evaluation batch).
     """
 
     def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None):
+                 eval_subset: int | None = None, eval_strong_view: bool = False):
         super().__init__()
         check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, train_subset=train_subset,
                      eval_subset=eval_subset)
@@ -50,6 +53,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.role, self.batch_size, self.eval_batch_size = role, batch_size, eval_batch_size
         self.num_workers, self.train_view, self.input_spec = num_workers, train_view, input
         self.train_subset, self.eval_subset = train_subset, eval_subset
+        self.eval_strong_view = eval_strong_view
         self.splits: dict[str, tuple] = {}
         self.class_names: list[str] = []
         self.split: ClassSplit | None = None  # universal-DA class split; None = closed set
@@ -95,7 +99,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.setup()
         images, labels = self.splits[split]
         hide = self.role == "target" and split == "train"
-        return ImageDataset(images, labels, self.input_spec, view=view, hide_labels=hide)
+        strong = self.eval_strong_view and split in ("val", "test")
+        return ImageDataset(images, labels, self.input_spec, view=view, hide_labels=hide, strong_view=strong)
 
     def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, epoch: int = 0,
                 endless: bool = False) -> DataLoader:
@@ -179,8 +184,10 @@ class DigitsDataModule(ImageClassificationDataModule):
     def __init__(self, dataset: Literal["mnist", "optdigits", "fashion_mnist"] = "mnist", root: str | None = None,
                  role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None, split: ClassSplit | None = None):
-        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset, eval_subset)
+                 eval_subset: int | None = None, split: ClassSplit | None = None,
+                 eval_strong_view: bool = False):
+        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
+                         eval_subset, eval_strong_view)
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset '{dataset}', expected one of {DATASETS}")
         if split is not None and split.unknown_dataset is not None and split.unknown_dataset not in DATASETS:

@@ -48,6 +48,9 @@ def read_image(path: str | Path, index: int) -> np.ndarray:
         raise OSError(f"{path}: corrupt or unreadable image (sample index {index}): {err}") from err
 
 
+STRONG_VIEW_SEED = 7_000_000  # evaluation strong views: seed = this + sample index
+
+
 class ImageDataset(Dataset):
     """Images from an array ``(N, H, W[, C]) uint8`` or a list of file paths.
 
@@ -58,14 +61,18 @@ class ImageDataset(Dataset):
         spec: the model's input spec.
         view: which augmentation view to apply.
         hide_labels: return -1 instead of the label.
+        strong_view: items also carry ``"strong"``: the strong view, seeded by the sample index
+            (the same on any number of processes).
     """
 
-    def __init__(self, images, labels, spec: InputSpec, view: View = "test", hide_labels: bool = False):
+    def __init__(self, images, labels, spec: InputSpec, view: View = "test", hide_labels: bool = False,
+                 strong_view: bool = False):
         self.images = images
         self.labels = None if labels is None or hide_labels else np.asarray(labels, dtype=np.int64)
         self.spec = spec
         self.view = view
         self.pipeline = build_view(spec, view)
+        self.strong_pipeline = build_view(spec, "strong") if strong_view else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -81,7 +88,12 @@ class ImageDataset(Dataset):
         if seed is not None and self.view != "test":
             self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
-        return {"image": to_tensor(self.load(index), self.spec, self.pipeline), "label": label, "index": index}
+        raw = self.load(index)
+        item = {"image": to_tensor(raw, self.spec, self.pipeline), "label": label, "index": index}
+        if self.strong_pipeline is not None:
+            self.strong_pipeline.set_random_seed(STRONG_VIEW_SEED + index)
+            item["strong"] = to_tensor(raw, self.spec, self.strong_pipeline)
+        return item
 
 
 class RGBImageCache:

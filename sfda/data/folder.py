@@ -106,8 +106,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def __init__(self, train: str, val: str | None = None, test: str | None = None, class_names: list[str] | None = None,
                  role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None):
-        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset, eval_subset)
+                 eval_subset: int | None = None, eval_strong_view: bool = False):
+        super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
+                         eval_subset, eval_strong_view)
         self.locations = {"train": train, "val": val or train, "test": test or val or train}
         self.given_names = class_names
         self.class_names = list(class_names or [])

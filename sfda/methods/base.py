@@ -36,9 +36,11 @@ class ClassifierTask(TaskModule):
 
     Validation and test log ``<eval_prefix>/acc``, ``<eval_prefix>/acc_per_class`` (where the
     evaluation split has labels; with unknown target samples also ``known_acc``, ``unknown_acc``
-    and ``h_score``, see ``sfda.metrics.accuracy``) and label-free scores
-    ``label_free/{entropy,im,snd}``. Predictions are ``predict_labels``: the argmax, or
-    ``num_classes`` ("unknown") for samples the method rejects.
+    and ``h_score``, see ``sfda.metrics.accuracy``) and the label-free validators
+    ``label_free/<name>`` (``sfda.metrics.validators``: entropy, im, snd, bnm, class_ami; with
+    ``data.eval_strong_view`` view_agreement; for a method with an EMA teacher teacher_agreement).
+    Predictions are ``predict_labels``: the argmax, or ``num_classes`` ("unknown") for samples the
+    method rejects.
     """
 
     eval_prefix = "target"
@@ -49,6 +51,11 @@ class ClassifierTask(TaskModule):
         for stage in ("val", "test"):
             setattr(self, f"{stage}_scores", ClassificationScores(num_classes))
             setattr(self, f"{stage}_label_free", LabelFreeScores())
+
+    def evaluation_teacher(self) -> torch.nn.Module | None:
+        """The method's EMA teacher network (``images -> (features, logits)``) for the label-free
+        ``teacher_agreement``; None where the method has none."""
+        return None
 
     def unknown_threshold(self) -> float | None:
         """Normalised-entropy threshold above which a sample is predicted unknown; None: never."""
@@ -78,9 +85,13 @@ class ClassifierTask(TaskModule):
 
     # evaluation ---------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
-        _, logits = self(batch["image"])
+        features, logits = self(batch["image"])
         probs = logits.float().softmax(dim=1)
-        getattr(self, f"{stage}_label_free").update(probs)
+        strong = self(batch["strong"])[1].float().softmax(dim=1) if "strong" in batch else None
+        teacher = self.evaluation_teacher()
+        teacher_probs = None if teacher is None else teacher(batch["image"])[1].float().softmax(dim=1)
+        scores = getattr(self, f"{stage}_label_free")
+        scores.update(probs, batch.get("index"), features=features, strong=strong, teacher=teacher_probs)
         getattr(self, f"{stage}_scores").update(self.predict_labels(probs), batch["label"])
 
     def _eval_epoch_end(self, stage: str) -> None:
@@ -193,6 +204,11 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         if freeze_head:
             self.network.head.requires_grad_(False)
         self.build_metrics(self.artifact.num_classes)
+
+    def evaluation_teacher(self) -> torch.nn.Module | None:
+        """The method's EMA teacher network (``images -> (features, logits)``) for the label-free
+        ``teacher_agreement``; None where the method has none."""
+        return None
 
     def unknown_threshold(self) -> float | None:
         return self.reject_unknown

@@ -1,54 +1,67 @@
-"""Label-free selection scores: mean entropy, IM and SND, computed without any target label."""
+"""Label-free scores of an evaluation pass: every validator of ``validators`` whose inputs were given."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from ..losses import information_maximization
-from ..pseudo_labels import entropy
+from ..pseudo_labels import one_row_per_index
+from .validators import compute_validators
 
-
-def soft_neighbourhood_density(probs: torch.Tensor, temperature: float = 0.05, chunk_size: int = 2048) -> torch.Tensor:
-    """SND (Saito et al., 2021): mean entropy of each sample's softmax over its scaled cosine
-    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``."""
-    if probs.shape[0] < 2:
-        return probs.new_tensor(float("nan"))
-    normed = F.normalize(probs.float(), dim=1)
-    total = normed.new_zeros(())
-    for start in range(0, normed.shape[0], chunk_size):
-        sims = normed[start : start + chunk_size] @ normed.T / temperature
-        rows = torch.arange(sims.shape[0])
-        sims[rows, rows + start] = -float("inf")  # exclude self
-        total = total + entropy(sims.softmax(dim=1)).sum()
-    return total / normed.shape[0]
+OPTIONAL_INPUTS = ("features", "strong", "teacher")
 
 
 class LabelFreeScores(Metric):
-    """Accumulates predictions ``(B, C)`` and computes ``{"entropy", "im", "snd"}``.
+    """Accumulates predictions ``probs (B, C)`` with their sample ``index (B,)`` and, where given,
+    ``features (B, D)``, strong-view predictions ``strong (B, C)`` and EMA-teacher predictions
+    ``teacher (B, C)``; ``compute`` returns ``{validator name: score}`` (``validators.VALIDATORS``).
 
-    - entropy: mean prediction entropy (lower = more confident).
-    - im: mean entropy minus marginal entropy (lower = confident and diverse).
-    - snd: soft neighbourhood density (higher = better, per Saito et al.).
-    States are gathered across processes by torchmetrics before ``compute``.
+    States are gathered across processes by torchmetrics; rows repeated by a padded distributed
+    sampler are dropped by index, so the scores do not depend on the number of processes.
     """
 
     full_state_update = False
 
-    def __init__(self, temperature: float = 0.05, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = temperature
+        self.add_state("index", default=[], dist_reduce_fx="cat")
         self.add_state("probs", default=[], dist_reduce_fx="cat")
+        for name in OPTIONAL_INPUTS:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, probs: torch.Tensor) -> None:
+    def update(
+        self, probs: torch.Tensor, index: torch.Tensor | None = None, **optional: torch.Tensor | None
+    ) -> None:
+        """``optional``: ``features``, ``strong``, ``teacher`` (each ``(B, ...)``), or None."""
+        if index is None:  # one process without sample ids: rows are taken as distinct (pass index under DDP)
+            seen = sum(int(p.shape[0]) for p in self.probs)
+            index = torch.arange(seen, seen + probs.shape[0], device=probs.device)
+        self.index.append(index.detach().long())
         self.probs.append(probs.detach().float())
+        for name, value in optional.items():
+            if name not in OPTIONAL_INPUTS:
+                raise TypeError(
+                    f"LabelFreeScores.update: unknown input '{name}', expected one of {OPTIONAL_INPUTS}"
+                )
+            if value is not None:
+                getattr(self, name).append(value.detach().float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        probs = dim_zero_cat(self.probs)
-        return {
-            "entropy": entropy(probs).mean(),
-            "im": information_maximization(probs),
-            "snd": soft_neighbourhood_density(probs, self.temperature),
-        }
+        index, probs = concatenated(self.index), concatenated(self.probs)
+        if probs is None:
+            return {}
+        keep = one_row_per_index(index)
+        tensors = {"probs": probs[keep]}
+        for name in OPTIONAL_INPUTS:
+            rows = concatenated(getattr(self, name))
+            if rows is not None and rows.shape[0] == index.shape[0]:  # given for every batch
+                tensors[name] = rows[keep]
+        return compute_validators(tensors)
+
+
+def concatenated(state) -> torch.Tensor | None:
+    """A list state (one process) or its gathered tensor (after a DDP sync) as one tensor; None when empty."""
+    if isinstance(state, list):
+        return dim_zero_cat(state) if state else None
+    return state if state.numel() else None

@@ -1,0 +1,123 @@
+"""Label-free validators: a score of a checkpoint computed without any target label.
+
+Each is logged as ``label_free/<name>`` at every validation, can pick the checkpoint (a recipe's
+``selection``) and be a sweep's objective. Which one tracks accuracy is measured, not assumed
+(Musgrave et al., "Three New Validators and a Large-Scale Benchmark Ranking for Unsupervised
+Domain Adaptation", 2022; ``benchmarks/selection.py``).
+
+- entropy (lower is better): mean prediction entropy (confidence).
+- im (lower): mean entropy minus the entropy of the mean prediction (confident and diverse).
+- snd (higher): soft neighbourhood density (Saito et al., ICCV 2021).
+- bnm (higher): nuclear norm of the ``(N, C)`` prediction matrix / N (Cui et al., CVPR 2020; a
+  validator in Musgrave 2022).
+- class_ami (higher): adjusted mutual information between k-means clusters of the features
+  (k = classes) and the predictions (Musgrave 2022).
+- view_agreement (higher): fraction of samples predicted the same class on the test view and on
+  a strong view (needs ``data.eval_strong_view``).
+- teacher_agreement (higher): fraction of samples the network and its EMA teacher predict the
+  same (methods with a teacher).
+
+DEV and other validators that need source data are out: the source data is not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..losses import information_maximization
+from ..pseudo_labels import entropy
+
+PREFIX = "label_free/"
+
+
+def batch_nuclear_norm(probs: torch.Tensor) -> torch.Tensor:
+    """``(N, C) -> ()``: sum of the singular values of the prediction matrix, divided by N."""
+    return torch.linalg.svdvals(probs.double()).sum().float() / probs.shape[0]
+
+
+def class_ami(features: torch.Tensor, probs: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``features (N, D), probs (N, C) -> ()``: AMI of k-means clusters (k = C, cosine, seeded) vs argmax."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    from ..pseudo_labels.clustering import kmeans
+
+    k = min(probs.shape[1], features.shape[0])
+    _, clusters = kmeans(features.float(), k, seed=seed, cosine=True)
+    score = adjusted_mutual_info_score(clusters.cpu().numpy(), probs.argmax(1).cpu().numpy())
+    return torch.tensor(float(score))
+
+
+def agreement(probs: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``(N, C), (N, C) -> ()``: fraction of rows with the same argmax."""
+    return (probs.argmax(1) == other.argmax(1)).float().mean()
+
+
+def soft_neighbourhood_density(
+    probs: torch.Tensor, temperature: float = 0.05, chunk_size: int = 2048
+) -> torch.Tensor:
+    """SND (Saito et al., 2021): mean entropy of each sample's softmax over its scaled cosine
+    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``."""
+    if probs.shape[0] < 2:
+        return probs.new_tensor(float("nan"))
+    normed = F.normalize(probs.float(), dim=1)
+    total = normed.new_zeros(())
+    for start in range(0, normed.shape[0], chunk_size):
+        sims = normed[start : start + chunk_size] @ normed.T / temperature
+        rows = torch.arange(sims.shape[0])
+        sims[rows, rows + start] = -float("inf")  # exclude self
+        total = total + entropy(sims.softmax(dim=1)).sum()
+    return total / normed.shape[0]
+
+
+@dataclass(frozen=True)
+class Validator:
+    """A label-free validator: its name, which direction is better, what it needs, and how it is computed
+    from ``{"probs", "features", "strong", "teacher"}`` tensors (N rows each)."""
+
+    name: str
+    mode: Literal["max", "min"]
+    needs: Literal["probs", "features", "strong", "teacher"]
+    compute: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.name
+
+
+VALIDATORS = {
+    v.name: v
+    for v in (
+        Validator("entropy", "min", "probs", lambda t: entropy(t["probs"]).mean()),
+        Validator("im", "min", "probs", lambda t: information_maximization(t["probs"])),
+        Validator("snd", "max", "probs", lambda t: soft_neighbourhood_density(t["probs"])),
+        Validator("bnm", "max", "probs", lambda t: batch_nuclear_norm(t["probs"])),
+        Validator("class_ami", "max", "features", lambda t: class_ami(t["features"], t["probs"])),
+        Validator("view_agreement", "max", "strong", lambda t: agreement(t["probs"], t["strong"])),
+        Validator("teacher_agreement", "max", "teacher", lambda t: agreement(t["probs"], t["teacher"])),
+    )
+}
+
+
+def get_validator(name: str, field: str = "validator") -> Validator:
+    """The validator ``name`` (``entropy`` or ``label_free/entropy``).
+
+    Raises:
+        ValueError: naming ``field`` and the known validators.
+    """
+    bare = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    if bare not in VALIDATORS:
+        known = ", ".join(PREFIX + n for n in VALIDATORS)
+        raise ValueError(f"{field}: unknown validator '{name}'; expected one of {known}")
+    return VALIDATORS[bare]
+
+
+def compute_validators(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every validator whose inputs are present in ``tensors`` (``probs`` always), by name."""
+    if tensors["probs"].shape[0] == 0:
+        return {}
+    return {name: v.compute(tensors) for name, v in VALIDATORS.items() if v.needs in tensors}

@@ -1,0 +1,117 @@
+"""Checkpoint selection by a label-free validator (a recipe's ``selection: {by, mode}``).
+
+At every validation the validator's value (``label_free/<name>``, gathered over processes, so the
+same on every rank) is compared with the best so far; a better one writes
+``checkpoints/selected.ckpt``. ``results.json`` records ``selected/epoch``, ``selected/by``,
+``selected/mode``, ``selected/score``, ``selected/checkpoint`` and, for reporting only, the
+evaluation metrics logged at that validation (``selected/target/acc`` where the evaluation split
+has labels). Target labels never choose: only the validator does. ``sfda test`` / ``predict``
+without ``--ckpt_path`` then use the selected checkpoint of the recipe's newest run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from .callbacks import own_run_dir
+from .metrics.validators import get_validator
+from .run_checks import RunConfigError
+
+SELECTED_NAME = "selected.ckpt"
+REPORTED_PREFIXES = ("target/", "source_val/")
+
+
+def check_selection(by: str, mode: str | None) -> str:
+    """The mode to select with: the validator's own direction; a contradicting ``mode`` is refused."""
+    validator = get_validator(by, "selection.by")
+    if mode is not None and mode != validator.mode:
+        better = "higher" if validator.mode == "max" else "lower"
+        raise RunConfigError(
+            f"selection.mode = {mode}: {validator.key} is better when {better}; expected "
+            f"mode: {validator.mode} (or leave mode out)"
+        )
+    return validator.mode
+
+
+class ValidatorSelection(Callback):
+    """Keep the checkpoint of the validation where ``by`` was best (``mode``)."""
+
+    def __init__(self, by: str, mode: str | None = None):
+        self.mode = check_selection(by, mode)
+        self.by = get_validator(by).key
+        self.best: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
+
+    def better(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return False
+        if self.best is None:
+            return True
+        return score > self.best["score"] if self.mode == "max" else score < self.best["score"]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = trainer.callback_metrics
+        if self.by not in metrics:
+            logged = sorted(k for k in metrics if k.startswith("label_free/"))
+            raise RunConfigError(
+                f"selection.by = {self.by}: {type(pl_module).__name__} does not log it (it logs "
+                f"{logged}); view_agreement needs data.init_args.eval_strong_view=true, "
+                "teacher_agreement a method with an EMA teacher"
+            )
+        score = float(metrics[self.by])
+        run = own_run_dir(trainer)
+        if not self.better(score) or run is None:
+            return
+        path = run / "checkpoints" / SELECTED_NAME
+        trainer.save_checkpoint(path)
+        reported = {
+            k: float(v) for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES) and v.numel() == 1
+        }
+        self.best = {"epoch": trainer.current_epoch, "score": score, "reported": reported}
+        results = getattr(pl_module, "results", None)
+        if results is not None:
+            for key in [k for k in results if k.startswith("selected/")]:
+                del results[key]
+            results.update(
+                {
+                    "selected/epoch": trainer.current_epoch,
+                    "selected/by": self.by,
+                    "selected/mode": self.mode,
+                    "selected/score": score,
+                    "selected/checkpoint": str(Path("checkpoints") / SELECTED_NAME),
+                }
+            )
+            results.update({f"selected/{k}": v for k, v in reported.items()})
+
+
+def newest_selected_checkpoint(root: Path) -> Path | None:
+    """``checkpoints/selected.ckpt`` of the newest run under ``root`` that recorded one, else None."""
+    import json
+
+    versions = sorted(
+        (p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
+        key=lambda p: int(p.name.split("_")[1]),
+        reverse=True,
+    )
+    for version in versions:
+        results = version / "results.json"
+        try:
+            recorded = (
+                json.loads(results.read_text()).get("selected/checkpoint") if results.is_file() else None
+            )
+        except (OSError, ValueError):
+            continue
+        if recorded and (version / recorded).is_file():
+            return version / recorded
+    return None
