@@ -43,6 +43,7 @@ from .run_checks import (
     read_checkpoint,
 )
 from .selection import ValidatorSelection, check_selection, newest_selected_checkpoint
+from .sweep.pruning import TrialPruning, trial_from_environment
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
@@ -197,6 +198,10 @@ class SFDACLI(LightningCLI):
         selection = options.get("selection") or {}
         if selection.get("by") and self.subcommand == "fit":
             callbacks.append(ValidatorSelection(selection["by"], selection.get("mode")))
+        trial = trial_from_environment()  # a run that `sfda sweep` started: report to its trial, maybe prune
+        if trial is not None and self.subcommand == "fit":
+            callbacks.append(TrialPruning(trial["storage"], trial["study"], trial["trial_id"],
+                                          trial["objective"], trial.get("pruner")))
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -262,6 +267,8 @@ DESCRIPTION = """sfda: adapt a trained model to unlabelled data of a new domain,
   sfda test|validate|predict --config <recipe> [--ckpt_path ...] score or predict
   sfda methods                                                 list every method, its task and recipes
   sfda report RUN_DIR [RUN_DIR ...] [--out report.html]        an HTML report of one or several runs
+  sfda sweep --config <recipe> --space <space.yaml> --objective label_free/<name> --n_trials N
+                                                               a label-free hyper-parameter sweep (Optuna)
   sfda fit --model.help sfda.methods.<Name>                    the arguments of one method
 """
 
@@ -280,6 +287,10 @@ def main(args: list[str] | None = None) -> None:
         from .report import main as report
 
         raise SystemExit(report(given[1:]))
+    if given[:1] == ["sweep"]:
+        from .sweep import main as sweep
+
+        raise SystemExit(sweep(given[1:]))
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)

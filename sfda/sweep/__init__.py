@@ -1,0 +1,72 @@
+"""``sfda sweep``: label-free hyper-parameter sweeps on Optuna (see ``study``).
+
+    sfda sweep --config recipes/digits/svhn_mnist/shot.yaml --space space.yaml \\
+        --objective label_free/im --n_trials 20 [--storage sqlite:///sweep.db] [--study NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .space import SpaceError
+from .storage import SweepError
+from .study import Sweep
+
+
+def main(argv: list[str]) -> int:
+    """The ``sfda sweep`` command; bad input ends with one line naming the option (exit status 1)."""
+    parser = argparse.ArgumentParser(
+        prog="sfda sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog="Arguments after -- are passed to every trial's `sfda fit` (e.g. -- --trainer.max_epochs=5).",
+    )
+    parser.add_argument("--config", required=True, help="the recipe every trial fits")
+    parser.add_argument("--space", required=True, help="YAML search space over recipe keys")
+    parser.add_argument("--objective", required=True, help="a label-free validator, e.g. label_free/im")
+    parser.add_argument("--n_trials", type=int, required=True, help="finished trials the study should hold")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna RDB URL shared by workers (sqlite:///..., postgresql://...); default: a "
+        "journal file in the sweep folder",
+    )
+    parser.add_argument("--study", default=None, help="study name (default: <recipe>-<validator>)")
+    parser.add_argument(
+        "--sweep_dir", default=None, help="folder of the trials (default: runs/sweeps/<study>)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="sampler seed (default: random, so workers differ)"
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=["median", "none"],
+        default="median",
+        help="median: stop a trial whose objective is worse than the median of earlier trials",
+    )
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]
+    try:
+        sweep = Sweep(
+            args.config,
+            args.space,
+            args.objective,
+            args.n_trials,
+            args.storage,
+            args.study,
+            args.sweep_dir,
+            args.seed,
+            extra,
+            args.pruner,
+        )
+        trials = sweep.run()
+    except (SweepError, SpaceError, ValueError) as err:
+        if os.environ.get("SFDA_TRACEBACK"):
+            raise
+        print(f"sfda sweep: error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"sweep {sweep.study_name}: trials in {trials}; best recipe in {sweep.sweep_dir / 'best_recipe.yaml'}"
+    )
+    return 0

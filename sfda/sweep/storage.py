@@ -1,0 +1,52 @@
+"""Where a sweep's Optuna study lives: a journal file in the sweep folder (the default, no server) or an
+RDB URL that several workers, processes or machines, share (``sqlite:///...``, ``postgresql://...``,
+``mysql://...``). ``journal:///<path>`` names a journal file elsewhere (shared disks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+JOURNAL = "journal://"
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked; the message names the option."""
+
+
+def default_storage(sweep_dir: Path) -> str:
+    return f"{JOURNAL}{(Path(sweep_dir).resolve() / 'study.log')}"
+
+
+def rdb_storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage; workers starting together race to create its tables ("table ... already
+    exists"): the loser retries, and finds them made."""
+    import random
+    import time
+
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as err:
+            if "already exists" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())
+
+
+def open_storage(url: str):
+    """The Optuna storage of ``url``; one that cannot be opened is refused naming ``--storage``."""
+    import optuna
+
+    try:
+        if url.startswith(JOURNAL):
+            path = Path(url[len(JOURNAL) :])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            return optuna.storages.JournalStorage(backend)
+        return rdb_storage(url)
+    except Exception as err:  # SQLAlchemy and the journal raise many types for a bad URL or path
+        raise SweepError(
+            f"--storage {url}: cannot be opened ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+            "expected sqlite:///<file>, postgresql://..., mysql://... or journal:///<file>"
+        ) from err
