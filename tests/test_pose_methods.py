@@ -232,3 +232,17 @@ def test_a_heatmap_model_trained_elsewhere_is_wrapped_from_a_recipe_mapping(tmp_
         assert torch.equal(method.target_net.state_dict()[key], value)
     with pytest.raises(ArtifactError, match="expected 'classification', 'detection' or 'pose'"):
         PoseSFDA({**source, "task": "keypoints"})
+
+
+@pytest.mark.parametrize("method_class", [MeanTeacherPose, PoseSFDA])
+def test_teacher_agreement_is_one_for_identical_ema_pairs_and_drops_when_they_differ(
+    inputs, tmp_path, method_class
+):
+    method = method_class(str(inputs["artifact"]), evaluate_source=False)
+    scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
+    assert scores["label_free/teacher_agreement"] == 1.0  # before any step the pair is the source model twice
+    with torch.no_grad():
+        for parameter in method.agreement_network().parameters():
+            parameter.add_(torch.randn_like(parameter) * parameter.std().nan_to_num(0.1))
+    scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
+    assert 0.0 <= scores["label_free/teacher_agreement"] < 0.9

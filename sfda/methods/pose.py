@@ -32,7 +32,9 @@ class PoseTask(GatheredEvaluation, TaskModule):
     Validation and test log ``<eval_prefix>/pck`` (PCK@0.05: a joint is correct within 0.05 heatmap sizes,
     the pose SFDA benchmarks' measure), ``<eval_prefix>/pck/<joint>`` per joint, ``<eval_prefix>/pck_box``
     (PCK@0.2 of the person box's longer side, for users' own data) where the people have keypoints, and
-    the label-free ``label_free/peak`` (mean heatmap maximum). ``predict`` writes COCO keypoint results
+    the label-free ``label_free/peak`` (mean heatmap maximum) and, for a method with an EMA teacher,
+    ``label_free/teacher_agreement`` (the fraction of joints whose peaks the EMA pair put within the
+    PCK@0.05 distance of each other). ``predict`` writes COCO keypoint results
     in original image pixels and overlays.
     """
 
@@ -50,6 +52,11 @@ class PoseTask(GatheredEvaluation, TaskModule):
     def eval_network(self) -> torch.nn.Module:
         """The network that is evaluated and predicts (pose SFDA: the intermediate network)."""
         return self.network
+
+    def agreement_network(self) -> torch.nn.Module | None:
+        """The network paired with the evaluated one by an EMA (its student, or the network it is the
+        teacher of), for the label-free ``teacher_agreement``; None where the method has no EMA teacher."""
+        return None
 
     @torch.no_grad()
     def heatmaps_of(self, images: torch.Tensor, network: torch.nn.Module | None = None) -> torch.Tensor:
@@ -69,7 +76,14 @@ class PoseTask(GatheredEvaluation, TaskModule):
         peaks, values = heatmap_peaks(maps)
         size, side = batch["image"].shape[-1], maps.shape[-1]
         sizes = torch.tensor([[size, side]], device=maps.device).expand(len(maps), 2)
+        other = self.agreement_network() if network is None else None
+        agreement = {}
+        if other is not None:  # joints where the EMA pair's peaks agree within the PCK@0.05 distance
+            other_peaks, _ = heatmap_peaks(self.heatmaps_of(batch["image"], other))
+            close = (peaks - other_peaks).norm(dim=-1) <= PCK_THRESHOLD * side / 10
+            agreement = {"agreement": close.float().mean(dim=1)}
         return {
+            **agreement,
             "peaks": peaks,
             "confidence": values,
             "weight": batch["weight"].float(),
@@ -81,6 +95,8 @@ class PoseTask(GatheredEvaluation, TaskModule):
     def score_rows(self, rows: dict, prefix: str) -> dict[str, float]:
         """Scores of gathered rows (the same on every process): ``<prefix>/pck...``, ``label_free/peak``."""
         out = {"label_free/peak": float(rows["confidence"].mean())}
+        if "agreement" in rows:
+            out["label_free/teacher_agreement"] = float(rows["agreement"].mean())
         labelled = rows["labelled"].bool()
         if not labelled.any():
             return out

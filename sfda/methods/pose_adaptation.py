@@ -146,6 +146,9 @@ class MeanTeacherPose(PoseAdaptation):
     def eval_network(self) -> torch.nn.Module:
         return self.teacher.model
 
+    def agreement_network(self) -> torch.nn.Module:
+        return self.network  # the student the evaluated teacher follows
+
     def pseudo_heatmaps(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's confident joints as strong-view heatmaps ``(B, K, h, w)`` and weights ``(B, K)``."""
         maps = self.heatmaps_of(batch["image"], self.teacher.model)

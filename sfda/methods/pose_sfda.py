@@ -132,6 +132,9 @@ class PoseSFDA(PoseAdaptation):
         self.occlusion = (occlusion, occlusion_confidence, occlusion_size)
         self.source_protect, self.target_relevant = source_protect, target_relevant
 
+    def agreement_network(self) -> torch.nn.Module:
+        return self.target_net  # I (evaluated) is the EMA of T
+
     def optimizer_specs(self) -> list[tuple[list[dict], Optim]]:
         """S's decoder, I's backbone, T's every parameter: three Adam optimisers (T with its milestones)."""
         return [
