@@ -35,6 +35,14 @@ def results_of(run_root: Path, version: int = 0) -> dict:
     return json.loads((run_root / f"version_{version}" / "results.json").read_text())
 
 
+def results_on_one_and_two_processes(tmp_path: Path, *args: str) -> tuple[dict, dict]:
+    """``sfda <args>`` on 1 CPU process and as 2-process DDP: both runs' results.json."""
+    run_sfda(*args, "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path / 'one'}")
+    run_sfda(*args, "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path / 'two'}",
+             "--trainer.strategy=ddp", "--trainer.devices=2")
+    return results_of(tmp_path / "one"), results_of(tmp_path / "two")
+
+
 @pytest.fixture(scope="session")
 def mnist_source(tmp_path_factory) -> Path:
     """A LeNet source artifact trained by `sfda fit` on real MNIST (subset, 1 epoch)."""

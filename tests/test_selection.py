@@ -152,25 +152,13 @@ def test_ckpt_path_selected_without_a_selected_run_is_refused(tiny):
 
 @pytest.mark.ddp
 def test_validators_do_not_depend_on_the_number_of_processes(mnist_source, tmp_path):
-    from conftest import ROOT, results_of, run_sfda
+    from conftest import ROOT, results_on_one_and_two_processes
 
-    common = [
-        "test",
-        "--config",
-        str(ROOT / "recipes/digits/mnist_optdigits/source_only.yaml"),
-        f"--model.init_args.source={mnist_source}",
-        "--data.init_args.eval_subset=255",  # odd: padded
-        "--data.init_args.eval_strong_view=true",
-        "--trainer.accelerator=cpu",
-    ]
-    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
-    run_sfda(
-        *common,
-        f"--trainer.default_root_dir={tmp_path / 'two'}",
-        "--trainer.strategy=ddp",
-        "--trainer.devices=2",
+    recipe = str(ROOT / "recipes/digits/mnist_optdigits/source_only.yaml")
+    one, two = results_on_one_and_two_processes(
+        tmp_path, "test", "--config", recipe, f"--model.init_args.source={mnist_source}",
+        "--data.init_args.eval_subset=255", "--data.init_args.eval_strong_view=true",  # 255: uneven shards
     )
-    one, two = results_of(tmp_path / "one"), results_of(tmp_path / "two")
     names = ["entropy", "im", "snd", "bnm", "class_ami", "view_agreement"]
     assert all(f"label_free/{n}" in one for n in names)
     for name in names:
