@@ -220,9 +220,14 @@ def scatter(benchmark: str, grids: list[list[dict]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmarks", nargs="+", choices=sorted(BENCHMARKS))
+    parser.add_argument("benchmarks", nargs="*", choices=sorted(BENCHMARKS))
     parser.add_argument("--methods", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
+    parser.add_argument("--summary", action="store_true", help="only print the per-validator summary")
     args = parser.parse_args()
+    if args.summary:
+        for line in summary():
+            print(line)
+        return
     for benchmark in args.benchmarks:
         grids = []
         for method in args.methods:
@@ -238,3 +243,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def summary() -> list[dict]:
+    """Per validator over every measured (benchmark, method): worst regret and vs-default, mean wspearman."""
+    rows = json.loads((RESULTS / "selection.json").read_text())
+    out = []
+    for name in USED:
+        mine = [r for r in rows if r["method"].endswith(f"/{name}")]
+        if not mine:
+            continue
+        names = ("regret", "vs-default", "wspearman")
+        metric = {m: [r["value"] for r in mine if r["metric"] == m] for m in names}
+        out.append({"validator": name, "cases": len(metric["regret"]), "worst_regret": max(metric["regret"]),
+                    "worst_vs_default": min(metric["vs-default"]),
+                    "mean_wspearman": sum(metric["wspearman"]) / len(metric["wspearman"])})
+    return sorted(out, key=lambda r: r["worst_regret"])

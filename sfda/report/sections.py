@@ -18,11 +18,19 @@ def summary(run: Run) -> Section:
     """Source-only against the end of the run for the run's labelled scores; what the result is."""
     prefix = run.eval_prefix
     after, before = run.headline(prefix), run.headline("source_only")
-    rows = [[name, before.get(name, ""), value] for name, value in after.items()]
-    rows += [[f"label-free {name}", "", value] for name, value in run.headline("label_free").items()]
-    parts = (
-        [table(["score", "source-only", "end of run"], rows)] if rows else [note("the run logged no scores")]
-    )
+    selected = run.headline(f"selected/{prefix}")
+    rows = [[name, before.get(name, ""), value, *([selected.get(name, "")] if selected else [])]
+            for name, value in after.items()]
+    rows += [[f"label-free {name}", "", value, *([""] if selected else [])]
+             for name, value in run.headline("label_free").items()]
+    header = ["score", "source-only", "end of run", *(["selected"] if selected else [])]
+    parts = [table(header, rows)] if rows else [note("the run logged no scores")]
+    if run.results.get("selected/by"):
+        r = run.results
+        epoch = int(r["selected/epoch"]) + 1
+        picked = f"picked by {r['selected/by']} ({r['selected/mode']}, score {r['selected/score']:.4f})"
+        parts.append(note(f"selected: {r['selected/checkpoint']}, epoch {epoch}, {picked}; target labels "
+                          "chose nothing"))
     epochs = int(run.results.get("epochs", 0))
     parts.append(
         note(

@@ -1,4 +1,4 @@
-"""``sfda sweep``: label-free hyper-parameter sweeps on Optuna (see ``study``).
+"""sfda sweep: label-free hyper-parameter sweeps on Optuna, each trial an `sfda fit` run (see ``study``).
 
     sfda sweep --config recipes/digits/svhn_mnist/shot.yaml --space space.yaml \\
         --objective label_free/im --n_trials 20 [--storage sqlite:///sweep.db] [--study NAME]
