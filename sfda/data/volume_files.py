@@ -98,7 +98,7 @@ def volume_format(path: Path) -> str:
             (the series folder must be named), or a folder with no DICOM file in it.
     """
     if path.is_dir():
-        if not any(is_dicom(file) for file in path.iterdir() if file.is_file()):
+        if not any(is_dicom(file) for file in path.iterdir() if file.is_file()) and not series_ids(path):
             raise DatalistError(
                 f"{path}: a folder with no DICOM file in it; expected a folder holding one DICOM series"
             )
@@ -118,6 +118,13 @@ def volume_format(path: Path) -> str:
             f"rename it with a {' or '.join(SUFFIXES[found])} suffix"
         )
     return found
+
+
+def series_ids(folder: Path) -> tuple[str, ...]:
+    """The SeriesInstanceUIDs GDCM finds in ``folder`` (also files without the 'DICM' preamble)."""
+    import SimpleITK as sitk
+
+    return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def is_dicom(file: Path) -> bool:
@@ -208,7 +215,7 @@ def read_dicom_series(folder: Path) -> VolumeFile:
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
+    series = series_ids(folder)
     if not series:
         raise DatalistError(f"{folder}: no readable DICOM image series in the folder")
     if len(series) > 1:
