@@ -22,7 +22,6 @@ from .metrics.validators import get_validator
 from .run_checks import RunConfigError
 
 SELECTED_NAME = "selected.ckpt"
-REPORTED_PREFIXES = ("target/", "source_val/")
 
 
 def check_selection(by: str, mode: str | None) -> str:
@@ -75,9 +74,8 @@ class ValidatorSelection(Callback):
             return
         path = run / "checkpoints" / SELECTED_NAME
         trainer.save_checkpoint(path)
-        reported = {
-            k: float(v) for k, v in metrics.items() if k.startswith(REPORTED_PREFIXES) and v.numel() == 1
-        }
+        prefix = f"{getattr(pl_module, 'eval_prefix', 'target')}/"  # the task's evaluation scores
+        reported = {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and v.numel() == 1}
         self.best = {"epoch": trainer.current_epoch, "score": score, "reported": reported}
         results = getattr(pl_module, "results", None)
         if results is not None:

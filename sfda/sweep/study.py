@@ -28,7 +28,16 @@ from .pruning import PRUNED_FILE, TRIAL_ENV, make_pruner
 from .space import Dimension, load_space, set_key
 from .storage import SweepError, default_storage, open_storage
 
-REPORTED = ("target/acc", "target/dice", "target/pck", "target/map", "selected/target/acc", "selected/epoch")
+REPORTED_PREFIXES = ("target/", "selected/target/")  # an adaptation run's evaluation scores (reporting only)
+
+
+def reported(results: dict) -> dict:
+    """The headline evaluation scores of a run's results (no per-class or per-volume keys)."""
+    depth = {k: k.count("/") - k.startswith("selected/") for k in results if k.startswith(REPORTED_PREFIXES)}
+    out = {k: results[k] for k, d in depth.items() if d == 1}
+    if "selected/epoch" in results:
+        out["selected/epoch"] = results["selected/epoch"]
+    return out
 
 
 class TrialFailed(RuntimeError):
@@ -184,9 +193,8 @@ class Sweep:
         if (run / PRUNED_FILE).exists():
             raise optuna.TrialPruned()
         results = json.loads((run / "results.json").read_text())
-        for key in REPORTED:  # reporting only: target labels never choose
-            if key in results:
-                trial.set_user_attr(key, results[key])
+        for key, value in reported(results).items():  # reporting only: target labels never choose
+            trial.set_user_attr(key, value)
         selected = results.get("selected/by") == self.validator.key
         value = results.get("selected/score") if selected else results.get(self.validator.key)
         if value is None or not math.isfinite(value):
@@ -200,12 +208,17 @@ class Sweep:
         """``trials.csv``: number, state, objective, each searched key, reporting-only metrics, run dir."""
         keys = [d.key for d in self.dimensions]
         trials = study.get_trials(deepcopy=False)
-        reported = [k for k in REPORTED if any(k in t.user_attrs for t in trials)]
+        reported_keys = sorted(
+            {k for t in trials for k in t.user_attrs if k.startswith(REPORTED_PREFIXES)}
+            | {k for t in trials for k in t.user_attrs if k == "selected/epoch"}
+        )
         path = self.sweep_dir / "trials.csv"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["number", "state", self.validator.key, *keys, *reported, "worker", "run_dir"])
+            writer.writerow(
+                ["number", "state", self.validator.key, *keys, *reported_keys, "worker", "run_dir"]
+            )
             for trial in trials:
                 attrs = trial.user_attrs
                 writer.writerow(
@@ -214,7 +227,7 @@ class Sweep:
                         trial.state.name,
                         "" if trial.value is None else trial.value,
                         *(trial.params.get(k, "") for k in keys),
-                        *(attrs.get(k, "") for k in reported),
+                        *(attrs.get(k, "") for k in reported_keys),
                         attrs.get("worker", ""),
                         attrs.get("run_dir", ""),
                     ]
