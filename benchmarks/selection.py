@@ -17,7 +17,7 @@ validator we report, over all checkpoints of a (benchmark, method):
   seed 0), in points.
 
 Rows go to ``benchmarks/results/selection.json``; every checkpoint's scores to
-``benchmarks/results/selection_checkpoints_<benchmark>.json``; one scatter plot per benchmark to
+``benchmarks/results/selection_checkpoints/<benchmark>.json``; one scatter plot per benchmark to
 ``benchmarks/results/selection_<benchmark>.png``. Runs already done are read back, not rerun.
 """
 
@@ -220,10 +220,13 @@ def scatter(benchmark: str, grids: list[list[dict]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmarks", nargs="*", choices=sorted(BENCHMARKS))
+    parser.add_argument("benchmarks", nargs="*", help=f"any of {sorted(BENCHMARKS)}")
     parser.add_argument("--methods", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
     parser.add_argument("--summary", action="store_true", help="only print the per-validator summary")
     args = parser.parse_args()
+    unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; expected any of {sorted(BENCHMARKS)}")
     if args.summary:
         for line in summary():
             print(line)
@@ -234,15 +237,13 @@ def main() -> None:
             runs = grid_runs(benchmark, method)
             grids.append(runs)
             append_rows("selection", analyse(runs))
-            path = RESULTS / f"selection_checkpoints_{benchmark}.json"
+            path = RESULTS / "selection_checkpoints" / f"{benchmark}.json"
+            path.parent.mkdir(exist_ok=True)
             stored = json.loads(path.read_text()) if path.exists() else []
             stored = [r for r in stored if r["method"] != method] + runs
             path.write_text(json.dumps(stored, indent=0))
         scatter(benchmark, grids)
 
-
-if __name__ == "__main__":
-    main()
 
 
 def summary() -> list[dict]:
@@ -259,3 +260,7 @@ def summary() -> list[dict]:
                     "worst_vs_default": min(metric["vs-default"]),
                     "mean_wspearman": sum(metric["wspearman"]) / len(metric["wspearman"])})
     return sorted(out, key=lambda r: r["worst_regret"])
+
+
+if __name__ == "__main__":
+    main()

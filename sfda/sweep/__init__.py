@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from ..metrics.validators import DEFAULT_VALIDATOR
 from .space import SpaceError
 from .storage import SweepError
 from .study import Sweep
@@ -24,7 +25,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", required=True, help="the recipe every trial fits")
     parser.add_argument("--space", required=True, help="YAML search space over recipe keys")
-    parser.add_argument("--objective", required=True, help="a label-free validator, e.g. label_free/im")
+    parser.add_argument("--objective", default=DEFAULT_VALIDATOR,
+                        help=f"a label-free validator (default {DEFAULT_VALIDATOR}: the smallest worst-case "
+                        "regret in benchmarks/selection.py)")
     parser.add_argument("--n_trials", type=int, required=True, help="finished trials the study should hold")
     parser.add_argument(
         "--storage",
