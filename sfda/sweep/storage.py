@@ -25,9 +25,11 @@ def rdb_storage(url: str, attempts: int = 5):
 
     import optuna
 
+    # SQLite: workers and their trials' runs write one file; wait for its lock rather than fail at 5 s
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except Exception as err:
             if "already exists" not in str(err) or attempt == attempts - 1:
                 raise
