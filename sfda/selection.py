@@ -94,22 +94,20 @@ class ValidatorSelection(Callback):
 
 
 def newest_selected_checkpoint(root: Path) -> Path | None:
-    """``checkpoints/selected.ckpt`` of the newest run under ``root`` that recorded one, else None."""
+    """``checkpoints/selected.ckpt`` of the newest FIT run under ``root``; None when that run selected
+    nothing (its last epoch is then the result: a user asks for it with ``--ckpt_path``)."""
     import json
 
-    versions = sorted(
-        (p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
-        key=lambda p: int(p.name.split("_")[1]),
-        reverse=True,
-    )
+    versions = sorted((p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
+                      key=lambda p: int(p.name.split("_")[1]), reverse=True)
     for version in versions:
-        results = version / "results.json"
         try:
-            recorded = (
-                json.loads(results.read_text()).get("selected/checkpoint") if results.is_file() else None
-            )
+            stage = json.loads((version / "run_info.json").read_text()).get("stage")
+            results = json.loads((version / "results.json").read_text())
         except (OSError, ValueError):
+            continue  # a test run, or a run that ended before writing its records
+        if stage != "fit":
             continue
-        if recorded and (version / recorded).is_file():
-            return version / recorded
+        recorded = results.get("selected/checkpoint")
+        return version / recorded if recorded and (version / recorded).is_file() else None
     return None

@@ -119,6 +119,11 @@ def test_the_selected_checkpoint_is_the_validators_best_epoch_and_sfda_test_uses
     assert "picked by label_free/entropy (min" in page and ">selected<" in page
     tested = json.loads((folder / "runs" / "version_1" / "results.json").read_text())
     assert tested["target/acc"] == pytest.approx(results["selected/target/acc"])
+    plain = write_recipe(folder, model)  # the same recipe without selection
+    code, text = sfda("fit", "--config", plain, "--report_evidence=false")
+    assert code == 0, text
+    code, text = sfda("test", "--config", config)  # the newest fit selected nothing: no silent older pick
+    assert code != 0 and "without --ckpt_path this would report the untrained or unadapted model" in text
 
 
 @pytest.mark.parametrize(
