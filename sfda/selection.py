@@ -6,7 +6,7 @@ same on every rank) is compared with the best so far; a better one writes
 ``selected/mode``, ``selected/score``, ``selected/checkpoint`` and, for reporting only, the
 evaluation metrics logged at that validation (``selected/target/acc`` where the evaluation split
 has labels). Target labels never choose: only the validator does. ``sfda test`` / ``predict``
-without ``--ckpt_path`` then use the selected checkpoint of the recipe's newest run.
+without ``--ckpt_path`` then use the selected checkpoint of the recipe's newest fit run.
 """
 
 from __future__ import annotations
