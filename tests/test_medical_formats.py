@@ -45,6 +45,12 @@ def small_geometry(tmp_path, spacing=(1.0, 1.0, 2.0), shape=(16, 12, 8)) -> Geom
     return Geometry(tmp_path / "none.nii.gz", "synthetic", shape, affine)
 
 
+def small_series(tmp_path):
+    """A DICOM series folder of the small test volume: 8 slices, 2 mm apart."""
+    geometry = small_geometry(tmp_path)
+    return write_volume(small_volume(geometry), geometry, tmp_path / "series")
+
+
 def small_volume(geometry: Geometry) -> np.ndarray:
     volume = np.zeros(geometry.shape, dtype=np.int16)
     volume[4:12, 3:9, 2:6] = 1
@@ -94,8 +100,7 @@ def test_a_dicom_folder_with_two_series_is_refused_listing_their_uids(tmp_path):
 
 
 def test_a_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path):
-    geometry = small_geometry(tmp_path)
-    folder = write_volume(small_volume(geometry), geometry, tmp_path / "series")
+    folder = small_series(tmp_path)
     (folder / "slice_0004.dcm").unlink()
     with pytest.raises(
         DatalistError,
@@ -106,8 +111,7 @@ def test_a_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path)
 
 
 def test_a_dicom_series_with_uneven_slice_spacing_is_refused(tmp_path):
-    geometry = small_geometry(tmp_path)
-    folder = write_volume(small_volume(geometry), geometry, tmp_path / "series")
+    folder = small_series(tmp_path)
     moved = sitk.ReadImage(str(folder / "slice_0004.dcm"))
     x, y, z = (float(v) for v in moved.GetMetaData("0020|0032").split("\\"))
     moved.SetMetaData(
@@ -131,8 +135,7 @@ def test_a_folder_without_dicom_and_a_single_dicom_file_are_refused(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(DatalistError, match="empty: a folder with no DICOM file in it"):
         read_volume(tmp_path / "empty")
-    geometry = small_geometry(tmp_path)
-    folder = write_volume(small_volume(geometry), geometry, tmp_path / "series")
+    folder = small_series(tmp_path)
     with pytest.raises(DatalistError, match="slice_0001.dcm: a single DICOM file; name the folder"):
         read_volume(folder / "slice_0001.dcm")
 
