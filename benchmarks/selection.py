@@ -68,9 +68,16 @@ def epochs_of(run_dir) -> list[dict]:
     return out
 
 
+def stored_runs(benchmark: str) -> list[dict]:
+    """The runs already recorded in ``selection_checkpoints/<benchmark>.json`` (earlier sessions' too)."""
+    path = RESULTS / "selection_checkpoints" / f"{benchmark}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def grid_runs(benchmark: str, method: str) -> list[dict]:
-    """Every grid point's checkpoints (run when not done yet)."""
+    """Every grid point's checkpoints: read back when recorded, run otherwise."""
     bench_name, extra = BENCHMARKS[benchmark]
+    recorded = {r["run"]: r for r in stored_runs(benchmark) if r["method"] == method}
     weight_name, weights, default_weight = WEIGHTS[method]
     base_lr = recipe_lr(benchmark, method)
     out = []
@@ -80,6 +87,9 @@ def grid_runs(benchmark: str, method: str) -> list[dict]:
                 name = f"lr{factor:g}_{weight_name}{weight:g}_seed{seed}"
                 root = ROOT / "benchmarks" / "runs" / "selection" / benchmark / method / name
                 done = root / "version_0" / "results.json"
+                if name in recorded and not done.exists():
+                    out.append(recorded[name])
+                    continue
                 if not done.exists():
                     run_cli(
                         "fit",
@@ -232,17 +242,15 @@ def main() -> None:
             print(line)
         return
     for benchmark in args.benchmarks:
-        grids = []
         for method in args.methods:
             runs = grid_runs(benchmark, method)
-            grids.append(runs)
             append_rows("selection", analyse(runs))
             path = RESULTS / "selection_checkpoints" / f"{benchmark}.json"
             path.parent.mkdir(exist_ok=True)
-            stored = json.loads(path.read_text()) if path.exists() else []
-            stored = [r for r in stored if r["method"] != method] + runs
+            stored = [r for r in stored_runs(benchmark) if r["method"] != method] + runs
             path.write_text(json.dumps(stored, indent=0))
-        scatter(benchmark, grids)
+        every = stored_runs(benchmark)  # every method measured so far, this invocation's or not
+        scatter(benchmark, [[r for r in every if r["method"] == m] for m in dict.fromkeys(r["method"] for r in every)])
 
 
 
