@@ -102,9 +102,40 @@ def test_channels_last_changes_layout_not_values():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     x = torch.randn(2, 3, 8, 8)
     reference = net(x)
-    ChannelsLast().setup(None, net, "fit")
+    layout = ChannelsLast()
+    layout.setup(None, net, "fit")
     batch = {"image": x.clone()}
-    ChannelsLast._convert(batch)
+    layout.on_train_batch_start(None, net, batch, 0)
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert batch["image"].is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(net(batch["image"]), reference, atol=1e-5)
+    assert net.channels_last  # the engine's target passes convert their batches too
+
+
+def test_channels_last_reaches_the_first_layer_of_a_one_channel_network():
+    """A (4, 1, 3, 3) weight counts as channels-last already; it must still get channels-last strides,
+    or the convolution's output (and the pooling after it) stays NCHW."""
+    from sfda.callbacks import ChannelsLast
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2))
+    reference = net(torch.ones(2, 1, 8, 8))
+    layout = ChannelsLast()
+    layout.setup(None, net, "fit")
+    batch = {"image": torch.ones(2, 1, 8, 8)}
+    layout.on_train_batch_start(None, net, batch, 0)
+    first = net[0](batch["image"])
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    assert torch.allclose(net(batch["image"]), reference, atol=1e-6)
+
+
+def test_channels_last_leaves_a_network_without_convolutions_alone():
+    from sfda.callbacks import ChannelsLast
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 4))
+    layout = ChannelsLast()
+    layout.setup(None, net, "fit")
+    batch = {"image": torch.randn(2, 3, 4, 4)}
+    layout.on_train_batch_start(None, net, batch, 0)
+    assert not net.channels_last
+    assert batch["image"].is_contiguous()
+    assert not batch["image"].is_contiguous(memory_format=torch.channels_last)

@@ -124,3 +124,39 @@ def test_a_failed_fetch_names_the_package_and_the_manual_alternative(uri, packag
         resolve(uri, tmp_path)
     assert package in str(err.value)
     assert not any(tmp_path.rglob("x.bin"))  # nothing half-written
+
+
+@pytest.mark.parametrize("spec", [InputSpec(28, 1, (0.5,), (0.5,)),
+                                  InputSpec(32, 3, (0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197))])
+def test_the_test_view_equals_the_albumentations_pipeline_bit_for_bit(spec):
+    """``TestView`` replaces ``A.Compose([A.Resize, A.Normalize])`` for speed: same tensors, exactly."""
+    import albumentations as A
+
+    from sfda.data.transforms import build_view, to_tensor
+
+    pipeline = A.Compose([A.Resize(spec.size, spec.size),
+                          A.Normalize(mean=spec.mean, std=spec.std, max_pixel_value=255.0)])
+    rng = np.random.default_rng(0)
+    for shape in [(28, 28), (32, 32, 1), (20, 24, 3), (45, 40), (32, 32, 3), (7, 50, 4)]:
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        fast = to_tensor(image, spec, build_view(spec, "test"))
+        assert torch.equal(fast, to_tensor(image, spec, pipeline)), shape
+    floats = rng.random((30, 30, spec.channels), dtype=np.float32)  # not uint8: the pipeline itself
+    assert torch.equal(to_tensor(floats, spec, build_view(spec, "test")), to_tensor(floats, spec, pipeline))
+
+
+def test_test_view_inputs_are_kept_and_reused_within_a_memory_limit():
+    from sfda.data.datasets import PreparedInputs
+
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    spec = InputSpec(28, 1, (0.5,), (0.5,))
+    one_image = 28 * 28 * 4
+    prepared = PreparedInputs(limit_bytes=3 * one_image)
+    first = ImageDataset(images, None, spec, view="test", prepared=prepared)
+    again = ImageDataset(images, None, spec, view="test", prepared=prepared)  # another loader, same split
+    items = [first[i]["image"] for i in range(6)]
+    assert sorted(prepared.inputs) == [0, 1, 2] and prepared.used_bytes == 3 * one_image
+    assert again[1]["image"] is prepared.inputs[1]
+    assert all(torch.equal(again[i]["image"], items[i]) for i in range(6))
+    weak = ImageDataset(images, None, spec, view="weak", prepared=prepared)  # random views are never kept
+    assert weak.prepared is None

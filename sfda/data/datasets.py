@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from .transforms import InputSpec, View, build_view, to_tensor
@@ -51,6 +52,28 @@ def read_image(path: str | Path, index: int) -> np.ndarray:
 STRONG_VIEW_SEED = 7_000_000  # evaluation strong views: seed = this + sample index
 
 
+class PreparedInputs:
+    """Model inputs of one split's deterministic ``test`` view, kept by sample index after their first
+    use, within ``limit_bytes``: an epoch that passes over the same images again (the engine's pass at
+    every epoch start, training with ``train_view: test``, evaluation every epoch) takes them from memory
+    instead of decoding, resizing and normalising each image again. The tensors are those the pipeline
+    made, so results do not change. Shared by the datasets a datamodule builds for one split."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+        self.inputs: dict[int, torch.Tensor] = {}
+
+    def get(self, index: int) -> torch.Tensor | None:
+        return self.inputs.get(index)
+
+    def put(self, index: int, image: torch.Tensor) -> None:
+        size = image.numel() * image.element_size()
+        if self.used_bytes + size <= self.limit_bytes:
+            self.inputs[index] = image
+            self.used_bytes += size
+
+
 class ImageDataset(Dataset):
     """Images from an array ``(N, H, W[, C]) uint8`` or a list of file paths.
 
@@ -63,11 +86,14 @@ class ImageDataset(Dataset):
         hide_labels: return -1 instead of the label.
         strong_view: items also carry ``"strong"``: the strong view, seeded by the sample index
             (the same on any number of processes).
+        prepared: a store of this split's test-view inputs (see ``PreparedInputs``); used only when
+            ``view`` is 'test'.
     """
 
     def __init__(self, images, labels, spec: InputSpec, view: View = "test", hide_labels: bool = False,
-                 strong_view: bool = False):
+                 strong_view: bool = False, prepared: PreparedInputs | None = None):
         self.images = images
+        self.prepared = prepared if view == "test" else None
         self.labels = None if labels is None or hide_labels else np.asarray(labels, dtype=np.int64)
         self.spec = spec
         self.view = view
@@ -88,8 +114,13 @@ class ImageDataset(Dataset):
         if seed is not None and self.view != "test":
             self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
-        raw = self.load(index)
-        item = {"image": to_tensor(raw, self.spec, self.pipeline), "label": label, "index": index}
+        image = None if self.prepared is None else self.prepared.get(index)
+        raw = self.load(index) if image is None or self.strong_pipeline is not None else None
+        if image is None:
+            image = to_tensor(raw, self.spec, self.pipeline)
+            if self.prepared is not None:
+                self.prepared.put(index, image)
+        item = {"image": image, "label": label, "index": index}
         if self.strong_pipeline is not None:
             self.strong_pipeline.set_random_seed(STRONG_VIEW_SEED + index)
             item["strong"] = to_tensor(raw, self.spec, self.strong_pipeline)

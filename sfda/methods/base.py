@@ -75,7 +75,7 @@ class ClassifierTask(TaskModule):
         global sample ``index (B,)``: dropout masks then depend on (run seed, global step, index)
         only, so the trajectory does not depend on how many processes share the global batch."""
         keys = None
-        if index is not None and self.training:
+        if index is not None and self.training and self.network.uses_dropout:
             keys = sample_keys(index, int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step)
         return self.network(images, keys)
 

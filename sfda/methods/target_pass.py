@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..callbacks import ChannelsLast
 from ..progress import track
 from ..pseudo_labels.passes import Rows, collect_rows
 
@@ -22,10 +23,18 @@ class TargetPasses:
         ``{"index": (N,), name: (N, ...) or [N tensors]}``, identical on every process."""
         was_training = self.network.training
         self.network.eval()
-        batches = ({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                   for batch in track(loader, description, enabled=self.trainer.is_global_zero))
+        shown = track(loader, description, enabled=self.trainer.is_global_zero)
+        batches = (self._pass_batch(batch) for batch in shown)
         try:
             with self.stopwatch(phase), self.trainer.precision_plugin.forward_context():
                 return collect_rows(batches, per_batch)
         finally:
             self.network.train(was_training)
+
+    def _pass_batch(self, batch: dict) -> dict:
+        """``batch`` on the module's device, images in channels-last order when the run uses it (as
+        Lightning's own loops get them from ``ChannelsLast``)."""
+        moved = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if getattr(self, "channels_last", False):
+            ChannelsLast.convert(moved)
+        return moved

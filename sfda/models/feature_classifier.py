@@ -55,6 +55,11 @@ class FeatureClassifier(nn.Module):
         return features.flatten(1), logits
 
     @property
+    def uses_dropout(self) -> bool:
+        """Whether any dropout module can drop something (keys are then worth computing)."""
+        return any(dropout.p > 0 for dropout in self._dropouts)
+
+    @property
     def head(self) -> nn.Module:
         return self.network.get_submodule(self.head_layer)
 
