@@ -40,12 +40,14 @@ def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tu
     results = json.loads((latest / "results.json").read_text())
     info = latest / "run_info.json"
     if info.exists() and json.loads(info.read_text()).get("git_commit"):
-        results["run/git_commit"] = json.loads(info.read_text())["git_commit"][:7]  # the code that ran, not HEAD now
+        # the code that ran, not HEAD now
+        results["run/git_commit"] = json.loads(info.read_text())["git_commit"][:7]
     return results, seconds
 
 
 def append_rows(suite: str, rows: list[dict]) -> Path:
-    """Add rows to ``benchmarks/results/<suite>.json``, replacing rows with the same (benchmark, setting, method, metric)."""
+    """Add rows to ``benchmarks/results/<suite>.json``, replacing rows with the same (benchmark, setting,
+    method, metric)."""
     import fcntl
 
     path = RESULTS / f"{suite}.json"
@@ -60,9 +62,10 @@ def append_rows(suite: str, rows: list[dict]) -> Path:
     return path
 
 
-def row(benchmark: str, setting: str, method: str, metric: str, value: float, seconds: float, run: dict | None = None,
-        **extra) -> dict:
+def row(benchmark: str, setting: str, method: str, metric: str, value: float, seconds: float,
+        run: dict | None = None, **extra) -> dict:
     """One result row; ``run`` (a results.json from ``run_cli``) supplies the commit the run started from."""
     code = (run or {}).get("run/git_commit") or commit()
-    return {"benchmark": benchmark, "setting": setting, "method": method, "metric": metric, "value": round(float(value), 4),
-            "seconds": round(float(seconds), 1), "commit": code, "date": datetime.date.today().isoformat(), **extra}
+    return {"benchmark": benchmark, "setting": setting, "method": method, "metric": metric,
+            "value": round(float(value), 4), "seconds": round(float(seconds), 1), "commit": code,
+            "date": datetime.date.today().isoformat(), **extra}

@@ -30,16 +30,19 @@ BENCH, SETTING = "svhn->mnist", "glc-global-step"
 
 
 def target_features(samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, 256)`` features and ``(N, 10)`` softmax of the ccexam model on the first ``samples`` MNIST train images."""
+    """``(N, 256)`` features and ``(N, 10)`` softmax of the ccexam model on the first ``samples`` MNIST train
+    images."""
     from omegaconf import OmegaConf
 
     from sfda.data import DigitsDataModule
     from sfda.models import ExternalModel, wrap_external
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"), resolve=True)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"),
+                                    resolve=True)
     artifact = wrap_external(ExternalModel(**recipe["model"]["init_args"]["source"]))
     model = artifact.build().eval()
-    data = DigitsDataModule("mnist", role="target", train_view="test", train_subset=samples, eval_batch_size=500)
+    data = DigitsDataModule("mnist", role="target", train_view="test", train_subset=samples,
+                            eval_batch_size=500)
     data.input_spec = artifact.input
     feats, probs = [], []
     with torch.no_grad():
@@ -81,15 +84,17 @@ def official_global_step(feats: np.ndarray, probs: np.ndarray, coefficients, rho
     similarity = normed @ positive.T
     labels = similarity.argmax(1)
     known = np.zeros(n, dtype=bool)
-    kmeans = faiss.Kmeans(normed.shape[1], k_hat, niter=100, verbose=False, min_points_per_centroid=1, seed=1234 + seed)
+    kmeans = faiss.Kmeans(normed.shape[1], k_hat, niter=100, verbose=False, min_points_per_centroid=1,
+                          seed=1234 + seed)
     for cls in range(c):
         kmeans.train(np.ascontiguousarray(normed[order[n_pos:, cls]]))
         centres = kmeans.centroids / np.linalg.norm(kmeans.centroids, axis=1, keepdims=True)
         members = labels == cls
         known[members] = prior[cls] * similarity[members, cls] > (normed[members] @ centres.T).max(1)
     total = time.perf_counter() - started
-    return {"labels": labels, "known": known, "k": k_hat, "seconds": total, "tsne_s": tsne_s, "select_s": select_s,
-            "prototype_s": total - tsne_s - select_s, "silhouettes": scores, "projection": projection}
+    return {"labels": labels, "known": known, "k": k_hat, "seconds": total, "tsne_s": tsne_s,
+            "select_s": select_s, "prototype_s": total - tsne_s - select_s, "silhouettes": scores,
+            "projection": projection}
 
 
 def sfda_global_step(feats: torch.Tensor, probs: torch.Tensor, coefficients, seed: int = 0) -> dict:
@@ -100,8 +105,8 @@ def sfda_global_step(feats: torch.Tensor, probs: torch.Tensor, coefficients, see
     select_s = time.perf_counter() - started
     out = one_vs_all_pseudo_labels(feats, probs, coef, seed=seed)
     total = time.perf_counter() - started
-    return {"labels": out["labels"].numpy(), "known": out["known"].numpy(), "k": int(probs.shape[1] * coef), "seconds": total,
-            "select_s": select_s, "prototype_s": total - select_s, "silhouettes": scores}
+    return {"labels": out["labels"].numpy(), "known": out["known"].numpy(), "k": int(probs.shape[1] * coef),
+            "seconds": total, "select_s": select_s, "prototype_s": total - select_s, "silhouettes": scores}
 
 
 def pseudo_label(result: dict, num_classes: int) -> np.ndarray:
@@ -119,25 +124,35 @@ def main() -> None:
     ours = sfda_global_step(feats, probs, GLC_COEFFICIENTS)
     print(f"sfda: {ours['seconds']:.1f}s, K={ours['k']}, silhouettes {ours['silhouettes']}", flush=True)
     official = official_global_step(feats.numpy(), probs.numpy(), GLC_COEFFICIENTS)
-    print(f"official: {official['seconds']:.1f}s (t-SNE {official['tsne_s']:.1f}s, K sweep {official['select_s']:.1f}s, "
-          f"prototypes {official['prototype_s']:.1f}s), K={official['k']}, silhouettes {official['silhouettes']}", flush=True)
+    print(f"official: {official['seconds']:.1f}s (t-SNE {official['tsne_s']:.1f}s, K sweep "
+          f"{official['select_s']:.1f}s, prototypes {official['prototype_s']:.1f}s), K={official['k']}, "
+          f"silhouettes {official['silhouettes']}", flush=True)
     agreement = float((pseudo_label(ours, c) == pseudo_label(official, c)).mean())
     # how much the official procedure agrees with itself under other k-means seeds (same t-SNE embedding)
-    reruns = [official_global_step(feats.numpy(), probs.numpy(), GLC_COEFFICIENTS, seed=s, projection=official["projection"])
+    reruns = [official_global_step(feats.numpy(), probs.numpy(), GLC_COEFFICIENTS, seed=s,
+                                   projection=official["projection"])
               for s in (1, 2)]
-    self_agreement = float(np.mean([(pseudo_label(r, c) == pseudo_label(official, c)).mean() for r in reruns]))
-    print(f"agreement sfda vs official {agreement:.4f}; official vs itself (other seeds) {self_agreement:.4f}", flush=True)
+    self_agreement = float(np.mean([(pseudo_label(r, c) == pseudo_label(official, c)).mean()
+                                    for r in reruns]))
+    print(f"agreement sfda vs official {agreement:.4f}; official vs itself (other seeds) "
+          f"{self_agreement:.4f}", flush=True)
     label_agreement = float((ours["labels"] == official["labels"]).mean())
     note = f"N={n} x {feats.shape[1]}-d; official K={official['k']}, sfda K={ours['k']}"
-    rows = [row(BENCH, SETTING, "glc (official procedure)", "seconds", official["seconds"], official["seconds"],
-                notes=f"{note}; t-SNE {official['tsne_s']:.1f}s, K sweep {official['select_s']:.1f}s, prototypes {official['prototype_s']:.1f}s"),
+    rows = [row(BENCH, SETTING, "glc (official procedure)", "seconds", official["seconds"],
+                official["seconds"],
+                notes=f"{note}; t-SNE {official['tsne_s']:.1f}s, K sweep {official['select_s']:.1f}s, "
+                      f"prototypes {official['prototype_s']:.1f}s"),
             row(BENCH, SETTING, "glc", "seconds", ours["seconds"], ours["seconds"],
                 notes=f"{note}; K selection {ours['select_s']:.1f}s, prototypes {ours['prototype_s']:.1f}s"),
-            row(BENCH, SETTING, "glc", "speedup", official["seconds"] / ours["seconds"], official["seconds"] + ours["seconds"], notes=note),
+            row(BENCH, SETTING, "glc", "speedup", official["seconds"] / ours["seconds"],
+                official["seconds"] + ours["seconds"], notes=note),
             row(BENCH, SETTING, "glc", "agreement", agreement, 0.0,
-                notes=f"{note}; same pseudo-label (class or unknown); class c_n alone agrees on {label_agreement:.4f}"),
-            row(BENCH, SETTING, "glc (official procedure, other k-means seeds)", "agreement", self_agreement, 0.0,
-                notes=f"{note}; the official procedure vs itself with k-means seeds 1 and 2 (mean): its own run-to-run spread")]
+                notes=f"{note}; same pseudo-label (class or unknown); class c_n alone agrees on "
+                      f"{label_agreement:.4f}"),
+            row(BENCH, SETTING, "glc (official procedure, other k-means seeds)", "agreement", self_agreement,
+                0.0,
+                notes=f"{note}; the official procedure vs itself with k-means seeds 1 and 2 (mean): its own "
+                      "run-to-run spread")]
     path = append_rows("glc_global_step", rows)
     print(f"speedup {official['seconds'] / ours['seconds']:.1f}x, agreement {agreement:.4f} -> {path.name}")
 

@@ -32,7 +32,8 @@ class MnistAsSvhn(Dataset):
         from torchvision import transforms
 
         self.images = images
-        self.transform = transforms.Compose([transforms.Resize(32), transforms.Lambda(lambda x: x.convert("RGB")),
+        self.transform = transforms.Compose([transforms.Resize(32),
+                                             transforms.Lambda(lambda x: x.convert("RGB")),
                                              transforms.ToTensor(), transforms.Normalize(mean, std)])
 
     def __len__(self) -> int:
@@ -60,7 +61,8 @@ def official_epoch(samples: int, workers: int) -> dict:
     from sfda.data.digits import load_digits_split
     from sfda.models import ExternalModel, wrap_external
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"), resolve=True)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"),
+                                    resolve=True)
     args, source = recipe["model"]["init_args"], recipe["model"]["init_args"]["source"]
     model = wrap_external(ExternalModel(**source)).build()
     images, _ = load_digits_split("mnist", "train")
@@ -69,7 +71,8 @@ def official_epoch(samples: int, workers: int) -> dict:
     label_pass = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=workers, drop_last=False)
     model.head.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args["optim"]["lr"], momentum=0.9, nesterov=True, weight_decay=1e-3)
+    optimizer = torch.optim.SGD(params, lr=args["optim"]["lr"], momentum=0.9, nesterov=True,
+                                weight_decay=1e-3)
     total = len(train) * recipe["trainer"]["max_epochs"]
 
     started = time.perf_counter()
@@ -91,7 +94,8 @@ def official_epoch(samples: int, workers: int) -> dict:
         _, logits = model(x)
         p = logits.softmax(1)
         marginal = p.mean(0)
-        loss = args["beta"] * F.cross_entropy(logits, pseudo[index]) + (-(p * torch.log(p + 1e-5)).sum(1)).mean() \
+        loss = args["beta"] * F.cross_entropy(logits, pseudo[index]) \
+            + (-(p * torch.log(p + 1e-5)).sum(1)).mean() \
             + (marginal * torch.log(marginal + 1e-5)).sum()
         optimizer.zero_grad()
         loss.backward()
@@ -103,7 +107,8 @@ def official_epoch(samples: int, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=60000)
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (the official default is 4)")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="DataLoader workers (the official default is 4)")
     parser.add_argument("--no-record", action="store_true", help="print only (a smoke run)")
     args = parser.parse_args()
     out = official_epoch(args.samples, args.workers)
@@ -112,11 +117,11 @@ def main() -> None:
     if args.no_record:
         return
     setting = f"closed, {args.samples} target images/epoch"
-    note = (f"benchmarks/official_shot_epoch.py: the official uda_digit.py machinery (torchvision PIL transforms, "
-            f"{args.workers} loader workers, NCHW, batch-64 label pass, scipy cdist), no validation; label pass "
-            f"{out['label_s']:.1f}s + training {out['train_s']:.1f}s")
-    path = append_rows("speed", [row("svhn->mnist", setting, "shot (official-script procedure)", "epoch-seconds",
-                                     out["total_s"], out["total_s"], epochs=1, notes=note)])
+    note = ("benchmarks/official_shot_epoch.py: the official uda_digit.py machinery (torchvision PIL "
+            f"transforms, {args.workers} loader workers, NCHW, batch-64 label pass, scipy cdist), no "
+            f"validation; label pass {out['label_s']:.1f}s + training {out['train_s']:.1f}s")
+    path = append_rows("speed", [row("svhn->mnist", setting, "shot (official-script procedure)",
+                                     "epoch-seconds", out["total_s"], out["total_s"], epochs=1, notes=note)])
     print(f"-> {path.name}")
 
 

@@ -30,8 +30,8 @@ VARIANTS = {  # method name -> (recipe, extra overrides, setting)
     "pose_sfda_no_contrastive_im": ("pose_sfda", ["--model.init_args.target_relevant=false"], "ablation"),
     "pose_sfda_temperature_0.05": ("pose_sfda", ["--model.init_args.temperature=0.05"], "deviation"),
 }
-NAMES = {"source_only": "source-only", "adabn": "adabn", "mean_teacher": "mean-teacher", "pose_sfda": "pose-sfda",
-         "pose_sfda_no_source_protect": "pose-sfda w/o source-protect",
+NAMES = {"source_only": "source-only", "adabn": "adabn", "mean_teacher": "mean-teacher",
+         "pose_sfda": "pose-sfda", "pose_sfda_no_source_protect": "pose-sfda w/o source-protect",
          "pose_sfda_no_contrastive_im": "pose-sfda w/o contrastive+IM",
          "pose_sfda_temperature_0.05": "pose-sfda, temperature 0.05"}
 PCK_NOTE = "PCK@0.05 of the heatmap size (24-pixel heatmaps), 500 target test figures"
@@ -40,11 +40,12 @@ PCK_NOTE = "PCK@0.05 of the heatmap size (24-pixel heatmaps), 500 target test fi
 def scores(name: str, setting: str, results: dict, seconds: float, epochs: int) -> list[dict]:
     rows = [row(BENCHMARK, setting, name, "pck", results["target/pck"], seconds, run=results, epochs=epochs,
                 notes=PCK_NOTE),
-            row(BENCHMARK, setting, name, "pck-box", results["target/pck_box"], seconds, run=results, epochs=epochs,
-                notes="PCK@0.2 of the person box's longer side")]
+            row(BENCHMARK, setting, name, "pck-box", results["target/pck_box"], seconds, run=results,
+                epochs=epochs, notes="PCK@0.2 of the person box's longer side")]
     if epochs:
-        rows.append(row(BENCHMARK, setting, name, "epoch-seconds", results["timing/epoch_s"], seconds, run=results,
-                        epochs=epochs, notes="mean training-epoch wall time, 1 torch thread, incl. evaluation"))
+        rows.append(row(BENCHMARK, setting, name, "epoch-seconds", results["timing/epoch_s"], seconds,
+                        run=results, epochs=epochs,
+                        notes="mean training-epoch wall time, 1 torch thread, incl. evaluation"))
     return rows
 
 
@@ -52,7 +53,8 @@ def train(recipe: str, name: str) -> list[dict]:
     results, seconds = run_cli("fit", f"recipes/pose/figures/{recipe}.yaml", RUNS / recipe,
                                "--model.init_args.overwrite_artifact=true")
     return [row(BENCHMARK, "closed", name, "source-pck", results["source_val/best_pck"], seconds, run=results,
-                epochs=int(results["epochs"]), notes="PCK@0.05 on the held-out tenth of its TRAINING figures")]
+                epochs=int(results["epochs"]),
+                notes="PCK@0.05 on the held-out tenth of its TRAINING figures")]
 
 
 def run(method: str) -> list[dict]:
@@ -66,11 +68,13 @@ def run(method: str) -> list[dict]:
     recipe, extra, setting = VARIANTS[method]
     command = "test" if method == "source_only" else "fit"
     results, seconds = run_cli(command, f"recipes/pose/figures/{recipe}.yaml", RUNS / method, *extra)
-    return scores(NAMES[method], setting, results, seconds, int(results.get("epochs", 0)) if command == "fit" else 0)
+    return scores(NAMES[method], setting, results, seconds,
+                  int(results.get("epochs", 0)) if command == "fit" else 0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["source", *VARIANTS, "oracle"])
     args = parser.parse_args()
     for method in args.methods:

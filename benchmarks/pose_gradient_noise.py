@@ -68,7 +68,8 @@ def main() -> None:
         print(f"L_S after one step: float64 {loss64:.3e}, float32 {loss32:.3e}")
         print(
             f"gradient norm {exact.norm():.3e}; float32 vs float64: relative error "
-            f"{(rounded - exact).norm() / exact.norm():.3e}, sign agreement {(rounded.sign() == exact.sign()).double().mean():.4f}"
+            f"{(rounded - exact).norm() / exact.norm():.3e}, sign agreement "
+            f"{(rounded.sign() == exact.sign()).double().mean():.4f}"
         )
         print(
             f"float32, inputs x (1 + 1e-7): relative change {(moved - rounded).norm() / rounded.norm():.3e}, "

@@ -36,11 +36,14 @@ def rows_of(run: Path, setting: str, threads: int, seconds: float) -> list[dict]
     notes = ("wall seconds of the whole command (start-up, source-only evaluation, training, per-epoch "
              "evaluation on the 10k MNIST test split) on this repository's 2-core CPU machine")
     epochs = int(results["epochs"])
-    return [row("svhn->mnist", name, "source-only", "acc", results["source_only/acc"], seconds, run=commit, epochs=0),
-            row("svhn->mnist", name, "shot", "acc", results["target/acc"], seconds, run=commit, epochs=epochs),
-            row("svhn->mnist", name, "shot", "acc-per-class", results["target/acc_per_class"], seconds, run=commit,
+    return [row("svhn->mnist", name, "source-only", "acc", results["source_only/acc"], seconds, run=commit,
+                epochs=0),
+            row("svhn->mnist", name, "shot", "acc", results["target/acc"], seconds, run=commit,
                 epochs=epochs),
-            row("svhn->mnist", name, "shot", "wall-seconds", seconds, seconds, run=commit, epochs=epochs, notes=notes)]
+            row("svhn->mnist", name, "shot", "acc-per-class", results["target/acc_per_class"], seconds,
+                run=commit, epochs=epochs),
+            row("svhn->mnist", name, "shot", "wall-seconds", seconds, seconds, run=commit, epochs=epochs,
+                notes=notes)]
 
 
 def run(setting: str, threads: int) -> list[dict]:
@@ -56,7 +59,8 @@ def run(setting: str, threads: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "record"])
     parser.add_argument("run_dir", nargs="?", type=Path, help="record: the run folder")
     parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)

@@ -14,9 +14,10 @@ import re
 
 from common import RESULTS, ROOT
 
-METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
-                "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
-                "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice",
+                "source-val-acc", "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
+                "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead",
+                "speedup", "agreement"]
 FIRST = ("quickstart",)  # the README's results start with the quickstart's own comparison
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -32,12 +33,14 @@ def fmt(metric: str, value: float) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    metrics = sorted({r["metric"] for r in rows}, key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
+    metrics = sorted({r["metric"] for r in rows},
+                     key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else 99, m))
     first_seen = {}
     for r in rows:  # group rows: benchmark, then setting ('closed' first), each in order of first appearance
         first_seen.setdefault(("b", r["benchmark"]), len(first_seen))
         first_seen.setdefault(("s", r["setting"]), len(first_seen))
-    rows = sorted(rows, key=lambda r: (first_seen[("b", r["benchmark"])], r["setting"] != "closed", first_seen[("s", r["setting"])]))
+    rows = sorted(rows, key=lambda r: (first_seen[("b", r["benchmark"])], r["setting"] != "closed",
+                                       first_seen[("s", r["setting"])]))
     keys: dict[tuple, dict] = {}
     for r in rows:
         cell = keys.setdefault((r["benchmark"], r["setting"], r["method"]), {"epochs": r.get("epochs", "")})
@@ -45,7 +48,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| benchmark | setting | method | epochs | " + " | ".join(metrics) + " |",
              "|---" * (4 + len(metrics)) + "|"]
     for (bench, setting, method), cell in keys.items():
-        lines.append(f"| {bench} | {setting} | {method} | {cell['epochs']} | " + " | ".join(cell.get(m, "") for m in metrics) + " |")
+        lines.append(f"| {bench} | {setting} | {method} | {cell['epochs']} | "
+                     + " | ".join(cell.get(m, "") for m in metrics) + " |")
     return "\n".join(lines)
 
 
@@ -77,7 +81,8 @@ def main() -> None:
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme}: missing the {START} / {END} markers")
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{render()}\n{END}", text, flags=re.S)
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{render()}\n{END}", text,
+                 flags=re.S)
     readme.write_text(new)
     print(f"{readme}: results tables rewritten")
 

@@ -250,7 +250,8 @@ def main() -> None:
             stored = [r for r in stored_runs(benchmark) if r["method"] != method] + runs
             path.write_text(json.dumps(stored, indent=0))
         every = stored_runs(benchmark)  # every method measured so far, this invocation's or not
-        scatter(benchmark, [[r for r in every if r["method"] == m] for m in dict.fromkeys(r["method"] for r in every)])
+        methods = dict.fromkeys(r["method"] for r in every)
+        scatter(benchmark, [[r for r in every if r["method"] == m] for m in methods])
 
 
 

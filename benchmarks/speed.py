@@ -30,8 +30,9 @@ ONE_EPOCH = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--train
 
 
 def sfda_epoch(method: str, train_subset: int) -> dict:
-    results, seconds = run_cli("fit", f"recipes/digits/svhn_mnist/{method}.yaml", ROOT / "benchmarks" / "runs" / "speed" / method,
-                               *ONE_EPOCH, f"--data.init_args.train_subset={train_subset}")
+    results, seconds = run_cli("fit", f"recipes/digits/svhn_mnist/{method}.yaml",
+                               ROOT / "benchmarks" / "runs" / "speed" / method, *ONE_EPOCH,
+                               f"--data.init_args.train_subset={train_subset}")
     return {**results, "process_seconds": seconds}
 
 
@@ -58,7 +59,8 @@ def plain_loop(train_subset: int, channels_last: bool = True) -> float:
     from sfda.models import ExternalModel, wrap_external
     from sfda.pseudo_labels import centroid_labels
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"), resolve=True)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "recipes/digits/svhn_mnist/shot.yaml"),
+                                    resolve=True)
     args = recipe["model"]["init_args"]
     artifact = wrap_external(ExternalModel(**args["source"]))
     model = artifact.build()
@@ -71,14 +73,16 @@ def plain_loop(train_subset: int, channels_last: bool = True) -> float:
     groups = model.parameter_groups()
     opt_cfg, beta = args["optim"], args["beta"]
     params = [p for p in groups["backbone"] + groups["bottleneck"] if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=opt_cfg["lr"], momentum=0.9, nesterov=True, weight_decay=opt_cfg["weight_decay"])
+    optimizer = torch.optim.SGD(params, lr=opt_cfg["lr"], momentum=0.9, nesterov=True,
+                                weight_decay=opt_cfg["weight_decay"])
     total = len(train) * recipe["trainer"]["max_epochs"]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + 10 * t / total) ** -0.75)
 
     started = time.perf_counter()
     model.eval()
     with torch.no_grad():
-        outputs = [(batch["index"], *model(batch["image"].contiguous(memory_format=layout))) for batch in bank]
+        outputs = [(batch["index"], *model(batch["image"].contiguous(memory_format=layout)))
+                   for batch in bank]
     index = torch.cat([o[0] for o in outputs])
     features = torch.cat([o[1] for o in outputs])
     probs = torch.cat([o[2] for o in outputs]).softmax(1)
@@ -100,21 +104,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-subset", type=int, default=10000, help="target training images per epoch")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--repeats", type=int, default=2, help="alternating sfda/plain SHOT epochs for the overhead ratio (0: skip it)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="alternating sfda/plain SHOT epochs for the overhead ratio (0: skip it)")
     args = parser.parse_args()
     n = args.train_subset
     setting = f"closed, {n} target images/epoch"
     rows = []
     for method in args.methods:
         r = sfda_epoch(method, n)
-        note = f"one `sfda fit` epoch on {n} MNIST images, no validation; torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}"
-        rows += [row(BENCH, setting, METHODS[method], "epoch-seconds", r["timing/epoch_s"], r["process_seconds"], run=r, epochs=1, notes=note),
-                 row(BENCH, setting, METHODS[method], "images-per-s", r["timing/train_images_per_s"], r["process_seconds"], run=r, epochs=1,
-                     notes=note)]
+        note = (f"one `sfda fit` epoch on {n} MNIST images, no validation; torch threads "
+                f"{os.environ.get('OMP_NUM_THREADS', 'default')}")
+        rows += [row(BENCH, setting, METHODS[method], "epoch-seconds", r["timing/epoch_s"],
+                     r["process_seconds"], run=r, epochs=1, notes=note),
+                 row(BENCH, setting, METHODS[method], "images-per-s", r["timing/train_images_per_s"],
+                     r["process_seconds"], run=r, epochs=1, notes=note)]
         if "timing/engine_share" in r:
-            rows.append(row(BENCH, setting, METHODS[method], "engine-share", r["timing/engine_share"], r["process_seconds"], run=r,
-                            epochs=1, notes="engine seconds (pseudo-label passes, clustering, bank writes, kNN) / epoch seconds"))
-        print(method, json.dumps({k: round(v, 3) for k, v in r.items() if k.startswith("timing/")}), flush=True)
+            rows.append(row(BENCH, setting, METHODS[method], "engine-share", r["timing/engine_share"],
+                            r["process_seconds"], run=r, epochs=1,
+                            notes="engine seconds (pseudo-label passes, clustering, bank writes, kNN) / "
+                                  "epoch seconds"))
+        print(method, json.dumps({k: round(v, 3) for k, v in r.items() if k.startswith("timing/")}),
+              flush=True)
     if args.repeats == 0:  # per-method rows only
         print(f"-> {append_rows('speed', rows).name}")
         return
@@ -126,11 +136,16 @@ def main() -> None:
     contiguous_s = plain_epoch(n, channels_last=False)
     print(f"plain loop, contiguous layout (as the official code): {contiguous_s:.2f}s", flush=True)
     best_sfda, best_plain = min(sfda_s), min(plain_s)
-    rows += [row(BENCH, setting, "shot", "overhead", best_sfda / best_plain, sum(sfda_s) + sum(plain_s), epochs=1,
-                 notes=f"best of {args.repeats}: sfda {best_sfda:.2f}s / plain PyTorch loop {best_plain:.2f}s per SHOT epoch"),
-             row(BENCH, setting, "shot (plain PyTorch loop)", "epoch-seconds", best_plain, sum(plain_s), epochs=1,
-                 notes="reference loop in benchmarks/speed.py, same math, data pipeline and channels-last layout, no Lightning"),
-             row(BENCH, setting, "shot (plain PyTorch loop, contiguous)", "epoch-seconds", contiguous_s, contiguous_s, epochs=1,
+    rows += [row(BENCH, setting, "shot", "overhead", best_sfda / best_plain, sum(sfda_s) + sum(plain_s),
+                 epochs=1,
+                 notes=f"best of {args.repeats}: sfda {best_sfda:.2f}s / plain PyTorch loop "
+                       f"{best_plain:.2f}s per SHOT epoch"),
+             row(BENCH, setting, "shot (plain PyTorch loop)", "epoch-seconds", best_plain, sum(plain_s),
+                 epochs=1,
+                 notes="reference loop in benchmarks/speed.py, same math, data pipeline and channels-last "
+                       "layout, no Lightning"),
+             row(BENCH, setting, "shot (plain PyTorch loop, contiguous)", "epoch-seconds", contiguous_s,
+                 contiguous_s, epochs=1,
                  notes="the same loop in the default NCHW layout, as the official SHOT code runs")]
     path = append_rows("speed", rows)
     print(f"overhead ratio {best_sfda / best_plain:.3f} -> {path.name}")

@@ -24,7 +24,8 @@ from .run_checks import checkpoint_method
 def git_commit(cwd: str | Path = ".") -> str | None:
     """HEAD commit of the git checkout at ``cwd`` (None outside one)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
@@ -36,8 +37,9 @@ def versions() -> dict[str, str]:
 
     import sfda
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "lightning": lightning.__version__, "sfda": getattr(sfda, "__version__", "unknown")}
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__,
+            "sfda": getattr(sfda, "__version__", "unknown")}
 
 
 def _scalar(value) -> float | None:
@@ -97,8 +99,8 @@ class RunRecorder(Callback):
             info = {"stage": stage, "task": task_of(method), "method": method.__name__,
                     "method_class": f"{method.__module__}.{method.__name__}",
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
-                    "git_commit": git_commit(), "processes": trainer.world_size, "precision": str(trainer.precision),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    "git_commit": git_commit(), "processes": trainer.world_size,
+                    "precision": str(trainer.precision), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "run_info.json").write_text(json.dumps(info, indent=2))
 
@@ -118,12 +120,14 @@ class RunRecorder(Callback):
         pl_module.log("time/epoch_s", self.epoch_seconds[-1], on_step=False, on_epoch=True, sync_dist=False)
 
     def _timings(self, trainer, pl_module) -> dict[str, float]:
-        out = {f"timing/{phase}_s": seconds for phase, seconds in getattr(pl_module, "stopwatch", None).totals.items()} \
+        out = {f"timing/{phase}_s": seconds
+               for phase, seconds in getattr(pl_module, "stopwatch", None).totals.items()} \
             if hasattr(pl_module, "stopwatch") else {}
         if self.epoch_seconds:
             epoch_s = sum(self.epoch_seconds) / len(self.epoch_seconds)
             out["timing/epoch_s"] = epoch_s
-            global_batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
+            global_batch = (getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None
+                            else None)
             if global_batch and trainer.num_training_batches not in (None, float("inf")):
                 out["timing/train_images_per_s"] = trainer.num_training_batches * global_batch / epoch_s
             out["timing/validation_s"] = self.validation_seconds
@@ -221,7 +225,8 @@ class StepSeeder(Callback):
     before (Lightning's loop restart does): a resumed run draws the same numbers as an
     uninterrupted one. Augmentations are seeded per sample by the sampler instead."""
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch,
+                             batch_idx: int) -> None:
         seed = (int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000003 + trainer.global_step * 1009
                 + trainer.global_rank) % 2**31
         seed_generators(seed)
@@ -251,7 +256,8 @@ class PredictionCSV(BasePredictionWriter):
         if not predictions:
             return
         rows = {k: torch.cat([p[k] for p in predictions]) for k in ("index", "prediction", "confidence")}
-        gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in rows.items()} if trainer.world_size > 1 else rows
+        gathered = {k: pl_module.all_gather(v).reshape(-1).cpu()
+                    for k, v in rows.items()} if trainer.world_size > 1 else rows
         log_dir = own_run_dir(trainer)
         if not trainer.is_global_zero or log_dir is None:
             return

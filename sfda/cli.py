@@ -67,7 +67,8 @@ class SFDACLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--channels_last", type=bool, default=True,
-                            help="keep conv weights and image batches channels-last (same math, faster convolutions)")
+                            help="keep conv weights and image batches channels-last (same math, faster "
+                                 "convolutions)")
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
                             "evaluation pass): predictions before/after, a feature projection, overlays")
@@ -188,7 +189,8 @@ class SFDACLI(LightningCLI):
         if config.get("sync_batchnorm"):  # torch's SyncBatchNorm refuses CPU; ours works on any device
             config["sync_batchnorm"] = False
             plugins = config.get("plugins") or []
-            config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]), GlobalBatchNormSync()]
+            config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]),
+                                 GlobalBatchNormSync()]
         callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder()]  # each task adds its writers
         options = self.config.get(self.subcommand, {})
         if options.get("channels_last", True):

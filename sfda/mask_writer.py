@@ -32,7 +32,8 @@ def to_original_grid(mask: torch.Tensor, affine: torch.Tensor, original: Geometr
     return np.asarray(out[0].round().cpu().numpy(), dtype=np.uint8)
 
 
-def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, path: Path, rows: int = 3) -> Path:
+def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, path: Path,
+                rows: int = 3) -> Path:
     """PNG of ``rows`` slices along ``axis`` (at 25/50/75% of the foreground extent): one panel per
     entry of ``masks`` (e.g. source-only, adapted, reference), mask in red over the grey image.
     ``image (X, Y, Z)`` in [0, 1]; masks ``(X, Y, Z)`` int. Panel names are written in the first row."""
@@ -73,7 +74,8 @@ class MaskWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.mask_format = mask_format
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0):
         run = own_run_dir(trainer)
         if not trainer.is_global_zero or run is None:
             return

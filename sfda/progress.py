@@ -23,8 +23,8 @@ def track(items: Iterable[T], description: str, enabled: bool = True) -> Iterato
     )
 
     total = len(items) if hasattr(items, "__len__") else None
-    columns = [TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
+    columns = [TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(description, total=total)
         for item in items:

@@ -1,9 +1,10 @@
-"""Run as a script: 2 gloo processes check the engine's autograd collectives against one process on the whole batch:
+"""Run as a script: 2 gloo processes check the engine's autograd collectives against one process on the
+whole batch:
 GlobalBatchNorm on half batches vs BatchNorm2d, an IM-style global-marginal loss through ``gather_with_grad``,
 and the engine's target pass (``collect_rows``: fixed and variable-length rows per sample, padded
 duplicates dropped).
-Each process writes '<out dir>/rank<r>.txt' = 'ok' when outputs, running variance and gradients match, else the
-list of checks; usage: collectives_worker.py <port> <out dir>."""
+Each process writes '<out dir>/rank<r>.txt' = 'ok' when outputs, running variance and gradients match,
+else the list of checks; usage: collectives_worker.py <port> <out dir>."""
 
 import os
 import sys
@@ -42,7 +43,8 @@ def gather_checks(rank: int) -> list[bool]:
     loss = marginal_entropy(gather_with_grad(mine))
     loss.backward()
     # every rank holds the same global loss; DDP averages gradients over the 2 processes
-    return [torch.allclose(loss.detach(), marginal_entropy(logits.detach())), torch.allclose(mine.grad / 2, logits.grad[part], atol=1e-7)]
+    return [torch.allclose(loss.detach(), marginal_entropy(logits.detach())),
+            torch.allclose(mine.grad / 2, logits.grad[part], atol=1e-7)]
 
 
 def sample_rows(index: torch.Tensor) -> dict:
@@ -78,7 +80,8 @@ def worker(rank: int, port: str, out: str) -> None:
     w_grad = bn.weight.grad.clone()
     dist.all_reduce(w_grad)
     checks = [torch.allclose(y, y_ref[part], atol=1e-5), torch.allclose(w_grad / 2, w_grad_ref, atol=1e-6),
-              torch.allclose(bn.running_var, var_ref, atol=1e-6), torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
+              torch.allclose(bn.running_var, var_ref, atol=1e-6),
+              torch.allclose(xp.grad / 2, x_grad_ref[part], atol=1e-7)]
     checks += gather_checks(rank) + pass_checks(rank)
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as handle:
         handle.write("ok" if all(checks) else f"mismatch {checks}")

@@ -19,7 +19,8 @@ DIGIT_INPUT = ["--data.init_args.input.size=28", "--data.init_args.input.channel
                "--data.init_args.input.mean=[0.5]", "--data.init_args.input.std=[0.5]"]
 
 
-def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None,
+             check: bool = True) -> subprocess.CompletedProcess:
     """Run the real `sfda` command in a subprocess (1 torch thread, no progress bar)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
     full_env.pop("SFDA_RUN_VERSION", None)
@@ -27,7 +28,8 @@ def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool 
                           cwd=cwd, env=full_env, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=900)
     if check and done.returncode != 0:
-        raise AssertionError(f"sfda {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        raise AssertionError(f"sfda {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return done
 
 
@@ -48,8 +50,9 @@ def mnist_source(tmp_path_factory) -> Path:
     """A LeNet source artifact trained by `sfda fit` on real MNIST (subset, 1 epoch)."""
     root = tmp_path_factory.mktemp("source")
     run_sfda("fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/source.yaml"),
-             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=1", f"--model.init_args.artifact={root}/source.pt",
-             "--data.init_args.train_subset=3000", "--data.init_args.eval_subset=500")
+             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=1",
+             f"--model.init_args.artifact={root}/source.pt", "--data.init_args.train_subset=3000",
+             "--data.init_args.eval_subset=500")
     artifact = root / "source.pt"
     assert artifact.exists()
     assert results_of(root)["source_val/best_acc"] > 0.5  # the score that chose the weights is reported

@@ -31,11 +31,12 @@ def test_method_adapts_and_writes_a_run_directory(method, precision, mnist_sourc
              f"--trainer.precision={precision}", *SMALL)
     run = tmp_path / "version_0"
     results = results_of(tmp_path)
-    for key in ("target/acc", "target/acc_per_class", "source_only/acc", "label_free/entropy", "label_free/im",
-                "label_free/snd", "wall_s"):
+    for key in ("target/acc", "target/acc_per_class", "source_only/acc", "label_free/entropy",
+                "label_free/im", "label_free/snd", "wall_s"):
         assert key in results and results[key] == results[key], key  # present and not NaN
     assert 0.0 <= results["target/acc"] <= 1.0
-    assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists() and (run / "metrics.csv").exists()
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists() \
+        and (run / "metrics.csv").exists()
     info = json.loads((run / "run_info.json").read_text())
     assert info["seed"] == 0 and info["versions"]["torch"] and info["precision"] == precision
 
@@ -43,9 +44,12 @@ def test_method_adapts_and_writes_a_run_directory(method, precision, mnist_sourc
 @pytest.mark.slow  # a CLI subprocess run
 def test_source_only_test_and_predict_write_results(mnist_source, tmp_path):
     recipe = str(ROOT / "recipes/digits/mnist_optdigits/source_only.yaml")
-    run_sfda("test", "--config", recipe, f"--model.init_args.source={mnist_source}", f"--trainer.default_root_dir={tmp_path}")
-    assert results_of(tmp_path)["target/acc"] > 0.3  # a real MNIST model on real optdigits is far above chance
-    run_sfda("predict", "--config", recipe, f"--model.init_args.source={mnist_source}", f"--trainer.default_root_dir={tmp_path}")
+    run_sfda("test", "--config", recipe, f"--model.init_args.source={mnist_source}",
+             f"--trainer.default_root_dir={tmp_path}")
+    # a real MNIST model on real optdigits is far above chance
+    assert results_of(tmp_path)["target/acc"] > 0.3
+    run_sfda("predict", "--config", recipe, f"--model.init_args.source={mnist_source}",
+             f"--trainer.default_root_dir={tmp_path}")
     lines = (tmp_path / "version_1" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "index,prediction,class_name,confidence" and len(lines) == 1 + 359
 

@@ -41,7 +41,8 @@ def test_source_role_holds_out_ten_percent():
 @pytest.mark.parametrize("world", [2, 4])
 def test_global_batches_do_not_depend_on_process_count(world):
     single = list(GlobalBatchSampler(103, 8, shuffle=True, drop_last=True, seed=3))
-    shards = [list(GlobalBatchSampler(103, 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=world)) for r in range(world)]
+    shards = [list(GlobalBatchSampler(103, 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=world))
+              for r in range(world)]
     assert all(len(s) == len(single) for s in shards)
     for step, batch in enumerate(single):
         assert sum((s[step] for s in shards), []) == batch
@@ -65,10 +66,12 @@ def test_training_augmentation_is_seeded_per_sample_not_by_global_state():
 
 
 def test_evaluation_sampler_covers_every_sample_once():
-    shards = [list(GlobalBatchSampler(21, 8, shuffle=False, drop_last=False, rank=r, world_size=2)) for r in range(2)]
+    shards = [list(GlobalBatchSampler(21, 8, shuffle=False, drop_last=False, rank=r, world_size=2))
+              for r in range(2)]
     seen = sorted(i for s in shards for b in s for i in b)
     assert seen == list(range(21))
-    assert [len(GlobalBatchSampler(21, 8, False, False, rank=r, world_size=2)) for r in range(2)] == [len(s) for s in shards]
+    lengths = [len(GlobalBatchSampler(21, 8, False, False, rank=r, world_size=2)) for r in range(2)]
+    assert lengths == [len(s) for s in shards]
 
 
 def test_image_folder_list_file_and_bad_input(tmp_path):
@@ -89,7 +92,8 @@ def test_image_folder_list_file_and_bad_input(tmp_path):
 
     (tmp_path / "bad.txt").write_text("cat/0.png 7\n")
     with pytest.raises(ValueError, match=r"bad.txt:1: label 7 outside"):
-        ImageFolderDataModule(str(tmp_path / "bad.txt"), class_names=["cat", "dog"], input=InputSpec(size=16)).setup()
+        ImageFolderDataModule(str(tmp_path / "bad.txt"), class_names=["cat", "dog"],
+                              input=InputSpec(size=16)).setup()
     with pytest.raises(FileNotFoundError, match="data.train: .*does not exist"):
         ImageFolderDataModule(str(tmp_path / "missing"), input=InputSpec(size=16)).setup()
 
@@ -115,8 +119,9 @@ def test_fashion_mnist_is_fetched_from_its_debian_package():
     assert dm.class_names[0] == "t-shirt" and len(dm.class_names) == 10
 
 
-@pytest.mark.parametrize("uri, package", [("pypi://no-such-sfda-package==0.0.1/x.bin", "no-such-sfda-package==0.0.1"),
-                                          ("deb://no-such-sfda-package/usr/share/x.bin", "no-such-sfda-package")])
+@pytest.mark.parametrize("uri, package",
+                         [("pypi://no-such-sfda-package==0.0.1/x.bin", "no-such-sfda-package==0.0.1"),
+                          ("deb://no-such-sfda-package/usr/share/x.bin", "no-such-sfda-package")])
 def test_a_failed_fetch_names_the_package_and_the_manual_alternative(uri, package, tmp_path):
     from sfda.data.fetch import FetchError, resolve
 

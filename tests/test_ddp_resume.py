@@ -15,9 +15,11 @@ def checkpoint_state(run_root, name="last.ckpt"):
 @pytest.mark.parametrize("method", ["shot", "nrc", "aad", "tent"])
 def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
     common = ["fit", "--config", str(ROOT / f"recipes/digits/mnist_optdigits/{method}.yaml"),
-              f"--model.init_args.source={mnist_source}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu", *SMALL]
+              f"--model.init_args.source={mnist_source}", "--trainer.max_epochs=1",
+              "--trainer.accelerator=cpu", *SMALL]
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
-    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp", "--trainer.devices=2")
+    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp",
+             "--trainer.devices=2")
     one, two = checkpoint_state(tmp_path / "one"), checkpoint_state(tmp_path / "two")
     assert results_of(tmp_path / "two")["source_only/acc"] == results_of(tmp_path / "one")["source_only/acc"]
     if method == "shot":  # pseudo-labels of the first epoch: from the same source model on 1 or 2 processes
@@ -27,11 +29,14 @@ def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
         assert torch.allclose(two["bank.scores"].sum(1), torch.ones(512), atol=1e-3)
     # the same global batches, BatchNorm of the global batch (the CLI's default) and dropout keyed by sample:
     # the same training trajectory up to float rounding of the all-reduces
-    weights = [k for k, v in one.items() if v.is_floating_point() and k.startswith("network.") and "running" not in k]
+    weights = [k for k, v in one.items() if v.is_floating_point() and k.startswith("network.")
+               and "running" not in k]
     assert weights and all(torch.allclose(one[k], two[k], atol=1e-4) for k in weights), \
         max((one[k] - two[k]).abs().max().item() for k in weights)
-    if method != "tent":  # Tent predicts with the statistics of each process's share of the evaluation batch (by design)
-        assert results_of(tmp_path / "two")["target/acc"] == pytest.approx(results_of(tmp_path / "one")["target/acc"], abs=1 / 256)
+    # Tent predicts with the statistics of each process's share of the evaluation batch (by design)
+    if method != "tent":
+        assert results_of(tmp_path / "two")["target/acc"] == pytest.approx(
+            results_of(tmp_path / "one")["target/acc"], abs=1 / 256)
 
 
 @pytest.mark.slow  # a CLI subprocess run
@@ -44,9 +49,11 @@ def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
     run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}",
              "--trainer.callbacks+=sfda.callbacks.StopAfterEpochs", "--trainer.callbacks.epochs=1")
     last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
-    run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}", f"--ckpt_path={last}")
+    run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}",
+             f"--ckpt_path={last}")
     full = checkpoint_state(tmp_path / "full")
-    resumed = torch.load(tmp_path / "part" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "part" / "version_1" / "checkpoints" / "last.ckpt",
+                         weights_only=True)["state_dict"]
     assert torch.equal(full["bank.features"], resumed["bank.features"])
     assert torch.equal(full["bank.scores"], resumed["bank.scores"])
     assert results_of(tmp_path / "full")["target/acc"] == results_of(tmp_path / "part", 1)["target/acc"]
@@ -54,9 +61,10 @@ def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
 
 @pytest.mark.slow  # a CLI subprocess run
 def test_a_run_that_fails_keeps_its_last_good_checkpoint(mnist_source, tmp_path):
-    recipe = ["fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"), f"--model.init_args.source={mnist_source}",
-              *SMALL, "--trainer.max_epochs=3", f"--trainer.default_root_dir={tmp_path}",
-              "--trainer.callbacks+=faults.PoisonWeightsAtEpoch", "--trainer.callbacks.epoch=1"]
+    recipe = ["fit", "--config", str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"),
+              f"--model.init_args.source={mnist_source}", *SMALL, "--trainer.max_epochs=3",
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=faults.PoisonWeightsAtEpoch",
+              "--trainer.callbacks.epoch=1"]
     done = run_sfda(*recipe, env={"PYTHONPATH": str(ROOT / "tests")}, check=False)
     assert done.returncode != 0
     assert "loss is nan at epoch 1" in done.stderr and "last good checkpoint is kept" in done.stderr
@@ -69,10 +77,12 @@ def test_a_run_that_fails_keeps_its_last_good_checkpoint(mnist_source, tmp_path)
 
 
 def test_the_cli_closes_a_gloo_process_group_it_leaves_open(tmp_path):
-    # Lightning destroys only NCCL groups at exit; an open gloo group aborts the interpreter at exit now and then
+    # Lightning destroys only NCCL groups at exit; an open gloo group aborts the interpreter at exit
+    # now and then
     from sfda.cli import close_process_group
 
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                                         world_size=1)
     close_process_group()
     assert not torch.distributed.is_initialized()
     close_process_group()  # a no-op outside DDP

@@ -57,7 +57,8 @@ def test_cosine_knn_faiss_agrees_with_torch():
 
     bank = torch.randn(300, 8, generator=torch.Generator().manual_seed(1))
     index = torch.arange(20)
-    assert torch.equal(cosine_knn_faiss(bank[index], bank, 4, index)[1], cosine_knn(bank[index], bank, 4, index)[1])
+    assert torch.equal(cosine_knn_faiss(bank[index], bank, 4, index)[1],
+                       cosine_knn(bank[index], bank, 4, index)[1])
 
 
 def shot_reference(features: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -86,7 +87,8 @@ def test_centroid_labels_match_official_shot_procedure():
     ours = centroid_labels(features, probs).numpy()
     assert np.array_equal(ours, shot_reference(features.double().numpy(), probs.double().numpy()))
     assert (ours != 4).all()  # a class with no argmax gets no samples
-    assert (ours == truth.numpy()).mean() > (probs.argmax(1) == truth).float().mean().item()  # clustering corrects labels
+    # clustering corrects labels
+    assert (ours == truth.numpy()).mean() > (probs.argmax(1) == truth).float().mean().item()
 
 
 def test_kmeans_recovers_separated_clusters_deterministically():
@@ -154,7 +156,7 @@ def test_autograd_collectives_on_two_processes_equal_one_process_on_the_whole_ba
     from pathlib import Path
 
     worker = Path(__file__).parent / "collectives_worker.py"
-    done = subprocess.run([sys.executable, str(worker), "29547", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run([sys.executable, str(worker), "29547", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["ok", "ok"]

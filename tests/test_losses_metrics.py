@@ -27,7 +27,8 @@ def test_weighted_neighbour_affinity_matches_loops():
     p = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
     s = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
     w = torch.tensor([[2.0], [0.1]])
-    assert math.isclose(weighted_neighbour_affinity(p, s, w).item(), -(2.0 * 0.5 + 0.1 * 0.0) / 2, rel_tol=1e-6)
+    assert math.isclose(weighted_neighbour_affinity(p, s, w).item(), -(2.0 * 0.5 + 0.1 * 0.0) / 2,
+                        rel_tol=1e-6)
 
 
 def test_snd_matches_brute_force_and_rewards_clusters():

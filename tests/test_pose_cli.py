@@ -14,8 +14,8 @@ from sfda.data.pose_figures import generate
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     root = tmp_path_factory.mktemp("pose_cli")
-    return {"photo": generate(root, "photo", "train", count=16), "test": generate(root, "photo", "test", count=6),
-            "artifact": pose_artifact(root / "pose.pt")}
+    return {"photo": generate(root, "photo", "train", count=16),
+            "test": generate(root, "photo", "test", count=6), "artifact": pose_artifact(root / "pose.pt")}
 
 
 def recipe(figures, *extra: str) -> list[str]:

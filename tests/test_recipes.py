@@ -1,4 +1,5 @@
-"""Every shipped recipe parses against the code's signatures (a renamed argument breaks it here, not in a user's run)."""
+"""Every shipped recipe parses against the code's signatures (a renamed argument breaks it here, not
+in a user's run)."""
 
 import contextlib
 import io

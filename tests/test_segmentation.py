@@ -25,7 +25,8 @@ RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
 def test_weighted_entropy_matches_its_formula():
     probs = torch.softmax(torch.randn(2, 3, 4, 5), dim=1)
     nu = torch.tensor([0.2, 0.3, 0.5])
-    expected = -sum(nu[k] * (probs[:, k] * torch.log(probs[:, k] + 1e-10)).sum() for k in range(3)) / (2 * 4 * 5)
+    expected = -sum(nu[k] * (probs[:, k] * torch.log(probs[:, k] + 1e-10)).sum()
+                    for k in range(3)) / (2 * 4 * 5)
     assert torch.allclose(weighted_entropy(probs, nu), expected)
 
 
@@ -55,7 +56,8 @@ def test_no_nan_when_a_class_is_absent_from_the_batch():
     probs[:, 0] = 1.0  # every pixel certainly background: the brain class is absent
     probs.requires_grad_(True)
     prior = torch.tensor([[1.0, 0.0]] * 4)
-    loss = weighted_entropy(probs, torch.tensor([0.1, 0.9])) + class_ratio_kl(predicted_class_ratio(probs), prior)
+    loss = weighted_entropy(probs, torch.tensor([0.1, 0.9])) \
+        + class_ratio_kl(predicted_class_ratio(probs), prior)
     loss = loss + class_ratio_kl(predicted_class_ratio(probs), prior, "adaent")
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(probs.grad).all()
@@ -63,7 +65,8 @@ def test_no_nan_when_a_class_is_absent_from_the_batch():
 
 # priors ---------------------------------------------------------------------------------------
 def test_prior_from_sizes_puts_the_remainder_in_background():
-    table = prior_from_sizes(torch.tensor([0.2, 0.1]), torch.tensor([[True, True], [False, True], [False, False]]))
+    table = prior_from_sizes(torch.tensor([0.2, 0.1]),
+                             torch.tensor([[True, True], [False, True], [False, False]]))
     assert torch.allclose(table, torch.tensor([[0.7, 0.2, 0.1], [0.9, 0.0, 0.1], [1.0, 0.0, 0.0]]))
 
 
@@ -79,17 +82,20 @@ def test_constant_sizes_with_csv_tags_and_a_missing_id(tmp_path):
 
 
 def test_constant_sizes_with_callable_tags():
-    table = ConstantSizes([0.25], "test_segmentation:tag_odd_slices").table(["v:2:0", "v:2:1"], ["background", "brain"])
+    table = ConstantSizes([0.25], "test_segmentation:tag_odd_slices").table(["v:2:0", "v:2:1"],
+                                                                            ["background", "brain"])
     assert torch.allclose(table, torch.tensor([[1.0, 0.0], [0.75, 0.25]]))
 
 
 def test_constant_sizes_with_label_free_tags_from_source_predictions():
     provider = ConstantSizes([0.25], "source_predictions", min_fraction=0.01)
     assert provider.needs == "source_predictions" and ConstantSizes([0.25]).needs == "nothing"
-    fractions = torch.tensor([[0.6, 0.4], [0.995, 0.005], [0.98, 0.02]])  # predicted sizes, not the constant used
+    # predicted sizes, not the constant used
+    fractions = torch.tensor([[0.6, 0.4], [0.995, 0.005], [0.98, 0.02]])
     table = provider.table(["a", "b", "c"], ["background", "brain"], fractions)
     assert torch.allclose(table, torch.tensor([[0.75, 0.25], [1.0, 0.0], [0.75, 0.25]]))
-    with pytest.raises(ValueError, match=r"model.prior.min_fraction: expected a predicted fraction in \[0, 1\), got 5"):
+    with pytest.raises(ValueError,
+                       match=r"model.prior.min_fraction: expected a predicted fraction in \[0, 1\), got 5"):
         ConstantSizes([0.25], "source_predictions", min_fraction=5)
     with pytest.raises(ValueError, match="neither a .csv file, 'source_predictions' nor an importable"):
         ConstantSizes([0.25], "source_prediction").table(["a"], ["background", "brain"])
@@ -102,7 +108,8 @@ def tag_odd_slices(sample_id: str) -> list[str]:
 def test_image_sizes_csv_and_its_errors(tmp_path):
     sizes = tmp_path / "sizes.csv"
     sizes.write_text("id,brain\na,0.4\nb,0.0\n")
-    assert torch.allclose(ImageSizes(str(sizes)).table(["b", "a"], ["background", "brain"]), torch.tensor([[1.0, 0.0], [0.6, 0.4]]))
+    assert torch.allclose(ImageSizes(str(sizes)).table(["b", "a"], ["background", "brain"]),
+                          torch.tensor([[1.0, 0.0], [0.6, 0.4]]))
     (tmp_path / "bad.csv").write_text("id,tumour\na,0.4\n")
     with pytest.raises(ValueError, match=r"bad.csv: sizes CSV lacks columns \['brain'\]"):
         ImageSizes(str(tmp_path / "bad.csv")).table(["a"], ["background", "brain"])
@@ -125,7 +132,8 @@ def test_volume_dice_and_hd95_in_mm():
     dice, hd95 = volume_scores(pred, truth, 2, (2.0, 2.0, 2.0))
     assert math.isclose(float(dice[0]), 2 * 900 / 1900, rel_tol=1e-5)
     assert math.isclose(float(hd95[0]), 2.0, rel_tol=1e-5)
-    dice, hd95 = volume_scores(torch.zeros_like(truth), truth, 2, (2.0, 2.0, 2.0))  # nothing predicted: finite worst case
+    # nothing predicted: finite worst case
+    dice, hd95 = volume_scores(torch.zeros_like(truth), truth, 2, (2.0, 2.0, 2.0))
     assert float(dice[0]) == 0 and math.isclose(float(hd95[0]), math.sqrt(3) * 40, rel_tol=1e-5)
 
 
@@ -174,8 +182,10 @@ def test_datalist_errors_name_file_and_field(tmp_path, volume_pair):
     with pytest.raises(DatalistError, match=r"'training'\[0\].label = nope.nii.gz: file not found"):
         load(tmp_path, img, "nope.nii.gz")
     with pytest.raises(DatalistError, match=r"data.datalist: .*missing.json: no such file"):
-        SegmentationDataModule(str(tmp_path / "missing.json"), ["background", "brain"], input=VolumeSpec()).load_volumes()
-    dm = SegmentationDataModule(datalist(tmp_path, img, img), ["background", "brain"], eval_key="test", input=VolumeSpec())
+        SegmentationDataModule(str(tmp_path / "missing.json"), ["background", "brain"],
+                               input=VolumeSpec()).load_volumes()
+    dm = SegmentationDataModule(datalist(tmp_path, img, img), ["background", "brain"], eval_key="test",
+                                input=VolumeSpec())
     with pytest.raises(DatalistError, match=r"no entries under 'test' \(keys present: \['training'\]\)"):
         dm.load_volumes()
 
@@ -200,9 +210,11 @@ def test_mismatched_shape_affine_label_values_and_empty_foreground_are_refused(t
 
 def test_slices_have_stable_ids_and_target_labels_stay_hidden(tmp_path, volume_pair):
     image, label = volume_pair
-    path = datalist(tmp_path, write_volume(tmp_path / "img.nii.gz", image), write_volume(tmp_path / "lab.nii.gz", label), id="case7")
+    path = datalist(tmp_path, write_volume(tmp_path / "img.nii.gz", image),
+                    write_volume(tmp_path / "lab.nii.gz", label), id="case7")
     spec = VolumeSpec(roi=(16, 16), spacing=(1.0, 1.0, 1.0))
-    target = SegmentationDataModule(path, ["background", "brain"], role="target", input=spec, train_view="weak")
+    target = SegmentationDataModule(path, ["background", "brain"], role="target", input=spec,
+                                    train_view="weak")
     assert target.sample_ids() == [f"case7:2:{i}" for i in range(8)]
     assert all(target.dataset("train", "weak")[(i, 3)]["label"] == -1 for i in range(8))
     assert target.dataset("eval")[0]["label"].sum() == label.sum()  # evaluation keeps labels for reporting
@@ -213,14 +225,16 @@ def test_slices_have_stable_ids_and_target_labels_stay_hidden(tmp_path, volume_p
 # end to end on the real demo volumes ------------------------------------------------------------
 @pytest.mark.slow
 def test_entropy_prior_adapts_and_predict_writes_masks_on_the_input_grid(colin_source, tmp_path):
-    recipe = ["--config", str(RECIPES / "entropy_prior_estimated.yaml"), f"--model.init_args.source={colin_source}",
-              f"--trainer.default_root_dir={tmp_path}"]
+    recipe = ["--config", str(RECIPES / "entropy_prior_estimated.yaml"),
+              f"--model.init_args.source={colin_source}", f"--trainer.default_root_dir={tmp_path}"]
     run_sfda("fit", *recipe, "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1")
     results = results_of(tmp_path)
-    for key in ("source_only/dice", "source_only/hd95", "target/dice", "target/hd95", "train/entropy", "train/prior_kl"):
+    for key in ("source_only/dice", "source_only/hd95", "target/dice", "target/hd95", "train/entropy",
+                "train/prior_kl"):
         assert math.isfinite(results[key]), key
     state = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert state["prior_table"].shape == (128, 2) and torch.allclose(state["prior_table"].sum(1), torch.ones(128))
+    assert state["prior_table"].shape == (128, 2)
+    assert torch.allclose(state["prior_table"].sum(1), torch.ones(128))
     run_sfda("predict", *recipe, f"--ckpt_path={tmp_path / 'version_0' / 'checkpoints' / 'last.ckpt'}")
     mask = nib.load(str(tmp_path / "version_1" / "masks" / "itk.nii.gz"))
     original = nib.load(str(ROOT / "data" / "skull_stripping" / "itk" / "image.nii.gz"))
@@ -233,7 +247,8 @@ def test_entropy_prior_adapts_and_predict_writes_masks_on_the_input_grid(colin_s
 @pytest.mark.parametrize("method", ["adabn", "tent", "entropy"])
 def test_baselines_run_one_epoch(method, colin_source, tmp_path):
     run_sfda("fit", "--config", str(RECIPES / f"{method}.yaml"), f"--model.init_args.source={colin_source}",
-             f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1")
+             f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
+             "--trainer.check_val_every_n_epoch=1")
     results = results_of(tmp_path)
     assert math.isfinite(results["target/dice"]) and "source_only/dice" in results
     state = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -253,19 +268,22 @@ def test_baselines_run_one_epoch(method, colin_source, tmp_path):
 
 @pytest.mark.slow  # a CLI subprocess run
 def test_a_classification_artifact_is_refused_by_a_segmentation_method(mnist_source, tmp_path):
-    done = run_sfda("fit", "--config", str(RECIPES / "entropy.yaml"), f"--model.init_args.source={mnist_source}",
-                    f"--trainer.default_root_dir={tmp_path}", check=False)
+    done = run_sfda("fit", "--config", str(RECIPES / "entropy.yaml"),
+                    f"--model.init_args.source={mnist_source}", f"--trainer.default_root_dir={tmp_path}",
+                    check=False)
     assert done.returncode != 0 and "is a 'classification' artifact" in done.stderr
 
 
 @pytest.mark.ddp
 def test_two_process_ddp_matches_one_process(colin_source, tmp_path):
-    common = ["fit", "--config", str(RECIPES / "entropy_prior_estimated.yaml"), f"--model.init_args.source={colin_source}",
-              "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu"]
+    common = ["fit", "--config", str(RECIPES / "entropy_prior_estimated.yaml"),
+              f"--model.init_args.source={colin_source}", "--trainer.max_epochs=1",
+              "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu"]
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
-    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp", "--trainer.devices=2")
-    one, two = (torch.load(tmp_path / n / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-                for n in ("one", "two"))
+    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp",
+             "--trainer.devices=2")
+    one, two = (torch.load(tmp_path / n / "version_0" / "checkpoints" / "last.ckpt",
+                           weights_only=True)["state_dict"] for n in ("one", "two"))
     assert torch.equal(one["prior_table"], two["prior_table"])  # label-free prior from the same source pass
     r1, r2 = results_of(tmp_path / "one"), results_of(tmp_path / "two")
     assert r1["source_only/dice"] == pytest.approx(r2["source_only/dice"], abs=1e-6)
@@ -278,14 +296,18 @@ def test_two_process_ddp_matches_one_process(colin_source, tmp_path):
 @pytest.mark.slow
 def test_three_d_patch_mode_trains_a_3d_unet_and_adapts(tmp_path):
     patches = ["--data.init_args.patches_per_volume=4", "--data.init_args.batch_size=2"]
-    run_sfda("fit", "--config", str(RECIPES / "source.yaml"), f"--trainer.default_root_dir={tmp_path / 'src'}", "--trainer.max_epochs=1",
-             "--trainer.check_val_every_n_epoch=1", f"--model.init_args.artifact={tmp_path}/source.pt", *SMALL_UNET,
-             "--data.init_args.input.mode=3d", "--data.init_args.input.roi=[32,32,32]", *patches)
+    run_sfda("fit", "--config", str(RECIPES / "source.yaml"),
+             f"--trainer.default_root_dir={tmp_path / 'src'}", "--trainer.max_epochs=1",
+             "--trainer.check_val_every_n_epoch=1", f"--model.init_args.artifact={tmp_path}/source.pt",
+             *SMALL_UNET, "--data.init_args.input.mode=3d", "--data.init_args.input.roi=[32,32,32]", *patches)
     artifact = torch.load(tmp_path / "source.pt", weights_only=True)
     assert artifact["input"]["mode"] == "3d" and artifact["architecture"]["kwargs"]["spatial_dims"] == 3
-    run_sfda("fit", "--config", str(RECIPES / "entropy_prior_estimated.yaml"), f"--model.init_args.source={tmp_path}/source.pt",
-             f"--trainer.default_root_dir={tmp_path / 'adapt'}", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", *patches)
+    run_sfda("fit", "--config", str(RECIPES / "entropy_prior_estimated.yaml"),
+             f"--model.init_args.source={tmp_path}/source.pt",
+             f"--trainer.default_root_dir={tmp_path / 'adapt'}", "--trainer.max_epochs=1",
+             "--trainer.check_val_every_n_epoch=1", *patches)
     results = results_of(tmp_path / "adapt")
     assert math.isfinite(results["target/dice"]) and math.isfinite(results["train/prior_kl"])
-    state = torch.load(tmp_path / "adapt" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    state = torch.load(tmp_path / "adapt" / "version_0" / "checkpoints" / "last.ckpt",
+                       weights_only=True)["state_dict"]
     assert state["prior_table"].shape == (4, 2)  # one prior row per fixed patch

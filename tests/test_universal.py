@@ -29,7 +29,8 @@ SMALL = ["--data.init_args.train_subset=600", "--data.init_args.eval_subset=300"
 @pytest.mark.parametrize("kwargs, field", [
     ({"shared": []}, "data.split.shared"),
     ({"shared": [0, 1], "source_private": [1, 2]}, "data.split.shared and data.split.source_private overlap"),
-    ({"shared": [0], "source_private": [3], "target_private": [3]}, "data.split.source_private and data.split.target_private"),
+    ({"shared": [0], "source_private": [3], "target_private": [3]},
+     "data.split.source_private and data.split.target_private"),
     ({"shared": [0, 0]}, "data.split.shared: repeated"),
 ])
 def test_bad_splits_name_the_recipe_field(kwargs, field):
@@ -45,7 +46,8 @@ def test_settings_follow_the_class_lists():
 
 
 def test_opda_target_keeps_shared_digits_and_mixes_in_fashion_as_unknown():
-    split = ClassSplit(shared=[0, 1, 2, 3, 4, 5], source_private=[6, 7, 8, 9], unknown_dataset="fashion_mnist", unknown_ratio=0.5)
+    split = ClassSplit(shared=[0, 1, 2, 3, 4, 5], source_private=[6, 7, 8, 9],
+                       unknown_dataset="fashion_mnist", unknown_ratio=0.5)
     dm = DigitsDataModule("optdigits", role="target", input=SPEC, split=split)
     dm.setup()
     _, labels = dm.splits["test"]
@@ -65,7 +67,8 @@ def test_target_private_classes_become_unknown_and_source_role_keeps_source_clas
     assert sorted(set(labels.tolist())) == [0, 1, 2, 3, 4, 5, 6] and target.unknown_label == 6
     source = DigitsDataModule("optdigits", role="source", input=SPEC, split=split)
     source.setup()
-    assert sorted(set(source.splits["train"][1].tolist())) == [0, 1, 2, 3, 4, 5] and len(source.class_names) == 6
+    assert sorted(set(source.splits["train"][1].tolist())) == [0, 1, 2, 3, 4, 5]
+    assert len(source.class_names) == 6
 
 
 def test_split_classes_must_exist_in_the_dataset():
@@ -83,7 +86,8 @@ def test_h_score_matches_its_definition():
     out = metric.compute()
     a_k = (1 / 2 + 2 / 3) / 2
     a_u = 2 / 4
-    assert math.isclose(out["known_acc"], a_k, rel_tol=1e-6) and math.isclose(out["unknown_acc"], a_u, rel_tol=1e-6)
+    assert math.isclose(out["known_acc"], a_k, rel_tol=1e-6)
+    assert math.isclose(out["unknown_acc"], a_u, rel_tol=1e-6)
     assert math.isclose(out["h_score"], 2 * a_k * a_u / (a_k + a_u), rel_tol=1e-6)
     assert math.isclose(out["acc"], 5 / 9, rel_tol=1e-6)
 
@@ -97,7 +101,8 @@ def test_closed_set_scores_are_accuracy_and_mean_per_class_accuracy():
     out = scores_from_confusion(matrix)
     assert "h_score" not in out
     assert math.isclose(out["acc"], (labels == preds).mean(), rel_tol=1e-6)
-    assert math.isclose(out["acc_per_class"], np.mean([(preds[labels == c] == c).mean() for c in range(5)]), rel_tol=1e-6)
+    assert math.isclose(out["acc_per_class"], np.mean([(preds[labels == c] == c).mean() for c in range(5)]),
+                        rel_tol=1e-6)
 
 
 # engine pieces -------------------------------------------------------------------------------
@@ -106,7 +111,8 @@ def test_silhouette_matches_sklearn():
 
     x = torch.randn(300, 5, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(1))
-    assert math.isclose(silhouette_score(x, labels, chunk_size=64), reference(x.numpy(), labels.numpy()), rel_tol=1e-4)
+    assert math.isclose(silhouette_score(x, labels, chunk_size=64), reference(x.numpy(), labels.numpy()),
+                        rel_tol=1e-4)
 
 
 def test_cluster_count_selection_finds_well_separated_clusters():
@@ -160,10 +166,12 @@ def test_negative_kmeans_is_fitted_on_a_seeded_sample_of_points_per_centroid(mon
 
     fitted = []
     real_kmeans = universal.kmeans
-    monkeypatch.setattr(universal, "kmeans", lambda x, k, **kw: (fitted.append(x), real_kmeans(x, k, **kw))[1])
+    monkeypatch.setattr(universal, "kmeans",
+                        lambda x, k, **kw: (fitted.append(x), real_kmeans(x, k, **kw))[1])
     gen = torch.Generator().manual_seed(4)
     feats, probs = torch.randn(3000, 8, generator=gen), (torch.randn(3000, 5, generator=gen) * 2).softmax(1)
-    first = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0)  # K_hat 5, n_pos 600: 2400 negatives per class
+    # K_hat 5, n_pos 600: 2400 negatives per class
+    first = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0)
     again = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0)
     full = one_vs_all_pseudo_labels(feats, probs, coefficient=1.0, seed=0, max_points_per_centroid=None)
     assert [x.shape[0] for x in fitted] == [256 * 5] * 10 + [2400] * 5
@@ -187,8 +195,10 @@ def test_entropy_two_means_threshold_matches_sklearn():
 def test_masked_im_is_im_of_the_masked_rows():
     probs = torch.randn(12, 5).softmax(1)
     mask = torch.tensor([True, False] * 6)
-    assert torch.allclose(masked_information_maximization(probs, mask), information_maximization(probs[mask]), atol=1e-6)
-    assert torch.allclose(masked_information_maximization(probs, torch.ones(12, dtype=torch.bool)), information_maximization(probs))
+    assert torch.allclose(masked_information_maximization(probs, mask), information_maximization(probs[mask]),
+                          atol=1e-6)
+    assert torch.allclose(masked_information_maximization(probs, torch.ones(12, dtype=torch.bool)),
+                          information_maximization(probs))
 
 
 # end to end ------------------------------------------------------------------------------------
@@ -196,9 +206,10 @@ def test_masked_im_is_im_of_the_masked_rows():
 def mnist_0_5_source(tmp_path_factory):
     """A LeNet trained by `sfda fit` on real MNIST classes 0-5 (subset, 1 epoch)."""
     root = tmp_path_factory.mktemp("source06")
-    run_sfda("fit", "--config", str(ROOT / "recipes/universal/mnist06_optdigits/source.yaml"), f"--trainer.default_root_dir={root}",
-             "--trainer.max_epochs=1", f"--model.init_args.artifact={root}/source.pt",
-             "--data.init_args.train_subset=3000", "--data.init_args.eval_subset=500")
+    run_sfda("fit", "--config", str(ROOT / "recipes/universal/mnist06_optdigits/source.yaml"),
+             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=1",
+             f"--model.init_args.artifact={root}/source.pt", "--data.init_args.train_subset=3000",
+             "--data.init_args.eval_subset=500")
     return root / "source.pt"
 
 
@@ -206,8 +217,8 @@ def mnist_0_5_source(tmp_path_factory):
 @pytest.mark.parametrize("method", ["glc", "shot_o"])
 def test_open_set_methods_run_and_predict_unknown(method, mnist_0_5_source, tmp_path):
     recipe = str(ROOT / f"recipes/universal/mnist06_optdigits/{method}.yaml")
-    run_sfda("fit", "--config", recipe, f"--model.init_args.source={mnist_0_5_source}", "--trainer.max_epochs=1", *SMALL,
-             f"--trainer.default_root_dir={tmp_path}")
+    run_sfda("fit", "--config", recipe, f"--model.init_args.source={mnist_0_5_source}",
+             "--trainer.max_epochs=1", *SMALL, f"--trainer.default_root_dir={tmp_path}")
     results = results_of(tmp_path)
     for key in ("target/h_score", "target/known_acc", "target/unknown_acc", "source_only/h_score"):
         assert 0 <= results[key] <= 1, key
@@ -226,9 +237,10 @@ def test_glc_global_pseudo_labels_do_not_depend_on_process_count(mnist_0_5_sourc
     common = ["fit", "--config", str(ROOT / "recipes/universal/mnist06_optdigits/glc.yaml"),
               f"--model.init_args.source={mnist_0_5_source}", "--trainer.max_epochs=1", *SMALL]
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
-    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp", "--trainer.devices=2")
-    one, two = (torch.load(tmp_path / d / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-                for d in ("one", "two"))
+    run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'two'}", "--trainer.strategy=ddp",
+             "--trainer.devices=2")
+    one, two = (torch.load(tmp_path / d / "version_0" / "checkpoints" / "last.ckpt",
+                           weights_only=True)["state_dict"] for d in ("one", "two"))
     assert float(one["cluster_coefficient"]) == float(two["cluster_coefficient"]) > 0
     # targets of the first epoch come from the source model: identical on 1 and 2 processes
     assert torch.equal(one["targets"].argmax(1), two["targets"].argmax(1))
@@ -239,5 +251,6 @@ def test_glc_global_pseudo_labels_do_not_depend_on_process_count(mnist_0_5_sourc
 def test_glc_refuses_a_non_positive_k_means_sample_size():
     from sfda.methods import GLC
 
-    with pytest.raises(ValueError, match="model.max_points_per_centroid: expected a positive count or null, got 0"):
+    with pytest.raises(ValueError,
+                       match="model.max_points_per_centroid: expected a positive count or null, got 0"):
         GLC(source="unused.pt", max_points_per_centroid=0)

@@ -12,5 +12,6 @@ from .query import (
            random_scores,
 )
 
-__all__ = ["Annotator", "AwaitingLabels", "FileAnnotator", "LabelsFileError", "StoredLabels", "Budget", "QUERY_STRATEGIES",
-           "contrastive_scores", "entropy_scores", "margin", "margin_scores", "query_lowest", "random_scores"]
+__all__ = ["Annotator", "AwaitingLabels", "FileAnnotator", "LabelsFileError", "StoredLabels", "Budget",
+           "QUERY_STRATEGIES", "contrastive_scores", "entropy_scores", "margin", "margin_scores",
+           "query_lowest", "random_scores"]

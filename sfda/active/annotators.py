@@ -55,8 +55,9 @@ class StoredLabels(Annotator):
         labels = np.asarray(datamodule.reveal_labels(indices), dtype=np.int64)
         bad = labels[(labels < 0) | (labels >= len(datamodule.class_names))]
         if len(bad):
-            raise ValueError(f"stored target labels {sorted(set(bad.tolist()))} are outside the model's classes "
-                             f"[0, {len(datamodule.class_names)}); active adaptation needs a closed-set target")
+            raise ValueError(f"stored target labels {sorted(set(bad.tolist()))} are outside the model's "
+                             f"classes [0, {len(datamodule.class_names)}); active adaptation needs a "
+                             "closed-set target")
         return labels
 
 
@@ -101,12 +102,14 @@ class FileAnnotator(Annotator):
         given = read_labels_file(labels_file, images, datamodule.class_names) if labels_file.exists() else {}
         missing = [i for i in indices.tolist() if i not in given]
         if missing:
-            message = (f"Round {round_index}: {len(missing)} of {len(indices)} queried samples still need a label.\n"
+            message = (f"Round {round_index}: {len(missing)} of {len(indices)} queried samples still need "
+                       "a label.\n"
                        f"  1. Label the images listed in {folder / 'to_label.csv'}\n"
                        f"  2. Write {labels_file} with the header 'index,label' (label: a class id or one of "
                        f"{datamodule.class_names})\n"
                        "  3. Run the same `sfda fit` command again"
-                       + (f" with --ckpt_path={resume_from}" if resume_from else "") + "; it continues with this round.\n")
+                       + (f" with --ckpt_path={resume_from}" if resume_from else "")
+                       + "; it continues with this round.\n")
             if is_writer:
                 print(message, file=sys.stderr)
             raise AwaitingLabels(message)
@@ -135,7 +138,8 @@ def _read_listing(path: Path) -> list[list[str]] | None:
 
 
 def read_labels_file(path: Path, images: dict[int, str], class_names: list[str]) -> dict[int, int]:
-    """``{index: class id}`` from a person's labels CSV (``index,label`` or ``image,label``; ``path`` = ``image``).
+    """``{index: class id}`` from a person's labels CSV (``index,label`` or ``image,label``; ``path`` =
+    ``image``).
 
     Raises ``LabelsFileError`` naming the file and line for an index or image that was not
     queried this round, a label that is neither a class id nor a class name, or a sample
@@ -146,9 +150,10 @@ def read_labels_file(path: Path, images: dict[int, str], class_names: list[str])
     first_line: dict[int, int] = {}
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
-    if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"], ["path", "label"]):
-        raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label' (or 'path,label'), "
-                              f"got {rows[0] if rows else 'an empty file'}")
+    if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"],
+                                                                    ["path", "label"]):
+        raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label' (or "
+                              f"'path,label'), got {rows[0] if rows else 'an empty file'}")
     keyed_by_image = rows[0][0].strip().lower() in ("image", "path")
     for number, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
@@ -159,15 +164,16 @@ def read_labels_file(path: Path, images: dict[int, str], class_names: list[str])
         if keyed_by_image:
             index = by_image.get(key, by_image.get(str(Path(key).resolve())))
             if index is None:
-                raise LabelsFileError(f"{path}:{number}: image '{key}' was not queried this round (see to_label.csv)")
+                raise LabelsFileError(f"{path}:{number}: image '{key}' was not queried this round (see "
+                                      "to_label.csv)")
         else:
             if not key.lstrip("-").isdigit() or int(key) not in images:
-                raise LabelsFileError(f"{path}:{number}: index '{key}' was not queried this round; expected one of the "
-                                      "indices in to_label.csv")
+                raise LabelsFileError(f"{path}:{number}: index '{key}' was not queried this round; expected "
+                                      "one of the indices in to_label.csv")
             index = int(key)
         if index in given:
-            raise LabelsFileError(f"{path}:{number}: sample {index} is labelled twice (first on line {first_line[index]}); "
-                                  "keep one row per sample")
+            raise LabelsFileError(f"{path}:{number}: sample {index} is labelled twice (first on line "
+                                  f"{first_line[index]}); keep one row per sample")
         given[index], first_line[index] = parse_class(text, class_names, path, number), number
     return given
 
@@ -178,5 +184,5 @@ def parse_class(text: str, class_names: list[str], path: Path, number: int) -> i
         return class_names.index(text)
     if text.lstrip("-").isdigit() and 0 <= int(text) < len(class_names):
         return int(text)
-    raise LabelsFileError(f"{path}:{number}: label '{text}' is neither a class id in [0, {len(class_names)}) nor one of "
-                          f"the class names {class_names}")
+    raise LabelsFileError(f"{path}:{number}: label '{text}' is neither a class id in [0, {len(class_names)}) "
+                          f"nor one of the class names {class_names}")

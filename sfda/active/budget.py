@@ -22,14 +22,15 @@ class Budget:
     def per_round(self, pool_size: int) -> list[int]:
         """Labels queried in each round, ``[n, n, ..., rest]``; raises on an impossible budget."""
         if not 0 < self.round_ratio <= self.total_ratio:
-            raise ValueError(f"model.budget: expected 0 < round_ratio <= total_ratio, got round_ratio={self.round_ratio}, "
-                             f"total_ratio={self.total_ratio}")
+            raise ValueError("model.budget: expected 0 < round_ratio <= total_ratio, got "
+                             f"round_ratio={self.round_ratio}, total_ratio={self.total_ratio}")
         total, each = round(pool_size * self.total_ratio), round(pool_size * self.round_ratio)
         if total > pool_size:
-            raise ValueError(f"model.budget.total_ratio: {self.total_ratio} x {pool_size} target samples = {total} labels, "
-                             f"more than the pool holds ({pool_size}); expected total_ratio <= 1")
+            raise ValueError(f"model.budget.total_ratio: {self.total_ratio} x {pool_size} target samples = "
+                             f"{total} labels, more than the pool holds ({pool_size}); expected total_ratio "
+                             "<= 1")
         if each < 1:
-            raise ValueError(f"model.budget.round_ratio: {self.round_ratio} x {pool_size} target samples rounds to 0 labels "
-                             f"per round; expected round_ratio >= {1 / pool_size:.2g}")
+            raise ValueError(f"model.budget.round_ratio: {self.round_ratio} x {pool_size} target samples "
+                             f"rounds to 0 labels per round; expected round_ratio >= {1 / pool_size:.2g}")
         rounds = math.ceil(total / each)
         return [each] * (rounds - 1) + [total - each * (rounds - 1)]

@@ -31,7 +31,8 @@ class SealedLabels:
         return SealedLabels(self._labels[keep])
 
     def _refuse(self, *args, **kwargs):
-        raise PermissionError("target training labels are sealed: only an annotator may reveal them, for queried samples")
+        raise PermissionError("target training labels are sealed: only an annotator may reveal them, for "
+                              "queried samples")
 
     __getitem__ = __iter__ = __array__ = _refuse
 
@@ -56,7 +57,8 @@ class IndexedSubset(Dataset):
 
     def __getitem__(self, key):
         position, seed = key if isinstance(key, tuple) else (key, None)
-        item = self.dataset[(int(self.indices[position]), seed) if seed is not None else int(self.indices[position])]
+        item = self.dataset[(int(self.indices[position]), seed) if seed is not None
+                            else int(self.indices[position])]
         if self.labels is not None:
             item["label"] = int(self.labels[position])
         return item

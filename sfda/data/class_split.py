@@ -42,19 +42,25 @@ class ClassSplit:
 
     def __post_init__(self):
         self.shared, self.source_private, self.target_private = (
-            [int(c) for c in self.shared], [int(c) for c in self.source_private], [int(c) for c in self.target_private])
+            [int(c) for c in self.shared], [int(c) for c in self.source_private],
+            [int(c) for c in self.target_private])
         if not self.shared:
-            raise ClassSplitError("data.split.shared: expected at least one class shared by source and target, got []")
-        named = {"shared": self.shared, "source_private": self.source_private, "target_private": self.target_private}
+            raise ClassSplitError("data.split.shared: expected at least one class shared by source and "
+                                  "target, got []")
+        named = {"shared": self.shared, "source_private": self.source_private,
+                 "target_private": self.target_private}
         for name, classes in named.items():
             if len(set(classes)) != len(classes):
                 raise ClassSplitError(f"data.split.{name}: repeated class ids {classes}")
-        for a, b in (("shared", "source_private"), ("shared", "target_private"), ("source_private", "target_private")):
+        for a, b in (("shared", "source_private"), ("shared", "target_private"),
+                     ("source_private", "target_private")):
             overlap = sorted(set(named[a]) & set(named[b]))
             if overlap:
-                raise ClassSplitError(f"data.split.{a} and data.split.{b} overlap in classes {overlap}; each class belongs to one list")
+                raise ClassSplitError(f"data.split.{a} and data.split.{b} overlap in classes {overlap}; each "
+                                      "class belongs to one list")
         if self.unknown_dataset is not None and not self.unknown_ratio > 0:
-            raise ClassSplitError(f"data.split.unknown_ratio: expected > 0 with unknown_dataset set, got {self.unknown_ratio}")
+            raise ClassSplitError("data.split.unknown_ratio: expected > 0 with unknown_dataset set, got "
+                                  f"{self.unknown_ratio}")
 
     @property
     def source_classes(self) -> list[int]:
@@ -83,12 +89,15 @@ class ClassSplit:
         mapping.update({c: self.unknown_label for c in self.target_private})
         keep = np.isin(labels, list(mapping))
         if not keep.any():
-            raise ClassSplitError(f"data.split: no target sample belongs to the shared or target-private classes "
-                                  f"{sorted(mapping)}; the target's labels are {sorted(np.unique(labels).tolist())}")
+            raise ClassSplitError("data.split: no target sample belongs to the shared or target-private "
+                                  f"classes {sorted(mapping)}; the target's labels are "
+                                  f"{sorted(np.unique(labels).tolist())}")
         return images[keep], np.array([mapping[int(c)] for c in labels[keep]], dtype=np.int64)
 
-    def mix_unknown(self, images: np.ndarray, labels: np.ndarray, other: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Append ``unknown_ratio * len(images)`` samples drawn (seeded) from ``other`` as ``unknown_label``."""
+    def mix_unknown(self, images: np.ndarray, labels: np.ndarray, other: np.ndarray,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Append ``unknown_ratio * len(images)`` samples drawn (seeded) from ``other`` as
+        ``unknown_label``."""
         count = min(len(other), int(round(self.unknown_ratio * len(images))))
         pick = np.sort(np.random.default_rng(seed).permutation(len(other))[:count])
         if other.shape[1:] != images.shape[1:]:
@@ -103,5 +112,6 @@ class ClassSplit:
         mapping = {c: i for i, c in enumerate(self.source_classes)}
         keep = np.isin(labels, list(mapping))
         if not keep.any():
-            raise ClassSplitError(f"data.split: no source sample belongs to the source classes {self.source_classes}")
+            raise ClassSplitError("data.split: no source sample belongs to the source classes "
+                                  f"{self.source_classes}")
         return images[keep], np.array([mapping[int(c)] for c in labels[keep]], dtype=np.int64)

@@ -17,9 +17,10 @@ tensors, collated by ``sfda.data.detection.collate_boxes``) and ``"labelled"`` f
 Multi-view items: a method that trains on a weak and a strong view of the same image says so with
 ``needs_strong_view = True``; the datamodule then adds ``"strong"``, the strong view drawn on the weak
 view's geometry (detection: ``sfda.data.box_views``), or, for pose, ``"strong"`` with its own
-``"strong_matrix"``, so a method maps between the views through the exact affines. The input spec is resolved before either side is
-set up: the datamodule's ``input_spec`` is None until the adaptation base adopts the source
-artifact's (``check_against_data``), and a datamodule that can adopts the artifact's class names.
+``"strong_matrix"``, so a method maps between the views through the exact affines. The input spec
+is resolved before either side is set up: the datamodule's ``input_spec`` is None until the
+adaptation base adopts the source artifact's (``check_against_data``), and a datamodule that can
+adopts the artifact's class names.
 """
 
 from __future__ import annotations

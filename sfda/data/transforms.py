@@ -17,7 +17,8 @@ View = Literal["test", "weak", "strong"]
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects as input: square ``size``, ``channels`` (1 or 3), per-channel ``mean``/``std`` on [0, 1] pixels."""
+    """What a model expects as input: square ``size``, ``channels`` (1 or 3), per-channel ``mean``/``std`` on
+    [0, 1] pixels."""
 
     size: int
     channels: int = 3
@@ -32,7 +33,8 @@ class InputSpec:
         for name in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, name))
             if len(values) != self.channels:
-                raise ValueError(f"input.{name}: expected {self.channels} values (one per channel), got {values}")
+                raise ValueError(f"input.{name}: expected {self.channels} values (one per channel), got "
+                                 f"{values}")
             object.__setattr__(self, name, values)
         if any(v <= 0 for v in self.std):
             raise ValueError(f"input.std: expected positive values (normalisation divides by them), "
@@ -99,7 +101,8 @@ def build_view(spec: InputSpec, view: View = "test") -> A.Compose | TestView:
         ops += [
             A.RandomBrightnessContrast(0.4, 0.4, p=0.8),
             A.GaussianBlur(blur_limit=(3, 5), p=0.3),
-            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.2, 0.4), hole_width_range=(0.2, 0.4), p=0.5),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.2, 0.4), hole_width_range=(0.2, 0.4),
+                            p=0.5),
         ]
     elif view != "weak":
         raise ValueError(f"view: expected one of 'test', 'weak', 'strong', got '{view}'")
@@ -108,7 +111,8 @@ def build_view(spec: InputSpec, view: View = "test") -> A.Compose | TestView:
 
 
 def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.Tensor:
-    """Match ``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) to ``spec.channels``, apply ``pipeline``, return CHW float32."""
+    """Match ``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) to ``spec.channels``, apply ``pipeline``, return CHW
+    float32."""
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] == 4:

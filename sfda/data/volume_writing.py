@@ -40,7 +40,8 @@ def new_uid() -> str:
 
 
 def output_path(stem: Path, geometry: Geometry, mask_format: str) -> Path:
-    """``stem`` with the suffix of the format written: ``.nii.gz``, the input's own, or none (DICOM folder)."""
+    """``stem`` with the suffix of the format written: ``.nii.gz``, the input's own, or none (DICOM
+    folder)."""
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format: expected one of {list(MASK_FORMATS)}, got '{mask_format}'")
     if mask_format == "nifti" or geometry.format == "nifti":
@@ -128,7 +129,8 @@ def process_locale_kept():
 def write_dicom_series(
     image, folder: Path, reference_files: tuple[str, ...] = (), description: str = "sfda"
 ) -> Path:
-    """One DICOM file per slice of a 3-D SimpleITK ``image`` in ``folder`` (created), placed by its geometry."""
+    """One DICOM file per slice of a 3-D SimpleITK ``image`` in ``folder`` (created), placed by its
+    geometry."""
     with process_locale_kept():
         return _write_slices(image, folder, reference_files, description)
 

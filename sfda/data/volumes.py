@@ -56,7 +56,8 @@ class VolumeSpec:
             raise ValueError(f"spec.slice_axis: expected 0, 1 or 2, got {self.slice_axis}")
         low, high = self.intensity_percentiles
         if not 0 <= low < high <= 100:
-            raise ValueError(f"spec.intensity_percentiles: expected 0 <= low < high <= 100, got {[low, high]}")
+            raise ValueError("spec.intensity_percentiles: expected 0 <= low < high <= 100, got "
+                             f"{[low, high]}")
         for name in ("roi", "spacing", "intensity_percentiles"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -114,11 +115,13 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
     entries = content.get(key) if isinstance(content, dict) else None
     if not entries:
         keys = list(content) if isinstance(content, dict) else []
-        raise DatalistError(f"{path}: no entries under '{key}' (keys present: {keys}); set data.train_key / data.eval_key")
+        raise DatalistError(f"{path}: no entries under '{key}' (keys present: {keys}); set data.train_key / "
+                            "data.eval_key")
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "image" not in entry:
-            raise DatalistError(f"{path}: entry {i} of '{key}' has no 'image' field (expected {{'image': ..., 'label': ...}})")
+            raise DatalistError(f"{path}: entry {i} of '{key}' has no 'image' field (expected {{'image': "
+                                "..., 'label': ...})")
         row = {}
         for field_name in ("image", "label"):
             if entry.get(field_name) is None:
@@ -126,7 +129,8 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
             file = Path(entry[field_name]).expanduser()
             file = file if file.is_absolute() else Path(path).parent / file
             if not file.exists():
-                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not found ({file})")
+                raise DatalistError(f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: file not "
+                                    f"found ({file})")
             if not file.is_dir() and suffix_format(file) is None:
                 raise DatalistError(
                     f"{path}: '{key}'[{i}].{field_name} = {entry[field_name]}: expected {ACCEPTED}"
@@ -140,7 +144,8 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
         out.append(row)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
-        raise DatalistError(f"{path}: duplicate volume ids in '{key}': {sorted({i for i in ids if ids.count(i) > 1})}")
+        raise DatalistError(f"{path}: duplicate volume ids in '{key}': "
+                            f"{sorted({i for i in ids if ids.count(i) > 1})}")
     return out
 
 
@@ -190,7 +195,8 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
         raise DatalistError(f"{entry['image']}: the image has NaN or infinite voxels (after reading and "
                             "resampling); expected finite intensities. Replace them (e.g. by 0) in the file")
     if image.shape[0] != spec.channels:
-        raise DatalistError(f"{entry['image']}: {image.shape[0]} channels, the model expects spec.channels = {spec.channels}")
+        raise DatalistError(f"{entry['image']}: {image.shape[0]} channels, the model expects spec.channels = "
+                            f"{spec.channels}")
     label = None
     if label_path is not None:
         raw = data["label"][0].as_tensor()
@@ -202,6 +208,8 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
                                 f"0..{num_classes - 1} (data.class_names has {num_classes} classes)")
         label = raw.round().long()
         if not (label > 0).any():
-            raise DatalistError(f"{label_path}: empty foreground (no voxel > 0); Dice and HD95 are undefined for it")
-    return Volume(entry["id"], image.as_tensor().float().contiguous(), label, torch.as_tensor(image.affine, dtype=torch.float64),
-                  Path(entry["image"]), label_path, files["image"].geometry)
+            raise DatalistError(f"{label_path}: empty foreground (no voxel > 0); Dice and HD95 are undefined "
+                                "for it")
+    return Volume(entry["id"], image.as_tensor().float().contiguous(), label,
+                  torch.as_tensor(image.affine, dtype=torch.float64), Path(entry["image"]), label_path,
+                  files["image"].geometry)

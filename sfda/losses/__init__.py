@@ -10,5 +10,6 @@ from .information import (
 from .neighbourhood import attract_disperse, weighted_neighbour_affinity
 from .segmentation import class_ratio_kl, predicted_class_ratio, weighted_entropy
 
-__all__ = ["anchor_entropy", "mixup_batch", "information_maximization", "masked_information_maximization", "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity",
+__all__ = ["anchor_entropy", "mixup_batch", "information_maximization", "masked_information_maximization",
+           "mean_entropy", "soft_cross_entropy", "attract_disperse", "weighted_neighbour_affinity",
            "class_ratio_kl", "predicted_class_ratio", "weighted_entropy"]

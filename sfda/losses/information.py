@@ -40,5 +40,6 @@ def masked_information_maximization(probs: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def soft_cross_entropy(probs: torch.Tensor, targets: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """``mean_i -sum_c targets_ic log probs_ic``: CE to soft targets ``(B, C)`` (GLC's pseudo-label and kNN terms)."""
+    """``mean_i -sum_c targets_ic log probs_ic``: CE to soft targets ``(B, C)`` (GLC's pseudo-label and kNN
+    terms)."""
     return -(targets * torch.log(probs + eps)).sum(dim=1).mean()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 
-def weighted_neighbour_affinity(probs: torch.Tensor, neighbour_scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_neighbour_affinity(probs: torch.Tensor, neighbour_scores: torch.Tensor,
+                                weights: torch.Tensor) -> torch.Tensor:
     """``-(1/B) sum_i sum_j w_ij <s_j, p_i>``.
 
     Args:
@@ -17,7 +18,8 @@ def weighted_neighbour_affinity(probs: torch.Tensor, neighbour_scores: torch.Ten
     return -(weights * affinity).sum(dim=1).mean()
 
 
-def attract_disperse(probs: torch.Tensor, neighbour_scores: torch.Tensor, batch_probs: torch.Tensor, alpha: float) -> torch.Tensor:
+def attract_disperse(probs: torch.Tensor, neighbour_scores: torch.Tensor, batch_probs: torch.Tensor,
+                     alpha: float) -> torch.Tensor:
     """AaD: ``-(1/B) sum_i sum_{j in N_K(i)} <s_j, p_i> + alpha (1/B) sum_i sum_{m != i} <p_i, p_m>``.
 
     Args:

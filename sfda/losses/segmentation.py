@@ -27,7 +27,8 @@ def predicted_class_ratio(probs: torch.Tensor, power: float = 1.0) -> torch.Tens
     return sizes / sizes.sum(dim=1, keepdim=True).clamp_min(EPS)
 
 
-def class_ratio_kl(ratio: torch.Tensor, prior: torch.Tensor, direction: KLDirection = "adami") -> torch.Tensor:
+def class_ratio_kl(ratio: torch.Tensor, prior: torch.Tensor,
+                   direction: KLDirection = "adami") -> torch.Tensor:
     """Mean over images of ``KL(ratio || prior)`` ('adami', the journal version) or
     ``KL(prior || ratio)`` ('adaent', MICCAI 2020); both ``(B, C)``. A class with prior 0 is
     pushed to size 0 (adami) and contributes nothing (adaent)."""

@@ -54,14 +54,16 @@ class ActiveAdaptation(AdaptationModule):
     """
 
     def __init__(self, source: SourceModel, budget: Budget | None = None, epochs_per_round: int = 10,
-                 query: Query = "contrastive", annotator: Annotator | None = None, alpha: float = 0.03, kappa: int = 100,
-                 balance: float = 0.1, labelled_batch_size: int = 64, optim: Optim | None = None, evaluate_source: bool = True):
+                 query: Query = "contrastive", annotator: Annotator | None = None, alpha: float = 0.03,
+                 kappa: int = 100, balance: float = 0.1, labelled_batch_size: int = 64,
+                 optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, freeze_head=False, evaluate_source=evaluate_source)
         if epochs_per_round < 1:
             raise ValueError(f"model.epochs_per_round: expected >= 1, got {epochs_per_round}")
         self.budget, self.epochs_per_round, self.query = budget or Budget(), epochs_per_round, query
         self.annotator = annotator or StoredLabels()
-        self.alpha, self.kappa, self.balance, self.labelled_batch_size = alpha, kappa, balance, labelled_batch_size
+        self.alpha, self.kappa, self.balance = alpha, kappa, balance
+        self.labelled_batch_size = labelled_batch_size
         self.round_sizes: list[int] = []
         self._round_steps = 1
         self._round_started = 0.0
@@ -79,8 +81,9 @@ class ActiveAdaptation(AdaptationModule):
             return
         expected = len(self.round_sizes) * self.epochs_per_round
         if self.trainer.max_epochs != expected:
-            raise ValueError(f"trainer.max_epochs: expected {expected} ({len(self.round_sizes)} rounds of the budget x "
-                             f"model.epochs_per_round {self.epochs_per_round}), got {self.trainer.max_epochs}")
+            raise ValueError(f"trainer.max_epochs: expected {expected} ({len(self.round_sizes)} rounds of "
+                             f"the budget x model.epochs_per_round {self.epochs_per_round}), got "
+                             f"{self.trainer.max_epochs}")
         # the labelled set and the pool change every round, so the epoch's data is rebuilt every epoch
         self.trainer.reload_dataloaders_every_n_epochs = 1
 
@@ -104,10 +107,11 @@ class ActiveAdaptation(AdaptationModule):
         pool = (self.query_round < 0).nonzero().flatten()
         world = self.trainer.world_size
         if len(index) < world:
-            raise ValueError(f"only {len(index)} labelled samples for {world} processes; raise model.budget.round_ratio")
+            raise ValueError(f"only {len(index)} labelled samples for {world} processes; raise "
+                             "model.budget.round_ratio")
         labelled_batch = min(self.labelled_batch_size, len(index)) // world * world
-        data = datamodule.active_epoch(pool.cpu().numpy(), index.cpu().numpy(), labels.cpu().numpy(), labelled_batch,
-                                       self.uses_mixup(), epoch)
+        data = datamodule.active_epoch(pool.cpu().numpy(), index.cpu().numpy(), labels.cpu().numpy(),
+                                       labelled_batch, self.uses_mixup(), epoch)
         self._round_steps = self.epochs_per_round * len(data)
         return data
 
@@ -124,22 +128,26 @@ class ActiveAdaptation(AdaptationModule):
             return entropy_scores(probs)
         if self.query == "margin":
             return margin_scores(probs)
-        return random_scores(len(probs), int(os.environ.get("PL_GLOBAL_SEED", 0)), round_index).to(probs.device)
+        return random_scores(len(probs), int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                             round_index).to(probs.device)
 
     @torch.no_grad()
     def run_query(self, round_index: int, datamodule) -> None:
         """Score the pool, query this round's share, record the annotator's labels (all ranks alike)."""
         started = time.perf_counter()
-        rows = self.full_pass(datamodule.bank_dataloader(), f"round {round_index}: scoring the pool", phase="query")
+        rows = self.full_pass(datamodule.bank_dataloader(), f"round {round_index}: scoring the pool",
+                              phase="query")
         in_pool = self.query_round[rows["index"]] < 0
         probs = rows["probs"][in_pool]
         previous = self.previous.read("probs", rows["index"][in_pool]) if self.previous.is_full() else probs
         scores = self.query_scores(probs, previous.to(probs.device), round_index)
         chosen = rows["index"][in_pool][query_lowest(scores, self.round_sizes[round_index - 1])]
-        labels = self.annotator.annotate(round_index, chosen.cpu().numpy(), datamodule, Path(self.trainer.default_root_dir),
-                                         self.trainer.is_global_zero, self._resume_from())
+        labels = self.annotator.annotate(round_index, chosen.cpu().numpy(), datamodule,
+                                         Path(self.trainer.default_root_dir), self.trainer.is_global_zero,
+                                         self._resume_from())
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.given_labels.device)
-        check_identical_across_ranks(torch.cat([chosen.to(labels.device), labels]), f"round {round_index}: queried samples and labels")
+        check_identical_across_ranks(torch.cat([chosen.to(labels.device), labels]),
+                                     f"round {round_index}: queried samples and labels")
         self.query_round[chosen] = round_index
         self.given_labels[chosen] = labels
         self.previous.write(rows["index"], synchronise=False, probs=rows["probs"])
@@ -149,7 +157,8 @@ class ActiveAdaptation(AdaptationModule):
         self._write_round_record(round_index, chosen, labels)
 
     def _resume_from(self) -> str:
-        """The checkpoint holding everything up to this round: this run's last.ckpt, else the one it resumed from."""
+        """The checkpoint holding everything up to this round: this run's last.ckpt, else the one it resumed
+        from."""
         callback = self.trainer.checkpoint_callback
         last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
         if last is not None and last.exists():
@@ -188,4 +197,5 @@ class ActiveAdaptation(AdaptationModule):
             self.results[f"round_{round_index}/seconds"] = time.perf_counter() - self._round_started
 
     def configure_optimizers(self):
-        return build_optimizer(self, self.parameter_groups(), self.optim, total_steps=lambda: self._round_steps)
+        return build_optimizer(self, self.parameter_groups(), self.optim,
+                               total_steps=lambda: self._round_steps)

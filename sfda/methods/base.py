@@ -66,11 +66,12 @@ class ClassifierTask(TaskModule):
         predictions = probs.argmax(dim=1)
         threshold = self.unknown_threshold()
         if threshold is not None:
-            predictions = torch.where(unknown_by_entropy(probs, threshold), torch.full_like(predictions, probs.shape[1]),
-                                      predictions)
+            predictions = torch.where(unknown_by_entropy(probs, threshold),
+                                      torch.full_like(predictions, probs.shape[1]), predictions)
         return predictions
 
-    def forward(self, images: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor,
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W) -> (features (B, D), logits (B, K))``. Training steps pass the batch's
         global sample ``index (B,)``: dropout masks then depend on (run seed, global step, index)
         only, so the trajectory does not depend on how many processes share the global batch."""
@@ -117,7 +118,8 @@ class ClassifierTask(TaskModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         _, logits = self(batch["image"])
         probs = logits.float().softmax(dim=1)
-        return {"index": batch["index"], "prediction": self.predict_labels(probs), "confidence": probs.max(dim=1).values}
+        return {"index": batch["index"], "prediction": self.predict_labels(probs),
+                "confidence": probs.max(dim=1).values}
 
     # optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
@@ -125,7 +127,8 @@ class ClassifierTask(TaskModule):
         parameters train."""
         groups = self.network.parameter_groups()
         o = self.optim
-        return [{"params": [p for p in groups["backbone"] if p.requires_grad], "lr": o.lr * o.backbone_lr_mult},
+        return [{"params": [p for p in groups["backbone"] if p.requires_grad],
+                 "lr": o.lr * o.backbone_lr_mult},
                 {"params": [p for p in groups["bottleneck"] + groups["head"] if p.requires_grad], "lr": o.lr}]
 
 
@@ -148,7 +151,8 @@ class SourceAdaptation:
             self.build_state(datamodule.num_samples("train"))
 
     def build_state(self, num_samples: int) -> None:
-        """Create per-sample state (banks, pseudo-labels, priors) sized to the target set; before checkpoint restore."""
+        """Create per-sample state (banks, pseudo-labels, priors) sized to the target set; before checkpoint
+        restore."""
 
     def evaluate_source_model(self) -> dict[str, float]:
         """Scores of the untouched source model on the evaluation split, keys ``source_only/...``."""
@@ -194,7 +198,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
                  evaluate_source: bool = True, reject_unknown: float | None = None):
         super().__init__(optim)
         if reject_unknown is not None and not 0 < reject_unknown < 1:
-            raise ValueError(f"model.reject_unknown: expected a normalised-entropy threshold in (0, 1), got {reject_unknown}")
+            raise ValueError("model.reject_unknown: expected a normalised-entropy threshold in (0, 1), got "
+                             f"{reject_unknown}")
         self.reject_unknown = reject_unknown
         self.artifact: SourceArtifact = load_source(source)
         self.network = self.artifact.build()
@@ -244,14 +249,16 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         probs = logits.float().softmax(dim=1)
         return {"features": features.float(), "probs": probs, "labels": batch["label"]}
 
-    def full_pass(self, loader, description: str = "engine pass", phase: str = "engine") -> dict[str, torch.Tensor]:
+    def full_pass(self, loader, description: str = "engine pass",
+                  phase: str = "engine") -> dict[str, torch.Tensor]:
         """The classification target pass: ``{"index": (N,), "features": (N, D), "probs": (N, C),
         "labels": (N,)}`` on this device, identical on every rank, in global index order."""
         return self.target_pass(loader, self.classification_rows, description, phase)
 
     def split_scores(self, rows: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
         """The accuracy family (see ClassifierTask) of a labelled pass's rows."""
-        scores = scores_from_confusion(confusion(self.predict_labels(rows["probs"]), rows["labels"], self.num_classes))
+        scores = scores_from_confusion(confusion(self.predict_labels(rows["probs"]), rows["labels"],
+                                                 self.num_classes))
         return {f"{prefix}/{k}": float(v) for k, v in scores.items()}
 
 
@@ -287,9 +294,9 @@ def check_against_data(artifact: SourceArtifact, datamodule) -> None:
                             "permuted. Give them in the model's order, or drop data.class_names to adopt it")
     if names and len(names) != artifact.num_classes:
         raise ArtifactError(
-            f"class count mismatch: the source model has {artifact.num_classes} classes {artifact.class_names} "
-            f"but data ({type(datamodule).__name__}) has {len(names)} classes {names}; "
-            "use a source model trained on the target's class set")
+            f"class count mismatch: the source model has {artifact.num_classes} classes "
+            f"{artifact.class_names} but data ({type(datamodule).__name__}) has {len(names)} classes "
+            f"{names}; use a source model trained on the target's class set")
     spec = getattr(datamodule, "input_spec", None)
     if spec is None:
         datamodule.input_spec = artifact.input

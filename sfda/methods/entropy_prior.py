@@ -30,29 +30,32 @@ class EntropyPrior(SegmentationAdaptation):
         prior_weight: lambda (paper: 1).
         class_weights: nu per class; default the paper's ([0.1, 0.9] for 2 classes, the heart
             weights for 5); other class counts must set it.
-        kl_direction: 'adami' = KL(tau_hat || tau_e) (journal version, default) or 'adaent' = KL(tau_e || tau_hat).
+        kl_direction: 'adami' = KL(tau_hat || tau_e) (journal version, default) or
+            'adaent' = KL(tau_e || tau_hat).
         ratio_power: pi of the sharpened size estimate (paper: 1).
         optim: Adam, wd 1e-4, lr x0.9 every 20 epochs; lr 1e-6 as the official adaptation default.
         evaluate_source: see SegmentationAdaptation.
     """
 
     def __init__(self, source: SourceModel, prior: PriorProvider | None = None, prior_weight: float = 1.0,
-                 class_weights: list[float] | None = None, kl_direction: KLDirection = "adami", ratio_power: float = 1.0,
-                 optim: Optim | None = None, evaluate_source: bool = True):
+                 class_weights: list[float] | None = None, kl_direction: KLDirection = "adami",
+                 ratio_power: float = 1.0, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim or Optim(name="adam", lr=1e-6, weight_decay=1e-4, backbone_lr_mult=1.0,
                                                 step_epochs=20, step_factor=0.9), evaluate_source)
         weights = class_weights if class_weights is not None else PAPER_CLASS_WEIGHTS.get(self.num_classes)
         if weights is None or len(weights) != self.num_classes:
-            raise ValueError(f"model.class_weights: expected {self.num_classes} weights (one per class {self.class_names}), "
-                             f"got {weights}")
+            raise ValueError(f"model.class_weights: expected {self.num_classes} weights (one per class "
+                             f"{self.class_names}), got {weights}")
         if kl_direction not in ("adami", "adaent"):
             raise ValueError(f"model.kl_direction: expected 'adami' or 'adaent', got '{kl_direction}'")
         self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float))
-        self.prior, self.prior_weight, self.kl_direction, self.ratio_power = prior, prior_weight, kl_direction, ratio_power
+        self.prior, self.prior_weight = prior, prior_weight
+        self.kl_direction, self.ratio_power = kl_direction, ratio_power
 
     def build_state(self, num_samples: int) -> None:
         if self.prior is not None:
-            self.register_buffer("prior_table", torch.full((num_samples, self.num_classes), float("nan"), device=self.device))
+            self.register_buffer("prior_table", torch.full((num_samples, self.num_classes), float("nan"),
+                                                           device=self.device))
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -78,7 +81,8 @@ class EntropyPrior(SegmentationAdaptation):
         table = self.prior.table(dm.sample_ids(), self.class_names, fractions)
         expected = (dm.num_samples("train"), self.num_classes)
         if tuple(table.shape) != expected:
-            raise ValueError(f"model.prior ({type(self.prior).__name__}): table of shape {tuple(table.shape)}, expected {expected}")
+            raise ValueError(f"model.prior ({type(self.prior).__name__}): table of shape "
+                             f"{tuple(table.shape)}, expected {expected}")
         return table
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -42,14 +42,17 @@ class GLC(NeighbourhoodMethod):
     refresh_bank_each_epoch = True
 
     def __init__(self, source: SourceModel, k: int = 4, rho: float = 0.75, lambda_psd: float = 0.3,
-                 lambda_knn: float = 1.0, reject_unknown: float | None = 0.55, coefficients: list[float] | None = None,
-                 max_cluster_samples: int = 10000, max_points_per_centroid: int | None = 256, optim: Optim | None = None,
+                 lambda_knn: float = 1.0, reject_unknown: float | None = 0.55,
+                 coefficients: list[float] | None = None, max_cluster_samples: int = 10000,
+                 max_points_per_centroid: int | None = 256, optim: Optim | None = None,
                  evaluate_source: bool = True):
         if not 0 <= rho <= 1:
             raise ValueError(f"model.rho: expected a prior floor in [0, 1], got {rho}")
         if max_points_per_centroid is not None and max_points_per_centroid < 1:
-            raise ValueError(f"model.max_points_per_centroid: expected a positive count or null, got {max_points_per_centroid}")
-        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
+            raise ValueError("model.max_points_per_centroid: expected a positive count or null, got "
+                             f"{max_points_per_centroid}")
+        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source,
+                         reject_unknown=reject_unknown)
         self.k, self.rho, self.lambda_psd, self.lambda_knn = k, rho, lambda_psd, lambda_knn
         self.coefficients = tuple(coefficients or GLC_COEFFICIENTS)
         self.max_cluster_samples, self.max_points_per_centroid = max_cluster_samples, max_points_per_centroid
@@ -64,12 +67,13 @@ class GLC(NeighbourhoodMethod):
             rows = self.full_pass(self.trainer.datamodule.bank_dataloader(), "GLC global clustering")
             self.write_bank(rows)
             if float(self.cluster_coefficient) == 0:
-                chosen, silhouettes = select_num_clusters(rows["features"], self.num_classes, self.coefficients,
-                                                          self.max_cluster_samples)
+                chosen, silhouettes = select_num_clusters(rows["features"], self.num_classes,
+                                                          self.coefficients, self.max_cluster_samples)
                 self.cluster_coefficient.fill_(chosen)
                 self.results.update({"engine/glc_clusters": max(1, int(self.num_classes * chosen)),
                                      **{f"engine/silhouette@{coef:g}": s for coef, s in silhouettes.items()}})
-            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"], float(self.cluster_coefficient), self.rho,
+            labels = one_vs_all_pseudo_labels(rows["features"], rows["probs"],
+                                              float(self.cluster_coefficient), self.rho,
                                               max_points_per_centroid=self.max_points_per_centroid)
             self.targets[rows["index"]] = labels["targets"].to(self.targets.device)
         self.log("engine/known_fraction", labels["known"].float().mean())
@@ -80,5 +84,6 @@ class GLC(NeighbourhoodMethod):
         global_term = soft_cross_entropy(probs, self.targets[batch["index"]])
         local_term = soft_cross_entropy(probs, consensus)
         loss = self.lambda_psd * global_term + self.lambda_knn * local_term
-        self.log_dict({"train/loss": loss, "train/global": global_term, "train/local": local_term}, prog_bar=True)
+        self.log_dict({"train/loss": loss, "train/global": global_term, "train/local": local_term},
+                      prog_bar=True)
         return loss

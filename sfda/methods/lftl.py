@@ -30,7 +30,8 @@ class LFTL(ActiveAdaptation):
     step, and split back, so the mixed pairs do not depend on the number of processes.
 
     Args:
-        im_weight: beta_im (0.9). vpa_weight: beta_vpa (1 Office, 10 VisDA). temperature: of the cosine softmax (1.0).
+        im_weight: beta_im (0.9). vpa_weight: beta_vpa (1 Office, 10 VisDA). temperature: of the
+            cosine softmax (1.0).
         anchor_momentum: weight of the old anchor in the refresh (0.1).
         mixup: run the end-of-epoch mixup pass. mixup_alpha: Beta parameter (0.75).
         (the rest: see ActiveAdaptation)
@@ -38,11 +39,12 @@ class LFTL(ActiveAdaptation):
 
     def __init__(self, source: SourceModel, budget: Budget | None = None, epochs_per_round: int = 10,
                  query: Query = "contrastive", annotator: Annotator | None = None, im_weight: float = 0.9,
-                 vpa_weight: float = 10.0, temperature: float = 1.0, anchor_momentum: float = 0.1, mixup: bool = True,
-                 mixup_alpha: float = 0.75, alpha: float = 0.03, kappa: int = 100, balance: float = 0.1,
-                 labelled_batch_size: int = 64, optim: Optim | None = None, evaluate_source: bool = True):
-        super().__init__(source, budget, epochs_per_round, query, annotator, alpha, kappa, balance, labelled_batch_size,
-                         optim or Optim(lr=1e-3), evaluate_source)
+                 vpa_weight: float = 10.0, temperature: float = 1.0, anchor_momentum: float = 0.1,
+                 mixup: bool = True, mixup_alpha: float = 0.75, alpha: float = 0.03, kappa: int = 100,
+                 balance: float = 0.1, labelled_batch_size: int = 64, optim: Optim | None = None,
+                 evaluate_source: bool = True):
+        super().__init__(source, budget, epochs_per_round, query, annotator, alpha, kappa, balance,
+                         labelled_batch_size, optim or Optim(lr=1e-3), evaluate_source)
         if temperature <= 0:
             raise ValueError(f"model.temperature: expected > 0, got {temperature}")
         self.im_weight, self.vpa_weight, self.temperature = im_weight, vpa_weight, temperature
@@ -75,11 +77,13 @@ class LFTL(ActiveAdaptation):
         _, labelled_logits = self(batch["labelled"]["image"], batch["labelled"]["index"])
         probs = logits.float().softmax(dim=1)
         ce = F.cross_entropy(labelled_logits.float(), batch["labelled"]["label"])
-        im = masked_information_maximization(probs, torch.ones(len(probs), dtype=torch.bool, device=probs.device))
+        im = masked_information_maximization(probs,
+                                             torch.ones(len(probs), dtype=torch.bool, device=probs.device))
         loss = ce + self.im_weight * im
         logs = {"train/loss": loss, "train/ce": ce, "train/im": im}
         if self.vpa_weight > 0:
-            vpa = anchor_entropy(features, self.anchors.read("features", self._anchor_index), self.temperature)
+            vpa = anchor_entropy(features, self.anchors.read("features", self._anchor_index),
+                                 self.temperature)
             loss = loss + self.vpa_weight * vpa
             logs.update({"train/loss": loss, "train/vpa": vpa})
         self.log_dict(logs, prog_bar=True)
@@ -89,7 +93,8 @@ class LFTL(ActiveAdaptation):
         """Soft-target CE on a mixup of the GLOBAL labelled batch; this process trains on its share."""
         images, labels = gather_rows(batch["image"]), gather_rows(batch["label"])
         share = len(batch["image"])
-        offset = self.trainer.global_rank * share  # equal shares: the labelled batch is a multiple of the process count
+        # equal shares: the labelled batch is a multiple of the process count
+        offset = self.trainer.global_rank * share
         rng = np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step])
         lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
         lam = max(lam, 1 - lam)

@@ -18,7 +18,8 @@ class NeighbourhoodMethod(AdaptationModule):
     """
 
     k: int
-    refresh_bank_each_epoch = False  # a subclass that rewrites the whole bank at every epoch start skips the initial fill
+    # a subclass that rewrites the whole bank at every epoch start skips the initial fill
+    refresh_bank_each_epoch = False
 
     neighbour_counts = ("k",)  # constructor arguments that are neighbour counts in the bank
 
@@ -33,14 +34,17 @@ class NeighbourhoodMethod(AdaptationModule):
     def on_train_start(self) -> None:
         super().on_train_start()
         if not self.bank.is_full() and not self.refresh_bank_each_epoch:
-            self.write_bank(self.full_pass(self.trainer.datamodule.bank_dataloader(), "filling banks", phase="bank_fill"))
+            self.write_bank(self.full_pass(self.trainer.datamodule.bank_dataloader(), "filling banks",
+                                           phase="bank_fill"))
 
     def write_bank(self, rows: dict[str, torch.Tensor]) -> None:
         """Store a full pass (``full_pass`` output, identical on every rank) in the bank."""
-        self.bank.write(rows["index"], synchronise=False, features=F.normalize(rows["features"], dim=1), scores=rows["probs"])
+        self.bank.write(rows["index"], synchronise=False, features=F.normalize(rows["features"], dim=1),
+                        scores=rows["probs"])
 
     def step_neighbours(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward, bank write-back and kNN. Returns ``probs (B, C)``, normalised ``features (B, D)``, neighbour indices ``(B, K)``."""
+        """Forward, bank write-back and kNN. Returns ``probs (B, C)``, normalised ``features (B, D)``,
+        neighbour indices ``(B, K)``."""
         features, logits = self(batch["image"], batch["index"])
         probs = logits.float().softmax(dim=1)
         features = F.normalize(features.float(), dim=1)

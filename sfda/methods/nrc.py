@@ -36,14 +36,17 @@ class NRC(NeighbourhoodMethod):
         with torch.no_grad(), self.stopwatch("engine"):
             bank_feats, bank_scores = self.bank.features, self.bank.scores
             b, k = near.shape
-            _, near_near = cosine_knn(bank_feats[near.reshape(-1)], bank_feats, self.kk, query_index=near.reshape(-1))
+            _, near_near = cosine_knn(bank_feats[near.reshape(-1)], bank_feats, self.kk,
+                                      query_index=near.reshape(-1))
             near_near = near_near.view(b, k, self.kk)
             reciprocal = (near_near == batch["index"].view(b, 1, 1)).sum(-1).float()
-            weights = torch.where(reciprocal > 0, reciprocal, torch.full_like(reciprocal, self.expanded_weight))
+            weights = torch.where(reciprocal > 0, reciprocal,
+                                  torch.full_like(reciprocal, self.expanded_weight))
             expanded = bank_scores[near_near.view(b, -1)].view(b, k * self.kk, -1)
         loss = weighted_neighbour_affinity(probs, bank_scores[near], weights)
-        loss = loss + weighted_neighbour_affinity(probs, expanded, torch.full(expanded.shape[:2], self.expanded_weight,
-                                                                              device=probs.device))
+        loss = loss + weighted_neighbour_affinity(probs, expanded,
+                                                  torch.full(expanded.shape[:2], self.expanded_weight,
+                                                             device=probs.device))
         marginal = gather_with_grad(probs).mean(dim=0)
         loss = loss + (marginal * torch.log(marginal + 1e-5)).sum()
         self.log("train/loss", loss, prog_bar=True)

@@ -48,7 +48,8 @@ class Optim:
             "step_epochs": (self.step_epochs >= 0, ">= 0"),
             "step_factor": (self.step_factor > 0, "> 0"),
             "milestones": (all(m > 0 for m in self.milestones)
-                           and list(self.milestones) == sorted(self.milestones), "increasing positive epochs"),
+                           and list(self.milestones) == sorted(self.milestones),
+                           "increasing positive epochs"),
         }
         for name, (ok, expected) in rules.items():
             if not ok:

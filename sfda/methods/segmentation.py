@@ -16,7 +16,8 @@ from .artifact_output import WritesSourceArtifact, source_input_spec
 from .base import Optim
 from .task import TaskModule
 
-SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20, step_factor=0.9)
+SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_mult=1.0, step_epochs=20,
+                           step_factor=0.9)
 
 
 class SegmentationTask(TaskModule):
@@ -49,12 +50,14 @@ class SegmentationTask(TaskModule):
         from monai.inferers import SliceInferer, SlidingWindowInferer
 
         if self.spec.mode == "2d":
-            return SliceInferer(roi_size=self.spec.roi, sw_batch_size=32, spatial_dim=self.spec.slice_axis, progress=False)
+            return SliceInferer(roi_size=self.spec.roi, sw_batch_size=32, spatial_dim=self.spec.slice_axis,
+                                progress=False)
         return SlidingWindowInferer(roi_size=self.spec.roi, sw_batch_size=2, overlap=0.25, mode="gaussian")
 
     @torch.no_grad()
     def predict_volume(self, image: torch.Tensor, network: torch.nn.Module | None = None) -> torch.Tensor:
-        """``image (1, channels, X, Y, Z) -> probs (1, C, X, Y, Z)`` with ``network`` (default: ours) in eval mode."""
+        """``image (1, channels, X, Y, Z) -> probs (1, C, X, Y, Z)`` with ``network`` (default: ours) in eval
+        mode."""
         network = network or self.network
         was_training = network.training
         network.eval()
@@ -114,7 +117,8 @@ class SegmentationTask(TaskModule):
             volumes = self.trainer.datamodule.volumes["eval"]
             write_per_volume_csv(run / "per_volume.csv", table, [v.name for v in volumes], self.class_names)
         if self.stopwatch.totals.get("inference"):  # this process's sliding-window throughput
-            self.results["timing/inference_voxels_per_s"] = self.voxels_inferred / self.stopwatch.totals["inference"]
+            self.results["timing/inference_voxels_per_s"] = (self.voxels_inferred
+                                                             / self.stopwatch.totals["inference"])
 
     def _log_summary(self) -> dict[str, torch.Tensor]:
         """Log the summary of the gathered volumes (per-volume values go to ``results.json``); returns
@@ -131,7 +135,8 @@ class SegmentationTask(TaskModule):
         scores = VolumeScores(self.num_classes)
         with self.stopwatch("evaluation"):
             for batch in self.trainer.datamodule.val_dataloader():
-                self.score_volume({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}, scores, network)
+                self.score_volume({k: v.to(self.device) if torch.is_tensor(v) else v
+                                   for k, v in batch.items()}, scores, network)
             summary = self.summarise(self.gather(scores), prefix)
             return {k: v for k, v in summary.items() if k.startswith(prefix)}
 
@@ -169,7 +174,8 @@ class SegmentationSourceTraining(WritesSourceArtifact, SegmentationTask):
                  optim: Optim | None = None):
         super().__init__(optim)
         if len(strides) != len(channels) - 1:
-            raise ValueError(f"model.strides: expected {len(channels) - 1} strides for channels {list(channels)}, got {list(strides)}")
+            raise ValueError(f"model.strides: expected {len(channels) - 1} strides for channels "
+                             f"{list(channels)}, got {list(strides)}")
         self.unet = {"channels": tuple(channels), "strides": tuple(strides), "num_res_units": num_res_units}
         self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
         self.network = None

@@ -36,8 +36,8 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
         super().__init__(optim)
         self.artifact = load_source(source)
         if self.artifact.task != "segmentation":
-            raise ArtifactError(f"model.source: {source} is a '{self.artifact.task}' artifact; a segmentation method needs "
-                                "one written by SegmentationSourceTraining")
+            raise ArtifactError(f"model.source: {source} is a '{self.artifact.task}' artifact; a "
+                                "segmentation method needs one written by SegmentationSourceTraining")
         self.network = self.artifact.build_network()
         self.evaluate_source = evaluate_source
         self.build_metrics(self.artifact.class_names, self.artifact.input)
@@ -50,7 +50,8 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
         out = super().predict_step(batch, batch_idx)
         if not hasattr(self, "source_network"):
             self.source_network = self.artifact.build_network().to(self.device)
-        out["source_mask"] = self.predict_volume(batch["image"], self.source_network)[0].argmax(0).to(torch.uint8).cpu()
+        source_probs = self.predict_volume(batch["image"], self.source_network)[0]
+        out["source_mask"] = source_probs.argmax(0).to(torch.uint8).cpu()
         return out
 
 
@@ -90,7 +91,8 @@ class SegmentationTent(SegmentationAdaptation):
     """
 
     def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
-        super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0), evaluate_source)
+        super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0),
+                         evaluate_source)
         self.network.requires_grad_(False)
         self.norm_layers = batch_norm_layers(self.network)
         for bn in self.norm_layers:

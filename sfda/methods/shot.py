@@ -38,23 +38,27 @@ class SHOT(AdaptationModule):
     UNKNOWN = -2  # pseudo-label of a sample SHOT-O set aside as unknown
 
     def __init__(self, source: SourceModel, beta: float = 0.3, im_weight: float = 1.0, rounds: int = 2,
-                 min_count: int = 0, optim: Optim | None = None, evaluate_source: bool = True, open_set: bool = False,
-                 reject_unknown: float | None = None):
+                 min_count: int = 0, optim: Optim | None = None, evaluate_source: bool = True,
+                 open_set: bool = False, reject_unknown: float | None = None):
         for name, value in (("beta", beta), ("im_weight", im_weight), ("min_count", min_count)):
             if value < 0:
                 raise ValueError(f"model.{name}: expected a value >= 0 (0 switches the term off), "
                                  f"got {value}")
         if rounds < 1:
             raise ValueError(f"model.rounds: expected at least 1 centroid round, got {rounds}")
-        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source, reject_unknown=reject_unknown)
+        super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source,
+                         reject_unknown=reject_unknown)
         if open_set and reject_unknown is not None:
-            raise ValueError("model.reject_unknown: SHOT-O (open_set: true) sets its own threshold by 2-means; leave it null")
-        self.beta, self.im_weight, self.rounds, self.min_count, self.open_set = beta, im_weight, rounds, min_count, open_set
+            raise ValueError("model.reject_unknown: SHOT-O (open_set: true) sets its own threshold by "
+                             "2-means; leave it null")
+        self.beta, self.im_weight = beta, im_weight
+        self.rounds, self.min_count, self.open_set = rounds, min_count, open_set
         # SHOT-O's rejection threshold is part of the adapted model (used at test and predict)
         self.register_buffer("entropy_threshold", torch.tensor(-1.0), persistent=True)  # -1: not computed yet
 
     def build_state(self, num_samples: int) -> None:
-        self.register_buffer("pseudo_labels", torch.full((num_samples,), -1, dtype=torch.long), persistent=True)
+        self.register_buffer("pseudo_labels", torch.full((num_samples,), -1, dtype=torch.long),
+                             persistent=True)
 
     def unknown_threshold(self) -> float | None:
         if self.open_set and float(self.entropy_threshold) >= 0:
@@ -73,11 +77,14 @@ class SHOT(AdaptationModule):
                 known = normalised_entropy(rows["probs"]) <= threshold
             labels = torch.full_like(rows["index"], self.UNKNOWN)
             if known.any():
-                labels[known] = centroid_labels(rows["features"][known], rows["probs"][known], self.rounds, self.min_count)
+                labels[known] = centroid_labels(rows["features"][known], rows["probs"][known], self.rounds,
+                                                self.min_count)
         self.pseudo_labels[rows["index"]] = labels.to(self.pseudo_labels.device)
-        self.log("engine/pseudo_label_changed_vs_argmax", (labels[known] != rows["probs"][known].argmax(1)).float().mean())
+        self.log("engine/pseudo_label_changed_vs_argmax",
+                 (labels[known] != rows["probs"][known].argmax(1)).float().mean())
         if self.open_set:
-            self.log_dict({"engine/unknown_fraction": 1 - known.float().mean(), "engine/entropy_threshold": self.entropy_threshold})
+            self.log_dict({"engine/unknown_fraction": 1 - known.float().mean(),
+                           "engine/entropy_threshold": self.entropy_threshold})
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         _, logits = self(batch["image"], batch["index"])

@@ -23,7 +23,8 @@ class Tent(AdaptationModule):
     """
 
     def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
-        super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0, backbone_lr_mult=1.0),
+        super().__init__(source, optim or Optim(name="adam", lr=1e-3, weight_decay=0.0, power=0.0,
+                                                backbone_lr_mult=1.0),
                          freeze_head=True, evaluate_source=evaluate_source)
         self.network.requires_grad_(False)
         self.norm_layers = batch_norm_layers(self.network)
@@ -36,7 +37,8 @@ class Tent(AdaptationModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        use_batch_statistics(self.norm_layers)  # a resumed or tested Tent model normalises with batch statistics
+        # a resumed or tested Tent model normalises with batch statistics
+        use_batch_statistics(self.norm_layers)
 
     def parameter_groups(self) -> list[dict]:
         return [{"params": [p for bn in self.norm_layers for p in bn.parameters()], "lr": self.optim.lr}]

@@ -57,7 +57,8 @@ class ClassificationScores(Metric):
     def __init__(self, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
-        self.add_state("matrix", torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("matrix", torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.long),
+                       dist_reduce_fx="sum")
 
     def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         self.matrix += confusion(predictions, labels, self.num_classes).to(self.matrix.device)

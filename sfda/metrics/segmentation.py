@@ -33,8 +33,9 @@ def volume_scores(prediction: torch.Tensor, label: torch.Tensor, num_classes: in
     for k in range(1, num_classes):
         has_pred, has_true = bool(pred[0, k].any()), bool(true[0, k].any())
         if has_pred and has_true:
-            hd95[k - 1] = compute_hausdorff_distance(pred[:, [0, k]], true[:, [0, k]], include_background=False,
-                                                     percentile=95, spacing=list(spacing))[0, 0].float()
+            hd95[k - 1] = compute_hausdorff_distance(pred[:, [0, k]], true[:, [0, k]],
+                                                     include_background=False, percentile=95,
+                                                     spacing=list(spacing))[0, 0].float()
         elif has_pred or has_true:
             hd95[k - 1] = diagonal
     return dice, hd95

@@ -4,7 +4,8 @@ An artifact is a ``torch.save`` of plain types and tensors (loadable with
 ``weights_only=True``)::
 
     {"format": "sfda-source/1", "task": "classification",
-     "architecture": {"target": "sfda.models.classifier:SourceClassifier" or "/path/models.py:Net", "kwargs": {...}},
+     "architecture": {"target": "sfda.models.classifier:SourceClassifier" or "/path/models.py:Net",
+                      "kwargs": {...}},
      "feature_layer": "bottleneck", "head_layer": "head", "bottleneck_layers": ["bottleneck"],
      "class_names": [...], "input": {"size", "channels", "mean", "std"}, "state_dict": {...}}
 
@@ -222,7 +223,8 @@ class SourceArtifact:
         try:
             network.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as err:
-            raise ArtifactError(f"source weights do not fit architecture {self.architecture['target']}: {err}") from err
+            raise ArtifactError(f"source weights do not fit architecture {self.architecture['target']}: "
+                                f"{err}") from err
         return network
 
     def build(self) -> FeatureClassifier:
@@ -233,7 +235,8 @@ class SourceArtifact:
                                 f"a '{self.task}' source artifact cannot be adapted by a "
                                 "classification method "
                                 "(choose a method of its task; `sfda fit --help` lists them)")
-        return FeatureClassifier(self.build_network(), self.feature_layer, self.head_layer, tuple(self.bottleneck_layers))
+        return FeatureClassifier(self.build_network(), self.feature_layer, self.head_layer,
+                                 tuple(self.bottleneck_layers))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -323,7 +326,8 @@ def wrap_external(model: ExternalModel) -> SourceArtifact:
     try:
         state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ArtifactError(f"{weights_path}: cannot read weights with weights_only=True ({type(err).__name__}: {err})") from err
+        raise ArtifactError(f"{weights_path}: cannot read weights with weights_only=True "
+                            f"({type(err).__name__}: {err})") from err
     if not isinstance(state_dict, dict):
         raise ArtifactError(f"{weights_path}: expected a state dict (name -> tensor), got "
                             f"{type(state_dict).__name__}")
@@ -349,5 +353,6 @@ def artifact_from_module(network: nn.Module, class_names: list[str], input: Inpu
                          bottleneck_layers: tuple[str, ...] = ("bottleneck",)) -> SourceArtifact:
     """Artifact of a network trained by sfda (weights copied to CPU)."""
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    return SourceArtifact(architecture=architecture, state_dict=state, class_names=list(class_names), input=input,
-                          feature_layer=feature_layer, head_layer=head_layer, bottleneck_layers=list(bottleneck_layers))
+    return SourceArtifact(architecture=architecture, state_dict=state, class_names=list(class_names),
+                          input=input, feature_layer=feature_layer, head_layer=head_layer,
+                          bottleneck_layers=list(bottleneck_layers))

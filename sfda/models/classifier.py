@@ -47,8 +47,8 @@ class SourceClassifier(nn.Module):
         bottleneck_dim: width of g (SHOT: 256).
     """
 
-    def __init__(self, backbone: str = "lenet", num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
-                 bottleneck_dim: int = 256):
+    def __init__(self, backbone: str = "lenet", num_classes: int = 10, in_channels: int = 1,
+                 input_size: int = 28, bottleneck_dim: int = 256):
         super().__init__()
         if backbone in ("lenet", "mlp"):
             self.backbone, width = {"lenet": lenet, "mlp": mlp}[backbone](in_channels, input_size)

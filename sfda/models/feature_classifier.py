@@ -24,7 +24,8 @@ class FeatureClassifier(nn.Module):
         bottleneck_layers: dotted module names of the bottleneck.
     """
 
-    def __init__(self, network: nn.Module, feature_layer: str, head_layer: str, bottleneck_layers: tuple[str, ...] = ()):
+    def __init__(self, network: nn.Module, feature_layer: str, head_layer: str,
+                 bottleneck_layers: tuple[str, ...] = ()):
         super().__init__()
         self.network = network
         names = dict(network.named_modules())
@@ -32,8 +33,10 @@ class FeatureClassifier(nn.Module):
             ("bottleneck_layers", b) for b in bottleneck_layers
         ]:
             if layer not in names:
-                raise ValueError(f"source.{field_name}: the network has no module '{layer}'; modules are {sorted(n for n in names if n)}")
-        self.feature_layer, self.head_layer, self.bottleneck_layers = feature_layer, head_layer, tuple(bottleneck_layers)
+                raise ValueError(f"source.{field_name}: the network has no module '{layer}'; modules are "
+                                 f"{sorted(n for n in names if n)}")
+        self.feature_layer, self.head_layer = feature_layer, head_layer
+        self.bottleneck_layers = tuple(bottleneck_layers)
         self._tapped: torch.Tensor | None = None
         names[feature_layer].register_forward_hook(self._tap)
         self._dropouts = use_keyed_dropout(network)

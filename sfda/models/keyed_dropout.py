@@ -32,7 +32,8 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
 
 
 def sample_keys(index: torch.Tensor, seed: int, step: int) -> torch.Tensor:
-    """``(B,)`` int64 dropout keys of global sample ``index (B,)`` at training ``step`` of a run seeded ``seed``."""
+    """``(B,)`` int64 dropout keys of global sample ``index (B,)`` at training ``step`` of a run seeded
+    ``seed``."""
     salt = mix64(torch.tensor([seed * 1_000_003 + step], dtype=torch.int64, device=index.device))
     return mix64(index.long() ^ salt)
 
@@ -79,8 +80,10 @@ def use_keyed_dropout(network: nn.Module) -> list[KeyedDropout]:
     replaced: list[KeyedDropout] = []
     for parent in list(network.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.dropout._DropoutNd) and not isinstance(child, (nn.AlphaDropout, nn.FeatureAlphaDropout)):
-                keyed = KeyedDropout(child.p, channelwise=not isinstance(child, nn.Dropout), layer=len(replaced))
+            if isinstance(child, nn.modules.dropout._DropoutNd) \
+                    and not isinstance(child, (nn.AlphaDropout, nn.FeatureAlphaDropout)):
+                keyed = KeyedDropout(child.p, channelwise=not isinstance(child, nn.Dropout),
+                                     layer=len(replaced))
                 setattr(parent, name, keyed)
                 replaced.append(keyed)
     return replaced

@@ -1,4 +1,5 @@
-"""BatchNorm helpers: the normalisation baselines (Tent, AdaBN) and process-count-independent BatchNorm under DDP."""
+"""BatchNorm helpers: the normalisation baselines (Tent, AdaBN) and process-count-independent
+BatchNorm under DDP."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class GlobalBatchNormSync(LayerSync):
     def apply(self, model: nn.Module) -> nn.Module:
         self._classes = {}
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) \
+                    and not isinstance(module, GlobalBatchNorm):
                 self._classes[id(module)] = type(module)
                 module.__class__ = GlobalBatchNorm
         return model

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 
 def augment_and_normalise(features: torch.Tensor) -> torch.Tensor:
-    """SHOT's feature map for cosine clustering: append a constant 1, then L2-normalise rows. ``(N, D) -> (N, D+1)``."""
+    """SHOT's feature map for cosine clustering: append a constant 1, then L2-normalise rows.
+    ``(N, D) -> (N, D+1)``."""
     ones = features.new_ones(features.shape[0], 1)
     return F.normalize(torch.cat([features.float(), ones], dim=1), dim=1)
 
@@ -20,8 +21,8 @@ def centroid_labels(
     Round 1 weights every sample by its softmax ``probs`` to form one centroid per class
     (``c_k = sum_i P_ik F_i / sum_i P_ik``); each later round uses one-hot weights of the
     previous assignment. Only classes whose source-argmax count exceeds ``min_count``
-    may receive samples (fixed once, as in the official code). Distances are cosine on the augmented, normalised
-    features.
+    may receive samples (fixed once, as in the official code). Distances are cosine on the augmented,
+    normalised features.
 
     Args:
         features: ``(N, D)`` raw features.

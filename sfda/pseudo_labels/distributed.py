@@ -110,7 +110,8 @@ def check_identical_across_ranks(tensor: torch.Tensor, what: str) -> None:
         return
     rows = gather_rows(tensor.detach().reshape(1, -1).double())
     if not bool((rows == rows[0]).all()):
-        raise RuntimeError(f"{what} differ between processes; every rank must derive them from the same gathered pass")
+        raise RuntimeError(f"{what} differ between processes; every rank must derive them from the same "
+                           "gathered pass")
 
 
 def average_gradients(parameters: list[torch.Tensor]) -> None:

@@ -52,7 +52,8 @@ def faiss_available() -> bool:
     return True
 
 
-def cosine_knn_faiss(queries: torch.Tensor, bank: torch.Tensor, k: int, query_index: torch.Tensor | None = None):
+def cosine_knn_faiss(queries: torch.Tensor, bank: torch.Tensor, k: int,
+                     query_index: torch.Tensor | None = None):
     """Same contract as :func:`cosine_knn`, through a faiss inner-product index on normalised rows."""
     import faiss
 

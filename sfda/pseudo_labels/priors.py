@@ -16,7 +16,8 @@ def class_marginal(probs: torch.Tensor) -> torch.Tensor:
 
 
 def estimated_prior(probs: torch.Tensor, smoothing: float = 1e-3) -> torch.Tensor:
-    """Label-free prior estimated from (source-model) predictions on target: argmax frequencies, smoothed. ``(N, C) -> (C,)``."""
+    """Label-free prior estimated from (source-model) predictions on target: argmax frequencies, smoothed.
+    ``(N, C) -> (C,)``."""
     counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float() + smoothing
     return counts / counts.sum()
 
@@ -34,14 +35,17 @@ def prior_from_sizes(sizes: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 
 
 def class_fractions(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``labels (B, *spatial)`` int -> ``(B, C)`` fraction of voxels of each class (predicted or true masks)."""
+    """``labels (B, *spatial)`` int -> ``(B, C)`` fraction of voxels of each class (predicted or true
+    masks)."""
     flat = labels.flatten(1).long()
-    counts = torch.zeros(flat.shape[0], num_classes, device=flat.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    counts = torch.zeros(flat.shape[0], num_classes, device=flat.device).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=torch.float))
     return counts / flat.shape[1]
 
 
 def _read_table(path: str, ids: list[str], columns: list[str], what: str) -> torch.Tensor:
-    """Rows of CSV ``path`` (header ``id,<columns...>``) in the order of ``ids``; errors name the file and the missing id."""
+    """Rows of CSV ``path`` (header ``id,<columns...>``) in the order of ``ids``; errors name the file and the
+    missing id."""
     import csv
 
     try:
@@ -50,13 +54,15 @@ def _read_table(path: str, ids: list[str], columns: list[str], what: str) -> tor
             fields = reader.fieldnames or []
             absent = [c for c in ["id", *columns] if c not in fields]
             if absent:
-                raise ValueError(f"{path}: {what} CSV lacks columns {absent} (expected header 'id,{','.join(columns)}', got {fields})")
+                raise ValueError(f"{path}: {what} CSV lacks columns {absent} (expected header "
+                                 f"'id,{','.join(columns)}', got {fields})")
             rows = {row["id"]: row for row in reader}
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{path}: {what} CSV not found") from err
     missing = [i for i in ids if i not in rows]
     if missing:
-        raise KeyError(f"{path}: no row for {len(missing)} sample ids, e.g. {missing[:3]} (ids are '<volume>:<axis>:<slice>')")
+        raise KeyError(f"{path}: no row for {len(missing)} sample ids, e.g. {missing[:3]} (ids are "
+                       "'<volume>:<axis>:<slice>')")
     try:
         return torch.tensor([[float(rows[i][c]) for c in columns] for i in ids])
     except ValueError as err:
@@ -71,7 +77,8 @@ class PriorProvider:
     needs = "nothing"
     name = "prior"
 
-    def table(self, ids: list[str], class_names: list[str], fractions: torch.Tensor | None = None) -> torch.Tensor:
+    def table(self, ids: list[str], class_names: list[str],
+              fractions: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, C)`` tau_e for samples ``ids``; ``fractions (N, C)`` as ``needs`` says."""
         raise NotImplementedError
 
@@ -80,8 +87,9 @@ PREDICTED_TAGS = "source_predictions"
 
 
 def class_presence(fractions: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    """Image-level tags from masks: ``fractions (N, C)`` (true masks, or the source model's predictions: label-free)
-    -> ``(N, C-1)`` bool, a foreground class present where it covers more than ``min_fraction``."""
+    """Image-level tags from masks: ``fractions (N, C)`` (true masks, or the source model's predictions:
+    label-free) -> ``(N, C-1)`` bool, a foreground class present where it covers more than
+    ``min_fraction``."""
     return fractions[:, 1:].float() > min_fraction
 
 
@@ -96,7 +104,8 @@ def mean_size_where_present(fractions: torch.Tensor, min_fraction: float = 0.0) 
 
 def check_min_fraction(min_fraction: float) -> float:
     if not 0 <= min_fraction < 1:
-        raise ValueError(f"model.prior.min_fraction: expected a predicted fraction in [0, 1), got {min_fraction}")
+        raise ValueError("model.prior.min_fraction: expected a predicted fraction in [0, 1), got "
+                         f"{min_fraction}")
     return float(min_fraction)
 
 
@@ -118,7 +127,8 @@ class ConstantSizes(PriorProvider):
     name = "constant"
 
     def __init__(self, sizes: list[float], tags: str | None = None, min_fraction: float = 0.01):
-        self.sizes, self.tags, self.min_fraction = [float(s) for s in sizes], tags, check_min_fraction(min_fraction)
+        self.sizes, self.tags = [float(s) for s in sizes], tags
+        self.min_fraction = check_min_fraction(min_fraction)
 
     @property
     def needs(self) -> str:
@@ -137,8 +147,8 @@ class ConstantSizes(PriorProvider):
         try:
             tag = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(f"model.prior.tags: '{self.tags}' is neither a .csv file, '{PREDICTED_TAGS}' nor an "
-                             f"importable 'module:function' ({err})") from err
+            raise ValueError(f"model.prior.tags: '{self.tags}' is neither a .csv file, '{PREDICTED_TAGS}' "
+                             f"nor an importable 'module:function' ({err})") from err
         return torch.tensor([[name in set(tag(i)) for name in foreground] for i in ids], dtype=torch.bool)
 
     def table(self, ids, class_names, fractions=None):

@@ -45,7 +45,8 @@ def entropy_2means_threshold(probs: torch.Tensor, iters: int = 100) -> float:
     centres = h.new_tensor([0.0, 1.0])
     for _ in range(iters):
         labels = (h[:, None] - centres[None]).abs().argmin(1)
-        updated = torch.stack([h[labels == j].mean() if (labels == j).any() else centres[j] for j in range(2)])
+        updated = torch.stack([h[labels == j].mean() if (labels == j).any() else centres[j]
+                               for j in range(2)])
         if torch.allclose(updated, centres):
             break
         centres = updated

@@ -17,7 +17,8 @@ GLC_COEFFICIENTS = (0.25, 0.5, 1.0, 2.0, 3.0)
 
 
 def silhouette_score(x: torch.Tensor, labels: torch.Tensor, chunk_size: int = 2048) -> float:
-    """Mean silhouette (Euclidean) of points ``x (N, D)`` with cluster ``labels (N,)``; exact, O(N^2 D) in chunks.
+    """Mean silhouette (Euclidean) of points ``x (N, D)`` with cluster ``labels (N,)``; exact, O(N^2 D) in
+    chunks.
 
     s_i = (b_i - a_i) / max(a_i, b_i), a_i = mean distance to the other members of i's cluster,
     b_i = smallest mean distance to another cluster; s_i = 0 for singleton clusters (sklearn's convention).
@@ -71,10 +72,11 @@ def select_num_clusters(features: torch.Tensor, num_source_classes: int, coeffic
     n = points.shape[0]
     if n < max(candidate_cluster_counts(num_source_classes, coefficients)):
         raise ValueError(f"GLC: the target has {n} samples, fewer than the largest candidate cluster count "
-                         f"{max(candidate_cluster_counts(num_source_classes, coefficients))}; use more target data "
-                         "or smaller model.init_args.coefficients")
+                         f"{max(candidate_cluster_counts(num_source_classes, coefficients))}; use more "
+                         "target data or smaller model.init_args.coefficients")
     if n > max_samples:
-        points = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        points = points[order[:max_samples].sort().values]
     scores = {}
     for coef, k in zip(coefficients, candidate_cluster_counts(num_source_classes, coefficients), strict=True):
         _, labels = kmeans(points, k, seed=seed)
@@ -82,9 +84,9 @@ def select_num_clusters(features: torch.Tensor, num_source_classes: int, coeffic
     return max(scores, key=lambda c: scores[c]), scores
 
 
-def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coefficient: float, rho: float = 0.75,
-                             seed: int = 0, kmeans_iters: int = 100, max_points_per_centroid: int | None = 256
-                             ) -> dict[str, torch.Tensor]:
+def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coefficient: float,
+                             rho: float = 0.75, seed: int = 0, kmeans_iters: int = 100,
+                             max_points_per_centroid: int | None = 256) -> dict[str, torch.Tensor]:
     """GLC steps 2-3: global one-vs-all clustering.
 
     With ``K_hat = int(C * coefficient)`` clusters and ``n_pos = int(N / (C * coefficient))``: for
@@ -92,7 +94,8 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coeffi
     (prototype = normalised mean feature); the rest are clustered into ``K_hat`` negative
     prototypes (Lloyd k-means on the L2-normalised features, centroids normalised after, as
     the official faiss call; like faiss, k-means is fitted on a seeded sample of at most
-    ``max_points_per_centroid * K_hat`` negatives, then every sample is scored against it). Prior ``pi_c = rho + (1 - rho) * mean(top-n_pos probs[:, c])``.
+    ``max_points_per_centroid * K_hat`` negatives, then every sample is scored against it). Prior
+    ``pi_c = rho + (1 - rho) * mean(top-n_pos probs[:, c])``.
     Sample n takes ``c_n = argmax_c cos(F_n, mu+_c)`` and is known iff
     ``pi_{c_n} cos(F_n, mu+_{c_n}) > max_k cos(F_n, mu-_{c_n,k})``.
 
@@ -111,7 +114,8 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coeffi
     num_clusters = max(1, int(c * coefficient))
     n_pos = max(1, int(n / (c * coefficient)))
     if num_clusters > n - n_pos:
-        raise ValueError(f"GLC: {n} target samples are too few for {num_clusters} negative clusters per class")
+        raise ValueError(f"GLC: {n} target samples are too few for {num_clusters} negative clusters per "
+                         "class")
     feats = F.normalize(features.float(), dim=1)
     top = probs.float().topk(n_pos, dim=0)  # values/indices (n_pos, C)
     positive = F.normalize(feats[top.indices.T].mean(1), dim=1)  # (C, D)
@@ -125,7 +129,8 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coeffi
         negatives = is_negative.nonzero().squeeze(1)
         if max_points_per_centroid is not None and negatives.numel() > max_points_per_centroid * num_clusters:
             sample = torch.randperm(negatives.numel(), generator=torch.Generator().manual_seed(seed + cls))
-            negatives = negatives[sample[: max_points_per_centroid * num_clusters].sort().values.to(negatives.device)]
+            kept = sample[: max_points_per_centroid * num_clusters].sort().values
+            negatives = negatives[kept.to(negatives.device)]
         centroids, _ = kmeans(feats[negatives], num_clusters, iters=kmeans_iters, seed=seed + cls)
         members = labels == cls
         negative_max[members] = (feats[members] @ F.normalize(centroids, dim=1).T).max(1).values

@@ -29,7 +29,8 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
     folder = out.parent / f"{out.stem}_files"
     if folder.exists() and any(folder.iterdir()) and not (out.is_file() and is_report(out)):
         raise ReportInputError(f"--out {out}: its figures folder {folder} exists and holds files that no "
-                               "sfda report of this page wrote; they are left as they are. Give another --out")
+                               "sfda report of this page wrote; they are left as they are. Give "
+                               "another --out")
     figures = Figures(folder)
     parts = [sections.comparison(runs, figures)] if len(runs) > 1 else []
     for run in runs:

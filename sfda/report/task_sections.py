@@ -160,7 +160,9 @@ def detection(run: Run, figures: plots.Figures) -> list[Section]:
 
 
 def pose(run: Run, figures: plots.Figures) -> list[Section]:
-    return [Section(f"{run.name}: pose", per_item_bars(run, "pck", "joint", figures) + overlays(run, figures))]
+    return [Section(f"{run.name}: pose",
+                    per_item_bars(run, "pck", "joint", figures) + overlays(run, figures))]
 
 
-BY_TASK = {"classification": classification, "segmentation": segmentation, "detection": detection, "pose": pose}
+BY_TASK = {"classification": classification, "segmentation": segmentation, "detection": detection,
+           "pose": pose}
