@@ -114,7 +114,11 @@ def check_state_shapes(model, checkpoint: dict, path) -> None:
 
 
 def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:
-    """An adapting method evaluated without its checkpoint would report the source model as the result."""
+    """An adapting method evaluated without its checkpoint would report the source model as the result;
+    a module that does not train (source-only) is refused by ``sfda fit`` before anything runs."""
+    if subcommand == "fit" and getattr(model, "evaluates_without_checkpoint", False):
+        raise RunConfigError(f"sfda fit: {type(model).__name__} does not train (the source model as it is is "
+                             "the result); run `sfda test --config <recipe>` instead of `sfda fit`")
     if subcommand in ("test", "predict", "validate") and not ckpt_path \
             and not getattr(model, "evaluates_without_checkpoint", False):
         raise RunConfigError(f"sfda {subcommand}: {type(model).__name__} is trained by `sfda fit`; without "
