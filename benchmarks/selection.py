@@ -27,6 +27,8 @@ import argparse
 import csv
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from common import RESULTS, ROOT, append_rows, row, run_cli
 
@@ -74,52 +76,47 @@ def stored_runs(benchmark: str) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def grid_runs(benchmark: str, method: str) -> list[dict]:
-    """Every grid point's checkpoints: read back when recorded, run otherwise."""
-    bench_name, extra = BENCHMARKS[benchmark]
-    recorded = {r["run"]: r for r in stored_runs(benchmark) if r["method"] == method}
+def grid_points(benchmark: str, method: str) -> list[tuple[str, Path, list[str], bool]]:
+    """``(name, run root, CLI overrides, is the default recipe)`` of every grid point."""
     weight_name, weights, default_weight = WEIGHTS[method]
     base_lr = recipe_lr(benchmark, method)
-    out = []
+    points = []
     for factor in LR_FACTORS:
         for weight in weights:
             for seed in SEEDS:
                 name = f"lr{factor:g}_{weight_name}{weight:g}_seed{seed}"
+                overrides = [*BENCHMARKS[benchmark][1], f"--model.init_args.optim.lr={base_lr * factor}",
+                             f"--model.init_args.{weight_name}={weight}", f"--seed_everything={seed}",
+                             "--trainer.check_val_every_n_epoch=1", "--data.init_args.eval_strong_view=true",
+                             "--report_evidence=false"]
                 root = ROOT / "benchmarks" / "runs" / "selection" / benchmark / method / name
-                done = root / "version_0" / "results.json"
-                if name in recorded and not done.exists():
-                    out.append(recorded[name])
-                    continue
-                if not done.exists():
-                    run_cli(
-                        "fit",
-                        f"recipes/digits/{benchmark}/{method}.yaml",
-                        root,
-                        *extra,
-                        f"--model.init_args.optim.lr={base_lr * factor}",
-                        f"--model.init_args.{weight_name}={weight}",
-                        f"--seed_everything={seed}",
-                        "--trainer.check_val_every_n_epoch=1",
-                        "--data.init_args.eval_strong_view=true",
-                        "--report_evidence=false",
-                    )
-                results = json.loads(done.read_text())
                 default = factor == 1.0 and weight == default_weight and seed == 0
-                out.append(
-                    {
-                        "benchmark": bench_name,
-                        "method": method,
-                        "run": name,
-                        "default": default,
-                        "seconds": results.get("wall_s", 0.0),
-                        "commit": results.get("run/git_commit"),
-                        "checkpoints": epochs_of(root / "version_0"),
-                    }
-                )
-                print(
-                    f"{bench_name} {method} {name}: last acc {out[-1]['checkpoints'][-1]['acc']:.4f}",
-                    flush=True,
-                )
+                points.append((name, root, overrides, default))
+    return points
+
+
+def grid_runs(benchmark: str, method: str, jobs: int = 1, extra: tuple[str, ...] = ()) -> list[dict]:
+    """Every grid point's checkpoints: read back when recorded, run otherwise (``jobs`` at a time, each
+    with the ``extra`` CLI overrides, e.g. an accelerator)."""
+    recorded = {r["run"]: r for r in stored_runs(benchmark) if r["method"] == method}
+    points = grid_points(benchmark, method)
+    missing = [(root, overrides) for name, root, overrides, _ in points
+               if name not in recorded and not (root / "version_0" / "results.json").exists()]
+    recipe = f"recipes/digits/{benchmark}/{method}.yaml"
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own process
+        list(pool.map(lambda job: run_cli("fit", recipe, job[0], *job[1], *extra), missing))
+    out = []
+    for name, root, _, default in points:
+        done = root / "version_0" / "results.json"
+        if name in recorded and not done.exists():
+            out.append(recorded[name])
+            continue
+        results = json.loads(done.read_text())
+        out.append({"benchmark": BENCHMARKS[benchmark][0], "method": method, "run": name, "default": default,
+                    "seconds": results.get("wall_s", 0.0), "commit": results.get("run/git_commit"),
+                    "checkpoints": epochs_of(root / "version_0")})
+        print(f"{out[-1]['benchmark']} {method} {name}: last acc {out[-1]['checkpoints'][-1]['acc']:.4f}",
+              flush=True)
     return out
 
 
@@ -233,6 +230,9 @@ def main() -> None:
     parser.add_argument("benchmarks", nargs="*", help=f"any of {sorted(BENCHMARKS)}")
     parser.add_argument("--methods", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
     parser.add_argument("--summary", action="store_true", help="only print the per-validator summary")
+    parser.add_argument("--jobs", type=int, default=1, help="grid runs at a time")
+    parser.add_argument("--extra", action="append", default=[], help="a CLI override for every run "
+                        "(repeatable), e.g. --extra=--trainer.accelerator=gpu")
     args = parser.parse_args()
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
     if unknown:
@@ -243,7 +243,7 @@ def main() -> None:
         return
     for benchmark in args.benchmarks:
         for method in args.methods:
-            runs = grid_runs(benchmark, method)
+            runs = grid_runs(benchmark, method, args.jobs, tuple(args.extra))
             append_rows("selection", analyse(runs))
             path = RESULTS / "selection_checkpoints" / f"{benchmark}.json"
             path.parent.mkdir(exist_ok=True)
