@@ -9,8 +9,13 @@ for bench in mnist_optdigits optdigits_mnist; do
   python benchmarks/digits.py "$bench" --methods source source_only tent shot_im shot nrc aad
 done
 python benchmarks/speed.py
-python benchmarks/speed.py --train-subset 60000 --methods shot --repeats 0  # a full SHOT epoch
+python benchmarks/speed.py --train-subset 60000 --methods shot  # a full SHOT epoch
 python benchmarks/official_shot_epoch.py --samples 60000  # the official script's machinery, same math
+OMP_NUM_THREADS=1 python benchmarks/reference_loop.py --cases lenet --repeats 3  # overhead vs the reference
+OMP_NUM_THREADS=1 python benchmarks/reference_loop.py --cases svhn --repeats 2
+OMP_NUM_THREADS=1 python benchmarks/profile_epoch.py --case lenet  # where an epoch's time goes
+OMP_NUM_THREADS=1 python benchmarks/engine_scaling.py  # engine cost against N, up to 1M rows
+# benchmarks/gpu.py needs a CUDA machine; benchmarks/selection.py (validators) runs apart: hours
 python benchmarks/glc_global_step.py
 python benchmarks/universal.py mnist06_optdigits --methods source source_only shot_o glc
 python benchmarks/universal.py svhn_mnist_opda --methods source_only shot_o glc
