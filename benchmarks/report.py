@@ -17,6 +17,10 @@ from common import RESULTS, ROOT
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice", "source-val-acc",
                 "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
                 "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead", "speedup", "agreement"]
+# the engine's cost curves (benchmarks/engine_scaling.py): sub-second times keep 3 significant digits
+ENGINE_METRICS = ["seconds", "peak-mb", "extrapolated-seconds", "growth-exponent", "torch-seconds", "faiss-seconds",
+                  "faiss-speedup"]
+METRIC_ORDER += ENGINE_METRICS
 FIRST = ("quickstart",)  # the README's results start with the quickstart's own comparison
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -24,10 +28,17 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def fmt(metric: str, value: float) -> str:
     if metric.endswith("-per-s") and abs(value) >= 1000:
         return f"{value:,.0f}"
-    if metric in ("epoch-seconds", "round-seconds", "wall-seconds", "seconds", "images-per-s", "hd95"):
+    if metric in ENGINE_METRICS and metric.endswith("seconds") and abs(value) < 1:
+        return f"{value:.3g}"
+    if metric in ("epoch-seconds", "round-seconds", "wall-seconds", "seconds", "images-per-s", "hd95",
+                  "extrapolated-seconds", "torch-seconds", "faiss-seconds"):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-    if metric in ("overhead", "speedup"):
+    if metric in ("overhead", "speedup", "faiss-speedup"):
         return f"{value:.2f}x"
+    if metric == "peak-mb":
+        return f"{value:,.0f}"
+    if metric == "growth-exponent":
+        return f"{value:.2f}"
     return f"{value:.4f}"
 
 
