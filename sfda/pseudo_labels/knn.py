@@ -21,10 +21,11 @@ BACKENDS = ("auto", "torch", "faiss")
 BLOCK_ELEMENTS = 1 << 28
 
 # "auto" takes faiss only for problems of at most this many queries (and CPU tensors), as measured by
-# benchmarks/engine_scaling.py (rows "knn-crossover" and "knn-block" in its results JSON; 1 thread, torch
-# 2.14 on MKL vs faiss-cpu 1.15.1, banks of 10k to 1M rows x 256; time ratio torch / faiss): one query
-# 0.9-2.3 (faiss skips BLAS), 2 queries 0.8-1.1, from 4 queries on below 1: 0.2 at the 64-query steps
-# of NRC/AaD, 0.1-0.25 at their 320 expanded queries, and below 1 on blocks of self-graph queries.
+# benchmarks/engine_scaling.py (rows "knn-crossover", "knn-block", "knn-graph" in its results JSON; 1 thread,
+# torch 2.14 on MKL vs faiss-cpu 1.15.1, banks of 10k to 1M rows x 256). Time ratio torch / faiss: one query
+# 0.99-1.23 (faiss ahead at 4 of 5 bank sizes), 2 queries 0.90-0.96, 4: 0.77-1.02, 8: 0.64-0.84, the
+# 64-query steps of NRC/AaD 0.20-0.31, their 320 expanded queries 0.10-0.21, 8192-query blocks 0.36-0.45,
+# whole self-graphs (10k-100k) 0.34-0.40. So torch from 2 queries on.
 FAISS_AUTO_MAX_QUERIES = 1
 
 FAISS_MISSING = ("model.init_args.knn_backend: 'faiss' asks for faiss, which is not installed; "
