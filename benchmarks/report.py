@@ -18,17 +18,30 @@ METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "
                 "source-val-acc", "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
                 "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead",
                 "speedup", "agreement"]
+# the engine's cost curves (benchmarks/engine_scaling.py): sub-second times keep 3 significant digits
+ENGINE_METRICS = ["seconds", "peak-mb", "extrapolated-seconds", "growth-exponent", "torch-seconds",
+                  "faiss-seconds", "faiss-speedup"]
+METRIC_ORDER += ENGINE_METRICS
 FIRST = ("quickstart",)  # the README's results start with the quickstart's own comparison
+# suites shown in a README section of their own (a column per metric would be unreadable here)
+OWN_SECTION = {"engine_scaling": "Engine cost curves", "profile": "Speed"}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
     if metric.endswith("-per-s") and abs(value) >= 1000:
         return f"{value:,.0f}"
-    if metric in ("epoch-seconds", "round-seconds", "wall-seconds", "seconds", "images-per-s", "hd95"):
+    if metric in ENGINE_METRICS and metric.endswith("seconds") and abs(value) < 1:
+        return f"{value:.3g}"
+    if metric in ("epoch-seconds", "round-seconds", "wall-seconds", "seconds", "images-per-s", "hd95",
+                  "extrapolated-seconds", "torch-seconds", "faiss-seconds"):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-    if metric in ("overhead", "speedup"):
+    if metric in ("overhead", "speedup", "faiss-speedup"):
         return f"{value:.2f}x"
+    if metric == "peak-mb":
+        return f"{value:,.0f}"
+    if metric == "growth-exponent":
+        return f"{value:.2f}"
     return f"{value:.4f}"
 
 
@@ -68,6 +81,9 @@ def rounds_table(rows: list[dict]) -> str:
 def render() -> str:
     parts = []
     for path in sorted(RESULTS.glob("*.json"), key=lambda p: (p.stem not in FIRST, p.stem)):
+        if path.stem in OWN_SECTION:
+            parts.append(f"**{path.stem}** (`benchmarks/results/{path.name}`): see {OWN_SECTION[path.stem]}")
+            continue
         rows = json.loads(path.read_text())
         if rows:
             parts.append(f"**{path.stem}** (`benchmarks/results/{path.name}`)\n\n{table(rows)}")

@@ -644,6 +644,18 @@ def test_method_values_that_cannot_work_are_refused(workspace, method, args, nee
     assert_refused(["fit", "--config", str(path)], workspace, needle)
 
 
+@pytest.mark.parametrize("method", ["NRC", "AaD", "GLC"])
+def test_a_faiss_knn_backend_without_faiss_is_refused_with_the_fix(workspace, monkeypatch, method):
+    import sfda.pseudo_labels.knn as knn
+
+    monkeypatch.setattr(knn, "faiss_available", lambda: False)
+    model = {"class_path": f"sfda.methods.{method}",
+             "init_args": {"source": str(workspace / "source.pt"), "knn_backend": "faiss"}}
+    path = recipe(workspace / "method.yaml", model, folder_data(workspace / "target"))
+    assert_refused(["fit", "--config", str(path)], workspace, "model.init_args.knn_backend",
+                   "pip install -e '.[faiss]'")
+
+
 @pytest.mark.parametrize(
     "entry, needle",
     [

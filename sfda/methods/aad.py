@@ -6,7 +6,7 @@ import torch
 
 from ..losses import attract_disperse
 from ..models import SourceModel
-from ..pseudo_labels import gather_with_grad
+from ..pseudo_labels import KnnBackend, check_knn_backend, gather_with_grad
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
 
@@ -18,12 +18,14 @@ class AaD(NeighbourhoodMethod):
     Args:
         k: neighbours (VisDA 5, Office 3).
         alpha, beta: dispersion weight and its decay exponent (VisDA: 1, 5; Office-31: 1, 1).
+        knn_backend: bank kNN by "torch", "faiss" or "auto" (faiss where installed and measured faster).
     """
 
     def __init__(self, source: SourceModel, k: int = 5, alpha: float = 1.0, beta: float = 5.0,
-                 optim: Optim | None = None, evaluate_source: bool = True):
+                 optim: Optim | None = None, evaluate_source: bool = True, knn_backend: KnnBackend = "auto"):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source)
         self.k, self.alpha, self.beta = k, alpha, beta
+        self.knn_backend = check_knn_backend(knn_backend)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         probs, _, near = self.step_neighbours(batch)

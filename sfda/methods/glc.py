@@ -6,7 +6,13 @@ import torch
 
 from ..losses import soft_cross_entropy
 from ..models import SourceModel
-from ..pseudo_labels import GLC_COEFFICIENTS, one_vs_all_pseudo_labels, select_num_clusters
+from ..pseudo_labels import (
+    GLC_COEFFICIENTS,
+    KnnBackend,
+    check_knn_backend,
+    one_vs_all_pseudo_labels,
+    select_num_clusters,
+)
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
 
@@ -37,6 +43,7 @@ class GLC(NeighbourhoodMethod):
         max_cluster_samples: cluster-count selection runs on a seeded subsample of this many points.
         max_points_per_centroid: negative k-means is fitted on at most this many points per centroid
             (faiss's default 256, which the official code runs with); None: every negative.
+        knn_backend: bank kNN by "torch", "faiss" or "auto" (faiss where installed and measured faster).
     """
 
     refresh_bank_each_epoch = True
@@ -45,7 +52,7 @@ class GLC(NeighbourhoodMethod):
                  lambda_knn: float = 1.0, reject_unknown: float | None = 0.55,
                  coefficients: list[float] | None = None, max_cluster_samples: int = 10000,
                  max_points_per_centroid: int | None = 256, optim: Optim | None = None,
-                 evaluate_source: bool = True):
+                 evaluate_source: bool = True, knn_backend: KnnBackend = "auto"):
         if not 0 <= rho <= 1:
             raise ValueError(f"model.rho: expected a prior floor in [0, 1], got {rho}")
         if max_points_per_centroid is not None and max_points_per_centroid < 1:
@@ -56,6 +63,7 @@ class GLC(NeighbourhoodMethod):
         self.k, self.rho, self.lambda_psd, self.lambda_knn = k, rho, lambda_psd, lambda_knn
         self.coefficients = tuple(coefficients or GLC_COEFFICIENTS)
         self.max_cluster_samples, self.max_points_per_centroid = max_cluster_samples, max_points_per_centroid
+        self.knn_backend = check_knn_backend(knn_backend)
 
     def build_state(self, num_samples: int) -> None:
         super().build_state(num_samples)

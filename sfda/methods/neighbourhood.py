@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..pseudo_labels import TargetBank, cosine_knn
+from ..pseudo_labels import KnnBackend, TargetBank, cosine_knn
 from .base import AdaptationModule
 
 
@@ -14,10 +14,12 @@ class NeighbourhoodMethod(AdaptationModule):
 
     Filled by one eval pass before training (unless restored from a checkpoint); every step
     first writes the current batch's detached rows (gathered from all processes), then
-    finds each sample's K nearest bank neighbours by cosine, self excluded.
+    finds each sample's K nearest bank neighbours by cosine, self excluded (``bank_neighbours``,
+    with the subclass's ``knn_backend``).
     """
 
     k: int
+    knn_backend: KnnBackend = "auto"
     # a subclass that rewrites the whole bank at every epoch start skips the initial fill
     refresh_bank_each_epoch = False
 
@@ -50,5 +52,11 @@ class NeighbourhoodMethod(AdaptationModule):
         features = F.normalize(features.float(), dim=1)
         with torch.no_grad(), self.stopwatch("engine"):
             self.bank.write(batch["index"], features=features, scores=probs)
-            _, near = cosine_knn(features, self.bank.features, self.k, query_index=batch["index"])
+            near = self.bank_neighbours(features, self.k, batch["index"])
         return probs, features, near
+
+    def bank_neighbours(self, queries: torch.Tensor, k: int, query_index: torch.Tensor) -> torch.Tensor:
+        """Indices ``(B, k)`` of the bank features most cosine-similar to ``queries``, each query's own row
+        ``query_index`` excluded, found with the method's ``knn_backend``."""
+        bank = self.bank.features
+        return cosine_knn(queries, bank, k, query_index=query_index, backend=self.knn_backend)[1]

@@ -6,7 +6,7 @@ import torch
 
 from ..losses import weighted_neighbour_affinity
 from ..models import SourceModel
-from ..pseudo_labels import cosine_knn, gather_with_grad
+from ..pseudo_labels import KnnBackend, check_knn_backend, gather_with_grad
 from .base import Optim
 from .neighbourhood import NeighbourhoodMethod
 
@@ -22,22 +22,23 @@ class NRC(NeighbourhoodMethod):
     Args:
         k, kk: neighbours and expanded neighbours (VisDA: 5, 5; Office-Home: 3, 2).
         expanded_weight: weight of expanded neighbours and non-reciprocal ones (0.1).
+        knn_backend: bank kNN by "torch", "faiss" or "auto" (faiss where installed and measured faster).
     """
 
     neighbour_counts = ("k", "kk")
 
     def __init__(self, source: SourceModel, k: int = 5, kk: int = 5, expanded_weight: float = 0.1,
-                 optim: Optim | None = None, evaluate_source: bool = True):
+                 optim: Optim | None = None, evaluate_source: bool = True, knn_backend: KnnBackend = "auto"):
         super().__init__(source, optim, freeze_head=True, evaluate_source=evaluate_source)
         self.k, self.kk, self.expanded_weight = k, kk, expanded_weight
+        self.knn_backend = check_knn_backend(knn_backend)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         probs, _, near = self.step_neighbours(batch)
         with torch.no_grad(), self.stopwatch("engine"):
             bank_feats, bank_scores = self.bank.features, self.bank.scores
             b, k = near.shape
-            _, near_near = cosine_knn(bank_feats[near.reshape(-1)], bank_feats, self.kk,
-                                      query_index=near.reshape(-1))
+            near_near = self.bank_neighbours(bank_feats[near.reshape(-1)], self.kk, near.reshape(-1))
             near_near = near_near.view(b, k, self.kk)
             reciprocal = (near_near == batch["index"].view(b, 1, 1)).sum(-1).float()
             weights = torch.where(reciprocal > 0, reciprocal,

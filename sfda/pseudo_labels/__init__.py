@@ -13,7 +13,7 @@ from .distributed import (
     one_row_per_index,
     world_size,
 )
-from .knn import cosine_knn, cosine_knn_faiss, faiss_available
+from .knn import KnnBackend, check_knn_backend, cosine_knn, cosine_knn_faiss, faiss_available
 from .priors import (
     ConstantSizes,
     ImageSizes,
@@ -47,11 +47,13 @@ from .universal import (
 
 __all__ = [
     "TargetBank", "check_identical_across_ranks", "augment_and_normalise", "centroid_labels", "kmeans",
-    "gather_rows", "gather_with_grad", "masked_global_mean", "one_row_per_index", "world_size",
-    "ConstantSizes", "ImageSizes", "PriorProvider", "SourceEstimate", "TrueSizes", "class_fractions",
+    "gather_rows", "gather_with_grad", "masked_global_mean", "one_row_per_index",
+    "world_size", "ConstantSizes", "ImageSizes", "PriorProvider", "SourceEstimate", "TrueSizes",
+    "class_fractions",
     "prior_from_sizes", "mean_size_where_present", "cosine_knn", "cosine_knn_faiss", "faiss_available",
-    "class_marginal", "estimated_prior", "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy",
-    "normalised_entropy", "unknown_by_entropy", "unknown_by_entropy_2means", "entropy_2means_threshold",
-    "EMATeacher", "GLC_COEFFICIENTS", "candidate_cluster_counts", "one_vs_all_pseudo_labels",
-    "select_num_clusters", "silhouette_score",
+    "KnnBackend", "check_knn_backend", "class_marginal", "estimated_prior",
+    "uniform_prior", "class_balanced_mask", "confidence_mask", "entropy", "normalised_entropy",
+    "unknown_by_entropy", "unknown_by_entropy_2means", "entropy_2means_threshold", "EMATeacher",
+    "GLC_COEFFICIENTS", "candidate_cluster_counts", "one_vs_all_pseudo_labels", "select_num_clusters",
+    "silhouette_score",
 ]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .clustering import kmeans
+from .knn import block_rows
 
 GLC_COEFFICIENTS = (0.25, 0.5, 1.0, 2.0, 3.0)
 
@@ -22,6 +23,8 @@ def silhouette_score(x: torch.Tensor, labels: torch.Tensor, chunk_size: int = 20
 
     s_i = (b_i - a_i) / max(a_i, b_i), a_i = mean distance to the other members of i's cluster,
     b_i = smallest mean distance to another cluster; s_i = 0 for singleton clusters (sklearn's convention).
+    Each block holds at most ``chunk_size`` rows and 2^28 distances (``knn.BLOCK_ELEMENTS``), so memory is
+    bounded whatever N.
     """
     labels = torch.unique(labels, return_inverse=True)[1]
     k = int(labels.max()) + 1
@@ -30,10 +33,11 @@ def silhouette_score(x: torch.Tensor, labels: torch.Tensor, chunk_size: int = 20
     one_hot = F.one_hot(labels, k).to(x.dtype)
     sizes = one_hot.sum(0)
     scores = []
-    for start in range(0, x.shape[0], chunk_size):
-        block = x[start : start + chunk_size]
+    rows = block_rows(x.shape[0], chunk_size)
+    for start in range(0, x.shape[0], rows):
+        block = x[start : start + rows]
         sums = torch.cdist(block, x) @ one_hot  # (b, k) summed distance to each cluster
-        own = labels[start : start + chunk_size]
+        own = labels[start : start + rows]
         own_size = sizes[own]
         a = sums.gather(1, own[:, None]).squeeze(1) / (own_size - 1).clamp(min=1)
         means = sums / sizes
@@ -118,7 +122,8 @@ def one_vs_all_pseudo_labels(features: torch.Tensor, probs: torch.Tensor, coeffi
                          "class")
     feats = F.normalize(features.float(), dim=1)
     top = probs.float().topk(n_pos, dim=0)  # values/indices (n_pos, C)
-    positive = F.normalize(feats[top.indices.T].mean(1), dim=1)  # (C, D)
+    # one class at a time: gathering every class's positives at once holds C * n_pos = N / coefficient rows
+    positive = F.normalize(torch.stack([feats[top.indices[:, cls]].mean(0) for cls in range(c)]), dim=1)
     prior = rho + (1 - rho) * top.values.mean(0)
     similarity = feats @ positive.T  # (N, C)
     labels = similarity.argmax(1)
