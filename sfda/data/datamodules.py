@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from .active import ActiveEpoch, CyclingBatchSampler, IndexedSubset, SealedLabels
 from .checks import check_counts
 from .class_split import ClassSplit
-from .datasets import ImageDataset, PreparedInputs
+from .datasets import ImageDataset, MemoryBudget, PreparedInputs
 from .digits import DATASETS, class_names, load_digits_split
 from .samplers import GlobalBatchSampler
 from .transforms import InputSpec, View
@@ -43,7 +43,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             forward pass per evaluation batch).
     """
 
-    PREPARED_BYTES = 2 * 1024**3  # per split: test-view inputs kept after first use (PreparedInputs)
+    PREPARED_BYTES = 2 * 1024**3  # test-view inputs of all splits kept after first use (PreparedInputs)
 
     def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256,
                  num_workers: int = 0, train_view: View = "weak", input: InputSpec | None = None,
@@ -60,6 +60,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple] = {}
         self.class_names: list[str] = []
         self.prepared: dict[str, PreparedInputs] = {}  # by split and input spec
+        self.prepared_budget = MemoryBudget(self.PREPARED_BYTES)
         self.split: ClassSplit | None = None  # universal-DA class split; None = closed set
 
     @property
@@ -106,7 +107,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         hide = self.role == "target" and split == "train"
         strong = self.eval_strong_view and split in ("val", "test")
         key = f"{split} {self.input_spec!r}"
-        prepared = self.prepared.setdefault(key, PreparedInputs(self.PREPARED_BYTES))
+        prepared = self.prepared.setdefault(key, PreparedInputs(self.prepared_budget))
         return ImageDataset(images, labels, self.input_spec, view=view, hide_labels=hide, strong_view=strong,
                             prepared=prepared)
 

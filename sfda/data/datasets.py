@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .transforms import InputSpec, View, build_view, to_tensor
 
@@ -52,16 +52,25 @@ def read_image(path: str | Path, index: int) -> np.ndarray:
 STRONG_VIEW_SEED = 7_000_000  # evaluation strong views: seed = this + sample index
 
 
-class PreparedInputs:
-    """Model inputs of one split's deterministic ``test`` view, kept by sample index after their first
-    use, within ``limit_bytes``: an epoch that passes over the same images again (the engine's pass at
-    every epoch start, training with ``train_view: test``, evaluation every epoch) takes them from memory
-    instead of decoding, resizing and normalising each image again. The tensors are those the pipeline
-    made, so results do not change. Shared by the datasets a datamodule builds for one split."""
+class MemoryBudget:
+    """Bytes that the ``PreparedInputs`` sharing it may keep, together."""
 
     def __init__(self, limit_bytes: int):
         self.limit_bytes = limit_bytes
         self.used_bytes = 0
+
+
+class PreparedInputs:
+    """Model inputs of one split's deterministic ``test`` view, kept by sample index after their first
+    use within a ``MemoryBudget`` (a datamodule's splits share one): an epoch that passes over the same
+    images again (the engine's pass at every epoch start, training with ``train_view: test``, evaluation
+    every epoch) takes them from memory instead of decoding, resizing and normalising each image again.
+    The tensors are those the pipeline made, so results do not change. Only the main process keeps
+    inputs: loader worker processes read what it kept before they started, and keep nothing (each would
+    hold a copy of its own)."""
+
+    def __init__(self, budget: MemoryBudget):
+        self.budget = budget
         self.inputs: dict[int, torch.Tensor] = {}
 
     def get(self, index: int) -> torch.Tensor | None:
@@ -69,9 +78,9 @@ class PreparedInputs:
 
     def put(self, index: int, image: torch.Tensor) -> None:
         size = image.numel() * image.element_size()
-        if self.used_bytes + size <= self.limit_bytes:
+        if get_worker_info() is None and self.budget.used_bytes + size <= self.budget.limit_bytes:
             self.inputs[index] = image
-            self.used_bytes += size
+            self.budget.used_bytes += size
 
 
 class ImageDataset(Dataset):
