@@ -229,3 +229,28 @@ def test_two_workers_share_one_study_and_a_rerun_continues_it(tiny):
     assert best["model"]["init_args"]["optim"]["lr"] == pytest.approx(
         study.best_trial.params["model.init_args.optim.lr"]
     )
+
+
+@pytest.mark.parametrize("race", ["table studies already exists",
+                                  "UNIQUE constraint failed: alembic_version.version_num"])
+def test_workers_racing_to_create_the_rdb_schema_retry(monkeypatch, race):
+    """Two workers opening a new SQLite study together: the loser of either race retries, others raise."""
+    import optuna
+
+    from sfda.sweep.storage import rdb_storage
+
+    calls = []
+
+    def storage(url, engine_kwargs=None):
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError(f"(sqlite3.IntegrityError) {race}")
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    assert rdb_storage("sqlite:///x.db") == "opened" and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage",
+                        lambda url, engine_kwargs=None: (_ for _ in ()).throw(RuntimeError("no such host")))
+    with pytest.raises(RuntimeError, match="no such host"):
+        rdb_storage("postgresql://nowhere/db")

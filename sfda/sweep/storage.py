@@ -19,7 +19,8 @@ def default_storage(sweep_dir: Path) -> str:
 
 def rdb_storage(url: str, attempts: int = 5):
     """Optuna's RDB storage; workers starting together race to create its tables ("table ... already
-    exists"): the loser retries, and finds them made."""
+    exists") or to stamp their schema version ("UNIQUE constraint failed: alembic_version"): the loser
+    retries, and finds them made."""
     import random
     import time
 
@@ -31,7 +32,8 @@ def rdb_storage(url: str, attempts: int = 5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except Exception as err:
-            if "already exists" not in str(err) or attempt == attempts - 1:
+            racing = any(sign in str(err) for sign in ("already exists", "UNIQUE constraint failed"))
+            if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.2 + random.random())
 
