@@ -17,12 +17,12 @@ sfda's epoch is one ``sfda fit`` epoch of the recipe (validation on the same 10k
 label-free validators, checkpointing, CSV/TensorBoard logging; source-only evaluation off: it is not
 part of an epoch), ``timing/epoch_s`` from its results.json.
 
-Both run in fresh processes with the same environment (1 torch thread by default, as the issue's
-measurement), alternating reference, sfda, reference, sfda... Rows (``benchmarks/results/speed.json``):
-``overhead`` (sfda epoch / reference epoch, median of the pairs, min and max in the notes), both
-epochs' seconds, and ``step-overhead-ms``, the framework's own cost per step: (sfda training-steps
-time - training-steps time of one more reference epoch in sfda's channels-last layout) / steps, where
-sfda's training-steps time is its epoch minus its engine pass and validation.
+All run in fresh processes with the same environment (1 torch thread by default, as the issue's
+measurement), in rounds of reference, sfda, channels-last reference (the reference loop with sfda's
+memory layout), alternating. Rows (``benchmarks/results/speed.json``): ``overhead`` (sfda epoch /
+reference epoch, median over rounds, min and max in the notes), the epochs' seconds, and
+``step-overhead-ms``, the framework's own cost per step: (sfda's ``timing/steps_s``, first training
+batch to last - the same round's channels-last reference training steps) / steps.
 
 Cases: ``svhn`` (the ccexam SVHN network, 60k MNIST train images) and ``lenet`` (SHOT's digit LeNet
 trained on optdigits by ``recipes/digits/optdigits_mnist/source.yaml``, 60k MNIST train images; trained
@@ -195,53 +195,58 @@ def ensure_source(case: str) -> None:
 
 
 def compare(case: str, repeats: int) -> list[dict]:
-    """Alternate reference and sfda epochs ``repeats`` times, then one channels-last reference epoch;
-    the case's result rows."""
+    """``repeats`` rounds of reference, sfda and channels-last reference epochs, alternating; the case's
+    result rows."""
     ensure_source(case)
-    pairs = []
+    rounds = []
     for _ in range(repeats):
         ref = timed_reference(case)
         mine = timed_sfda(case)
-        pairs.append((ref, mine))
+        same_layout = timed_reference(case, channels_last=True)
+        rounds.append((ref, mine, same_layout))
         print(f"{case}: reference {ref['epoch_s']:.1f}s (label {ref['label_s']:.1f}, "
               f"train {ref['train_s']:.1f}, eval {ref['eval_s']:.1f}; acc {ref['acc']:.4f}) | sfda "
-              f"{mine['timing/epoch_s']:.1f}s (engine {mine['timing/engine_s']:.1f}, validation "
-              f"{mine['timing/validation_s']:.1f}; acc {mine['target/acc']:.4f})", flush=True)
-    same_layout = timed_reference(case, channels_last=True)
-    print(f"{case}: channels-last reference {same_layout['epoch_s']:.1f}s "
-          f"(train {same_layout['train_s']:.1f})", flush=True)
-    ratios = [m["timing/epoch_s"] / r["epoch_s"] for r, m in pairs]
-    steps = same_layout["steps"]
-    sfda_steps = [m["timing/epoch_s"] - m["timing/engine_s"] - m["timing/validation_s"] for _, m in pairs]
-    step_ms = [1000 * (s - same_layout["train_s"]) / steps for s in sfda_steps]
+              f"{mine['timing/epoch_s']:.1f}s (engine {mine['timing/engine_s']:.1f}, steps "
+              f"{mine['timing/steps_s']:.1f}, validation {mine['timing/validation_s']:.1f}; acc "
+              f"{mine['target/acc']:.4f}) | channels-last reference {same_layout['epoch_s']:.1f}s "
+              f"(train {same_layout['train_s']:.1f})", flush=True)
+    ratios = [m["timing/epoch_s"] / r["epoch_s"] for r, m, _ in rounds]
+    steps = rounds[0][2]["steps"]
+    step_ms = [1000 * (m["timing/steps_s"] - cl["train_s"]) / steps for _, m, cl in rounds]
     bench = CASES[case][0]
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     setting = "closed, 60000 target images/epoch"
-    spread = (f"{len(pairs)} alternating pairs, {threads} torch thread(s); ratios "
-              f"{', '.join(f'{r:.3f}' for r in ratios)} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-    ref_s = statistics.median(r["epoch_s"] for r, _ in pairs)
-    sfda_s = statistics.median(m["timing/epoch_s"] for _, m in pairs)
-    run = pairs[-1][1]
-    total = sum(r["epoch_s"] + m["timing/epoch_s"] for r, m in pairs)
+    spread = (f"{len(rounds)} alternating rounds (reference, sfda, channels-last reference), {threads} torch "
+              f"thread(s); ratios {', '.join(f'{r:.3f}' for r in ratios)} (min {min(ratios):.3f}, "
+              f"max {max(ratios):.3f})")
+    ref_s = statistics.median(r["epoch_s"] for r, _, _ in rounds)
+    sfda_s = statistics.median(m["timing/epoch_s"] for _, m, _ in rounds)
+    cl_s = statistics.median(cl["epoch_s"] for _, _, cl in rounds)
+    cl_train = ", ".join(f"{cl['train_s']:.1f}" for _, _, cl in rounds)
+    sfda_steps = ", ".join(f"{m['timing/steps_s']:.1f}" for _, m, _ in rounds)
+    run = rounds[-1][1]
+    total = sum(r["epoch_s"] + m["timing/epoch_s"] for r, m, _ in rounds)
     return [
         row(bench, setting, "shot", "overhead", statistics.median(ratios), total, run=run, epochs=1,
             notes="sfda fit epoch / reference loop epoch (benchmarks/reference_loop.py), median; " + spread),
         row(bench, setting, "shot (reference loop)", "epoch-seconds", ref_s, ref_s, epochs=1,
             notes=f"median; NCHW as the official code; label pass + steps + 10k test evaluation; {spread}"),
-        row(bench, setting, "shot (reference loop, channels-last)", "epoch-seconds", same_layout["epoch_s"],
-            same_layout["epoch_s"], epochs=1, notes=f"one run; training steps {same_layout['train_s']:.1f}s"),
+        row(bench, setting, "shot (reference loop, channels-last)", "epoch-seconds", cl_s, cl_s, epochs=1,
+            notes=f"median of {len(rounds)}; training steps {cl_train} s"),
         row(bench, setting, "shot", "epoch-seconds", sfda_s, sfda_s, run=run, epochs=1,
             notes=f"median `sfda fit` epoch (engine pass, steps, validation with validators); {spread}"),
         row(bench, setting, "shot", "step-overhead-ms", statistics.median(step_ms), sfda_s, run=run, epochs=1,
-            notes="the framework's own cost per step: (sfda steps time - channels-last reference steps time) "
-                  f"/ {steps} steps, median; per pair {', '.join(f'{s:.2f}' for s in step_ms)}"),
+            notes="the framework's own cost per step: (sfda steps time (timing/steps_s: first batch to last, "
+                  f"{sfda_steps} s) - the same round's channels-last reference steps time) / {steps} steps, "
+                  f"median; per round {', '.join(f'{s:.2f}' for s in step_ms)}"),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--repeats", type=int, default=2, help="reference/sfda pairs per case")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds (reference, sfda, channels-last reference) per case")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
     for case in args.cases:

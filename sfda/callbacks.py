@@ -87,6 +87,9 @@ class RunRecorder(Callback):
     def __init__(self):
         self.started = time.time()
         self.epoch_seconds: list[float] = []
+        self.steps_seconds: list[float] = []  # first batch start -> last batch end, per epoch
+        self._first_batch_started: float | None = None
+        self._last_batch_ended = 0.0
         self.validation_seconds = 0.0  # validations inside fit epochs (part of the epoch seconds)
         self._epoch_started = self._validation_started = 0.0
         self.written: set[Path] = set()  # results files this recorder wrote (a later stage adds to them)
@@ -106,6 +109,14 @@ class RunRecorder(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_started = time.perf_counter()
+        self._first_batch_started = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._first_batch_started is None:
+            self._first_batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._last_batch_ended = time.perf_counter()
 
     def on_validation_start(self, trainer, pl_module):
         self._validation_started = time.perf_counter()
@@ -116,6 +127,8 @@ class RunRecorder(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
+        if self._first_batch_started is not None:
+            self.steps_seconds.append(self._last_batch_ended - self._first_batch_started)
         # per epoch in metrics.csv for `sfda report`; results.json keeps the mean (timing/epoch_s)
         pl_module.log("time/epoch_s", self.epoch_seconds[-1], on_step=False, on_epoch=True, sync_dist=False)
 
@@ -131,6 +144,8 @@ class RunRecorder(Callback):
             if global_batch and trainer.num_training_batches not in (None, float("inf")):
                 out["timing/train_images_per_s"] = trainer.num_training_batches * global_batch / epoch_s
             out["timing/validation_s"] = self.validation_seconds
+            if self.steps_seconds:
+                out["timing/steps_s"] = sum(self.steps_seconds) / len(self.steps_seconds)
             if "timing/engine_s" in out:
                 out["timing/engine_share"] = out["timing/engine_s"] / sum(self.epoch_seconds)
         return out

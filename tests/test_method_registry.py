@@ -152,6 +152,11 @@ def test_method_fits_tests_predicts_resumes_and_changes_what_it_promises(recipe,
         sfda("fit", *common, "--trainer.max_epochs=1")
         fitted = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
         adapted = network_state(fitted)
+        timing = json.loads((tmp_path / "version_0" / "results.json").read_text())
+        # steps and validation are disjoint parts of the epoch (the engine's time may lie inside steps)
+        assert 0 < timing["timing/steps_s"]
+        assert timing["timing/steps_s"] + timing["timing/validation_s"] <= timing["timing/epoch_s"]
+        assert timing.get("timing/engine_s", 0.0) <= timing["timing/epoch_s"]
         assert_promise(PROMISES[method], built, original, adapted)
         sfda("test", *common, f"--ckpt_path={fitted}")
         # the adapted network is what was tested
