@@ -6,7 +6,7 @@
 
 Data: seeded random float32 features ``(N, 256)`` and softmax probabilities over C = 10 classes;
 the engine's cost does not depend on what the values mean. Every (operation, N) runs in a fresh
-process with 1 thread (torch, MKL and faiss), as the machine is shared; time is
+process with ``--threads`` threads (torch, MKL and faiss; default 2, this machine's cores); time is
 ``time.perf_counter`` around the call, peak memory the growth of the process's peak RSS (VmHWM,
 reset through ``/proc/self/clear_refs`` just before the call) over its RSS before the call, so
 every torch, numpy and faiss allocation of the call counts, outputs included.
@@ -55,7 +55,7 @@ K = 5
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 STEP_BATCH = 64
 CROSSOVER_QUERIES = (1, 2, 4, 8, 16, 64, 320)
-THREADS = 1
+THREADS = 2  # torch, MKL and faiss threads of every measurement (``--threads``)
 DATA_NOTE = (f"random float32 features (N x {DIM}, seeded) and softmax probabilities over {CLASSES} "
              "classes: the engine's cost does not depend on what the values mean")
 MEMORY_NOTE = ("peak-mb: growth of peak RSS (VmHWM, reset before the call) over the RSS before it; "
@@ -104,11 +104,12 @@ def child(spec: dict) -> dict:
     """Run one (operation, N) measurement in this process; returns what the parent writes."""
     import torch
 
-    torch.set_num_threads(THREADS)
+    threads = spec["threads"]
+    torch.set_num_threads(threads)
     try:
         import faiss
 
-        faiss.omp_set_num_threads(THREADS)
+        faiss.omp_set_num_threads(threads)
     except ImportError:
         pass
     from sfda.pseudo_labels import (
@@ -201,12 +202,18 @@ def load_rows() -> list[dict]:
 
 
 def find(rows: list[dict], method: str, metric: str, n: int) -> dict | None:
-    hits = [r for r in rows if (r["method"], r["metric"], r["setting"]) == (method, metric, setting(n))]
+    hits = [r for r in rows if (r["method"], r["metric"], r["setting"]) == (method, metric, setting(n))
+            and r["notes"].startswith(thread_label())]
     return hits[-1] if hits else None
 
 
+def thread_label() -> str:
+    """How every note of this run starts, e.g. "2 threads (torch, MKL and faiss)"."""
+    return f"{THREADS} thread{'' if THREADS == 1 else 's'} (torch, MKL and faiss)"
+
+
 def notes(*parts: str) -> str:
-    return "; ".join([f"{THREADS} thread (torch, MKL and faiss)", *parts, DATA_NOTE])
+    return "; ".join([thread_label(), *parts, DATA_NOTE])
 
 
 def measured_rows(op: str, n: int, out: dict, load: str) -> list[dict]:
@@ -320,7 +327,8 @@ def run(sizes: list[int], block: int, full_limit: float, force: bool, only: list
             rows = load_rows()
             metric = "faiss-seconds" if op == "knn-crossover" else "seconds"
             where = f"{setting(n)}, queries={CROSSOVER_QUERIES[-1]}" if op == "knn-crossover" else setting(n)
-            done = any((r["method"], r["metric"], r["setting"]) == (op, metric, where) for r in rows)
+            done = any((r["method"], r["metric"], r["setting"]) == (op, metric, where)
+                       and r["notes"].startswith(thread_label()) for r in rows)
             graph = op.startswith("knn-graph")
             if graph and not done and not full_graph_or_not(op, n, block, full_limit, rows):
                 continue
@@ -329,7 +337,7 @@ def run(sizes: list[int], block: int, full_limit: float, force: bool, only: list
                 continue
             load = f"machine shared: 1-min load average {os.getloadavg()[0]:.1f} at the start"
             started = time.perf_counter()
-            out = run_child({"op": op, "n": n, "block": block})
+            out = run_child({"op": op, "n": n, "block": block, "threads": THREADS})
             if op == "knn-crossover":
                 append_rows(SUITE, crossover_rows(n, out["times"], load))
                 print(f"N={n} {op}: {out['times']}", flush=True)
@@ -341,6 +349,12 @@ def run(sizes: list[int], block: int, full_limit: float, force: bool, only: list
 
 
 # ---------------------------------------------------------------------------------------------- report
+def threads_of(rows: list[dict]) -> str:
+    """The thread count(s) the rows' notes name, e.g. "2 threads"."""
+    counts = sorted({r["notes"].split(" (torch")[0] for r in rows if " (torch, MKL and faiss)" in r["notes"]})
+    return ", ".join(counts) or "threads unknown"
+
+
 def series(rows: list[dict], method: str, metric: str) -> list[tuple[int, float]]:
     return sorted((int(r["setting"].split(",")[0][2:]), r["value"]) for r in rows
                   if r["method"] == method and r["metric"] == metric and r["setting"].count(",") == 1)
@@ -364,7 +378,7 @@ def plot(rows: list[dict]) -> None:
             if extra:
                 left.plot(*zip(*extra, strict=True), "o--", color=colour, mfc="none", ms=4,
                           label=f"{op}, extrapolated")
-    for axis, label in ((left, "seconds (1 thread)"), (right, "peak memory growth (MB)")):
+    for axis, label in ((left, f"seconds ({threads_of(rows)})"), (right, "peak memory growth (MB)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel(f"N (rows x {DIM})")
@@ -425,6 +439,7 @@ def crossover_table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--block", type=int, default=8192, help="queries of the kNN block run at every N")
@@ -433,8 +448,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=OPERATIONS, help="measure these operations only")
     parser.add_argument("--force", action="store_true", help="measure again what the JSON already holds")
     parser.add_argument("--plot-only", action="store_true", help="plot and print the tables, no measuring")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="torch / MKL / faiss threads per measurement (rows measured with another count "
+                             "are measured again)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    THREADS = args.threads
     if args.child:
         print(json.dumps(child(json.loads(args.child))), flush=True)
         return
