@@ -1,6 +1,6 @@
 """Engine cost curves: time and peak memory of the pseudo-label engine against the number of rows N.
 
-    python benchmarks/engine_scaling.py                      # N = 10k, 30k, 100k, 300k, 1M (about 15 min, 2 threads)
+    python benchmarks/engine_scaling.py                      # N = 10k .. 1M (about 15 min, 2 threads)
     python benchmarks/engine_scaling.py --sizes 10000 30000 --force
     python benchmarks/engine_scaling.py --plot-only          # plot and table from the JSON, no measuring
 
