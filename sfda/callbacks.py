@@ -78,6 +78,9 @@ class RunRecorder(Callback):
     Timings in ``results.json``: ``timing/epoch_s`` (mean wall seconds of a training epoch of
     this session, from epoch start to epoch end, so including per-epoch engine passes and any
     validation run inside the epoch), ``timing/validation_s`` (those validations' seconds),
+    ``timing/steps_s`` (mean wall seconds from an epoch's first training batch to its last: the steps
+    and the data loading between them, not the engine pass before nor the validation after; a
+    validation inside the epoch, ``val_check_interval`` < 1, falls inside it),
     ``timing/train_images_per_s`` (global training images per second of epoch time) and
     ``timing/<phase>_s`` from the module's stopwatch (``engine``: pseudo-label passes, clustering, bank
     writes and kNN within epochs; ``bank_fill``: the initial bank pass; ``evaluation``: source-only
