@@ -27,7 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from .callbacks import ChannelsLast, CheckpointGuard, RunConfigSaver, RunRecorder, StepSeeder
+from .callbacks import ChannelsLast, CheckpointGuard, FoldBatchNorm, RunConfigSaver, RunRecorder, StepSeeder
 from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
@@ -69,6 +69,9 @@ class SFDACLI(LightningCLI):
         parser.add_argument("--channels_last", type=bool, default=True,
                             help="keep conv weights and image batches channels-last (same math, faster "
                                  "convolutions)")
+        parser.add_argument("--fold_batchnorm", type=bool, default=True,
+                            help="evaluate and run engine passes on a copy with eval-mode BatchNorm folded "
+                                 "into the convolutions (same predictions up to float rounding, faster)")
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
                             "evaluation pass): predictions before/after, a feature projection, overlays")
@@ -195,6 +198,8 @@ class SFDACLI(LightningCLI):
         options = self.config.get(self.subcommand, {})
         if options.get("channels_last", True):
             callbacks.append(ChannelsLast())
+        if options.get("fold_batchnorm", True):
+            callbacks.append(FoldBatchNorm())
         if options.get("report_evidence", True):
             callbacks.append(ReportEvidence())
         selection = options.get("selection") or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,7 @@ from ..callbacks import PredictionCSV
 from ..data.contract import check_target_data
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
+from ..models.batchnorm_folding import folded_copy
 from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
 from ..report.evidence import classification_evidence, gallery_images, gallery_picks, kept_rows, write_npz
@@ -78,7 +80,34 @@ class ClassifierTask(TaskModule):
         keys = None
         if index is not None and self.training and self.network.uses_dropout:
             keys = sample_keys(index, int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step)
+        folded = self.__dict__.get("_folded")
+        if folded is not None and not self.network.training:
+            return folded(images, keys)
         return self.network(images, keys)
+
+    # eval-mode passes on a copy with BatchNorm folded into the convolutions --------------
+    def start_folded_inference(self) -> None:
+        """Until ``stop_folded_inference``, eval-mode forwards run on a copy of the network as it is
+        now, with BatchNorm folded into the convolutions (``sfda.models.batchnorm_folding``: the same
+        outputs up to float rounding, faster). Only where the run asked for it (``fold_batchnorm``, set
+        by the ``FoldBatchNorm`` callback). The copy is kept outside the module's state: it is never
+        trained, saved or loaded."""
+        folded = folded_copy(self.network) if getattr(self, "fold_batchnorm", False) else None
+        self.__dict__["_folded"] = folded  # a plain attribute, not a registered submodule
+
+    def stop_folded_inference(self) -> None:
+        self.__dict__["_folded"] = None
+
+    @contextmanager
+    def folded_inference(self):
+        """``start_folded_inference`` for the block (a fresh copy of the weights as they are now);
+        the copy in use before, if any, afterwards."""
+        previous = self.__dict__.get("_folded")
+        self.start_folded_inference()
+        try:
+            yield
+        finally:
+            self.__dict__["_folded"] = previous
 
     def configure_callbacks(self) -> list:
         """The task's writers: ``predictions.csv`` for ``sfda predict``."""
@@ -253,7 +282,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
                   phase: str = "engine") -> dict[str, torch.Tensor]:
         """The classification target pass: ``{"index": (N,), "features": (N, D), "probs": (N, C),
         "labels": (N,)}`` on this device, identical on every rank, in global index order."""
-        return self.target_pass(loader, self.classification_rows, description, phase)
+        with self.folded_inference():
+            return self.target_pass(loader, self.classification_rows, description, phase)
 
     def split_scores(self, rows: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
         """The accuracy family (see ClassifierTask) of a labelled pass's rows."""
