@@ -38,6 +38,14 @@ def test_folded_copy_gives_the_same_outputs_and_leaves_the_network_alone():
     assert all(isinstance(net[i], nn.BatchNorm2d) for i in (1, 4))
 
 
+def test_half_precision_weights_are_folded_in_float32_and_keep_their_dtype():
+    net = conv_net().to(torch.bfloat16)
+    x = torch.randn(5, 3, 10, 10, dtype=torch.bfloat16)
+    folded = folded_copy(net)
+    assert folded[0].weight.dtype == folded[0].bias.dtype == torch.bfloat16
+    assert torch.allclose(folded(x).float(), net(x).float(), atol=0.1, rtol=0.05)
+
+
 class Attributes(nn.Module):
     """A conv and a BatchNorm as attributes: their order is only known from ``forward``."""
 

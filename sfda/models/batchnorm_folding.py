@@ -24,6 +24,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def _float(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.float()
+
+
 def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
@@ -59,11 +63,13 @@ def folded_copy(network: nn.Module) -> nn.Module | None:
     folded = copy.deepcopy(network).eval().requires_grad_(False)
     for container, i in foldable_pairs(folded):
         conv, norm = container[i], container[i + 1]
-        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var,
-                                            norm.eps, norm.weight, norm.bias)
-        same_strides = torch.empty_strided(weight.shape, conv.weight.stride(), dtype=weight.dtype,
+        weight, bias = fuse_conv_bn_weights(*map(_float, (conv.weight, conv.bias, norm.running_mean,
+                                                          norm.running_var)),
+                                            norm.eps, _float(norm.weight), _float(norm.bias))
+        dtype = conv.weight.dtype  # folded in float32, kept in the weights' own dtype
+        same_strides = torch.empty_strided(weight.shape, conv.weight.stride(), dtype=dtype,
                                            device=weight.device).copy_(weight)  # keep channels-last
         conv.weight = nn.Parameter(same_strides, requires_grad=False)
-        conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        conv.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         container[i + 1] = nn.Identity()
     return folded
