@@ -76,7 +76,9 @@ class ClassifierTask(TaskModule):
                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W) -> (features (B, D), logits (B, K))``. Training steps pass the batch's
         global sample ``index (B,)``: dropout masks then depend on (run seed, global step, index)
-        only, so the trajectory does not depend on how many processes share the global batch."""
+        only, so the trajectory does not depend on how many processes share the global batch.
+        Eval-mode forwards between ``start_folded_inference`` and ``stop_folded_inference`` run on the
+        folded copy."""
         keys = None
         if index is not None and self.training and self.network.uses_dropout:
             keys = sample_keys(index, int(os.environ.get("PL_GLOBAL_SEED", 0)), self.global_step)
