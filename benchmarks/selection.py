@@ -69,14 +69,15 @@ def recipe_lr(benchmark: str, method: str) -> float:
 
 def recipe_weight(benchmark: str, method: str) -> float:
     """The default recipe's main weight: the recipe's value, else the method's own default."""
-    import importlib
     import inspect
+
+    from sfda.methods import NRC, SHOT, AaD
 
     name, model = WEIGHTS[method][0], recipe_model(benchmark, method)
     if name in model["init_args"]:
         return float(model["init_args"][name])
-    module, cls = model["class_path"].rsplit(".", 1)
-    return float(inspect.signature(getattr(importlib.import_module(module), cls)).parameters[name].default)
+    cls = {"shot": SHOT, "nrc": NRC, "aad": AaD}[method]
+    return float(inspect.signature(cls).parameters[name].default)
 
 
 def epochs_of(run_dir) -> list[dict]:
