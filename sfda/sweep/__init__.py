@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from ..metrics.validators import DEFAULT_VALIDATOR
+from .signals import SweepStopped, signal_name
 from .space import SpaceError
 from .storage import SweepError
-from .study import Sweep
+from .study import MAX_CONSECUTIVE_FAILURES, Sweep
+
+
+def stopped_message(sweep: Sweep, stop: SweepStopped, argv: list[str]) -> str:
+    """What a stopped sweep tells its user: what was stopped, and the command that resumes the study."""
+    trial = "" if stop.trial is None else f"; trial {stop.trial} was stopped with it and is not scored"
+    return (
+        f"sfda sweep: stopped by {signal_name(stop.signum)}{trial}. Study {sweep.study_name} keeps its "
+        f"finished trials ({sweep.storage_url}; trials.csv in {sweep.sweep_dir}); to resume it, run the "
+        f"same command again:\n  sfda sweep {shlex.join(argv)}"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +33,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sfda sweep",
         description=__doc__.split("\n\n")[0],
-        epilog="Arguments after -- are passed to every trial's `sfda fit` (e.g. -- --trainer.max_epochs=5).",
+        epilog="Arguments after -- are passed to every trial's `sfda fit` (e.g. -- --trainer.max_epochs=5). "
+        f"The sweep stops after {MAX_CONSECUTIVE_FAILURES} failed trials in a row. SIGTERM or Ctrl-C stops "
+        "the running trial too (not scored) and ends with exit status 128 + the signal's number; the same "
+        "command resumes the study.",
     )
     parser.add_argument("--config", required=True, help="the recipe every trial fits")
     parser.add_argument("--space", required=True, help="YAML search space over recipe keys")
@@ -37,7 +52,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--study", default=None, help="study name (default: <recipe>-<validator>)")
     parser.add_argument(
-        "--sweep_dir", default=None, help="folder of the trials (default: runs/sweeps/<study>)"
+        "--sweep_dir",
+        default=None,
+        help="folder of the trials (default: runs/sweeps/<study>); one study per folder",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="sampler seed (default: random, so workers differ)"
@@ -64,6 +81,9 @@ def main(argv: list[str]) -> int:
             args.pruner,
         )
         trials = sweep.run()
+    except SweepStopped as stop:
+        print(stopped_message(sweep, stop, argv), file=sys.stderr)
+        return 128 + stop.signum
     except (SweepError, SpaceError, ValueError) as err:
         if os.environ.get("SFDA_TRACEBACK"):
             raise

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 KINDS = ("float", "int", "categorical")
+SCALARS = (type(None), bool, int, float, str)  # what a categorical choice may be (Optuna's own rule)
 
 
 class SpaceError(ValueError):
@@ -49,6 +50,49 @@ class Dimension:
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
 
+def parse_choices(where: str, key: str, entry: dict) -> tuple:
+    """A categorical's choices: single values of one type (``null`` beside them allowed), each once."""
+    choices = entry.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise SpaceError(f"{where}: {key}: a categorical dimension needs a non-empty list 'choices'")
+    nested = [c for c in choices if not isinstance(c, SCALARS)]
+    if nested:
+        raise SpaceError(
+            f"{where}: {key}: choice {nested[0]!r} is not a single value; expected null, true/false, "
+            "numbers or text"
+        )
+    if len({type(c) for c in choices if c is not None}) > 1:
+        described = ", ".join(f"{c!r} ({type(c).__name__})" for c in choices)
+        raise SpaceError(
+            f"{where}: {key}: the choices mix types: {described}; expected every choice of one type "
+            "(e.g. 16, 32, 64 or 0.5, 1.0; null may stand beside them)"
+        )
+    repeated = sorted({repr(c) for c in choices if choices.count(c) > 1})
+    if repeated:
+        raise SpaceError(
+            f"{where}: {key}: the choices repeat {', '.join(repeated)}; expected each value once"
+        )
+    return tuple(choices)
+
+
+def parse_number(where: str, key: str, kind: str, entry: dict, field: str) -> float:
+    """``entry[field]`` as a finite number (an integer for an ``int`` dimension)."""
+    value = entry.get(field)
+    try:
+        if isinstance(value, bool):
+            raise TypeError("a boolean")
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpaceError(
+            f"{where}: {key}: a {kind} dimension needs a number '{field}', got {value!r}"
+        ) from None
+    if not math.isfinite(number):
+        raise SpaceError(f"{where}: {key}: expected a finite '{field}', got {value!r}")
+    if kind == "int" and number != int(number):
+        raise SpaceError(f"{where}: {key}: an int dimension needs a whole number '{field}', got {value!r}")
+    return number
+
+
 def parse_dimension(where: str, key: str, entry) -> Dimension:
     if not isinstance(entry, dict) or entry.get("type") not in KINDS:
         raise SpaceError(f"{where}: {key}: expected {{type: float|int|categorical, ...}}, got {entry!r}")
@@ -59,25 +103,48 @@ def parse_dimension(where: str, key: str, entry) -> Dimension:
             f"{where}: {key}: unknown fields {sorted(unknown)}; expected low, high, log, step or choices"
         )
     if kind == "categorical":
-        choices = entry.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise SpaceError(f"{where}: {key}: a categorical dimension needs a non-empty list 'choices'")
-        return Dimension(key, kind, choices=tuple(choices))
-    try:
-        low, high = float(entry["low"]), float(entry["high"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise SpaceError(
-            f"{where}: {key}: a {kind} dimension needs numeric 'low' and 'high' ({err})"
-        ) from err
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        return Dimension(key, kind, choices=parse_choices(where, key, entry))
+    low = parse_number(where, key, kind, entry, "low")
+    high = parse_number(where, key, kind, entry, "high")
+    if low > high:
         raise SpaceError(f"{where}: {key}: expected finite low <= high, got low={low}, high={high}")
-    log = bool(entry.get("log", False))
+    log = entry.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: {key}: 'log' must be true or false, got {log!r}")
     if log and low <= 0:
-        raise SpaceError(f"{where}: {key}: a log range needs low > 0, got low={entry['low']}")
-    step = entry.get("step")
-    if step is not None and log:
+        raise SpaceError(
+            f"{where}: {key}: a log range needs low > 0, got low={entry['low']} (low and high are the "
+            "values themselves, not powers of ten: e.g. low: 1.0e-5, high: 1.0e-1)"
+        )
+    if "step" not in entry or entry["step"] is None:
+        return Dimension(key, kind, low, high, log)
+    if log:
         raise SpaceError(f"{where}: {key}: 'step' and 'log' cannot be combined")
-    return Dimension(key, kind, low, high, log, None if step is None else float(step))
+    step = parse_number(where, key, kind, entry, "step")
+    if step <= 0:
+        raise SpaceError(f"{where}: {key}: expected a 'step' above 0, got {entry['step']!r}")
+    return Dimension(key, kind, low, high, log, step)
+
+
+def recipe_value(config: dict, key: str):
+    """The value of dotted ``key`` in ``config`` (which has it)."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def check_sign(where: str, dimension: Dimension, value) -> None:
+    """Refuse a numeric range that holds no positive value for a key the recipe sets positive: most
+    often exponents (-5 and -1 for 1e-5 and 1e-1), and every trial would be refused or meaningless."""
+    if dimension.kind == "categorical" or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value > 0 and dimension.high <= 0:
+        low, high = dimension.low, dimension.high
+        raise SpaceError(
+            f"{where}: {dimension.key}: the recipe's value is {value}, but the range low={low:g}, "
+            f"high={high:g} holds no value above 0; expected the values themselves: if {low:g} and "
+            f"{high:g} are powers of ten, write low: {10 ** low:.1e}, high: {10 ** high:.1e}, log: true"
+        )
 
 
 def missing_part(config: dict, key: str) -> str | None:
@@ -99,8 +166,9 @@ def load_space(path: Path, resolved_recipe: dict) -> list[Dimension]:
     """The dimensions of ``path``, each key checked to exist in ``resolved_recipe``.
 
     Raises:
-        SpaceError: unreadable YAML, a malformed entry, a log range with a non-positive bound, or a
-            key the recipe does not have.
+        SpaceError: unreadable YAML, a malformed entry (a log range with a non-positive bound, choices
+            of mixed types...), a key the recipe does not have, or a range with no positive value for a
+            key the recipe sets positive (exponents written for values).
     """
     try:
         content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -116,6 +184,7 @@ def load_space(path: Path, resolved_recipe: dict) -> list[Dimension]:
                 f"{path}: {dimension.key}: not a key of the recipe (as `sfda fit --print_config` "
                 f"resolves it); {why}"
             )
+        check_sign(str(path), dimension, recipe_value(resolved_recipe, dimension.key))
     return dimensions
 
 

@@ -1,11 +1,14 @@
 """``sfda sweep``: hyper-parameters searched with Optuna, each trial a normal `sfda fit` run, scored by a
 label-free validator (target labels are written beside the trials for reporting, never used).
 
-Trials run as subprocesses in ``<sweep dir>/trial_<number>/version_0``. The study is created once and
-joined by every later call (``load_if_exists``): a second worker, or a rerun after an interruption,
-continues it until it holds ``n_trials`` finished (complete or pruned) trials. At the end each worker
-writes ``trials.csv`` and ``best_recipe.yaml`` (the recipe with the best trial's values) in the sweep
-folder.
+Each trial runs as a subprocess in a folder of its own, ``<sweep dir>/trial_<number>``, created fresh for
+it (a trial whose folder exists already fails rather than read another run); it is scored from the one run
+it started, ``version_0`` there, and never from a run that stopped early. The sweep folder belongs to one
+study (``folder``). The study is created once and joined by every later call (``load_if_exists``): a
+second worker, or a rerun after an interruption, continues it until it holds ``n_trials`` finished
+(complete or pruned) trials. After ``MAX_CONSECUTIVE_FAILURES`` failed trials in a row the sweep stops and
+names the last error. At the end each worker writes ``trials.csv`` and ``best_recipe.yaml`` (the recipe
+with the best trial's values) in the sweep folder.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ import io
 import json
 import math
 import os
+import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 from ..metrics.validators import get_validator
+from .folder import check_known, check_owner, check_writable, claim, folder_trials, trial_folder
 from .pruning import PRUNED_FILE, TRIAL_ENV, make_pruner
+from .signals import Interrupts, signal_name
 from .space import Dimension, load_space, set_key
-from .storage import SweepError, default_storage, open_storage
+from .storage import JOURNAL, SweepError, default_storage, open_storage
 
 REPORTED_PREFIXES = ("target/", "selected/target/")  # an adaptation run's evaluation scores (reporting only)
+MAX_CONSECUTIVE_FAILURES = 3  # failed trials in a row after which a sweep stops: every trial would fail
 
 
 def reported(results: dict) -> dict:
@@ -62,6 +68,19 @@ def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
 
 def as_argument(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (a failed run's error), at most 300 characters."""
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def describe_exit(code: int) -> str:
+    """``exit 1``, or the signal that stopped a process (``exit 143, SIGTERM``)."""
+    signum = -code if code < 0 else code - 128 if code > 128 else None
+    names = {s.value: s.name for s in signal.Signals}
+    return f"exit {code}, {names[signum]}" if signum in names else f"exit {code}"
 
 
 class Sweep:
@@ -102,11 +121,32 @@ class Sweep:
         self.study_name = study or f"{self.recipe.stem}-{self.validator.name}"
         self.sweep_dir = Path(sweep_dir or Path("runs") / "sweeps" / self.study_name)
         self.storage_url = storage or default_storage(self.sweep_dir)
+        self.interrupts = Interrupts()
+        self.failures: list = []  # this worker's failed trials since its last finished one
+
+    def known_trials(self) -> set[int]:
+        """The numbers of the trials the study holds in its storage (none when it does not exist yet)."""
+        if self.storage_url.startswith(JOURNAL) and not Path(self.storage_url[len(JOURNAL) :]).exists():
+            return set()  # not opened: opening a journal creates its file
+        storage = open_storage(self.storage_url)
+        try:
+            study_id = storage.get_study_id_from_name(self.study_name)
+        except KeyError:
+            return set()
+        return {t.number for t in storage.get_all_trials(study_id, deepcopy=False)}
+
+    def check_folder(self) -> None:
+        """Refuse a sweep folder that cannot be written, belongs to another study, or holds trials or
+        results this study does not know; nothing in it is changed."""
+        check_writable(self.sweep_dir)
+        check_owner(self.sweep_dir, self.study_name)
+        on_disk = folder_trials(self.sweep_dir)  # listed before the study's trials are read
+        check_known(self.sweep_dir, self.study_name, self.storage_url, on_disk, self.known_trials())
 
     def open_study(self):
         import optuna
 
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.check_folder()
         direction = "maximize" if self.validator.mode == "max" else "minimize"
         study = optuna.create_study(
             study_name=self.study_name,
@@ -125,6 +165,7 @@ class Sweep:
                 f"--study {self.study_name}: this study optimises {recorded}, not "
                 f"{self.validator.key}; choose another --study name"
             )
+        claim(self.sweep_dir, self.study_name)
         return study
 
     def finished(self, study) -> int:
@@ -133,28 +174,69 @@ class Sweep:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
     def run(self) -> Path:
-        """Run trials until the study holds ``n_trials`` finished ones; returns the trials CSV."""
+        """Run trials until the study holds ``n_trials`` finished ones; returns the trials CSV.
+
+        Raises:
+            SweepStopped: SIGINT or SIGTERM (the running trial got it too and is not scored).
+            SweepError: ``MAX_CONSECUTIVE_FAILURES`` trials failed in a row.
+        """
         import optuna
-        from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
 
         study = self.open_study()
-        if self.finished(study) < self.n_trials:
-            stop = MaxTrialsCallback(self.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            study.optimize(self.objective, callbacks=[stop], catch=(TrialFailed,), gc_after_trial=True)
-        with contextlib.suppress(ValueError):  # no complete trial: no best recipe
-            self.write_best_recipe(study.best_trial)
+        try:
+            with self.interrupts:
+                self.optimize(study)
+        finally:
+            with contextlib.suppress(ValueError):  # no complete trial: no best recipe
+                self.write_best_recipe(study.best_trial)
+            trials = self.write_trials(study)
         optuna.logging.get_logger("optuna").info(
             "sweep %s: %d finished trials", self.study_name, self.finished(study)
         )
-        return self.write_trials(study)
+        return trials
 
-    def objective(self, trial) -> float:
-        import optuna
+    def optimize(self, study) -> None:
+        """Optuna's loop until ``n_trials`` are finished, a signal, or too many failures in a row."""
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
 
-        params = {d.key: d.suggest(trial) for d in self.dimensions}
-        root = self.sweep_dir / f"trial_{trial.number:04d}"
-        command = [
+        if self.finished(study) < self.n_trials:
+            stop = MaxTrialsCallback(self.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            study.optimize(
+                self.objective, callbacks=[stop, self.after_trial], catch=(TrialFailed,), gc_after_trial=True
+            )
+        self.interrupts.check()
+        if len(self.failures) >= MAX_CONSECUTIVE_FAILURES:
+            raise SweepError(self.failures_message())
+
+    def after_trial(self, study, trial) -> None:
+        """Stop the loop on a signal, or after ``MAX_CONSECUTIVE_FAILURES`` failed trials in a row."""
+        from optuna.trial import TrialState
+
+        self.failures = [*self.failures, trial] if trial.state == TrialState.FAIL else []
+        if self.interrupts.received is not None or len(self.failures) >= MAX_CONSECUTIVE_FAILURES:
+            study.stop()
+
+    def failures_message(self) -> str:
+        last = self.failures[-1]
+        numbers = ", ".join(str(t.number) for t in self.failures)
+        log = trial_folder(self.sweep_dir, last.number) / "sfda.log"
+        return (
+            f"trials {numbers} failed one after another, so the sweep stops (it stops after "
+            f"{MAX_CONSECUTIVE_FAILURES} failures in a row); the last said: "
+            f"{last.user_attrs.get('error') or 'nothing'} (its log: {log}). "
+            "Expected trials that can run: fix the recipe or the --space (a range the recipe refuses?) "
+            "and rerun; the study keeps its finished trials"
+        )
+
+    def failed(self, trial, why: str, error: str | None = None) -> TrialFailed:
+        """A ``TrialFailed`` for ``trial``; ``error`` (default ``why``) is kept as its "error" attribute."""
+        trial.set_user_attr("error", error if error is not None else why)
+        return TrialFailed(f"trial {trial.number}: {why}")
+
+    def command(self, root: Path, params: dict) -> list[str]:
+        """The `sfda fit` command of a trial in ``root`` with ``params``."""
+        return [
             sys.executable,
             "-m",
             "sfda.cli",
@@ -166,6 +248,17 @@ class Sweep:
             "--report_evidence=false",
             *(f"--{key}={as_argument(value)}" for key, value in params.items()),
         ]
+
+    def objective(self, trial) -> float:
+        self.interrupts.check(trial.number)
+        params = {d.key: d.suggest(trial) for d in self.dimensions}
+        root = trial_folder(self.sweep_dir, trial.number)
+        trial.set_user_attr("run_dir", str(root / "version_0"))
+        try:
+            root.mkdir()
+        except FileExistsError:
+            raise self.failed(trial, f"its folder {root} exists already; it is kept as it is, and this "
+                              "trial is not run (a trial reads only a run it started)") from None
         link = {
             "storage": self.storage_url,
             "study": self.study_name,
@@ -176,31 +269,45 @@ class Sweep:
         env = {**os.environ, TRIAL_ENV: json.dumps(link)}
         env.pop("SFDA_RUN_VERSION", None)  # a fresh folder per trial: its run is version_0
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace"
-        )
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "sfda.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-        run = root / "version_0"
-        trial.set_user_attr("run_dir", str(run))
-        if done.returncode != 0:
-            trial.set_user_attr(
-                "error", done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else ""
-            )
-            raise TrialFailed(
-                f"trial {trial.number}: sfda fit failed (exit {done.returncode}); see {root / 'sfda.log'}"
-            )
+        code, out, err = self.interrupts.run(self.command(root, params), env)
+        (root / "sfda.log").write_text(out + err, encoding="utf-8")
+        if self.interrupts.received is not None:
+            trial.set_user_attr("error", f"stopped by {signal_name(self.interrupts.received)}; not scored")
+            self.interrupts.check(trial.number)
+        if code != 0:
+            raise self.failed(trial, f"sfda fit failed ({describe_exit(code)}); see {root / 'sfda.log'}",
+                              last_line(err))
+        return self.score(trial, self.own_run(trial, root))
+
+    def own_run(self, trial, root: Path) -> Path:
+        """The one run the trial started in its fresh folder ``root``."""
+        runs = sorted(p.name for p in root.glob("version_*"))
+        if runs != ["version_0"]:
+            raise self.failed(trial, f"expected its one run {root / 'version_0'}, found {runs or 'none'}")
+        return root / "version_0"
+
+    def score(self, trial, run: Path) -> float:
+        """The objective of a trial's finished run (pruned, stopped or unscored runs raise)."""
+        import optuna
+
         if (run / PRUNED_FILE).exists():
             raise optuna.TrialPruned()
-        results = json.loads((run / "results.json").read_text())
+        try:
+            results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise self.failed(trial, f"its run wrote no readable results.json ({err}); not scored") from None
+        if results.get("stopped"):
+            raise self.failed(trial, f"its run {run} was stopped before the end (results.json: stopped: "
+                              "true); not scored")
         for key, value in reported(results).items():  # reporting only: target labels never choose
             trial.set_user_attr(key, value)
         selected = results.get("selected/by") == self.validator.key
         value = results.get("selected/score") if selected else results.get(self.validator.key)
         if value is None or not math.isfinite(value):
-            raise TrialFailed(
-                f"trial {trial.number}: {self.validator.key} was not logged (or not finite); the "
-                "recipe must validate (trainer.check_val_every_n_epoch)"
+            raise self.failed(
+                trial,
+                f"{self.validator.key} was not logged (or not finite); the recipe must validate "
+                "(trainer.check_val_every_n_epoch)",
             )
         return float(value)
 
