@@ -35,17 +35,18 @@ LR = "model.init_args.optim.lr"
 LONG = 100_000  # epochs: a trial that only a signal ends
 STOP_WITHIN = 120  # seconds from SIGTERM to the end of the sweep and its trial
 # a stand-in for a trial's `sfda fit`: argv[1] the trial folder, argv[2] its parameters (JSON), argv[3]
-# what to do ("ok": write version_0/results.json with label_free/im = 1000 * lr; anything else: fail
-# with that text as its error line)
+# what to do ("ok": write version_0/results.json with label_free/im = 1000 * lr; "sigterm": the same, then
+# exit 143 as a run a signal stopped; anything else: fail with that text as its error line)
 FAKE_FIT = """
 import json, pathlib, sys
 root, params, mode = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-if mode != "ok":
+if mode not in ("ok", "sigterm"):
     sys.exit(print(mode, file=sys.stderr) or 1)
 run = root / "version_0"
 run.mkdir(parents=True)
 lr = params["model.init_args.optim.lr"]
 (run / "results.json").write_text(json.dumps({"label_free/im": 1000 * lr, "target/acc": lr}))
+sys.exit(143 if mode == "sigterm" else 0)
 """
 
 
@@ -305,6 +306,18 @@ def test_a_sweep_stops_after_consecutive_failed_trials_naming_the_error(workspac
     assert [t.state.name for t in trials] == ["FAIL"] * MAX_CONSECUTIVE_FAILURES
     rows = list(csv.DictReader(open(sweep_dir / "trials.csv")))
     assert [r["state"] for r in rows] == ["FAIL"] * MAX_CONSECUTIVE_FAILURES
+
+
+def test_a_trial_run_ended_by_a_signal_is_not_scored_even_with_results(workspace, monkeypatch):
+    """A trial's `sfda fit` that exits 143 (SIGTERM from elsewhere, e.g. a scheduler) is a failed trial."""
+    folder, config, space = workspace
+    fake_trials(monkeypatch, "sigterm")
+    sweep_dir = folder / "sweeps"
+    code, text = sweep(config, space, sweep_dir, "--study", "s", "--n_trials", "1")
+    assert code == 1 and "trials 0, 1, 2 failed one after another" in text, text
+    assert "sfda fit failed (exit 143, SIGTERM)" in text
+    assert [t.state.name for t in study_trials(sweep_dir, "s")] == ["FAIL"] * 3
+    assert not (sweep_dir / "best_recipe.yaml").exists()
 
 
 # ---- item 3: SIGTERM and Ctrl-C stop the sweep and its running trial -----------------------------------

@@ -30,6 +30,7 @@ class Interrupts:
 
     def __init__(self):
         self.received: int | None = None
+        self.stopped_trial: int | None = None  # the trial the signal stopped, if one was running
         self.child: subprocess.Popen | None = None
         self._previous: dict = {}
 
@@ -52,10 +53,10 @@ class Interrupts:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    def check(self, trial: int | None = None) -> None:
+    def check(self) -> None:
         """Raise ``SweepStopped`` when a signal was received."""
         if self.received is not None:
-            raise SweepStopped(self.received, trial)
+            raise SweepStopped(self.received, self.stopped_trial)
 
     def run(self, command: list[str], env: dict) -> tuple[int, str, str]:
         """Run ``command`` (in its own session, so a terminal's Ctrl-C reaches it once, through us);

@@ -249,8 +249,15 @@ class Sweep:
             *(f"--{key}={as_argument(value)}" for key, value in params.items()),
         ]
 
+    def stopped(self, trial) -> float:
+        """A trial a signal stopped (or kept from starting): NaN, which Optuna records as FAIL, not scored."""
+        trial.set_user_attr("error", f"stopped by {signal_name(self.interrupts.received)}; not scored")
+        self.interrupts.stopped_trial = trial.number
+        return math.nan
+
     def objective(self, trial) -> float:
-        self.interrupts.check(trial.number)
+        if self.interrupts.received is not None:
+            return self.stopped(trial)
         params = {d.key: d.suggest(trial) for d in self.dimensions}
         root = trial_folder(self.sweep_dir, trial.number)
         trial.set_user_attr("run_dir", str(root / "version_0"))
@@ -272,11 +279,10 @@ class Sweep:
         code, out, err = self.interrupts.run(self.command(root, params), env)
         (root / "sfda.log").write_text(out + err, encoding="utf-8")
         if self.interrupts.received is not None:
-            trial.set_user_attr("error", f"stopped by {signal_name(self.interrupts.received)}; not scored")
-            self.interrupts.check(trial.number)
+            return self.stopped(trial)
         if code != 0:
             raise self.failed(trial, f"sfda fit failed ({describe_exit(code)}); see {root / 'sfda.log'}",
-                              last_line(err))
+                              last_line(err) or None)
         return self.score(trial, self.own_run(trial, root))
 
     def own_run(self, trial, root: Path) -> Path:
