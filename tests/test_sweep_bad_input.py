@@ -153,7 +153,7 @@ def test_results_without_trials_are_kept_when_the_journal_is_gone(workspace, mon
         shutil.rmtree(trial)
     before = snapshot(sweep_dir)
     code, text = sweep(config, space, sweep_dir, "--study", "s", "--n_trials", "1")
-    assert code == 1 and "holds trials.csv and best_recipe.yaml that study 's'" in text, text
+    assert code == 1 and "holds trials.csv, best_recipe.yaml that study 's'" in text, text
     assert snapshot(sweep_dir) == before
 
 

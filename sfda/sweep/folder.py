@@ -82,7 +82,7 @@ def check_known(sweep_dir: Path, study: str, storage: str, on_disk: list[int], k
     what = [f"trial folders {', '.join(trial_folder(sweep_dir, n).name for n in unknown[:5])}"
             f"{' ...' if len(unknown) > 5 else ''}"] if unknown else []
     raise SweepError(
-        f"--sweep_dir {sweep_dir}: holds {' and '.join(what + results)} that study {study!r} in {storage} "
+        f"--sweep_dir {sweep_dir}: holds {', '.join(what + results)} that study {study!r} in {storage} "
         f"does not have ({len(known)} trials there; was its journal deleted or replaced?). They are kept "
         "as they are: to continue that study, restore its --storage; to start a new one, choose another "
         "--sweep_dir (or move this folder away)"
