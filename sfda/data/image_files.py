@@ -97,14 +97,16 @@ def list_text(path: Path, field: str) -> str:
         raise ValueError(f"{field}: '{path}' is a single image file; expected {expected}")
     raw = path.read_bytes()
     encoding = next((name for bom, name in TEXT_BOMS if raw.startswith(bom)), "utf-8")
+    saved_as = "saved as UTF-8 (or UTF-16 with a byte-order mark)"
+    if encoding == "utf-8" and b"\x00" in raw:
+        raise ValueError(f"{field}: '{path}' holds NUL bytes, so it is not UTF-8 text (UTF-16 without a "
+                         f"byte-order mark, or a binary file); expected {expected}, {saved_as}")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as err:
-        raise ValueError(f"{field}: '{path}' is not UTF-8 text (byte {err.start}: {err.reason}); expected "
-                         f"{expected}, saved as UTF-8 (or UTF-16 with a byte-order mark)") from None
-    if "\x00" in text:
-        raise ValueError(f"{field}: '{path}' holds NUL characters, so it is not a text file; expected "
-                         f"{expected}")
+        label = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+        raise ValueError(f"{field}: '{path}' is not {label} text (byte {err.start}: {err.reason}); "
+                         f"expected {expected}, {saved_as}") from None
     return text.lstrip("\ufeff")
 
 
