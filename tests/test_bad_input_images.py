@@ -322,3 +322,23 @@ def test_max_image_pixels_must_be_positive(tmp_path):
     with pytest.raises(ValueError) as err:
         DetectionDataModule([str(tmp_path / "x.csv")], max_image_pixels=0)
     assert "data.max_image_pixels: expected an integer >= 1, got 0" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "stated, needle", [((64, 128), ", turned by its EXIF orientation"), ((100, 128), "")]
+)
+def test_a_pose_image_whose_stated_size_is_not_the_displayed_size_is_refused(tmp_path, stated, needle):
+    annotations = generate(tmp_path / "figures", "flat", "train", count=2)
+    payload = json.loads(annotations.read_text())
+    save_turned(annotations.parent / "portrait.png", displayed(64, 128), 6)  # displays 128 wide, 64 high
+    payload["images"][0].update(file_name="portrait.png", width=stated[0], height=stated[1])
+    annotations.write_text(json.dumps(payload))
+    before = snapshot(tmp_path)
+    spec = InputSpec(size=64, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError) as err:
+        PoseDataModule([str(annotations)], role="source", input=spec).setup()
+    image_id = payload["images"][0]["id"]
+    assert f"annotations.json: image id {image_id}, fields 'width' and 'height'" in str(err.value)
+    assert f"{stated[0]}x{stated[1]}, but" in str(err.value)
+    assert "displays as 128x64" + needle + "; expected the displayed size" in str(err.value)
+    assert snapshot(tmp_path) == before
