@@ -283,12 +283,16 @@ def test_a_single_image_given_as_the_data_is_refused(workspace, name):
                    "expected an image folder or a text list file")
 
 
-def test_a_single_image_given_as_a_detection_annotation_file_is_refused(tmp_path):
+@pytest.mark.parametrize("module, field", [(DetectionDataModule, "train"), (PoseDataModule, "eval")])
+def test_a_single_image_given_as_an_annotation_file_is_refused_naming_the_field(tmp_path, module, field):
     Image.fromarray(displayed()).save(tmp_path / "a.png")
+    (tmp_path / "people.json").write_text("{}")
+    given = {"train": [str(tmp_path / "people.json")], field: [str(tmp_path / "a.png")]}
     with pytest.raises(ValueError) as err:
-        DetectionDataModule([str(tmp_path / "a.png")], class_names=["0"]).setup()
-    assert "a.png: a single image given as an annotation file" in str(err.value)
-    assert "expected annotation files (VOC .xml, COCO .json, .csv) or folders of images" in str(err.value)
+        module(**given)
+    assert f"data.{field}: '{tmp_path / 'a.png'}' is a single image file; expected annotation files" in str(
+        err.value
+    )
 
 
 def test_a_huge_image_names_the_file_the_limit_and_the_fix(workspace):

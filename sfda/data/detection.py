@@ -20,7 +20,7 @@ from .box_views import apply_views, geometry, photometric, seed_views
 from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
 from .datasets import RGBImageCache
 from .fetch import resolve
-from .image_files import DEFAULT_LIMIT, IMAGE_SUFFIXES, PixelLimit, images_in, is_image_name
+from .image_files import DEFAULT_LIMIT, IMAGE_SUFFIXES, PixelLimit, images_in
 from .record_datamodule import RecordDataModule, Role
 from .tiles import tile_record
 from .transforms import InputSpec
@@ -41,9 +41,6 @@ def read_locations(locations: list[str], image_root: str | None) -> list[BoxReco
     records = []
     for location in locations:
         local = Path(str(location)).expanduser()
-        if local.is_file() and is_image_name(local):
-            raise ValueError(f"{location}: a single image given as an annotation file; expected annotation "
-                             "files (VOC .xml, COCO .json, .csv) or folders of images")
         records += (
             image_folder_records(local) if local.is_dir() else read_annotations(str(location), image_root)
         )

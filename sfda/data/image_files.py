@@ -110,6 +110,15 @@ def list_text(path: Path, field: str) -> str:
     return text.lstrip("\ufeff")
 
 
+def refuse_single_images(locations: dict[str, list[str]], expected: str) -> None:
+    """Refuse an image file given (as ``data.<split>``) where ``expected`` files or folders belong."""
+    for split, given in locations.items():
+        for location in given:
+            path = Path(str(location)).expanduser()
+            if path.is_file() and (is_image_name(path) or sniffed_image(path)):
+                raise ValueError(f"data.{split}: '{location}' is a single image file; expected {expected}")
+
+
 def sniffed_image(path: Path) -> bool:
     """True if PIL recognises ``path``'s header as an image (a file with another suffix)."""
     from PIL import Image, UnidentifiedImageError
