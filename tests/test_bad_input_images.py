@@ -171,6 +171,15 @@ def test_a_palette_image_with_a_transparent_colour_shows_white_there(tmp_path):
     assert tuple(image[0, 0]) == (255, 255, 255) and tuple(image[12, 13]) == (200, 30, 30)
 
 
+def test_an_rgb_image_with_a_transparent_colour_key_shows_white_there(tmp_path):
+    Image.fromarray(displayed()).save(tmp_path / "keyed.png", transparency=(255, 255, 255))
+    Image.fromarray(displayed()).save(tmp_path / "black_keyed.png", transparency=(0, 0, 0))
+    assert np.array_equal(read_image(tmp_path / "keyed.png", 0), displayed())  # white keyed: unchanged
+    image, expected = read_image(tmp_path / "black_keyed.png", 0), displayed()
+    expected[(expected == 0).all(axis=-1)] = 255
+    assert (displayed() == 0).all(axis=-1).any() and np.array_equal(image, expected)
+
+
 def test_an_opaque_rgba_image_reads_as_its_colours(tmp_path):
     rgba = np.concatenate([displayed(), np.full((24, 40, 1), 255, np.uint8)], axis=-1)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
@@ -216,6 +225,16 @@ def test_skipped_files_are_announced_with_their_count_and_an_example(workspace, 
     assert len(module.splits["train"][0]) == 40
     assert "sfda: note: data.train: skipped 2 entries" in err and "'notes.txt'" in err
     assert "read 4 images" in err and ".DS_Store" not in err
+
+
+def test_an_empty_class_folder_is_announced(workspace, capsys):
+    for path in (workspace / "target" / "6").iterdir():
+        path.unlink()
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    module.load_splits()
+    assert 6 not in module.splits["train"][1] and len(module.splits["train"][0]) == 36
+    err = capsys.readouterr().err
+    assert f"class folder {workspace / 'target' / '6'} is empty: class '6' has no images" in err
 
 
 def test_images_beside_class_folders_are_refused(workspace):

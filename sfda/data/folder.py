@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datamodules import ImageClassificationDataModule, Role
-from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, list_text, visible
+from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, list_text, note, visible
 from .transforms import InputSpec, View
 
 
@@ -76,6 +76,8 @@ def _class_images(sub: Path, field_name: str, nested: bool) -> list[Path]:
         raise ValueError(f"data.{field_name}: class folder {sub} has no images: all its {len(skipped)} "
                          f"files were skipped (e.g. '{skipped[0].name}'), so class '{sub.name}' would "
                          f"vanish; expected images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not files:
+        note(f"data.{field_name}: class folder {sub} is empty: class '{sub.name}' has no images here")
     return files
 
 

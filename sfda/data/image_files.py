@@ -227,7 +227,7 @@ def eight_bit(img, path) -> np.ndarray:
     integer ones holding 16-bit data, as PNG readers give them) are scaled by 255/65535, float images
     must hold [0, 1]; transparent images are composited onto white (``opaque``); palette, bilevel and
     other modes become RGB. Anything else is refused naming the file."""
-    if img.mode in ALPHA_MODES or "transparency" in img.info:
+    if img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
         return opaque(img, path)
     if img.mode in ("L", "RGB"):
         return np.asarray(img)
