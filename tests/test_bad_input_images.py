@@ -321,6 +321,20 @@ def test_a_huge_image_names_the_file_the_limit_and_the_fix(workspace):
                    "more than the limit of 178,956,970", "shrink or split the image")
 
 
+def test_a_huge_aerial_image_tiled_anyway_names_the_file_and_data_max_image_pixels(tmp_path):
+    Image.new("1", (14000, 14000)).save(tmp_path / "aerial.png")
+    csv = box_csv(tmp_path, "aerial.png", (100, 100, 200, 200))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], class_names=["0"], input=spec, tile_size=2000,
+                                 tile_overlap=0.0)
+    module.setup()  # boxes and tiles need only the header
+    assert len(module.splits["train"]) == 49
+    with pytest.raises(OSError) as err:
+        module.dataset("train")[0]
+    assert f"{tmp_path / 'aerial.png'}: image too large to decode safely" in str(err.value)
+    assert "more than the limit of 178,956,970; raise data.max_image_pixels" in str(err.value)
+
+
 def test_a_large_tiled_image_names_data_max_image_pixels_which_raises_the_limit(tmp_path):
     Image.fromarray(displayed(40, 50)).save(tmp_path / "aerial.png")
     csv = box_csv(tmp_path, "aerial.png", (2, 2, 20, 20))

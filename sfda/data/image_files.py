@@ -161,7 +161,11 @@ def opened(path: str | Path, where: str):
 
 
 def orientation(img) -> int:
-    """The EXIF orientation of an opened image (1, upright, when there is none or it is unreadable)."""
+    """The EXIF orientation of an opened image from its header, before decoding (1, upright, when there
+    is none or it is unreadable; a PNG's eXIf chunk counts only before the pixel data, so that the size
+    known from the header and the pixels decoded always agree)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
     try:
         value = img.getexif().get(ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - a damaged EXIF block: PIL shows the stored pixels, so do we
@@ -215,11 +219,21 @@ def read_image(path: str | Path, index: int, limit: PixelLimit = DEFAULT_LIMIT) 
 
 
 def upright(img):
-    """The decoded image turned as its EXIF orientation says."""
-    from PIL import ImageOps
+    """The image decoded and turned as its EXIF orientation says."""
+    from PIL import Image
 
+    turns = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    turn = turns.get(orientation(img))
     img.load()
-    return ImageOps.exif_transpose(img) if orientation(img) != 1 else img
+    return img if turn is None else img.transpose(turn)
 
 
 def eight_bit(img, path) -> np.ndarray:
