@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datamodules import ImageClassificationDataModule, Role
-from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, list_text, note, visible
+from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, note, text_of, visible
 from .transforms import InputSpec, View
+
+LIST_EXPECTED = "an image folder or a text list file of lines 'path [label]'"
 
 
 def folder_order(names: list[str]) -> list[str]:
@@ -90,7 +92,7 @@ def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
 
 def _read_list(path: Path, class_names: list[str] | None, field_name: str):
     paths, labels = [], []
-    for number, line in enumerate(list_text(path, f"data.{field_name}").splitlines(), start=1):
+    for number, line in enumerate(text_of(path, f"data.{field_name}", LIST_EXPECTED).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)

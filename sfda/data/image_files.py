@@ -89,11 +89,11 @@ def images_in(folder: Path, what: str, recursive: bool = False) -> tuple[list[Pa
     return images, skipped
 
 
-def list_text(path: Path, field: str) -> str:
-    """The text of list file ``path`` given as ``field``: UTF-8 (a BOM allowed) or UTF-16/32 with a BOM.
-    An image, or any file that is not such text, is refused naming the field and what is expected."""
-    expected = "an image folder or a text list file of lines 'path [label]'"
-    if is_image_name(path) or sniffed_image(path):
+def text_of(path: Path, field: str, expected: str) -> str:
+    """The text of ``path`` given as ``field`` (a list or annotation file): UTF-8 (a BOM allowed) or
+    UTF-16/32 with a BOM. An image, or any file that is not such text, is refused naming the field and
+    ``expected`` (what belongs there)."""
+    if is_image_file(path):
         raise ValueError(f"{field}: '{path}' is a single image file; expected {expected}")
     raw = path.read_bytes()
     encoding = next((name for bom, name in TEXT_BOMS if raw.startswith(bom)), "utf-8")
@@ -115,8 +115,13 @@ def refuse_single_images(locations: dict[str, list[str]], expected: str) -> None
     for split, given in locations.items():
         for location in given:
             path = Path(str(location)).expanduser()
-            if path.is_file() and (is_image_name(path) or sniffed_image(path)):
+            if path.is_file() and is_image_file(path):
                 raise ValueError(f"data.{split}: '{location}' is a single image file; expected {expected}")
+
+
+def is_image_file(path: Path) -> bool:
+    """True if ``path`` is named as an image or PIL recognises its header as one."""
+    return is_image_name(path) or sniffed_image(path)
 
 
 def sniffed_image(path: Path) -> bool:
