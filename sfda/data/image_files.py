@@ -1,19 +1,20 @@
 """Every image file sfda reads is opened here, and read as a viewer shows it.
 
 - EXIF orientation is applied (a phone's portrait JPEG is stored sideways with a tag that says so):
-  pixels, and the sizes that boxes and joints are checked against, are those of the DISPLAYED image.
+  pixels, and the sizes that boxes and joints are checked against, are those of the DISPLAYED image;
+  an annotation's stated width and height must be the displayed ones (``check_stated_size``).
 - Transparency (RGBA, LA, palette or RGB/L images with a transparent colour) is composited onto a
-  white background, as a page shows it. An image whose colours are one flat value while its alpha
-  channel varies (the picture is only in the alpha channel) would become one flat colour: it is refused,
-  naming the file.
+  white background, as a page shows it (a black picture drawn in the alpha channel stays visible). An
+  image that compositing would leave one flat colour while its alpha channel varies (a white picture
+  drawn only in the alpha channel) is refused, naming the file.
 - 16-bit and float images are scaled from their true range (see ``eight_bit``).
 - An image of more than ``PixelLimit.pixels`` pixels is refused before it is decoded, naming the file,
   its size, the limit and the option that raises it (PIL's own decompression-bomb check is replaced by
   this one).
 - Folders: ``images_in`` lists the images of a folder and says what it skipped (other file types,
   sub-folders), so a dataset never changes in silence. Hidden entries (``.DS_Store``) are never data.
-- List files are text: UTF-8 (with or without a BOM) or UTF-16/32 with a BOM; an image or a binary
-  file given where a list is expected is refused naming the field.
+- Text files (lists, ``text_of``) are UTF-8 (with or without a BOM) or UTF-16/32 with a BOM; an image or
+  a binary file given where a list or an annotation file is expected is refused naming the field.
 """
 
 from __future__ import annotations
