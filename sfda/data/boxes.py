@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .fetch import resolve
+from .image_files import displayed_size
 
 CSV_FIELDS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
 
@@ -185,21 +186,15 @@ def read_annotations(location: str, image_root: str | None = None) -> list[BoxRe
 
 
 def image_size(record: BoxRecord) -> tuple[int, int]:
-    """``(width, height)`` from the image's header (not decoded); a missing file is named with its
-    annotation."""
-    from PIL import Image, UnidentifiedImageError
-
+    """``(width, height)`` of the image as displayed (EXIF orientation applied: boxes refer to the
+    displayed image), from its header (not decoded); a missing file is named with its annotation."""
     try:
         path = resolve(record.image)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{record.annotation}: names image '{record.image}', which does not exist"
         ) from err
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise OSError(f"{path}: corrupt or unreadable image (named by {record.annotation}): {err}") from err
+    return displayed_size(path, f"named by {record.annotation}")
 
 
 def check_records(records: list[BoxRecord], class_names: list[str]) -> None:

@@ -8,45 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from .image_files import DEFAULT_LIMIT, PixelLimit, read_image
 from .transforms import InputSpec, View, build_view, to_tensor
 
 UNLABELLED = -1
-
-
-HIGH_BIT_RANGES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-
-
-def eight_bit(img, path) -> np.ndarray:
-    """An opened PIL image as ``HxW`` or ``HxWx3`` uint8 on its TRUE range: 16-bit images (and 32-bit
-    integer ones holding 16-bit data, as PNG readers give them) are scaled by 255/65535, float images
-    must hold [0, 1]; palette, bilevel and alpha images become RGB or L. Anything else is refused
-    naming the file."""
-    if img.mode in ("L", "RGB"):
-        return np.asarray(img)
-    if img.mode not in HIGH_BIT_RANGES:
-        return np.asarray(img.convert("RGB"))
-    values = np.asarray(img, dtype=np.float64)
-    top = HIGH_BIT_RANGES[img.mode]
-    if not np.isfinite(values).all() or values.min() < 0 or values.max() > top:
-        raise OSError(f"{path}: {img.mode} pixel values in [{values.min()}, {values.max()}], expected "
-                      f"[0, {top}] (16-bit integers, or floats in [0, 1])")
-    return np.round(values * (255.0 / top)).astype(np.uint8)
-
-
-def read_image(path: str | Path, index: int) -> np.ndarray:
-    """The image file ``path`` (sample ``index``) as uint8 on its true range (see ``eight_bit``); a missing,
-    corrupt or oversized file raises naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return eight_bit(img, path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: image file not found (sample index {index})") from err
-    except Image.DecompressionBombError as err:
-        raise OSError(f"{path}: image too large to decode safely (sample index {index}): {err}") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise OSError(f"{path}: corrupt or unreadable image (sample index {index}): {err}") from err
 
 
 STRONG_VIEW_SEED = 7_000_000  # evaluation strong views: seed = this + sample index
@@ -139,19 +104,21 @@ class ImageDataset(Dataset):
 
 class RGBImageCache:
     """Decoded images as ``H x W x 3 uint8`` (grey repeated over 3 channels), the most recent kept within
-    ``limit_bytes`` (at least one): detection and pose read each image's crops or tiles from one decode."""
+    ``limit_bytes`` (at least one): detection and pose read each image's crops or tiles from one decode.
+    An image of more than ``pixels`` pixels is refused (see ``image_files.PixelLimit``)."""
 
-    def __init__(self, limit_bytes: int):
+    def __init__(self, limit_bytes: int, pixels: PixelLimit = DEFAULT_LIMIT):
         from collections import OrderedDict
 
         self.limit_bytes, self.images = limit_bytes, OrderedDict()
+        self.pixels = pixels
 
     def get(self, location: str, index: int) -> np.ndarray:
         """The image at ``location`` (a path or URI) of sample ``index`` (for messages)."""
         if location not in self.images:
             from .fetch import resolve
 
-            image = read_image(resolve(location), index)
+            image = read_image(resolve(location), index, self.pixels)
             rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
             self.images[location] = rgb
             while len(self.images) > 1 and sum(a.nbytes for a in self.images.values()) > self.limit_bytes:

@@ -20,7 +20,7 @@ from .box_views import apply_views, geometry, photometric, seed_views
 from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
 from .datasets import RGBImageCache
 from .fetch import resolve
-from .folder import IMAGE_SUFFIXES, visible
+from .image_files import DEFAULT_LIMIT, IMAGE_SUFFIXES, PixelLimit, images_in
 from .record_datamodule import RecordDataModule, Role
 from .tiles import tile_record
 from .transforms import InputSpec
@@ -30,7 +30,7 @@ CACHE_BYTES = 1 << 30  # decoded images kept in memory per process (large aerial
 
 def image_folder_records(folder: Path) -> list[BoxRecord]:
     """Unlabelled records for every image in ``folder`` (no annotation file: a target set's extra images)."""
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and visible(f))
+    files, _ = images_in(folder, "data: image folder")
     if not files:
         raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
     return [BoxRecord(str(f), np.zeros((0, 4)), [], str(folder)) for f in files]
@@ -57,6 +57,7 @@ class DetectionDataset(Dataset):
         train: draw a random horizontal flip (a seeded key ``(index, seed)`` picks it).
         strong: also return the photometric strong view of the same geometry.
         hide_boxes: never return boxes (target training data).
+        pixels: the most pixels an image may have (larger ones are refused, naming the file).
     """
 
     def __init__(
@@ -67,13 +68,14 @@ class DetectionDataset(Dataset):
         train: bool = False,
         strong: bool = False,
         hide_boxes: bool = False,
+        pixels: PixelLimit = DEFAULT_LIMIT,
     ):
         self.records, self.size, self.hide_boxes = records, size, hide_boxes
         self.class_ids = {name: i for i, name in enumerate(class_names)}
         self.weak = geometry(size, flip=train)
         self.strong = photometric() if strong else None
         self.view = "weak" if train else "test"  # read by the batch sampler: seeded keys when not "test"
-        self.cache = RGBImageCache(CACHE_BYTES)
+        self.cache = RGBImageCache(CACHE_BYTES, pixels)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -143,6 +145,8 @@ class DetectionDataModule(RecordDataModule):
         tile_size: cut images larger than this into square tiles of this many pixels (None: never).
         tile_overlap: fraction of a tile shared with its neighbour.
         tile_min_visible: a tile keeps a box when this fraction of its area lies inside.
+        max_image_pixels: the most pixels an image may have; a larger one is refused naming the file
+            (default: PIL's decompression-bomb limit; raise it for genuine large aerial images).
         batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
         num_workers: DataLoader workers per process.
         train_subset, eval_subset: use only this many images (a fixed seeded subset), for quick runs.
@@ -169,13 +173,15 @@ class DetectionDataModule(RecordDataModule):
         num_workers: int = 0,
         train_subset: int | None = None,
         eval_subset: int | None = None,
+        max_image_pixels: int = DEFAULT_LIMIT.pixels,
     ):
         super().__init__(train, eval, val, role, batch_size, eval_batch_size, num_workers, train_subset,
-                         eval_subset, tile_size=tile_size)
+                         eval_subset, tile_size=tile_size, max_image_pixels=max_image_pixels)
         if not 0 < tile_min_visible <= 1:
             raise ValueError(f"data.tile_min_visible: expected a fraction in (0, 1], got {tile_min_visible}")
         self.input_spec, self.image_root = input, image_root
         self.tiling = (tile_size, tile_overlap, tile_min_visible)
+        self.pixels = PixelLimit(max_image_pixels, "data.max_image_pixels")
         self.class_names: list[str] = list(class_names or [])
 
     @property
@@ -219,7 +225,7 @@ class DetectionDataModule(RecordDataModule):
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> DetectionDataset:
         records, hide = self.records_for(split)
         return DetectionDataset(
-            records, self.class_names, self.input_spec.size, train, strong, hide
+            records, self.class_names, self.input_spec.size, train, strong, hide, self.pixels
         )
 
     def sample_image(self, split: str, index: int) -> str:

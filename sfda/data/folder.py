@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datamodules import ImageClassificationDataModule, Role
+from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, note, text_of, visible
 from .transforms import InputSpec, View
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def visible(path: Path) -> bool:
-    """False for hidden entries (``.ipynb_checkpoints``, ``.DS_Store``): they are never data."""
-    return not path.name.startswith(".")
+LIST_EXPECTED = "an image folder or a text list file of lines 'path [label]'"
 
 
 def folder_order(names: list[str]) -> list[str]:
@@ -21,13 +17,16 @@ def folder_order(names: list[str]) -> list[str]:
     return sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
 
 
-def read_image_source(location: str, class_names: list[str] | None,
-                      field_name: str) -> tuple[list[Path], list[int] | None, list[str]]:
+def read_image_source(location: str, class_names: list[str] | None, field_name: str,
+                      nested: bool = False) -> tuple[list[Path], list[int] | None, list[str]]:
     """Paths, labels (or None) and class names from a folder or a list file.
 
     - a folder with one sub-folder per class (ImageFolder layout): a folder's label is the
       position of its name in ``class_names`` (the model's output order); without names, the
-      order of ``folder_order``. Hidden folders and files are ignored.
+      order of ``folder_order``. Hidden folders and files are ignored; other skipped files are
+      announced; a folder inside a class folder is refused unless ``nested`` (then its images join
+      the class); a class folder whose files are all skipped is refused; images beside the class
+      folders are refused (they would be left out).
     - a flat folder of images (unlabelled)
     - a text file of lines ``path [label]`` (label an int index or a class name; paths
       relative to the file's folder)
@@ -40,21 +39,48 @@ def read_image_source(location: str, class_names: list[str] | None,
         return _read_list(root, class_names, field_name)
     subdirs = [p for p in root.iterdir() if p.is_dir() and visible(p)]
     if subdirs:
-        names = list(class_names or folder_order([p.name for p in subdirs]))
-        missing = sorted(p.name for p in subdirs if p.name not in names)
-        if missing:
-            raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the "
-                             f"model; class folders found: {sorted(p.name for p in subdirs)}, expected names "
-                             f"from class_names {names}")
-        paths, labels = [], []
-        for sub in sorted(subdirs, key=lambda p: names.index(p.name)):
-            files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(sub).parts))
-            paths += files
-            labels += [names.index(sub.name)] * len(files)
-        return _nonempty(paths, root, field_name), labels, names
-    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and visible(f))
+        return _read_class_folders(root, subdirs, class_names, field_name, nested)
+    files, _ = images_in(root, f"data.{field_name}")
     return _nonempty(files, root, field_name), None, list(class_names or [])
+
+
+def _read_class_folders(root: Path, subdirs: list[Path], class_names: list[str] | None, field_name: str,
+                        nested: bool) -> tuple[list[Path], list[int], list[str]]:
+    names = list(class_names or folder_order([p.name for p in subdirs]))
+    missing = sorted(p.name for p in subdirs if p.name not in names)
+    if missing:
+        raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the "
+                         f"model; class folders found: {sorted(p.name for p in subdirs)}, expected names "
+                         f"from class_names {names}")
+    loose = sorted(p for p in root.iterdir() if p.is_file() and visible(p) and is_image_name(p))
+    if loose:
+        raise ValueError(f"data.{field_name}: {len(loose)} images lie in {root} beside its class folders "
+                         f"(e.g. '{loose[0].name}') and would be left out; expected every image inside a "
+                         "class folder <folder>/<class name>/<image>")
+    paths, labels = [], []
+    for sub in sorted(subdirs, key=lambda p: names.index(p.name)):
+        files = _class_images(sub, field_name, nested)
+        paths += files
+        labels += [names.index(sub.name)] * len(files)
+    return _nonempty(paths, root, field_name), labels, names
+
+
+def _class_images(sub: Path, field_name: str, nested: bool) -> list[Path]:
+    """The images of class folder ``sub`` (see ``read_image_source``)."""
+    inner = sorted(p for p in sub.iterdir() if p.is_dir() and visible(p))
+    if inner and not nested:
+        raise ValueError(f"data.{field_name}: class folder {sub} holds the folder '{inner[0].name}'; its "
+                         f"images would silently join class '{sub.name}'. Expected only images in a class "
+                         "folder: move the folder out, or set data.nested_folders: true to read the images "
+                         "of folders inside class folders as that class")
+    files, skipped = images_in(sub, f"data.{field_name}", recursive=nested)
+    if skipped and not files:
+        raise ValueError(f"data.{field_name}: class folder {sub} has no images: all its {len(skipped)} "
+                         f"files were skipped (e.g. '{skipped[0].name}'), so class '{sub.name}' would "
+                         f"vanish; expected images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not files:
+        note(f"data.{field_name}: class folder {sub} is empty: class '{sub.name}' has no images here")
+    return files
 
 
 def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
@@ -66,7 +92,7 @@ def _nonempty(paths: list[Path], root: Path, field_name: str) -> list[Path]:
 
 def _read_list(path: Path, class_names: list[str] | None, field_name: str):
     paths, labels = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(text_of(path, f"data.{field_name}", LIST_EXPECTED).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)
@@ -106,23 +132,27 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         test: optional; defaults to ``val``.
         class_names: names in the model's output order (default: the source model's class names;
             for source training, the folder names in ``folder_order``).
+        nested_folders: read the images of folders inside a class folder as that class (off: such a
+            folder is refused, since a ``backup/`` would otherwise join the class in silence).
     """
 
     def __init__(self, train: str, val: str | None = None, test: str | None = None,
                  class_names: list[str] | None = None, role: Role = "target", batch_size: int = 64,
                  eval_batch_size: int = 256, num_workers: int = 0, train_view: View = "weak",
                  input: InputSpec | None = None, train_subset: int | None = None,
-                 eval_subset: int | None = None, eval_strong_view: bool = False):
+                 eval_subset: int | None = None, eval_strong_view: bool = False,
+                 nested_folders: bool = False):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
                          eval_subset, eval_strong_view)
         self.locations = {"train": train, "val": val or train, "test": test or val or train}
         self.given_names = class_names
         self.class_names = list(class_names or [])
+        self.nested_folders = nested_folders
 
     def load_splits(self) -> None:
         names = self.given_names
         for split in ("train", "val", "test"):
-            paths, labels, found = read_image_source(self.locations[split], names, split)
+            paths, labels, found = read_image_source(self.locations[split], names, split, self.nested_folders)
             names = names or (found or None)
             if self.role == "source" and split == "train" and labels is None:
                 raise ValueError(f"data.train: source training needs labelled images, but "

@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .datasets import RGBImageCache
-from .keypoints import PersonRecord, Skeleton, check_people, read_people, read_skeleton
+from .image_files import check_stated_size
+from .keypoints import PersonRecord, Skeleton, check_people, image_exists, read_people, read_skeleton
 from .pose_views import Augment, colour_jitter, crop_matrix, heatmaps, is_mirrored, view_keypoints, warp_image
 from .record_datamodule import RecordDataModule, Role
 from .transforms import InputSpec
@@ -106,6 +107,13 @@ class PoseDataset(Dataset):
         return item
 
 
+def check_image_sizes(people: list[PersonRecord]) -> None:
+    """Refuse an image whose stated width and height are not its displayed size (each image once)."""
+    for person in {p.image: p for p in people}.values():
+        where = f"{person.annotation}: image id {person.image_id}, fields 'width' and 'height'"
+        check_stated_size(image_exists(person), person.size, where)
+
+
 class PoseDataModule(RecordDataModule):
     """Person keypoints from COCO keypoints files, cropped from each person's box.
 
@@ -186,6 +194,7 @@ class PoseDataModule(RecordDataModule):
                     f"{self.skeleton.names}; every file of a run needs the same keypoint set"
                 )
             found = read_people(location, self.image_root)
+            check_image_sizes(found)
             check_people(
                 found,
                 self.skeleton,

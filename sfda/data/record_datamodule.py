@@ -11,6 +11,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from .checks import check_counts
+from .image_files import refuse_single_images
 from .samplers import global_batch_loader
 
 Role = Literal["source", "target"]
@@ -67,6 +68,7 @@ class RecordDataModule(L.LightningDataModule):
         if isinstance(train, str) or not train:
             raise ValueError(f"data.train: expected a list of {self.train_expects}, got {train!r}")
         self.locations = {"train": list(train), "eval": list(eval or []), "val": list(val or [])}
+        refuse_single_images(self.locations, self.train_expects)
         self.role = role
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.subsets = {"train": train_subset, "eval": eval_subset}

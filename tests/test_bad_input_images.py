@@ -1,0 +1,381 @@
+"""The bad-input catalogue, images as the file says (issue 27): EXIF orientation in every reader
+(classification, detection boxes and tiles, pose joints), transparency, skipped files and nested folders,
+and list files or images given in the wrong place. Each case asserts the exit status or the error, that
+the message names the file or field and the expected value, and that the user's files are unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bad_input_kit import assert_refused, digit_images, folder_data, recipe, snapshot, source_artifact
+from PIL import Image
+
+from sfda.data import DetectionDataModule, ImageFolderDataModule, PoseDataModule
+from sfda.data.boxes import BoxRecord, check_records
+from sfda.data.datasets import ImageDataset
+from sfda.data.detection import DetectionDataset
+from sfda.data.image_files import read_image
+from sfda.data.pose_figures import generate
+from sfda.data.transforms import InputSpec
+
+SHOT = "sfda.methods.SHOT"
+CLASSES = [str(i) for i in range(10)]
+# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
+STORED = {
+    2: lambda d: d[:, ::-1],
+    3: lambda d: d[::-1, ::-1],
+    4: lambda d: d[::-1, :],
+    5: lambda d: d.swapaxes(0, 1),
+    6: lambda d: np.rot90(d, 1),
+    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
+    8: lambda d: np.rot90(d, -1),
+}
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
+    digit_images(tmp_path / "target", CLASSES)
+    source_artifact(tmp_path / "source.pt", CLASSES)
+    return tmp_path
+
+
+def shot_recipe(root: Path, data: dict | None = None) -> str:
+    model = {"class_path": SHOT, "init_args": {"source": str(root / "source.pt"), "beta": 0.1}}
+    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
+
+
+def displayed(height: int = 24, width: int = 40) -> np.ndarray:
+    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
+    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
+    picture[2:8, 3:12] = 255
+    return picture
+
+
+def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
+    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
+    return path
+
+
+# --- 1. EXIF orientation: every reader sees the displayed image ------------------------------------
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_every_exif_orientation_reads_as_the_displayed_image(tmp_path, orientation):
+    picture = displayed()
+    path = save_turned(tmp_path / "photo.png", picture, orientation)
+    assert not np.array_equal(np.asarray(Image.open(path).convert("RGB")), picture)  # stored turned
+    assert np.array_equal(read_image(path, 0), picture)
+
+
+def test_a_phone_jpeg_reads_upright_in_classification(tmp_path):
+    picture = displayed(32, 48)
+    save_turned(tmp_path / "phone.jpg", picture, 6, quality=98)
+    Image.fromarray(picture).save(tmp_path / "upright.jpg", quality=98)
+    spec = InputSpec(size=16, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    dataset = ImageDataset([tmp_path / "phone.jpg", tmp_path / "upright.jpg"], None, spec)
+    assert dataset.load(0).shape == (32, 48, 3)
+    assert (dataset[0]["image"] - dataset[1]["image"]).abs().mean() < 0.1
+    assert Image.open(tmp_path / "phone.jpg").size == (32, 48)  # stored sideways: 32 wide, 48 high
+
+
+def box_csv(root: Path, image: str, box: tuple[int, int, int, int]) -> Path:
+    path = root / "boxes.csv"
+    path.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + f"{image}," + ",".join(map(str, box)) + ",0\n")
+    return path
+
+
+def test_boxes_are_checked_against_the_displayed_size_of_a_turned_photo(tmp_path):
+    save_turned(tmp_path / "portrait.jpg", displayed(60, 30), 6)  # stored 30 high, 60 wide
+    image = str(tmp_path / "portrait.jpg")
+    inside = BoxRecord(image, np.array([[2.0, 40.0, 20.0, 58.0]]), ["0"], "boxes.csv")
+    check_records([inside], ["0"])  # fits the displayed 30x60, not the stored 60x30
+    outside = BoxRecord(image, np.array([[2.0, 2.0, 50.0, 20.0]]), ["0"], "boxes.csv")
+    with pytest.raises(ValueError) as err:
+        check_records([outside], ["0"])
+    assert "boxes.csv: image" in str(err.value) and "outside the image of 30x60 pixels" in str(err.value)
+
+
+def test_detection_crops_and_tiles_come_from_the_displayed_image(tmp_path):
+    picture = displayed(60, 30)
+    save_turned(tmp_path / "portrait.png", picture, 8)
+    csv = box_csv(tmp_path, "portrait.png", (2, 40, 20, 58))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], role="source", class_names=["0"], input=spec, tile_size=30,
+                                 tile_overlap=0.0)
+    module.setup()
+    tiles = module.splits["train"] + module.splits["val"]
+    assert sorted(t.window for t in tiles) == [(0, 0, 30, 30), (0, 30, 30, 60)]
+    dataset = DetectionDataset(tiles, ["0"], 32)
+    assert np.array_equal(dataset.load(0), picture)
+
+
+def test_pose_crops_are_cut_from_the_displayed_image(tmp_path):
+    annotations = generate(tmp_path / "figures", "flat", "train", count=2)
+    payload = json.loads(annotations.read_text())
+    original = annotations.parent / payload["images"][0]["file_name"]
+    picture = np.asarray(Image.open(original).convert("RGB"))
+    save_turned(annotations.parent / "turned.png", picture, 6)
+    payload["images"][0]["file_name"] = "turned.png"
+    turned = annotations.parent / "turned.json"
+    turned.write_text(json.dumps(payload))
+    spec = InputSpec(size=64, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    crops = []
+    for path in (annotations, turned):
+        module = PoseDataModule([str(path)], role="source", input=spec, batch_size=1, val=[str(path)])
+        module.setup()
+        crops.append(module.dataset("val")[0]["image"])
+    assert torch.equal(crops[0], crops[1])
+
+
+# --- 2. transparency: composited onto white; a picture only in the alpha channel is refused ----------
+def glyph() -> np.ndarray:
+    alpha = np.zeros((28, 28), np.uint8)
+    alpha[6:22, 12:16] = 255
+    alpha[6:10, 8:20] = 128
+    return alpha
+
+
+def test_a_black_picture_drawn_in_alpha_is_composited_onto_white(tmp_path):
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = glyph()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "icon.png")
+    expected = np.round(255 * (1 - glyph() / 255.0)).astype(np.uint8)
+    assert np.array_equal(read_image(tmp_path / "icon.png", 0), np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_a_grey_image_with_alpha_stays_grey_and_is_composited(tmp_path):
+    la = np.stack([np.full((28, 28), 40, np.uint8), glyph()], axis=-1)
+    Image.fromarray(la, "LA").save(tmp_path / "grey.png")
+    image = read_image(tmp_path / "grey.png", 0)
+    assert image.shape == (28, 28)
+    assert image[0, 0] == 255 and image[12, 13] == 40
+    assert image[7, 9] == round(40 * 128 / 255 + 255 * 127 / 255)  # half transparent: half way to white
+
+
+def test_a_palette_image_with_a_transparent_colour_shows_white_there(tmp_path):
+    indices = (glyph() > 0).astype(np.uint8)
+    palette = Image.fromarray(indices, "P")
+    palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    palette.save(tmp_path / "palette.png", transparency=0)
+    image = read_image(tmp_path / "palette.png", 0)
+    assert tuple(image[0, 0]) == (255, 255, 255) and tuple(image[12, 13]) == (200, 30, 30)
+
+
+def test_an_rgb_image_with_a_transparent_colour_key_shows_white_there(tmp_path):
+    Image.fromarray(displayed()).save(tmp_path / "keyed.png", transparency=(255, 255, 255))
+    Image.fromarray(displayed()).save(tmp_path / "black_keyed.png", transparency=(0, 0, 0))
+    assert np.array_equal(read_image(tmp_path / "keyed.png", 0), displayed())  # white keyed: unchanged
+    image, expected = read_image(tmp_path / "black_keyed.png", 0), displayed()
+    expected[(expected == 0).all(axis=-1)] = 255
+    assert (displayed() == 0).all(axis=-1).any() and np.array_equal(image, expected)
+
+
+def test_an_opaque_rgba_image_reads_as_its_colours(tmp_path):
+    rgba = np.concatenate([displayed(), np.full((24, 40, 1), 255, np.uint8)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_image(tmp_path / "opaque.png", 0), displayed())
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_white_picture_only_in_the_alpha_channel_is_refused_naming_the_file(workspace, mode):
+    channels = np.full((28, 28, len(mode)), 255, np.uint8)
+    channels[..., -1] = glyph()
+    Image.fromarray(channels, mode).save(workspace / "target" / "4" / "alpha.png")
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "alpha.png",
+                   "the picture is only in the alpha channel", "composited onto white")
+
+
+# --- 3. skipped files and nested folders never change the dataset in silence -----------------------
+def test_a_folder_inside_a_class_folder_is_refused_unless_asked(workspace):
+    (workspace / "target" / "3" / "backup").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(workspace / "target" / "3" / "backup" / "old.png")
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "data.train: class folder",
+                   "holds the folder 'backup'", "data.nested_folders: true")
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES, nested_folders=True)
+    module.load_splits()
+    paths, labels = module.splits["train"]
+    assert len(paths) == 41 and labels[paths.index(workspace / "target" / "3" / "backup" / "old.png")] == 3
+
+
+def test_a_class_whose_files_are_all_skipped_is_refused_not_dropped(workspace):
+    for path in (workspace / "target" / "7").iterdir():
+        Image.open(path).save(path.with_suffix(".gif"))
+        path.unlink()
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "data.train: class folder",
+                   "class '7' would vanish", "expected images (.bmp, .jpeg, .jpg, .png")
+
+
+def test_skipped_files_are_announced_with_their_count_and_an_example(workspace, capsys):
+    (workspace / "target" / "2" / "notes.txt").write_text("taken on a Tuesday")
+    (workspace / "target" / "2" / "scan.gif").write_bytes(b"GIF89a")
+    (workspace / "target" / "2" / ".DS_Store").write_bytes(b"\0")
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    module.load_splits()
+    err = capsys.readouterr().err
+    assert len(module.splits["train"][0]) == 40
+    assert "sfda: note: data.train: skipped 2 entries" in err and "'notes.txt'" in err
+    assert "read 4 images" in err and ".DS_Store" not in err
+
+
+def test_an_empty_class_folder_is_announced(workspace, capsys):
+    for path in (workspace / "target" / "6").iterdir():
+        path.unlink()
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    module.load_splits()
+    assert 6 not in module.splits["train"][1] and len(module.splits["train"][0]) == 36
+    err = capsys.readouterr().err
+    assert f"class folder {workspace / 'target' / '6'} is empty: class '6' has no images" in err
+
+
+def test_images_beside_class_folders_are_refused(workspace):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(workspace / "target" / "stray.png")
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "data.train: 1 images lie in",
+                   "'stray.png'", "expected every image inside a class folder")
+
+
+def test_a_flat_target_folder_announces_what_it_skipped(tmp_path, capsys):
+    digit_images(tmp_path, ["flat"])
+    (tmp_path / "flat" / "labels.csv").write_text("a,b\n")
+    module = ImageFolderDataModule(str(tmp_path / "flat"), class_names=CLASSES)
+    module.load_splits()
+    assert len(module.splits["train"][0]) == 4
+    assert "skipped 1 entries" in capsys.readouterr().err
+
+
+def test_a_detection_image_folder_announces_skipped_files_and_folders(tmp_path, capsys):
+    (tmp_path / "extra" / "old").mkdir(parents=True)
+    Image.fromarray(displayed()).save(tmp_path / "extra" / "a.png")
+    (tmp_path / "extra" / "readme.md").write_text("x")
+    module = DetectionDataModule([str(tmp_path / "extra")], class_names=["0"])
+    module.setup()
+    assert len(module.splits["train"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped 2 entries" in err and "or are sub-folders" in err and "'old'" in err
+
+
+# --- 4. list files and images in the wrong place; images too large to decode -----------------------
+def listing(workspace: Path) -> str:
+    return "".join(f"target/{c}/{i}.png {c}\n" for c in CLASSES[:3] for i in range(4))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
+def test_a_list_file_with_a_byte_order_mark_is_read(workspace, encoding):
+    (workspace / "list.txt").write_text(listing(workspace), encoding=encoding)
+    module = ImageFolderDataModule(str(workspace / "list.txt"), class_names=CLASSES)
+    module.load_splits()
+    assert module.splits["train"][1] == [c for c in range(3) for _ in range(4)]
+
+
+@pytest.mark.parametrize(
+    "text, encoding, needle",
+    [
+        ("target/0/0.png 0\n", "utf-16-le", "holds NUL bytes, so it is not UTF-8 text (UTF-16 without a"),
+        ("target/0/0.png café\n", "utf-16-be", "holds NUL bytes, so it is not UTF-8 text (UTF-16 without a"),
+        ("target/0/0.png café\n", "latin-1", "is not UTF-8 text (byte 18: invalid continuation byte)"),
+        ("target/0/0.png café\n", "cp1252", "is not UTF-8 text"),
+    ],
+)
+def test_a_list_file_in_another_encoding_is_refused_naming_the_field(workspace, text, encoding, needle):
+    (workspace / "list.txt").write_text(text, encoding=encoding)
+    data = folder_data(workspace / "list.txt")
+    assert_refused(["fit", "--config", shot_recipe(workspace, data)], workspace, "data.train:", "list.txt",
+                   needle, "expected an image folder or a text list file", "saved as UTF-8")
+
+
+@pytest.mark.parametrize("name", ["target/0/0.png", "photo"])
+def test_a_single_image_given_as_the_data_is_refused(workspace, name):
+    if name == "photo":
+        (workspace / "photo").write_bytes((workspace / "target" / "0" / "0.png").read_bytes())
+    data = folder_data(workspace / name)
+    assert_refused(["fit", "--config", shot_recipe(workspace, data)], workspace, "data.train:",
+                   f"{Path(name).name}' is a single image file",
+                   "expected an image folder or a text list file")
+
+
+@pytest.mark.parametrize("module, field", [(DetectionDataModule, "train"), (PoseDataModule, "eval")])
+def test_a_single_image_given_as_an_annotation_file_is_refused_naming_the_field(tmp_path, module, field):
+    Image.fromarray(displayed()).save(tmp_path / "a.png")
+    (tmp_path / "people.json").write_text("{}")
+    given = {"train": [str(tmp_path / "people.json")], field: [str(tmp_path / "a.png")]}
+    with pytest.raises(ValueError) as err:
+        module(**given)
+    assert f"data.{field}: '{tmp_path / 'a.png'}' is a single image file; expected annotation files" in str(
+        err.value
+    )
+
+
+def test_a_huge_image_names_the_file_the_limit_and_the_fix(workspace):
+    Image.new("1", (14000, 14000)).save(workspace / "target" / "5" / "huge.png")
+    assert_refused(["fit", "--config", shot_recipe(workspace)], workspace, "huge.png",
+                   "too large to decode safely", "14000x14000 = 196,000,000 pixels",
+                   "more than the limit of 178,956,970", "shrink or split the image")
+
+
+def test_a_huge_aerial_image_tiled_anyway_names_the_file_and_data_max_image_pixels(tmp_path):
+    Image.new("1", (14000, 14000)).save(tmp_path / "aerial.png")
+    csv = box_csv(tmp_path, "aerial.png", (100, 100, 200, 200))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], class_names=["0"], input=spec, tile_size=2000,
+                                 tile_overlap=0.0)
+    module.setup()  # boxes and tiles need only the header
+    assert len(module.splits["train"]) == 49
+    with pytest.raises(OSError) as err:
+        module.dataset("train")[0]
+    assert f"{tmp_path / 'aerial.png'}: image too large to decode safely" in str(err.value)
+    assert "more than the limit of 178,956,970; raise data.max_image_pixels" in str(err.value)
+
+
+def test_a_large_tiled_image_names_data_max_image_pixels_which_raises_the_limit(tmp_path):
+    Image.fromarray(displayed(40, 50)).save(tmp_path / "aerial.png")
+    csv = box_csv(tmp_path, "aerial.png", (2, 2, 20, 20))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    before = snapshot(tmp_path)
+    small = DetectionDataModule([str(csv)], class_names=["0"], input=spec, tile_size=25,
+                                max_image_pixels=1000)
+    small.setup()
+    with pytest.raises(OSError) as err:
+        small.dataset("train")[0]
+    assert "aerial.png: image too large to decode safely" in str(err.value)
+    assert "50x40 = 2,000 pixels, more than the limit of 1,000" in str(err.value)
+    assert "raise data.max_image_pixels" in str(err.value)
+    raised = DetectionDataModule([str(csv)], class_names=["0"], input=spec, tile_size=25,
+                                 max_image_pixels=2000)
+    raised.setup()
+    assert raised.dataset("train")[0]["image"].shape == (3, 32, 32)
+    assert snapshot(tmp_path) == before
+
+
+def test_max_image_pixels_must_be_positive(tmp_path):
+    with pytest.raises(ValueError) as err:
+        DetectionDataModule([str(tmp_path / "x.csv")], max_image_pixels=0)
+    assert "data.max_image_pixels: expected an integer >= 1, got 0" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "stated, needle", [((64, 128), ", turned by its EXIF orientation"), ((100, 128), "")]
+)
+def test_a_pose_image_whose_stated_size_is_not_the_displayed_size_is_refused(tmp_path, stated, needle):
+    annotations = generate(tmp_path / "figures", "flat", "train", count=2)
+    payload = json.loads(annotations.read_text())
+    save_turned(annotations.parent / "portrait.png", displayed(64, 128), 6)  # displays 128 wide, 64 high
+    payload["images"][0].update(file_name="portrait.png", width=stated[0], height=stated[1])
+    annotations.write_text(json.dumps(payload))
+    before = snapshot(tmp_path)
+    spec = InputSpec(size=64, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError) as err:
+        PoseDataModule([str(annotations)], role="source", input=spec).setup()
+    image_id = payload["images"][0]["id"]
+    assert f"annotations.json: image id {image_id}, fields 'width' and 'height'" in str(err.value)
+    assert f"{stated[0]}x{stated[1]}, but" in str(err.value)
+    assert "displays as 128x64" + needle + "; expected the displayed size" in str(err.value)
+    assert snapshot(tmp_path) == before
