@@ -1,0 +1,237 @@
+"""The bad-input catalogue, annotation files that lie: COCO boxes, COCO keypoints and medical volumes.
+Every refusal asserts the exit status (through the CLI) or the error, that the message names the file
+and the field and the expected value, and that the user's files are unchanged. Crowd regions are
+checked to be neither trained on nor scored. All cases run in-process on tiny real files."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bad_input_kit import assert_refused, recipe
+from detection_kit import detection_artifact
+from PIL import Image
+
+from sfda.data.boxes import read_coco
+from sfda.data.detection import DetectionDataset, collate_boxes
+from sfda.metrics.detection import detection_scores
+
+DIGITS = [str(d) for d in range(10)]
+COCO = {
+    "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
+    "categories": [{"id": d, "name": str(d)} for d in range(10)],
+}
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Path:
+    """One untrained detection artifact for the module (outside every user folder)."""
+    return detection_artifact(tmp_path_factory.mktemp("artifact") / "detector.pt")
+
+
+@pytest.fixture()
+def user(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
+    return tmp_path
+
+
+def coco_file(root: Path, change=None, text: str | None = None) -> Path:
+    """``root/coco.json``: the valid COCO above, changed in place by ``change(payload)``, or ``text``."""
+    payload = copy.deepcopy(COCO)
+    if change is not None:
+        change(payload)
+    path = root / "coco.json"
+    path.write_text(text if text is not None else json.dumps(payload))
+    return path
+
+
+def lpld_recipe(root: Path, annotations: Path, source: Path) -> str:
+    model = {"class_path": "sfda.methods.LPLD", "init_args": {"source": str(source)}}
+    data = {
+        "class_path": "sfda.data.DetectionDataModule",
+        "init_args": {"train": [str(annotations)], "role": "target", "batch_size": 1, "eval_batch_size": 1},
+    }
+    return str(recipe(root / "lpld.yaml", model, data))
+
+
+def first_box(payload: dict, bbox) -> None:
+    payload["annotations"][0]["bbox"] = bbox
+
+
+def add_image(payload: dict, entry: dict) -> None:
+    payload["images"].append(entry)
+
+
+COCO_LIES = {
+    "duplicate image id": (
+        lambda p: add_image(p, {"id": 1, "file_name": "b.png"}),
+        ["coco.json", "images[1].id = 1 repeats images[0].id", "expected every id in 'images' to be unique"],
+    ),
+    "duplicate category id": (
+        lambda p: p["categories"].append({"id": 3, "name": "ten"}),
+        ["coco.json", "categories[10].id = 3 repeats categories[3].id", "to be unique"],
+    ),
+    "duplicate category name": (
+        lambda p: p["categories"].append({"id": 10, "name": "3"}),
+        ["coco.json", "categories[10].name = '3' repeats categories[3]", "expected distinct names"],
+    ),
+    "one image listed twice": (
+        lambda p: add_image(p, {"id": 2, "file_name": "a.png"}),
+        ["coco.json", "images[1].file_name = 'a.png' repeats images[0] (id 1)", "one entry per image"],
+    ),
+    "box written as x1, y1, x2, y2": (
+        lambda p: first_box(p, [10, 5, 60, 40]),
+        [
+            "coco.json: annotations[0] (id 1): bbox [10, 5, 60, 40]",
+            "COCO boxes are [x, y, width, height]",
+            "x + width <= 64",
+            "look like [x1, y1, x2, y2]: as COCO write [10, 5, 50, 35]",
+        ],
+    ),
+    "box reaching past the image": (
+        lambda p: first_box(p, [60, 5, 10, 10]),
+        [
+            "annotations[0] (id 1): bbox [60, 5, 10, 10]",
+            "COCO boxes are [x, y, width, height]",
+            "x + width <= 64",
+        ],
+    ),
+    "negative width": (
+        lambda p: first_box(p, [10, 5, -5, 20]),
+        [
+            "annotations[0] (id 1): bbox [10, 5, -5, 20]: width (bbox[2]) = -5; expected > 0",
+            "COCO boxes are [x, y, width, height]",
+        ],
+    ),
+    "zero height": (
+        lambda p: first_box(p, [10, 5, 20, 0]),
+        ["annotations[0] (id 1): bbox [10, 5, 20, 0]: height (bbox[3]) = 0; expected > 0"],
+    ),
+    "negative x": (
+        lambda p: first_box(p, [-4, 5, 20, 20]),
+        ["annotations[0] (id 1): bbox [-4, 5, 20, 20]", "expected 0 <= x, 0 <= y"],
+    ),
+    "bbox of three numbers": (
+        lambda p: first_box(p, [10, 5, 20]),
+        ["annotations[0] (id 1): field 'bbox' = [10, 5, 20]; expected [x, y, width, height]"],
+    ),
+    "a number written as a string": (
+        lambda p: first_box(p, ["10", 5, 20, 20]),
+        ["annotations[0] (id 1): bbox[0]: expected a number, got '10' (a string)"],
+    ),
+    "a NaN coordinate": (
+        lambda p: first_box(p, [10, float("nan"), 20, 20]),
+        ["annotations[0] (id 1): bbox[1]: expected a finite number, got nan"],
+    ),
+    "a boolean coordinate": (
+        lambda p: first_box(p, [10, True, 20, 20]),
+        ["annotations[0] (id 1): bbox[1]: expected a number, got True (a boolean)"],
+    ),
+    "integer category name": (
+        lambda p: p["categories"].__setitem__(6, {"id": 6, "name": 6}),
+        ["coco.json: categories[6].name = 6 is a number; expected a string", 'write "6"'],
+    ),
+    "unknown image id": (
+        lambda p: p["annotations"][0].__setitem__("image_id", 9),
+        ["annotations[0] (id 1): field 'image_id' = 9 names no entry of 'images'", "image ids [1]"],
+    ),
+    "unknown category id": (
+        lambda p: p["annotations"][0].__setitem__("category_id", 12),
+        ["annotations[0] (id 1): field 'category_id' = 12 names no category", "expected one of [0, 1, 2"],
+    ),
+    "iscrowd not 0 or 1": (
+        lambda p: p["annotations"][0].__setitem__("iscrowd", 2),
+        ["annotations[0] (id 1): field 'iscrowd' = 2; expected 0 or 1"],
+    ),
+    "no annotations": (
+        lambda p: p.pop("annotations"),
+        ["coco.json: field 'annotations' is missing; expected a COCO detection JSON", "'categories'"],
+    ),
+    "no categories": (
+        lambda p: p.pop("categories"),
+        ["coco.json: field 'categories' is missing; expected a COCO detection JSON"],
+    ),
+    "no images": (
+        lambda p: p.pop("images"),
+        ["coco.json: field 'images' is missing; expected a COCO detection JSON"],
+    ),
+    "annotation without category": (
+        lambda p: p["annotations"][0].pop("category_id"),
+        ["coco.json: annotations[0]: field 'category_id' is missing; expected a COCO detection JSON"],
+    ),
+    "image without file name": (
+        lambda p: p["images"][0].pop("file_name"),
+        ["coco.json: images[0]: field 'file_name' is missing"],
+    ),
+    "declared size differs from the image": (
+        lambda p: p["images"][0].update(width=640, height=480),
+        ["coco.json: image 'a.png': the file declares width x height 640x480", "the image is 64x48 pixels"],
+    ),
+}
+
+
+@pytest.mark.parametrize("lie", list(COCO_LIES), ids=list(COCO_LIES))
+def test_a_coco_file_that_lies_is_refused_through_the_cli(user, detector, lie):
+    change, needles = COCO_LIES[lie]
+    annotations = coco_file(user, change)
+    assert_refused(["fit", "--config", lpld_recipe(user, annotations, detector)], user, *needles)
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("[]", ["coco.json: expected a JSON object with 'images'", "got a list"]),
+        ('{"images": [], "annotations": [], "categories": []', ["coco.json: not readable JSON"]),
+        (
+            json.dumps({**COCO, "annotations": {"0": 1}}),
+            ["coco.json: field 'annotations' must be a list", "got a object"],
+        ),
+    ],
+)
+def test_a_file_that_is_not_coco_is_refused_naming_the_shape(user, detector, text, needles):
+    annotations = coco_file(user, text=text)
+    assert_refused(["fit", "--config", lpld_recipe(user, annotations, detector)], user, *needles)
+
+
+# --- crowd regions: kept as ignored boxes, never trained on, never scored ----
+def crowd_coco(root: Path) -> Path:
+    """a.png with an ordinary box of class 3 and a crowd region of class 3."""
+    def change(payload):
+        payload["annotations"].append(
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [36, 10, 20, 30], "iscrowd": 1}
+        )
+    return coco_file(root, change)
+
+
+def test_crowd_regions_are_never_training_targets_and_are_flagged_for_evaluation(user):
+    records = read_coco(str(crowd_coco(user)))
+    assert records[0].crowd.tolist() == [False, True]
+    training = DetectionDataset(records, DIGITS, 32, train=True)[0]
+    evaluation = collate_boxes([DetectionDataset(records, DIGITS, 32)[0]])
+    assert len(training["boxes"]) == 1 and training["ignored"].tolist() == [0]
+    assert evaluation["ignored"][0].tolist() == [0, 1]
+    assert evaluation["labels"][0].tolist() == [3, 3]
+
+
+def test_a_detection_on_a_crowd_region_is_neither_a_hit_nor_a_false_positive():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]])  # an ordinary box, then a crowd region
+    ordinary = {"boxes": boxes, "labels": torch.tensor([3, 3])}
+    crowd = {**ordinary, "iscrowd": torch.tensor([0, 1])}
+    both = {"boxes": boxes.flip(0), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([3, 3])}
+    real_only = {"boxes": boxes[:1], "scores": torch.tensor([0.8]), "labels": torch.tensor([3])}
+    # the crowd region is not a reference to find ...
+    assert detection_scores([real_only], [ordinary], DIGITS)["ap50"] == pytest.approx(0.5)
+    scores = detection_scores([real_only], [crowd], DIGITS)
+    assert scores["ap50"] == pytest.approx(1.0) and scores["map_50"] == pytest.approx(1.0)
+    # ... and a detection on it, even the highest scored, is not a false positive
+    scores = detection_scores([both], [crowd], DIGITS)
+    assert scores["ap50"] == pytest.approx(1.0) and scores["map_50"] == pytest.approx(1.0)
