@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bad_input_kit import assert_refused, recipe
+from bad_input_kit import assert_refused, recipe, snapshot
 from detection_kit import detection_artifact
 from PIL import Image
 
+from sfda.data import InputSpec, PoseDataModule
 from sfda.data.boxes import read_coco
 from sfda.data.detection import DetectionDataset, collate_boxes
+from sfda.data.pose_figures import generate
 from sfda.metrics.detection import detection_scores
 
 DIGITS = [str(d) for d in range(10)]
+POSE_SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 COCO = {
     "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
     "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
@@ -235,3 +239,106 @@ def test_a_detection_on_a_crowd_region_is_neither_a_hit_nor_a_false_positive():
     # ... and a detection on it, even the highest scored, is not a false positive
     scores = detection_scores([both], [crowd], DIGITS)
     assert scores["ap50"] == pytest.approx(1.0) and scores["map_50"] == pytest.approx(1.0)
+
+
+# --- COCO keypoints: a person file that lies ----
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory) -> dict[str, Path]:
+    """Four generated pose figures and an untrained pose artifact (outside every user folder)."""
+    from test_pose_methods import pose_artifact
+
+    root = tmp_path_factory.mktemp("figures")
+    return {"people": generate(root, "flat", "train", count=4), "artifact": pose_artifact(root / "pose.pt")}
+
+
+def people_file(figures: dict, root: Path, change) -> Path:
+    """The figures' keypoints file and images copied into ``root``, the file changed by ``change``."""
+    source = figures["people"]
+    payload = json.loads(source.read_text())
+    for image in payload["images"]:
+        shutil.copy(source.parent / image["file_name"], root / image["file_name"])
+    change(payload)
+    path = root / "people.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def pose_recipe(root: Path, people: Path, artifact: Path) -> str:
+    model = {"class_path": "sfda.methods.PoseSFDA", "init_args": {"source": str(artifact)}}
+    data = {
+        "class_path": "sfda.data.PoseDataModule",
+        "init_args": {"train": [str(people)], "role": "target", "batch_size": 2, "eval_batch_size": 2},
+    }
+    return str(recipe(root / "pose.yaml", model, data))
+
+
+def joint_value(index: int, value):
+    """A change that writes ``value`` at ``keypoints[index]`` of annotation 1."""
+    return lambda p: p["annotations"][1]["keypoints"].__setitem__(index, value)
+
+
+POSE_LIES = {
+    "visibility 3": (
+        joint_value(2, 3),
+        ["people.json: annotation 1: keypoints[2] (joint 'r_ankle', v) = 3", "expected a COCO visibility 0"],
+    ),
+    "visibility -1": (
+        joint_value(5, -1),
+        ["annotation 1: keypoints[5] (joint 'r_knee', v) = -1", "or 2 (visible)"],
+    ),
+    "NaN x": (
+        joint_value(0, float("nan")),
+        ["people.json: annotation 1: keypoints[0] (joint 'r_ankle', x): expected a finite number, got nan"],
+    ),
+    "infinite y": (
+        joint_value(4, float("inf")),
+        ["annotation 1: keypoints[4] (joint 'r_knee', y): expected a finite number, got inf"],
+    ),
+    "a coordinate written as a string": (
+        joint_value(3, "12"),
+        ["annotation 1: keypoints[3] (joint 'r_knee', x): expected a number, got '12' (a string)"],
+    ),
+    "no bbox": (
+        lambda p: p["annotations"][1].pop("bbox"),
+        ["people.json: annotation 1: field 'bbox' = None; expected [x, y, width, height]"],
+    ),
+    "a NaN bbox": (
+        lambda p: p["annotations"][1]["bbox"].__setitem__(2, float("nan")),
+        ["people.json: annotation 1: bbox[2]: expected a finite number, got nan"],
+    ),
+    "one joint too few": (
+        lambda p: p["annotations"][1].__setitem__("keypoints", p["annotations"][1]["keypoints"][:-3]),
+        ["people.json: annotation 1: keypoints holds 15 joints (45 numbers)", "(expected 48 numbers"],
+    ),
+    "no keypoints": (
+        lambda p: p["annotations"][1].pop("keypoints"),
+        ["people.json: annotation 1: keypoints holds 0 joints", "(expected 48 numbers"],
+    ),
+    "duplicate image id": (
+        lambda p: p["images"][1].__setitem__("id", 0),
+        ["people.json: images[1].id = 0 repeats images[0].id", "to be unique"],
+    ),
+    "unknown image id": (
+        lambda p: p["annotations"][1].__setitem__("image_id", 99),
+        ["people.json: annotation 1: image_id 99 is not in images", "image ids [0, 1, 2, 3]"],
+    ),
+    "no annotations": (
+        lambda p: p.pop("annotations"),
+        ["people.json: field 'annotations' is missing; expected a COCO keypoints JSON"],
+    ),
+}
+
+
+@pytest.mark.parametrize("lie", list(POSE_LIES), ids=list(POSE_LIES))
+def test_a_keypoints_file_that_lies_is_refused_through_the_cli(user, figures, lie):
+    change, needles = POSE_LIES[lie]
+    people = people_file(figures, user, change)
+    assert_refused(["fit", "--config", pose_recipe(user, people, figures["artifact"])], user, *needles)
+
+
+def test_nan_keypoints_are_refused_when_read_before_source_training(user, figures):
+    people = people_file(figures, user, joint_value(1, float("nan")))
+    before = snapshot(user)
+    with pytest.raises(ValueError, match=r"keypoints\[1\] \(joint 'r_ankle', y\): expected a finite number"):
+        PoseDataModule([str(people)], role="source", input=POSE_SPEC).setup()
+    assert snapshot(user) == before
