@@ -8,19 +8,25 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import struct
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from bad_input_kit import assert_refused, recipe, snapshot
 from detection_kit import detection_artifact
 from PIL import Image
 
-from sfda.data import InputSpec, PoseDataModule
+from sfda.data import DatalistError, InputSpec, PoseDataModule, VolumeSpec
 from sfda.data.boxes import read_coco
 from sfda.data.detection import DetectionDataset, collate_boxes
 from sfda.data.pose_figures import generate
+from sfda.data.volume_files import Geometry
+from sfda.data.volume_writing import process_locale_kept, write_volume
+from sfda.data.volumes import load_volume
 from sfda.metrics.detection import detection_scores
 
 DIGITS = [str(d) for d in range(10)]
@@ -342,3 +348,141 @@ def test_nan_keypoints_are_refused_when_read_before_source_training(user, figure
     with pytest.raises(ValueError, match=r"keypoints\[1\] \(joint 'r_ankle', y\): expected a finite number"):
         PoseDataModule([str(people)], role="source", input=POSE_SPEC).setup()
     assert snapshot(user) == before
+
+
+# --- volumes: DICOM series, NIfTI headers and voxels that lie ----
+def small_geometry(root: Path, shape=(16, 12, 8)) -> Geometry:
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[:3, 3] = (-8.0, 4.0, 10.0)
+    return Geometry(root / "none.nii.gz", "synthetic", shape, affine)
+
+
+def scan(shape=(16, 12, 8), seed: int = 0) -> np.ndarray:
+    """An image with varying intensities."""
+    return np.random.default_rng(seed).integers(0, 1000, shape).astype(np.int16)
+
+
+def brain_mask(shape=(16, 12, 8)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.int16)
+    mask[4:12, 3:9, 2:6] = 1
+    return mask
+
+
+def segmentation_recipe(root: Path, image: Path, label: Path) -> str:
+    """A source-training recipe on one datalist entry (image, label) in ``root``."""
+    datalist = root / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"id": "case", "image": str(image), "label": str(label)}]}))
+    model = {
+        "class_path": "sfda.methods.SegmentationSourceTraining",
+        "init_args": {"artifact": str(root / "source.pt")},
+    }
+    data = {
+        "class_path": "sfda.data.SegmentationDataModule",
+        "init_args": {
+            "datalist": str(datalist),
+            "class_names": ["background", "brain"],
+            "role": "source",
+            "batch_size": 2,
+            "input": {"mode": "2d", "roi": [16, 16], "spacing": [1.0, 1.0, 2.0]},
+        },
+    }
+    return str(recipe(root / "source.yaml", model, data))
+
+
+def retag(folder: Path, slices: range, tag: str, value: str) -> None:
+    """Write ``value`` into DICOM ``tag`` of slices ``slices`` of ``folder`` (UIDs kept)."""
+    for k in slices:
+        path = folder / f"slice_{k:04d}.dcm"
+        image = sitk.ReadImage(str(path))
+        image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(path))
+        with process_locale_kept():
+            writer.Execute(image)
+
+
+def mixed_series(root: Path, tag: str, value: str) -> tuple[Path, Path]:
+    """A DICOM series whose second half has ``tag`` = ``value``, and its NIfTI mask."""
+    geometry = small_geometry(root)
+    folder = write_volume(scan(), geometry, root / "series")
+    retag(folder, range(4, 8), tag, value)
+    return folder, write_volume(brain_mask(), geometry, root / "mask.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "tag, value, needle",
+    [
+        ("0008|0060", "PT", "differ in Modality (0008,0060): 'OT' in slice_0001.dcm, 'PT' in slice_0004.dcm"),
+        ("0018|0086", "2", "in EchoNumbers (0018,0086): absent in slice_0001.dcm, '2' in slice_0004.dcm"),
+        ("0020|0011", "77", "differ in SeriesNumber (0020,0011)"),
+        ("0008|103e", "T2 FLAIR", "differ in SeriesDescription (0008,103E)"),
+    ],
+)
+def test_a_dicom_series_mixing_acquisitions_under_one_uid_is_refused_naming_the_tag(user, tag, value, needle):
+    folder, mask = mixed_series(user, tag, value)
+    assert_refused(
+        ["fit", "--config", segmentation_recipe(user, folder, mask)],
+        user,
+        "series: one SeriesInstanceUID holds slices that",
+        needle,
+        "expected every slice of one volume to share it",
+    )
+
+
+def nifti_with_pixdim(path: Path, data: np.ndarray, index: int, value: float) -> Path:
+    """A NIfTI file whose header says ``pixdim[index] = value`` (patched after nibabel writes it)."""
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+    raw = bytearray(path.read_bytes())
+    offset = 76 + 4 * index  # pixdim: 8 float32 at byte 76 of the NIfTI-1 header
+    raw[offset : offset + 4] = struct.pack("<f", value)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("index, value, shown", [(3, 0.0, "0"), (1, -1.0, "-1"), (2, float("nan"), "nan")])
+def test_a_nifti_with_a_voxel_size_that_is_not_positive_is_refused_naming_pixdim(user, index, value, shown):
+    image = nifti_with_pixdim(user / "scan.nii", scan(), index, value)
+    mask = nifti_with_pixdim(user / "mask.nii", brain_mask(), 3, 2.0)
+    assert_refused(
+        ["fit", "--config", segmentation_recipe(user, image, mask)],
+        user,
+        f"scan.nii: header field pixdim[{index}] = {shown}",
+        "expected positive voxel sizes in mm",
+    )
+
+
+@pytest.mark.parametrize(
+    "name, voxels, needle",
+    [
+        ("blank.nii.gz", np.zeros((16, 12, 8), np.int16), "blank.nii.gz: every voxel is 0 (a constant"),
+        ("grey.nrrd", np.full((16, 12, 8), 5, np.int16), "grey.nrrd: every voxel is 5 (a constant image)"),
+    ],
+)
+def test_a_constant_image_is_refused_naming_the_file(user, name, voxels, needle):
+    geometry = small_geometry(user)
+    image = write_volume(voxels, geometry, user / name)
+    mask = write_volume(brain_mask(), geometry, user / "mask.nii.gz")
+    recipe_file = segmentation_recipe(user, image, mask)
+    assert_refused(["fit", "--config", recipe_file], user, needle, "expected an image with varying")
+
+
+def test_a_blank_channel_of_a_multichannel_image_is_refused_naming_the_channel(user):
+    two = np.stack([scan(), np.zeros((16, 12, 8), np.int16)], axis=-1)
+    nib.save(nib.Nifti1Image(two, np.diag([1.0, 1.0, 2.0, 1.0])), str(user / "two.nii.gz"))
+    with pytest.raises(DatalistError, match=r"two.nii.gz: channel 1: every voxel is 0 \(a constant image\)"):
+        load_volume({"id": "two", "image": user / "two.nii.gz"}, VolumeSpec(), 2, use_label=False)
+
+
+def test_a_mask_of_another_shape_than_its_image_is_refused_naming_both(user):
+    geometry = small_geometry(user)
+    image = write_volume(scan(), geometry, user / "scan.nii.gz")
+    smaller = small_geometry(user, shape=(16, 12, 6))
+    mask = write_volume(brain_mask((16, 12, 6)), smaller, user / "mask.nii.gz")
+    assert_refused(
+        ["fit", "--config", segmentation_recipe(user, image, mask)],
+        user,
+        "mask.nii.gz: the label's voxel grid differs from its image",
+        "grid 16x12x6",
+        "expected the same grid",
+    )
