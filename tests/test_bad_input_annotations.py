@@ -10,6 +10,7 @@ import json
 import shutil
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -21,12 +22,13 @@ from detection_kit import detection_artifact
 from PIL import Image
 
 from sfda.data import DatalistError, InputSpec, PoseDataModule, VolumeSpec
-from sfda.data.boxes import read_coco
+from sfda.data.boxes import read_coco, read_voc
 from sfda.data.detection import DetectionDataset, collate_boxes
 from sfda.data.pose_figures import generate
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
 from sfda.data.volumes import load_volume
+from sfda.methods.detection import DetectionTask
 from sfda.metrics.detection import detection_scores
 
 DIGITS = [str(d) for d in range(10)]
@@ -486,3 +488,33 @@ def test_a_mask_of_another_shape_than_its_image_is_refused_naming_both(user):
         "grid 16x12x6",
         "expected the same grid",
     )
+
+
+def test_gathered_evaluation_rows_pass_the_crowd_flags_to_the_scores():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]])
+    rows = {
+        "boxes": [boxes[1:]],
+        "scores": [torch.tensor([0.9])],
+        "labels": [torch.tensor([3])],
+        "ref_boxes": [boxes],
+        "ref_labels": [torch.tensor([3, 3])],
+        "ref_ignored": [torch.tensor([0, 1])],
+        "labelled": torch.tensor([1]),
+    }
+    task = SimpleNamespace(class_names=DIGITS)
+    assert DetectionTask.score_rows(task, rows, "target")["target/ap50"] == pytest.approx(0.0)
+    rows["ref_ignored"] = [torch.tensor([1, 0])]
+    assert DetectionTask.score_rows(task, rows, "target")["target/ap50"] == pytest.approx(1.0)
+
+
+def test_voc_difficult_boxes_are_ignored_like_crowd_regions(user):
+    objects = "".join(
+        f"<object><name>3</name><difficult>{d}</difficult><bndbox><xmin>{x}</xmin><ymin>5</ymin>"
+        f"<xmax>{x + 20}</xmax><ymax>25</ymax></bndbox></object>"
+        for d, x in ((0, 2), (1, 30))
+    )
+    (user / "a.xml").write_text(f"<annotation><filename>a.png</filename>{objects}</annotation>")
+    records = read_voc(str(user / "a.xml"))
+    assert records[0].ignored.tolist() == [False, True]
+    assert DetectionDataset(records, DIGITS, 32, train=True)[0]["labels"].tolist() == [3]
+    assert DetectionDataset(records, DIGITS, 32)[0]["ignored"].tolist() == [0, 1]
