@@ -334,6 +334,22 @@ POSE_LIES = {
         lambda p: p.pop("annotations"),
         ["people.json: field 'annotations' is missing; expected a COCO keypoints JSON"],
     ),
+    "no images": (
+        lambda p: p.pop("images"),
+        ["people.json: field 'images' is missing; expected a COCO keypoints JSON"],
+    ),
+    "repeated annotation id": (
+        lambda p: p["annotations"][2].__setitem__("id", 1),
+        ["people.json: annotations[2].id = 1 repeats annotations[1].id", "expected unique annotation ids"],
+    ),
+    "unknown category id": (
+        lambda p: p["annotations"][1].__setitem__("category_id", 7),
+        ["people.json: annotation 1: category_id 7 names no category; expected one of [1]"],
+    ),
+    "iscrowd not 0 or 1": (
+        lambda p: p["annotations"][1].__setitem__("iscrowd", "yes"),
+        ["people.json: annotation 1: field 'iscrowd' = 'yes'; expected 0 or 1"],
+    ),
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import coco_images, id_order, locate
+from .boxes import coco_crowd, coco_images, id_order, locate
 from .checks import json_number, json_section
 from .fetch import resolve
 
@@ -83,6 +83,10 @@ def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None
     return Skeleton(names=names, edges=edges, flip_pairs=pairs)
 
 
+KEYPOINTS_SHAPE = (
+    "a COCO keypoints JSON: 'images' [{id, file_name}], 'annotations' (one per person: image_id, "
+    "category_id, bbox, keypoints) and 'categories' (one with the joint names in 'keypoints')"
+)
 VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
 
 
@@ -123,23 +127,53 @@ def person_keypoints(annotation: dict, names: list[str], where: str) -> np.ndarr
     return points
 
 
+def annotation_id(annotation: object, number: int, seen: dict[int, int], where: str) -> int:
+    """The integer ``id`` of ``annotations[number]`` (its position when absent), unique in ``seen``."""
+    if not isinstance(annotation, dict):
+        raise ValueError(f"{where}: annotations[{number}] = {annotation!r}; expected an object (one person)")
+    pid = annotation.get("id", number)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise ValueError(f"{where}: annotations[{number}].id = {pid!r}; expected an integer id")
+    if pid in seen:
+        raise ValueError(
+            f"{where}: annotations[{number}].id = {pid} repeats annotations[{seen[pid]}].id; expected "
+            "unique annotation ids (each person's predictions are written under its id)"
+        )
+    seen[pid] = number
+    return pid
+
+
+def person_annotations(payload: dict, category: dict, where: str) -> list[tuple[int, dict]]:
+    """``(person id, annotation)`` of the file's people: annotations of the keypoint category that are
+    not crowds. Refuses an entry that is not an object, a repeated or non-integer ``id``, an unknown
+    ``category_id`` and an ``iscrowd`` other than 0 or 1."""
+    known = [c.get("id") for c in payload["categories"] if isinstance(c, dict)]
+    people, seen = [], {}
+    for number, annotation in enumerate(payload["annotations"]):
+        pid = annotation_id(annotation, number, seen, where)
+        category_id = annotation.get("category_id")
+        if category_id not in known:
+            raise ValueError(
+                f"{where}: annotation {pid}: category_id {category_id!r} names no category; expected one of "
+                f"{known}"
+            )
+        if not coco_crowd(annotation, f"{where}: annotation {pid}") and category_id == category["id"]:
+            people.append((pid, annotation))
+    return people
+
+
 def read_people(location: str, image_root: str | None = None) -> list[PersonRecord]:
     """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order."""
     where = str(location)
     payload = json.loads(resolve(location).read_text())
-    json_section(payload, "annotations", where, "a COCO keypoints JSON: one entry per person")
+    for key in ("images", "annotations", "categories"):
+        json_section(payload, key, where, KEYPOINTS_SHAPE)
     category = person_category(payload, where)
     names = [str(n) for n in category["keypoints"]]
     images = coco_images(payload, where)
     people = []
-    for number, annotation in enumerate(payload["annotations"]):
-        if not isinstance(annotation, dict):
-            raise ValueError(
-                f"{where}: annotations[{number}] = {annotation!r}; expected an object (one person)"
-            )
-        if annotation.get("iscrowd") or annotation.get("category_id") != category["id"]:
-            continue
-        pid, image = annotation.get("id", number), images.get(annotation.get("image_id"))
+    for pid, annotation in person_annotations(payload, category, where):
+        image = images.get(annotation.get("image_id"))
         if image is None:
             raise ValueError(
                 f"{where}: annotation {pid}: image_id {annotation.get('image_id')!r} is not in images; "
@@ -152,7 +186,7 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
                 box=person_box(annotation, place),
                 keypoints=person_keypoints(annotation, names, place),
                 annotation=where,
-                person_id=int(pid),
+                person_id=pid,
                 size=(int(image.get("width", 0)), int(image.get("height", 0))),
                 image_id=int(image["id"]),
             )
