@@ -4,7 +4,17 @@ Every reader returns ``BoxRecord`` rows (one per image; an image may have no box
 ``(N, 4) float32`` ``xmin, ymin, xmax, ymax`` in pixels of the full image; labels are class names.
 ``check_records`` refuses what would silently train on wrong data, naming the annotation file, the
 image and the field: a box with ``xmax <= xmin`` (or ``ymax <= ymin``), a box outside its image, a
-label not among the class names, an image that does not exist.
+label not among the class names, an image that does not exist, an image whose size differs from the
+one its annotation file declares.
+
+COCO: ``read_coco`` refuses a file that is not a COCO detection JSON (missing ``images``,
+``annotations`` or ``categories``), repeated image or category ids, one image or class name listed
+twice, a category name that is not a string, an annotation naming an unknown image or category,
+``bbox`` values that are not finite numbers, and a width (``bbox[2]``) or height (``bbox[3]``) that is
+not positive; messages quote the box as written and say COCO boxes are ``[x, y, width, height]``
+(with the corrected values when a box looks written as ``[x1, y1, x2, y2]``). ``iscrowd: 1`` regions
+and VOC ``difficult`` boxes are kept as ignored boxes: never training targets, and ignored by the
+VOC AP and the COCO mAP.
 
 CSV: a header ``image_path,xmin,ymin,xmax,ymax,label`` (DeepForest's); image paths relative to the
 CSV's folder; a row whose box fields are empty marks an image without boxes.
