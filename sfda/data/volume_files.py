@@ -11,8 +11,12 @@ readers, GDCM for DICOM) for the others, whose LPS geometry is converted to RAS.
 run code from a file.
 
 A DICOM folder is refused when it holds several series (their SeriesInstanceUIDs are listed), no
-DICOM at all, or a series whose slice positions are not evenly spaced (a missing slice shows as a
-gap of twice the spacing).
+DICOM at all, slices under one SeriesInstanceUID that differ in a tag one volume shares (Modality,
+SeriesNumber, SeriesDescription, EchoNumbers, Rows, Columns, PixelSpacing, ImageOrientationPatient:
+the tag and two slices are named), or a series whose slice positions are not evenly spaced (a missing
+slice shows as a gap of twice the spacing). A NIfTI header whose voxel sizes ``pixdim[1..3]`` are zero,
+negative or not finite is refused (nibabel would read a zero as 1 mm), and so is any volume whose
+geometry gives a zero or non-finite voxel spacing.
 """
 
 from __future__ import annotations
