@@ -183,6 +183,10 @@ COCO_LIES = {
         lambda p: p["images"][0].pop("file_name"),
         ["coco.json: images[0]: field 'file_name' is missing"],
     ),
+    "declared height written as a string": (
+        lambda p: p["images"][0].update(height="48"),
+        ["coco.json: images entry id 1: field 'height': expected a number, got '48' (a string)"],
+    ),
     "declared size differs from the image": (
         lambda p: p["images"][0].update(width=640, height=480),
         ["coco.json: image 'a.png': the file declares width x height 640x480", "the image is 64x48 pixels"],

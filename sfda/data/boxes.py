@@ -240,10 +240,10 @@ def coco_crowd(ann: dict, where: str) -> bool:
 
 
 def coco_declared_size(image: dict, where: str) -> tuple[int, int] | None:
-    """``(width, height)`` an images entry declares, or None when it declares neither."""
-    if "width" not in image and "height" not in image:
+    """``(width, height)`` an images entry declares, or None when it declares neither (or 0, unknown)."""
+    if not image.get("width") and not image.get("height"):
         return None
-    return tuple(int(json_number(image.get(k), f"{where}.{k}")) for k in ("width", "height"))
+    return tuple(int(json_number(image.get(k), f"{where}: field '{k}'")) for k in ("width", "height"))
 
 
 def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
