@@ -317,6 +317,10 @@ POSE_LIES = {
         lambda p: p["annotations"][1]["bbox"].__setitem__(2, float("nan")),
         ["people.json: annotation 1: bbox[2]: expected a finite number, got nan"],
     ),
+    "zero-width bbox": (
+        lambda p: p["annotations"][1]["bbox"].__setitem__(2, 0),
+        ["people.json: annotation 1: bbox [", "width (bbox[2]) = 0; expected > 0", "[x, y, width, height]"],
+    ),
     "one joint too few": (
         lambda p: p["annotations"][1].__setitem__("keypoints", p["annotations"][1]["keypoints"][:-3]),
         ["people.json: annotation 1: keypoints holds 15 joints (45 numbers)", "(expected 48 numbers"],

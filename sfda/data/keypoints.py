@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import coco_crowd, coco_images, id_order, locate
+from .boxes import coco_box, coco_crowd, coco_images, id_order, locate
 from .checks import json_number, json_section
 from .fetch import resolve
 
@@ -88,18 +88,6 @@ KEYPOINTS_SHAPE = (
     "category_id, bbox, keypoints) and 'categories' (one with the joint names in 'keypoints')"
 )
 VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
-
-
-def person_box(annotation: dict, where: str) -> np.ndarray:
-    """The person's ``bbox = [x, y, width, height]`` as ``(4,)`` xyxy pixels (finite numbers)."""
-    bbox = annotation.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4:
-        raise ValueError(
-            f"{where}: field 'bbox' = {bbox!r}; expected [x, y, width, height] (the person's box, "
-            "which the crop is cut from)"
-        )
-    x, y, w, h = (json_number(v, f"{where}: bbox[{i}]") for i, v in enumerate(bbox))
-    return np.array([x, y, x + w, y + h])
 
 
 def person_keypoints(annotation: dict, names: list[str], where: str) -> np.ndarray:
@@ -183,7 +171,7 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
         people.append(
             PersonRecord(
                 image=locate(image["file_name"], where, image_root),
-                box=person_box(annotation, place),
+                box=np.array(coco_box(annotation, place)),
                 keypoints=person_keypoints(annotation, names, place),
                 annotation=where,
                 person_id=pid,
