@@ -34,7 +34,11 @@ def geometry(size: int, flip: bool) -> A.Compose:
     return A.Compose(
         ops,
         bbox_params=A.BboxParams(
-            format="pascal_voc", label_fields=["labels"], clip=True, min_area=0.0, min_visibility=0.0
+            format="pascal_voc",
+            label_fields=["labels", "ignored"],
+            clip=True,
+            min_area=0.0,
+            min_visibility=0.0,
         ),
     )
 
@@ -67,16 +71,23 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def apply_views(
-    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, weak: A.Compose, strong: A.Compose | None
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    weak: A.Compose,
+    strong: A.Compose | None,
+    ignored: np.ndarray | None = None,
 ) -> dict:
-    """``image HxWx3 uint8``, ``boxes (N, 4)``, ``labels (N,)``
-    -> ``{"image", "boxes", "labels"[, "strong"]}``:
+    """``image HxWx3 uint8``, ``boxes (N, 4)``, ``labels (N,)``, ``ignored (N,)`` (default none)
+    -> ``{"image", "boxes", "labels", "ignored"[, "strong"]}``:
     the weak view and its boxes, and the strong view of the same geometry when ``strong`` is given."""
-    out = weak(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+    flags = np.zeros(len(labels), dtype=np.int64) if ignored is None else np.asarray(ignored, dtype=np.int64)
+    out = weak(image=image, bboxes=boxes.reshape(-1, 4), labels=labels, ignored=flags)
     views = {
         "image": as_tensor(out["image"]),
         "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
         "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64)),
+        "ignored": torch.as_tensor(np.asarray(out["ignored"], dtype=np.int64)),
     }
     if strong is not None:
         views["strong"] = as_tensor(strong(image=out["image"])["image"])

@@ -4,7 +4,17 @@ Every reader returns ``BoxRecord`` rows (one per image; an image may have no box
 ``(N, 4) float32`` ``xmin, ymin, xmax, ymax`` in pixels of the full image; labels are class names.
 ``check_records`` refuses what would silently train on wrong data, naming the annotation file, the
 image and the field: a box with ``xmax <= xmin`` (or ``ymax <= ymin``), a box outside its image, a
-label not among the class names, an image that does not exist.
+label not among the class names, an image that does not exist, an image whose size differs from the
+one its annotation file declares.
+
+COCO: ``read_coco`` refuses a file that is not a COCO detection JSON (missing ``images``,
+``annotations`` or ``categories``), repeated image or category ids, one image or class name listed
+twice, a category name that is not a string, an annotation naming an unknown image or category,
+``bbox`` values that are not finite numbers, and a width (``bbox[2]``) or height (``bbox[3]``) that is
+not positive; messages quote the box as written and say COCO boxes are ``[x, y, width, height]``
+(with the corrected values when a box looks written as ``[x1, y1, x2, y2]``). ``iscrowd: 1`` regions
+and VOC ``difficult`` boxes are kept as ignored boxes: never training targets, and ignored by the
+VOC AP and the COCO mAP.
 
 CSV: a header ``image_path,xmin,ymin,xmax,ymax,label`` (DeepForest's); image paths relative to the
 CSV's folder; a row whose box fields are empty marks an image without boxes.
@@ -20,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import first_duplicate, json_number, json_section, json_type
 from .fetch import resolve
 from .image_files import displayed_size
 
@@ -36,7 +47,13 @@ class BoxRecord:
         labels: ``N`` class names.
         annotation: the file the record came from (for messages).
         window: ``(x0, y0, x1, y1)`` crop of a tile, or None for the whole image.
-        difficult: ``(N,) bool`` VOC "difficult" flags (ignored by the VOC AP, as in VOC).
+        difficult: ``(N,) bool`` VOC "difficult" flags.
+        crowd: ``(N,) bool`` COCO ``iscrowd`` flags.
+        written: per box, where it is in the file and its values as written there (for messages).
+        declared: ``(width, height)`` the annotation file declares for the image, if any.
+
+    Difficult and crowd boxes are ``ignored``: never training targets, and evaluation neither rewards
+    nor penalises a detection on them (as the VOC and COCO evaluations do).
     """
 
     image: str
@@ -45,11 +62,21 @@ class BoxRecord:
     annotation: str
     window: tuple[int, int, int, int] | None = None
     difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    crowd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    written: list[str] = field(default_factory=list)
+    declared: tuple[int, int] | None = None
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         if len(self.difficult) != len(self.boxes):
             self.difficult = np.zeros(len(self.boxes), dtype=bool)
+        if len(self.crowd) != len(self.boxes):
+            self.crowd = np.zeros(len(self.boxes), dtype=bool)
+
+    @property
+    def ignored(self) -> np.ndarray:
+        """``(N,) bool``: boxes that are neither trained on nor scored (VOC difficult, COCO crowd)."""
+        return np.asarray(self.difficult, dtype=bool) | np.asarray(self.crowd, dtype=bool)
 
     @property
     def name(self) -> str:
@@ -108,46 +135,164 @@ def read_voc(location: str, image_root: str | None = None) -> list[BoxRecord]:
     ]
 
 
-def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
-    """A COCO detection JSON (``images``, ``annotations`` with ``bbox = [x, y, w, h]``, ``categories``)."""
-    path = resolve(location)
+COCO_SHAPE = (
+    "a COCO detection JSON: 'images' [{id, file_name}], 'annotations' [{image_id, category_id, "
+    "bbox: [x, y, width, height]}] and 'categories' [{id, name}]"
+)
+
+
+def id_order(value: int | str) -> tuple[bool, int | str]:
+    """Sort key of COCO ids: integers in numeric order, then strings."""
+    return isinstance(value, str), value
+
+
+def coco_payload(location: str) -> dict:
+    """The parsed JSON of a COCO file, refused by name when it is not JSON or not an object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-        names = {c["id"]: c["name"] for c in data["categories"]}
-        images = {im["id"]: im["file_name"] for im in data["images"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        data = json.loads(Path(resolve(location)).read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{location}: not readable JSON ({err}); expected {COCO_SHAPE}") from err
+    for key in ("images", "annotations", "categories"):
+        json_section(data, key, str(location), COCO_SHAPE)
+    return data
+
+
+def coco_fields(data: dict, section: str, fields: tuple[str, ...], where: str) -> list[dict]:
+    """The entries of ``data[section]``, each an object with ``fields``."""
+    for number, entry in enumerate(data[section]):
+        missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            raise ValueError(
+                f"{where}: {section}[{number}]: field '{missing[0]}' is missing; expected {COCO_SHAPE}"
+            )
+    return data[section]
+
+
+def coco_entries(data: dict, section: str, fields: tuple[str, ...], where: str) -> list[dict]:
+    """The entries of ``data[section]``, each an object with ``fields``, their ``id`` unique."""
+    entries = coco_fields(data, section, fields, where)
+    for number, entry in enumerate(entries):
+        if isinstance(entry["id"], bool) or not isinstance(entry["id"], (int, str)):
+            raise ValueError(
+                f"{where}: {section}[{number}].id = {entry['id']!r}: expected an integer id"
+            )
+    twice = first_duplicate([entry["id"] for entry in entries])
+    if twice is not None:
+        first, second = twice
         raise ValueError(
-            f"{location}: not a COCO detection JSON (expected 'images', 'annotations' and "
-            f"'categories' with ids and names): {err!r}"
-        ) from err
-    per_image: dict = {i: ([], []) for i in images}
-    for number, ann in enumerate(data.get("annotations", [])):
-        where = f"{location}: annotations[{number}]"
-        if ann.get("image_id") not in images:
+            f"{where}: {section}[{second}].id = {entries[second]['id']!r} repeats {section}[{first}].id; "
+            f"expected every id in '{section}' to be unique (their annotations would be mixed up)"
+        )
+    return entries
+
+
+def coco_categories(data: dict, where: str) -> dict:
+    """``{category id: name}``; names must be distinct strings (the file's type is named otherwise)."""
+    categories = coco_entries(data, "categories", ("id", "name"), where)
+    for number, category in enumerate(categories):
+        name = category["name"]
+        if not isinstance(name, str):
             raise ValueError(
-                f"{where}: field 'image_id' = {ann.get('image_id')!r} names no entry of 'images'"
+                f"{where}: categories[{number}].name = {name!r} is a {json_type(name)}; "
+                f'expected a string (class names are text): write "{name}"'
             )
-        if ann.get("category_id") not in names:
+    twice = first_duplicate([c["name"] for c in categories])
+    if twice is not None:
+        raise ValueError(
+            f"{where}: categories[{twice[1]}].name = '{categories[twice[1]]['name']}' repeats "
+            f"categories[{twice[0]}]; expected distinct names (two ids would merge into one class)"
+        )
+    return {c["id"]: c["name"] for c in categories}
+
+
+def coco_images(data: dict, where: str) -> dict:
+    """``{image id: images entry}``; file names must be distinct (one image, one entry)."""
+    images = coco_entries(data, "images", ("id", "file_name"), where)
+    twice = first_duplicate([im["file_name"] for im in images])
+    if twice is not None:
+        raise ValueError(
+            f"{where}: images[{twice[1]}].file_name = '{images[twice[1]]['file_name']}' repeats "
+            f"images[{twice[0]}] (id {images[twice[0]]['id']!r}); expected one entry per image"
+        )
+    return {im["id"]: im for im in images}
+
+
+def coco_box(ann: dict, where: str) -> list[float]:
+    """``bbox = [x, y, width, height]`` of an annotation as ``[x1, y1, x2, y2]``, with width, height > 0."""
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise ValueError(f"{where}: field 'bbox' = {bbox!r}; expected [x, y, width, height] (COCO boxes)")
+    x, y, w, h = (json_number(v, f"{where}: bbox[{i}]") for i, v in enumerate(bbox))
+    for index, name, value in ((2, "width", w), (3, "height", h)):
+        if value <= 0:
             raise ValueError(
-                f"{where}: field 'category_id' = {ann.get('category_id')!r} names no category; "
-                f"expected one of {sorted(names)}"
+                f"{where}: bbox {bbox}: {name} (bbox[{index}]) = {value:g}; expected > 0 "
+                "(COCO boxes are [x, y, width, height])"
             )
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise ValueError(f"{where}: field 'bbox' must be [x, y, width, height], got {bbox!r}")
-        x, y, w, h = (_number(v, f"{where}, field bbox") for v in bbox)
-        per_image[ann["image_id"]][0].append([x, y, x + w, y + h])
-        per_image[ann["image_id"]][1].append(names[ann["category_id"]])
-    return [
-        BoxRecord(locate(images[i], str(location), image_root), np.array(b), lab, str(location))
-        for i, (b, lab) in per_image.items()
-    ]
+    return [x, y, x + w, y + h]
+
+
+def coco_crowd(ann: dict, where: str) -> bool:
+    """The annotation's ``iscrowd`` (0 or 1; absent is 0)."""
+    crowd = ann.get("iscrowd", 0)
+    if crowd not in (0, 1) or isinstance(crowd, float):
+        raise ValueError(f"{where}: field 'iscrowd' = {crowd!r}; expected 0 or 1")
+    return bool(crowd)
+
+
+def coco_declared_size(image: dict, where: str) -> tuple[int, int] | None:
+    """``(width, height)`` an images entry declares, or None when it declares neither (or 0, unknown)."""
+    if not image.get("width") and not image.get("height"):
+        return None
+    return tuple(int(json_number(image.get(k), f"{where}: field '{k}'")) for k in ("width", "height"))
+
+
+def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
+    """A COCO detection JSON (``images``, ``annotations`` with ``bbox = [x, y, w, h]``, ``categories``).
+
+    ``iscrowd: 1`` regions are kept as ignored boxes (not trained on; COCO evaluation ignores them)."""
+    data = coco_payload(location)
+    names = coco_categories(data, str(location))
+    images = coco_images(data, str(location))
+    per_image: dict = {i: [] for i in images}
+    annotations = coco_fields(data, "annotations", ("image_id", "category_id"), str(location))
+    for number, ann in enumerate(annotations):
+        where = f"{location}: annotations[{number}]" + (f" (id {ann['id']!r})" if "id" in ann else "")
+        if ann["image_id"] not in images:
+            raise ValueError(
+                f"{where}: field 'image_id' = {ann['image_id']!r} names no entry of 'images'; expected one "
+                f"of the image ids {sorted(images, key=id_order)[:10]}"
+            )
+        if ann["category_id"] not in names:
+            raise ValueError(
+                f"{where}: field 'category_id' = {ann['category_id']!r} names no category; "
+                f"expected one of {sorted(names, key=id_order)}"
+            )
+        box = coco_box(ann, where)
+        label = names[ann["category_id"]]
+        per_image[ann["image_id"]].append((box, label, coco_crowd(ann, where), where, ann))
+    return [coco_record(location, image_root, images[i], rows) for i, rows in per_image.items()]
+
+
+def coco_record(location: str, image_root: str | None, image: dict, rows: list) -> BoxRecord:
+    """One image's record: its boxes, labels, crowd flags and how each box is written in the file."""
+    position = f"{location}: images entry id {image['id']!r}"
+    return BoxRecord(
+        locate(str(image["file_name"]), str(location), image_root),
+        np.array([row[0] for row in rows]),
+        [row[1] for row in rows],
+        str(location),
+        crowd=np.array([row[2] for row in rows], dtype=bool),
+        written=[f"{row[3]}: bbox {row[4]['bbox']}" for row in rows],
+        declared=coco_declared_size(image, position),
+    )
 
 
 def coco_class_names(location: str) -> list[str]:
     """Category names of a COCO JSON in category-id order."""
-    data = json.loads(Path(resolve(location)).read_text(encoding="utf-8-sig"))
-    return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    data = coco_payload(location)
+    names = coco_categories(data, str(location))
+    return [names[i] for i in sorted(names, key=id_order)]
 
 
 def read_csv(location: str, image_root: str | None = None) -> list[BoxRecord]:
@@ -197,32 +342,73 @@ def image_size(record: BoxRecord) -> tuple[int, int]:
     return displayed_size(path, f"named by {record.annotation}")
 
 
+def box_place(record: BoxRecord, number: int) -> str:
+    """Where box ``number`` of ``record`` is, with its values as the file writes them (for messages)."""
+    if record.written:
+        return f"{record.written[number]} (image '{record.name}')"
+    x0, y0, x1, y1 = record.boxes[number]
+    return f"{record.annotation}: image '{record.name}', box {number} ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+
+
+def outside_message(record: BoxRecord, number: int, width: int, height: int) -> str:
+    """Why box ``number`` lies outside its ``width x height`` image, in the terms of its format."""
+    where = box_place(record, number)
+    if not record.written:
+        return (
+            f"{where}: outside the image of {width}x{height} pixels; expected "
+            f"0 <= xmin < xmax <= {width} and 0 <= ymin < ymax <= {height}"
+        )
+    x0, y0, x1, y1 = (float(v) for v in record.boxes[number])
+    w, h = x1 - x0, y1 - y0
+    message = (
+        f"{where}: outside the image of {width}x{height} pixels; COCO boxes are [x, y, width, height], "
+        f"expected 0 <= x, 0 <= y, x + width <= {width} and y + height <= {height}"
+    )
+    if w >= x0 and h >= y0 and w <= width and h <= height:
+        message += (
+            f"; the values look like [x1, y1, x2, y2]: as COCO write [{x0:g}, {y0:g}, {w - x0:g}, {h - y0:g}]"
+        )
+    return message
+
+
+def check_box(record: BoxRecord, number: int, width: int, height: int, class_names: list[str]) -> None:
+    """Refuse box ``number`` of ``record`` when it is not finite, empty, outside the image or unknown."""
+    x0, y0, x1, y1 = record.boxes[number]
+    label = record.labels[number]
+    where = box_place(record, number)
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        raise ValueError(f"{where}: coordinates must be finite numbers")
+    if x1 <= x0 or y1 <= y0:
+        field_name = "xmax" if x1 <= x0 else "ymax"
+        raise ValueError(
+            f"{where}: field '{field_name}' must be greater than "
+            f"'{field_name.replace('max', 'min')}' (an empty box)"
+        )
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise ValueError(outside_message(record, number, width, height))
+    if label not in class_names:
+        found = "" if isinstance(label, str) else f" (a {type(label).__name__}; class names are strings)"
+        raise ValueError(f"{where}: field 'label' = {label!r}{found} is not one of class_names {class_names}")
+
+
+def check_declared_size(record: BoxRecord, width: int, height: int) -> None:
+    """Refuse an image whose size in the annotation file differs from the image file's."""
+    if record.declared is not None and tuple(record.declared) != (width, height):
+        raise ValueError(
+            f"{record.annotation}: image '{record.name}': the file declares width x height "
+            f"{record.declared[0]}x{record.declared[1]} but the image is {width}x{height} pixels; "
+            "expected the image the annotations were drawn on"
+        )
+
+
 def check_records(records: list[BoxRecord], class_names: list[str]) -> None:
-    """Refuse boxes that are empty or outside their image, labels outside ``class_names``, missing images."""
-    known = set(class_names)
+    """Refuse boxes that are empty or outside their image, labels outside ``class_names``, missing images,
+    and images whose size differs from the size their annotation file declares."""
     for record in records:
         width, height = image_size(record)
-        for number, ((x0, y0, x1, y1), label) in enumerate(zip(record.boxes, record.labels, strict=True)):
-            where = (
-                f"{record.annotation}: image '{record.name}', box {number} ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
-            )
-            if not np.isfinite([x0, y0, x1, y1]).all():
-                raise ValueError(f"{where}: coordinates must be finite numbers")
-            if x1 <= x0 or y1 <= y0:
-                field_name = "xmax" if x1 <= x0 else "ymax"
-                raise ValueError(
-                    f"{where}: field '{field_name}' must be greater than "
-                    f"'{field_name.replace('max', 'min')}' (an empty box)"
-                )
-            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-                raise ValueError(
-                    f"{where}: outside the image of {width}x{height} pixels; expected "
-                    f"0 <= xmin < xmax <= {width} and 0 <= ymin < ymax <= {height}"
-                )
-            if label not in known:
-                raise ValueError(
-                    f"{where}: field 'label' = '{label}' is not one of class_names {class_names}"
-                )
+        check_declared_size(record, width, height)
+        for number in range(len(record.boxes)):
+            check_box(record, number, width, height, list(class_names))
 
 
 def names_in(records: list[BoxRecord]) -> list[str]:

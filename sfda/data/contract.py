@@ -8,8 +8,9 @@ active adaptation: ``subset_dataloader``, ``active_epoch``, ``raw_sample``).
 Every item a loader yields is a dict with ``"index"``: the GLOBAL sample index in
 ``[0, num_samples("train"))``, stable across epochs, processes and resumed runs (banks, priors and
 pseudo-labels key on it), and the task's targets, hidden on target training items: ``"label"``
-(-1 where hidden) for classification and segmentation; ``"boxes"``, ``"labels"`` (lists of per-image
-tensors, collated by ``sfda.data.detection.collate_boxes``) and ``"labelled"`` for detection;
+(-1 where hidden) for classification and segmentation; ``"boxes"``, ``"labels"``, ``"ignored"`` (lists
+of per-image tensors, collated by ``sfda.data.detection.collate_boxes``; ``ignored`` marks crowd and
+difficult regions that evaluation ignores) and ``"labelled"`` for detection;
 ``"keypoints"`` ``(K, 2)``, ``"weight"`` ``(K,)`` (0 where hidden or not labelled), ``"heatmaps"``
 ``(K, h, w)``, ``"matrix"`` ``(2, 3)`` (image -> input pixels) and ``"labelled"`` for pose, whose
 ``class_names`` are the joint names.

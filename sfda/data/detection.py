@@ -1,7 +1,9 @@
 """Box datasets for detection: one item per image or tile, with weak and strong views of one geometry.
 
 An item is ``{"image": (3, S, S) float [0, 1], "boxes": (n, 4) float xyxy in input pixels,
-"labels": (n,) int class ids (0-based, in class_names order), "index": global sample index,
+"labels": (n,) int class ids (0-based, in class_names order), "ignored": (n,) int, 1 for a box that
+evaluation ignores (VOC difficult, COCO crowd; training items never carry these), "index": global
+sample index,
 "window": (4,) the crop in the original image, "scale": (2,) original pixels per input pixel (x, y),
 "labelled": bool}``, plus ``"strong"`` when the method asks for the strong view. Target training
 items never carry their boxes (``labelled`` False, no boxes): labels are for reporting only.
@@ -74,6 +76,7 @@ class DetectionDataset(Dataset):
         self.class_ids = {name: i for i, name in enumerate(class_names)}
         self.weak = geometry(size, flip=train)
         self.strong = photometric() if strong else None
+        self.train = train
         self.view = "weak" if train else "test"  # read by the batch sampler: seeded keys when not "test"
         self.cache = RGBImageCache(CACHE_BYTES, pixels)
 
@@ -83,6 +86,23 @@ class DetectionDataset(Dataset):
     def load(self, index: int) -> np.ndarray:
         """The full image of record ``index`` as ``HxWx3 uint8`` (kept in a bounded cache)."""
         return self.cache.get(self.records[index].image, index)
+
+    def kept(self, record: BoxRecord) -> np.ndarray:
+        """``(N,) bool``: the boxes of ``record`` an item carries (none when hidden; no ignored box in
+        training, so difficult and crowd regions are never training targets)."""
+        if self.hide_boxes:
+            return np.zeros(len(record.boxes), dtype=bool)
+        return ~record.ignored if self.train else np.ones(len(record.boxes), dtype=bool)
+
+    def targets(self, record: BoxRecord) -> tuple[np.ndarray, np.ndarray]:
+        """``boxes (n, 4)`` and ``labels (n,)`` class ids of the boxes an item carries."""
+        keep = self.kept(record)
+        labels = [self.class_ids[n] for n, k in zip(record.labels, keep, strict=True) if k]
+        return record.boxes[keep], np.array(labels, dtype=np.int64)
+
+    def ignored(self, record: BoxRecord) -> np.ndarray:
+        """``(n,) bool`` ignored flags of the boxes an item carries (for evaluation)."""
+        return record.ignored[self.kept(record)]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -95,11 +115,7 @@ class DetectionDataset(Dataset):
             seed_views(self.weak, seed)
             if self.strong is not None:
                 seed_views(self.strong, seed + 1)
-        boxes = np.zeros((0, 4), np.float32) if self.hide_boxes else record.boxes
-        labels = np.array(
-            [] if self.hide_boxes else [self.class_ids[n] for n in record.labels], dtype=np.int64
-        )
-        item = apply_views(crop, boxes, labels, self.weak, self.strong)
+        item = apply_views(crop, *self.targets(record), self.weak, self.strong, self.ignored(record))
         item.update(
             index=index,
             labelled=not self.hide_boxes,
@@ -114,6 +130,7 @@ def collate_boxes(items: list[dict]) -> dict:
     out = {
         "boxes": [it["boxes"] for it in items],
         "labels": [it["labels"] for it in items],
+        "ignored": [it["ignored"] for it in items],
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "labelled": torch.tensor([it["labelled"] for it in items], dtype=torch.bool),
     }

@@ -5,8 +5,10 @@ A COCO keypoints file holds ``images``, ``annotations`` (one per person: ``bbox`
 ``person`` category with the joint names (``keypoints``), the ``skeleton`` (1-based pairs) and, as
 sfda's extension, ``flip_pairs`` (0-based left/right pairs; or give ``data.flip_pairs`` in the recipe).
 ``check_people`` refuses what would silently train on wrong data, naming the file, the annotation and
-the field: a keypoint outside its image, a joint count that differs from the category's (or the
-model's), a training person without any labelled joint, missing flip pairs when flips are on.
+the field: a missing or non-numeric ``bbox``, a NaN or infinite coordinate, a visibility other than 0,
+1 or 2, a repeated image id, a keypoint outside its image, a joint count that differs from the
+category's (or the model's), a training person without any labelled joint, missing flip pairs when
+flips are on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import locate
+from .boxes import coco_box, coco_crowd, coco_images, id_order, locate
+from .checks import json_number, json_section
 from .fetch import resolve
 
 
@@ -80,36 +83,98 @@ def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None
     return Skeleton(names=names, edges=edges, flip_pairs=pairs)
 
 
+KEYPOINTS_SHAPE = (
+    "a COCO keypoints JSON: 'images' [{id, file_name}], 'annotations' (one per person: image_id, "
+    "category_id, bbox, keypoints) and 'categories' (one with the joint names in 'keypoints')"
+)
+VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
+
+
+def person_keypoints(annotation: dict, names: list[str], where: str) -> np.ndarray:
+    """``(K, 3)`` ``x, y, v`` of a person: ``3 K`` finite numbers, each v one of 0, 1, 2."""
+    values = annotation.get("keypoints")
+    if not isinstance(values, list) or len(values) != 3 * len(names):
+        count = len(values) if isinstance(values, list) else 0
+        raise ValueError(
+            f"{where}: keypoints holds {count // 3} joints ({count} numbers); the category names "
+            f"{len(names)} (expected {3 * len(names)} numbers: x, y, v per joint)"
+        )
+    axes = ("x", "y", "v")
+    numbers = [
+        json_number(v, f"{where}: keypoints[{i}] (joint '{names[i // 3]}', {axes[i % 3]})")
+        for i, v in enumerate(values)
+    ]
+    points = np.array(numbers, dtype=np.float64).reshape(len(names), 3)
+    bad = np.flatnonzero(~np.isin(points[:, 2], VISIBILITY))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{where}: keypoints[{3 * k + 2}] (joint '{names[k]}', v) = {points[k, 2]:g}; expected a COCO "
+            "visibility 0 (not labelled), 1 (labelled, hidden) or 2 (visible)"
+        )
+    return points
+
+
+def annotation_id(annotation: object, number: int, seen: dict[int, int], where: str) -> int:
+    """The integer ``id`` of ``annotations[number]`` (its position when absent), unique in ``seen``."""
+    if not isinstance(annotation, dict):
+        raise ValueError(f"{where}: annotations[{number}] = {annotation!r}; expected an object (one person)")
+    pid = annotation.get("id", number)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise ValueError(f"{where}: annotations[{number}].id = {pid!r}; expected an integer id")
+    if pid in seen:
+        raise ValueError(
+            f"{where}: annotations[{number}].id = {pid} repeats annotations[{seen[pid]}].id; expected "
+            "unique annotation ids (each person's predictions are written under its id)"
+        )
+    seen[pid] = number
+    return pid
+
+
+def person_annotations(payload: dict, category: dict, where: str) -> list[tuple[int, dict]]:
+    """``(person id, annotation)`` of the file's people: annotations of the keypoint category that are
+    not crowds. Refuses an entry that is not an object, a repeated or non-integer ``id``, an unknown
+    ``category_id`` and an ``iscrowd`` other than 0 or 1."""
+    known = [c.get("id") for c in payload["categories"] if isinstance(c, dict)]
+    people, seen = [], {}
+    for number, annotation in enumerate(payload["annotations"]):
+        pid = annotation_id(annotation, number, seen, where)
+        category_id = annotation.get("category_id")
+        if category_id not in known:
+            raise ValueError(
+                f"{where}: annotation {pid}: category_id {category_id!r} names no category; expected one of "
+                f"{known}"
+            )
+        if not coco_crowd(annotation, f"{where}: annotation {pid}") and category_id == category["id"]:
+            people.append((pid, annotation))
+    return people
+
+
 def read_people(location: str, image_root: str | None = None) -> list[PersonRecord]:
     """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order."""
     where = str(location)
     payload = json.loads(resolve(location).read_text())
+    for key in ("images", "annotations", "categories"):
+        json_section(payload, key, where, KEYPOINTS_SHAPE)
     category = person_category(payload, where)
-    joints = len(category["keypoints"])
-    images = {int(im["id"]): im for im in payload.get("images", [])}
+    names = [str(n) for n in category["keypoints"]]
+    images = coco_images(payload, where)
     people = []
-    for annotation in payload.get("annotations", []):
-        if annotation.get("iscrowd") or annotation.get("category_id") != category["id"]:
-            continue
-        pid, image = annotation.get("id"), images.get(int(annotation.get("image_id", -1)))
+    for pid, annotation in person_annotations(payload, category, where):
+        image = images.get(annotation.get("image_id"))
         if image is None:
             raise ValueError(
-                f"{where}: annotation {pid}: image_id {annotation.get('image_id')} is not in images"
+                f"{where}: annotation {pid}: image_id {annotation.get('image_id')!r} is not in images; "
+                f"expected one of the image ids {sorted(images, key=id_order)[:10]}"
             )
-        values = np.asarray(annotation.get("keypoints", []), dtype=np.float64)
-        if values.size != 3 * joints:
-            raise ValueError(
-                f"{where}: annotation {pid}: keypoints holds {values.size // 3} joints "
-                f"({values.size} numbers); the category names {joints} (expected {3 * joints} numbers)"
-            )
-        x, y, w, h = (float(v) for v in annotation["bbox"])
+        place = f"{where}: annotation {pid}"
         people.append(
             PersonRecord(
                 image=locate(image["file_name"], where, image_root),
-                box=np.array([x, y, x + w, y + h]),
-                keypoints=values.reshape(joints, 3),
+                box=np.array(coco_box(annotation, place)),
+                keypoints=person_keypoints(annotation, names, place),
                 annotation=where,
-                person_id=int(pid),
+                person_id=pid,
                 size=(int(image.get("width", 0)), int(image.get("height", 0))),
                 image_id=int(image["id"]),
             )

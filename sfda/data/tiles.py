@@ -68,6 +68,7 @@ def tile_record(
         boxes, keep = clip_boxes(record.boxes, window, min_visible)
         labels = [label for label, k in zip(record.labels, keep, strict=True) if k]
         tiles.append(
-            BoxRecord(record.image, boxes, labels, record.annotation, window, record.difficult[keep])
+            BoxRecord(record.image, boxes, labels, record.annotation, window, record.difficult[keep],
+                      record.crowd[keep])
         )
     return tiles

@@ -11,8 +11,12 @@ readers, GDCM for DICOM) for the others, whose LPS geometry is converted to RAS.
 run code from a file.
 
 A DICOM folder is refused when it holds several series (their SeriesInstanceUIDs are listed), no
-DICOM at all, or a series whose slice positions are not evenly spaced (a missing slice shows as a
-gap of twice the spacing).
+DICOM at all, slices under one SeriesInstanceUID that differ in a tag one volume shares (Modality,
+SeriesNumber, SeriesDescription, EchoNumbers, Rows, Columns, PixelSpacing, ImageOrientationPatient:
+the tag and two slices are named), or a series whose slice positions are not evenly spaced (a missing
+slice shows as a gap of twice the spacing). A NIfTI header whose voxel sizes ``pixdim[1..3]`` are zero,
+negative or not finite is refused (nibabel would read a zero as 1 mm), and so is any volume whose
+geometry gives a zero or non-finite voxel spacing.
 """
 
 from __future__ import annotations
@@ -156,16 +160,52 @@ def read_volume(path: Path) -> VolumeFile:
 
 
 def read_nifti(path: Path) -> VolumeFile:
+    """A NIfTI file, refused when its voxel spacing (``pixdim[1..3]``) is zero, negative or not finite."""
     import nibabel as nib
 
+    check_pixdim(path, raw_nifti_header(path))
     image = nib.load(str(path))
     array = np.asanyarray(image.dataobj).astype(np.float32)  # scaled as MONAI's NibabelReader does
     return volume_file(path, "nifti", channel_first(array, path), np.array(image.affine, dtype=np.float64))
 
 
+def raw_nifti_header(path: Path):
+    """The NIfTI-1 or NIfTI-2 header as written (nibabel's load turns a zero ``pixdim`` into 1 mm)."""
+    import nibabel as nib
+
+    with nib.openers.ImageOpener(str(path)) as handle:
+        size = handle.read(4)
+    kind = nib.Nifti2Header if 540 in (int.from_bytes(size, "little"), int.from_bytes(size, "big")) else None
+    with nib.openers.ImageOpener(str(path)) as handle:
+        return (kind or nib.Nifti1Header).from_fileobj(handle, check=False)
+
+
+def check_pixdim(path: Path, header) -> None:
+    """Refuse a NIfTI header whose voxel sizes ``pixdim[1..3]`` are not finite positive millimetres."""
+    pixdim = np.asarray(header["pixdim"], dtype=np.float64)[1:4]
+    bad = [i + 1 for i, v in enumerate(pixdim) if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise DatalistError(
+            f"{path}: header field pixdim[{bad[0]}] = {pixdim[bad[0] - 1]:g} (voxel sizes pixdim[1..3] = "
+            f"{pixdim.tolist()}); expected positive voxel sizes in mm: fix the header (e.g. nibabel's "
+            "header.set_zooms) rather than let it read as 1 mm"
+        )
+
+
+def check_spacing(path: Path, affine: np.ndarray) -> None:
+    """Refuse a voxel -> world affine with a zero or non-finite voxel size (any format)."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.isfinite(affine).all() or not (spacing > 0).all():
+        raise DatalistError(
+            f"{path}: voxel spacing {spacing.round(6).tolist()} mm (from the file's geometry); expected "
+            "three positive, finite voxel sizes"
+        )
+
+
 def volume_file(
     path: Path, fmt: str, array: np.ndarray, affine: np.ndarray, slice_files: tuple[str, ...] = ()
 ) -> VolumeFile:
+    check_spacing(path, affine)
     shape = tuple(int(n) for n in array.shape[1:4])
     return VolumeFile(array, Geometry(Path(path), fmt, shape, affine, tuple(slice_files)))
 
@@ -210,8 +250,24 @@ def lps_geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(lps[:3, 3].tolist()), tuple(spacing.tolist()), tuple(direction.flatten().tolist())
 
 
+SERIES_TAGS = {  # tags every slice of one volume shares; differing values mean several series in one
+    "0008|0060": "Modality",
+    "0020|0011": "SeriesNumber",
+    "0008|103e": "SeriesDescription",
+    "0018|0086": "EchoNumbers",
+    "0028|0002": "SamplesPerPixel",
+    "0028|0010": "Rows",
+    "0028|0011": "Columns",
+    "0028|0030": "PixelSpacing",
+    "0020|0037": "ImageOrientationPatient",
+}
+NUMERIC_TAGS = ("0028|0030", "0020|0037")  # decimal strings: compared as numbers
+POSITION_TAG = "0020|0032"  # ImagePositionPatient
+
+
 def read_dicom_series(folder: Path) -> VolumeFile:
-    """The one series in ``folder``, after checking it has one series with evenly spaced slices."""
+    """The one series in ``folder``, after checking it has one series, every slice agrees on the series'
+    tags and the slices are evenly spaced."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -224,38 +280,85 @@ def read_dicom_series(folder: Path) -> VolumeFile:
             f"{', '.join(series)}); expected one series per folder: move each into its own folder"
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
-    check_slice_spacing(folder, files)
+    headers = dicom_headers(files)
+    check_series_tags(folder, files, headers)
+    check_slice_spacing(folder, files, headers)
     reader.SetFileNames(files)
     return from_sitk(folder, "dicom", reader.Execute(), tuple(files))
 
 
-def slice_positions(files: tuple[str, ...]) -> np.ndarray:
-    """Each file's ImagePositionPatient projected on the slice normal (mm)."""
+def dicom_headers(files: tuple[str, ...]) -> list[dict[str, str]]:
+    """Per slice file, the values of ``SERIES_TAGS`` and ImagePositionPatient it holds (header only)."""
     import SimpleITK as sitk
 
-    positions, normal = [], None
+    headers = []
     for file in files:
         info = sitk.ImageFileReader()
         info.SetFileName(file)
         info.ReadImageInformation()
-        if not info.HasMetaDataKey("0020|0032"):
+        tags = (*SERIES_TAGS, POSITION_TAG)
+        headers.append({tag: info.GetMetaData(tag).strip() for tag in tags if info.HasMetaDataKey(tag)})
+    return headers
+
+
+def same_tag_value(tag: str, first: str | None, other: str | None) -> bool:
+    """Whether two slices' values of ``tag`` agree (decimal strings as numbers, to 1e-4)."""
+    if first is None or other is None or tag not in NUMERIC_TAGS:
+        return first == other
+    try:
+        a, b = (np.array([float(v) for v in value.split("\\")]) for value in (first, other))
+    except ValueError:
+        return first == other
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=1e-4))
+
+
+def shown(value: str | None) -> str:
+    """A DICOM tag value for a message: quoted, or 'absent'."""
+    return "absent" if value is None else repr(value)
+
+
+def check_series_tags(folder: Path, files: tuple[str, ...], headers: list[dict[str, str]]) -> None:
+    """Refuse slices under one SeriesInstanceUID that differ in a tag of ``SERIES_TAGS`` (for example CT
+    and PET slices, or two echoes, mixed in one "series"), naming the tag and two slices."""
+    for tag, name in SERIES_TAGS.items():
+        first = headers[0].get(tag)
+        for file, header in zip(files[1:], headers[1:], strict=True):
+            if not same_tag_value(tag, first, header.get(tag)):
+                raise DatalistError(
+                    f"{folder}: one SeriesInstanceUID holds slices that differ in {name} "
+                    f"({tag.replace('|', ',').upper()}): {shown(first)} in {Path(files[0]).name}, "
+                    f"{shown(header.get(tag))} in {Path(file).name}; expected every slice of one volume to "
+                    "share it: put each series (modality, echo, acquisition) in its own folder"
+                )
+
+
+def slice_positions(files: tuple[str, ...], headers: list[dict[str, str]]) -> np.ndarray:
+    """Each file's ImagePositionPatient projected on the slice normal (mm)."""
+    positions, normal = [], None
+    for file, header in zip(files, headers, strict=True):
+        if POSITION_TAG not in header:
             raise DatalistError(
                 f"{file}: DICOM slice without ImagePositionPatient (0020,0032); cannot place it in the volume"
             )
         if normal is None:
-            row_col = [float(v) for v in info.GetMetaData("0020|0037").split("\\")]
+            if "0020|0037" not in header:
+                raise DatalistError(
+                    f"{file}: DICOM slice without ImageOrientationPatient (0020,0037); cannot place it in "
+                    "the volume"
+                )
+            row_col = [float(v) for v in header["0020|0037"].split("\\")]
             normal = np.cross(row_col[:3], row_col[3:])
-        positions.append(float(np.dot(normal, [float(v) for v in info.GetMetaData("0020|0032").split("\\")])))
+        positions.append(float(np.dot(normal, [float(v) for v in header[POSITION_TAG].split("\\")])))
     return np.array(positions)
 
 
-def check_slice_spacing(folder: Path, files: tuple[str, ...]) -> None:
+def check_slice_spacing(folder: Path, files: tuple[str, ...], headers: list[dict[str, str]]) -> None:
     """Refuse a series whose consecutive slice gaps differ from their median (missing or uneven slices)."""
     if len(files) < 2:
         raise DatalistError(
             f"{folder}: a DICOM series of {len(files)} slice; expected a 3-D volume of several slices"
         )
-    unordered = slice_positions(files)
+    unordered = slice_positions(files, headers)
     order = np.argsort(unordered)
     positions = unordered[order]
     gaps = np.diff(positions)

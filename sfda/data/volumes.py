@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .fetch import resolve
-from .volume_files import DatalistError, Geometry, read_volume, suffix_format
+from .volume_files import DatalistError, Geometry, VolumeFile, read_volume, suffix_format
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,20 @@ def check_pair(image: Geometry, label: Geometry) -> None:
                             "resample the label onto the image")
 
 
+def check_contrast(image: VolumeFile) -> None:
+    """Refuse an image with a channel whose voxels all hold one value (all zero, say): intensity scaling
+    divides by its range, and a model sees nothing in it."""
+    channels = image.array.reshape(image.array.shape[0], -1)
+    for channel, values in enumerate(channels):
+        values = values[np.isfinite(values)]  # NaN and inf are refused after resampling, by name
+        if values.size and values.min() == values.max():
+            where = f" channel {channel}:" if len(channels) > 1 else ""
+            raise DatalistError(
+                f"{image.geometry.path}:{where} every voxel is {values[0]:g} (a constant image); expected an "
+                "image with varying intensities (check the file is not a blank or failed export)"
+            )
+
+
 def preprocessing(spec: VolumeSpec, with_label: bool):
     """MONAI dictionary transforms from read volumes (MetaTensors) to the spec's grid and intensity range."""
     from monai.transforms import Compose, Orientationd, ScaleIntensityRangePercentilesd, Spacingd
@@ -181,6 +195,7 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
 
     label_path = entry.get("label") if use_label else None
     files = {"image": read_volume(entry["image"])}
+    check_contrast(files["image"])
     if label_path is not None:
         files["label"] = read_volume(label_path)
         check_pair(files["image"].geometry, files["label"].geometry)

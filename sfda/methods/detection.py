@@ -90,6 +90,7 @@ class DetectionTask(GatheredEvaluation, TaskModule):
             "labels": [d["labels"] for d in detections],
             "ref_boxes": [b.float() for b in batch["boxes"]],
             "ref_labels": list(batch["labels"]),
+            "ref_ignored": list(batch["ignored"]),
             "labelled": batch["labelled"].long(),
         }
 
@@ -101,7 +102,8 @@ class DetectionTask(GatheredEvaluation, TaskModule):
         ]
         labelled = rows["labelled"].bool().tolist()
         references = [
-            {"boxes": b, "labels": lab} for b, lab in zip(rows["ref_boxes"], rows["ref_labels"], strict=True)
+            {"boxes": b, "labels": lab, "iscrowd": crowd}
+            for b, lab, crowd in zip(rows["ref_boxes"], rows["ref_labels"], rows["ref_ignored"], strict=True)
         ]
         scored = [(p, r) for p, r, keep in zip(predictions, references, labelled, strict=True) if keep]
         out = {f"label_free/{k}": v for k, v in label_free_box_scores(predictions).items()}

@@ -2,7 +2,8 @@
 and mean, and COCO mAP through torchmetrics.
 
 Inputs are per image: predictions ``{"boxes" (n, 4), "scores" (n,), "labels" (n,)}`` and references
-``{"boxes" (m, 4), "labels" (m,)}`` with 0-based class ids. Under DDP the caller gathers one row per
+``{"boxes" (m, 4), "labels" (m,)[, "iscrowd" (m,)]}`` with 0-based class ids; ``iscrowd`` marks
+regions that evaluation ignores (COCO crowd, VOC difficult). Under DDP the caller gathers one row per
 image first (``sfda.pseudo_labels.passes.collect_rows``), so every process scores the same full set.
 """
 
@@ -29,32 +30,43 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, eleven_point: b
     return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
 
 
+def ignored_of(reference: dict) -> torch.Tensor:
+    """``(m,) bool``: the reference boxes evaluation ignores (``iscrowd``; none when absent)."""
+    flags = reference.get("iscrowd")
+    return torch.zeros(len(reference["labels"]), dtype=torch.bool) if flags is None else flags.bool().cpu()
+
+
 def class_pr(predictions: list[dict], references: list[dict], cls: int, iou: float) -> tuple | None:
     """Recall and precision of class ``cls`` over all images, detections sorted by score and matched
-    greedily to unmatched references with IoU >= ``iou``; None when the class has no reference."""
-    total = sum(int((ref["labels"] == cls).sum()) for ref in references)
+    greedily to unmatched references with IoU >= ``iou``; None when the class has no reference.
+    A detection whose best match is an ignored reference (``iscrowd``) counts neither way, as VOC
+    treats "difficult" boxes; ignored references are not counted in the recall."""
+    total = sum(int(((ref["labels"].cpu() == cls) & ~ignored_of(ref)).sum()) for ref in references)
     if total == 0:
         return None
     scored = []
     for image, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
         mine = pred["labels"] == cls
-        truth = ref["boxes"][ref["labels"] == cls]
-        overlaps = box_iou(pred["boxes"][mine].float(), truth.float()) if len(truth) else None
+        of_class = ref["labels"].cpu() == cls
+        truth = ref["boxes"].cpu()[of_class]
+        overlaps = box_iou(pred["boxes"][mine].float().cpu(), truth.float()) if len(truth) else None
         for row, score in enumerate(pred["scores"][mine].tolist()):
             scored.append((score, image, overlaps[row] if overlaps is not None else None))
     scored.sort(key=lambda s: -s[0])
+    ignored = [ignored_of(ref)[ref["labels"].cpu() == cls] for ref in references]
     used: dict[int, set] = {}
-    hits = np.zeros(len(scored))
-    for k, (_, image, overlap) in enumerate(scored):
-        if overlap is None:
-            continue
-        best = int(overlap.argmax())
-        if overlap[best] >= iou and best not in used.setdefault(image, set()):
+    hits = []
+    for _, image, overlap in scored:
+        best = int(overlap.argmax()) if overlap is not None else -1
+        if best >= 0 and overlap[best] >= iou and bool(ignored[image][best]):
+            continue  # on an ignored region: neither a true nor a false positive
+        hit = best >= 0 and overlap[best] >= iou and best not in used.setdefault(image, set())
+        if hit:
             used[image].add(best)
-            hits[k] = 1
+        hits.append(float(hit))
     true_pos = np.cumsum(hits)
     recall = true_pos / total
-    precision = true_pos / np.arange(1, len(scored) + 1)
+    precision = true_pos / np.arange(1, len(hits) + 1)
     return recall, precision
 
 
