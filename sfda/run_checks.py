@@ -5,7 +5,8 @@
 - ``resolve_checkpoint``: ``--ckpt_path last`` means the newest ``version_N/checkpoints/last.ckpt``
   under the recipe's run root; any checkpoint must be a readable Lightning checkpoint (read with
   ``weights_only=True``) of the same method.
-- ``check_state_shapes``: a checkpoint's tensors must have this recipe's shapes.
+- ``check_state_shapes``: a checkpoint's tensors must fit this recipe's model; if not, the recipe fields
+  that differ from the ones it was made with (``network_differences``) are named.
 - ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
   needs the adapted checkpoint; without one it would report the source model as the result.
 """
@@ -100,17 +101,76 @@ def check_checkpoint_method(path: Path, checkpoint: dict, model) -> None:
                              "checkpoint of the same method")
 
 
-def check_state_shapes(model, checkpoint: dict, path) -> None:
-    """Refuse a checkpoint whose tensors have other shapes than the model's (per-sample state of a
-    target set of another size, a head of another class count), naming the first keys and shapes."""
+# hyper-parameters Lightning and jsonargparse add that are not recipe fields
+NOT_RECIPE_FIELDS = ("_class_path", "_instantiator")
+
+
+def network_record(model) -> dict:
+    """What a checkpoint records of the network it was made for: the source artifact's architecture, its
+    constructor arguments and class count, flat (``{"architecture": ..., "kwargs.bottleneck_dim": 16}``);
+    {} for a module without a source artifact (its network is chosen by its hyper-parameters)."""
+    artifact = getattr(model, "artifact", None)
+    architecture = getattr(artifact, "architecture", None)
+    if not isinstance(architecture, dict):
+        return {}
+    record = {"architecture": architecture.get("target"), "classes": len(artifact.class_names)}
+    record.update({f"kwargs.{k}": v for k, v in (architecture.get("kwargs") or {}).items()})
+    return record
+
+
+def _differences(theirs: dict, ours: dict, ignore=()) -> list[tuple[str, object, object]]:
+    """``(key, checkpoint value, recipe value)`` for every key whose values differ."""
+    keys = [k for k in dict.fromkeys([*theirs, *ours]) if k not in ignore]
+    return [(k, theirs.get(k, "(absent)"), ours.get(k, "(absent)")) for k in keys
+            if theirs.get(k, "(absent)") != ours.get(k, "(absent)")]
+
+
+def network_differences(model, checkpoint: dict) -> list[str]:
+    """The recipe fields whose values differ from the ones the checkpoint was made with: the source
+    artifact's architecture (recorded by sfda since round 3) and the module's hyper-parameters."""
+    recorded = (checkpoint.get("sfda") or {}).get("network") or {}
+    ours = network_record(model)
+    lines = [f"model.init_args.source {key}: {a!r} in the checkpoint, {b!r} in the recipe's source artifact"
+             for key, a, b in (_differences(recorded, ours) if recorded and ours else [])]
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    own = dict(getattr(model, "hparams", {}) or {})
+    if hparams and own:
+        lines += [f"model.init_args.{key}: {a!r} in the checkpoint, {b!r} in the recipe"
+                  for key, a, b in _differences(hparams, own, NOT_RECIPE_FIELDS)]
+    return lines
+
+
+def mismatched_keys(model, checkpoint: dict) -> list[str]:
+    """The checkpoint's tensors that do not fit the model: mis-shaped, then missing, then unexpected
+    (names and shapes; the last two only where the model loads strictly)."""
     own = model.state_dict()
-    bad = [(key, tuple(value.shape), tuple(own[key].shape)) for key, value in checkpoint["state_dict"].items()
-           if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
-    if bad:
-        shown = "; ".join(f"{key}: {a} in the checkpoint, {b} for this recipe" for key, a, b in bad[:3])
-        raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint "
-                             "of the same source model and target set (per-sample state is sized by the "
-                             "number of target samples)")
+    state = checkpoint["state_dict"]
+    found = [f"{key}: {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} for this recipe"
+             for key, value in state.items()
+             if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
+    if getattr(model, "strict_loading", True):
+        found += [f"{key}: missing from the checkpoint" for key in own if key not in state]
+        found += [f"{key}: in the checkpoint, not in this recipe's model" for key in state if key not in own]
+    return found
+
+
+def check_state_shapes(model, checkpoint: dict, path) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model (made for another network: another
+    backbone, bottleneck or class count; or per-sample state of a target set of another size) before
+    Lightning's strict load prints its key list. Names the recipe fields that differ from the ones
+    the checkpoint was made with, else the first keys."""
+    bad = mismatched_keys(model, checkpoint)
+    if not bad:
+        return
+    shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    fields = network_differences(model, checkpoint)
+    if fields:
+        raise RunConfigError(f"--ckpt_path: {path} was made for another network than this recipe's: "
+                             f"{'; '.join(fields[:5])}. Expected the recipe the checkpoint was made with "
+                             f"(its tensors do not fit: {shown})")
+    raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint "
+                         "of the same network (source model, backbone, class count) and target set "
+                         "(per-sample state is sized by the number of target samples)")
 
 
 def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from ..run_checks import check_state_shapes
 from ..timing import Stopwatch
 from .hparams import record_hyperparameters
 from .optim import Optim, build_optimizer, check_finite
@@ -33,6 +34,11 @@ class TaskModule(TargetPasses, L.LightningModule):
         self.optim = optim or self.default_optim
         self.results: dict[str, float] = {}  # extra entries for results.json
         self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint made for another network by the recipe fields that differ, before
+        Lightning's strict load prints its key list (adaptation modules extend this)."""
+        check_state_shapes(self, checkpoint, self.trainer.ckpt_path)
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups; subclasses choose which parameters train and at which rate."""

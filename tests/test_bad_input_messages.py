@@ -1,0 +1,108 @@
+"""Bad-input catalogue, round 3: messages a user can act on (a checkpoint of another network, an
+accelerator the machine lacks, ``${VAR}`` in a recipe, a ``--ckpt_path`` that is a folder or a dangling
+link, a ``--config`` that is not a recipe) and recipes that include recipes. Every case asserts the exit
+status, that the message names the file or field and the expected value, and that no file of the user's
+changed. All run in-process on tiny real files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from bad_input_kit import (
+    ARCHITECTURE,
+    DIGIT_SPEC,
+    assert_refused,
+    digit_images,
+    folder_data,
+    recipe,
+    sfda,
+    source_artifact,
+)
+
+from sfda.models import SourceClassifier, artifact_from_module
+
+SHOT = "sfda.methods.SHOT"
+CLASSES = [str(i) for i in range(10)]
+SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
+LAST = "runs/shot/version_0/checkpoints/last.ckpt"
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
+    digit_images(tmp_path / "target", CLASSES)
+    source_artifact(tmp_path / "source.pt", CLASSES)
+    return tmp_path
+
+
+def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
+    model = {"class_path": SHOT, "init_args": {"source": str(root / source), "beta": 0.1}}
+    return str(recipe(root / name, model, folder_data(root / "target"), trainer))
+
+
+def artifact_with(path: Path, **changes) -> Path:
+    """A LeNet source artifact like ``source_artifact``'s with some architecture arguments changed."""
+    kwargs = {"backbone": "lenet", "num_classes": 10, "in_channels": 1, "input_size": 28,
+              "bottleneck_dim": 16, **changes}
+    network = SourceClassifier(**kwargs)
+    artifact_from_module(network, CLASSES[: kwargs["num_classes"]], DIGIT_SPEC,
+                         {"target": ARCHITECTURE, "kwargs": kwargs}).save(path)
+    return path
+
+
+@pytest.fixture()
+def adapted(workspace):
+    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
+    code, text = sfda("fit", "--config", shot_recipe(workspace))
+    assert code == 0, text[-2000:]
+    return workspace
+
+
+# --- 6a. a checkpoint of the same method made for another network names the recipe field ----
+def test_a_checkpoint_of_another_source_network_names_the_field_in_test_predict_and_resume(adapted):
+    artifact_with(adapted / "wide.pt", bottleneck_dim=32)
+    wide = shot_recipe(adapted, source="wide.pt", name="wide.yaml")
+    for subcommand in ("test", "predict", "fit"):
+        text = assert_refused([subcommand, "--config", wide, "--ckpt_path", LAST], adapted,
+                              "was made for another network",
+                              "model.init_args.source kwargs.bottleneck_dim: 16 in the checkpoint, 32 in the "
+                              "recipe's source artifact", LAST)
+        assert "wide.pt" in text and "Missing key" not in text
+
+
+def test_a_source_artifact_replaced_in_place_is_named_from_what_the_checkpoint_recorded(adapted):
+    artifact_with(adapted / "source.pt", bottleneck_dim=8)
+    text = assert_refused(["test", "--config", shot_recipe(adapted), "--ckpt_path", LAST], adapted,
+                          "kwargs.bottleneck_dim: 16 in the checkpoint, 8 in the recipe's source artifact")
+    assert "model.init_args.beta" not in text  # only fields that differ are named
+
+
+def test_a_source_training_checkpoint_of_another_bottleneck_names_the_recipe_field(workspace):
+    model = {"class_path": "sfda.methods.SourceTraining", "init_args": {"bottleneck_dim": 16}}
+    data = folder_data(workspace / "target", role="source", input=SOURCE_INPUT)
+    path = recipe(workspace / "source_train.yaml", model, data)
+    code, text = sfda("fit", "--config", str(path))
+    assert code == 0, text[-2000:]
+    model["init_args"]["bottleneck_dim"] = 24
+    recipe(workspace / "wider.yaml", model, data)
+    checkpoint = "runs/source_train/version_0/checkpoints/last.ckpt"
+    assert_refused(["test", "--config", "wider.yaml", "--ckpt_path", checkpoint], workspace,
+                   "model.init_args.bottleneck_dim: 16 in the checkpoint, 24 in the recipe", checkpoint)
+
+
+def test_a_checkpoint_that_records_nothing_names_the_first_keys_and_says_another_network(adapted):
+    checkpoint = torch.load(adapted / LAST, weights_only=True)
+    checkpoint.pop("hyper_parameters")
+    checkpoint["sfda"].pop("network")
+    torch.save(checkpoint, adapted / "bare.ckpt")
+    artifact_with(adapted / "wide.pt", bottleneck_dim=32)
+    text = assert_refused(["test", "--config", shot_recipe(adapted, source="wide.pt"), "--ckpt_path",
+                           "bare.ckpt"], adapted, "bare.ckpt does not fit this recipe",
+                          "network.network.bottleneck.0.weight: (16, 800) in the checkpoint, (32, 800) "
+                          "for this recipe", "the same network")
+    assert re.search(r"; and \d+ more\)", text)
