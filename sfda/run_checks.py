@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
 
 class RunConfigError(ValueError):
@@ -29,6 +30,7 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
         raise RunConfigError("trainer.logger: false leaves the run without a folder of its own, so its "
                              "config, results and predictions would replace another run's; remove it "
                              "(sfda logs CSV and TensorBoard into runs/<recipe>/version_N)")
+    check_accelerator(trainer.get("accelerator"), trainer.get("devices"))
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if max_epochs is not None and max_epochs < -1:
         raise RunConfigError(f"trainer.max_epochs: expected -1 (no limit) or a count >= 1, got {max_epochs}")
@@ -42,6 +44,63 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
         if value is not None and value == 0:
             raise RunConfigError(f"trainer.{name}: 0 means the run does no training step and writes no "
                                  "result; expected a positive value (or drop it for the recipe's default)")
+
+
+# accelerator names Lightning accepts, and what each needs of the machine
+ACCELERATORS = {"cpu": "the CPU", "gpu": "a CUDA or Apple MPS GPU", "cuda": "a CUDA GPU",
+                "mps": "an Apple MPS GPU", "tpu": "a TPU and torch_xla", "auto": ""}
+AVAILABLE = {"cpu": lambda: True, "auto": lambda: True, "cuda": lambda: CUDAAccelerator.is_available(),
+             "mps": lambda: MPSAccelerator.is_available(), "tpu": lambda: XLAAccelerator.is_available(),
+             "gpu": lambda: CUDAAccelerator.is_available() or MPSAccelerator.is_available()}
+FIX = "use --trainer.accelerator=cpu, or auto (a GPU when the machine has one, else the CPU)"
+
+
+def check_accelerator(accelerator, devices) -> None:
+    """Refuse an accelerator this machine does not have, and devices it cannot give (more GPUs than
+    it has, GPU ids on the CPU), by field with what was found and the fix, before Lightning's
+    ``MisconfigurationException``."""
+    if accelerator is not None and not isinstance(accelerator, str):
+        return  # an Accelerator object the recipe built: Lightning checks it
+    name = (accelerator or "auto").lower()
+    if name not in ACCELERATORS:
+        raise RunConfigError(f"trainer.accelerator: '{accelerator}' is not an accelerator; expected one of "
+                             f"{', '.join(ACCELERATORS)}")
+    if not AVAILABLE[name]():
+        found = f"{CUDAAccelerator.auto_device_count()} CUDA devices, MPS "
+        found += "available" if MPSAccelerator.is_available() else "not available"
+        raise RunConfigError(f"trainer.accelerator: '{accelerator}' needs {ACCELERATORS[name]}, which this "
+                             f"machine does not have ({found}); {FIX}")
+    on_cuda = name in ("gpu", "cuda", "auto") and CUDAAccelerator.is_available()
+    on_cpu = name == "cpu" or (name == "auto" and not AVAILABLE["gpu"]())
+    check_devices(devices, CUDAAccelerator.auto_device_count() if on_cuda else None, on_cpu)
+
+
+def requested_devices(devices) -> tuple[int | None, list[int]]:
+    """``(count, ids)`` that ``trainer.devices`` asks for: ``"auto"`` and -1 ask for none in particular."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    elif isinstance(devices, str) and "," in devices:
+        devices = [int(d) for d in devices.split(",") if d.strip().isdigit()]
+    if isinstance(devices, int) and devices > 0:
+        return devices, []
+    if isinstance(devices, (list, tuple)):
+        return None, [int(d) for d in devices]
+    return None, []
+
+
+def check_devices(devices, gpus: int | None, on_cpu: bool) -> None:
+    """``trainer.devices`` against the ``gpus`` CUDA devices of a CUDA run (None: not one), or a CPU run."""
+    count, ids = requested_devices(devices)
+    if on_cpu and ids:
+        raise RunConfigError(f"trainer.devices: {devices} names GPU ids, but the run is on the CPU; "
+                             "expected a process count (e.g. 2) or auto")
+    if gpus is None:
+        return
+    wanted = count or (max(ids) + 1 if ids else 0)
+    if wanted > gpus:
+        asked = f"GPU ids {ids}" if ids else f"{wanted} GPUs"
+        raise RunConfigError(f"trainer.devices: {devices} asks for {asked} but this machine has {gpus} "
+                             f"(ids 0..{gpus - 1}); expected at most {gpus}, or -1 (all of them)")
 
 
 SPECIAL_CHECKPOINTS = {"best": "sfda keeps the last checkpoint, and with a recipe selection.by the one a "

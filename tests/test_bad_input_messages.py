@@ -21,6 +21,7 @@ from bad_input_kit import (
     sfda,
     source_artifact,
 )
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
 from sfda.models import SourceClassifier, artifact_from_module
 
@@ -106,3 +107,44 @@ def test_a_checkpoint_that_records_nothing_names_the_first_keys_and_says_another
                           "network.network.bottleneck.0.weight: (16, 800) in the checkpoint, (32, 800) "
                           "for this recipe", "the same network")
     assert re.search(r"; and \d+ more\)", text)
+
+
+# --- 6b. an accelerator or devices the machine does not have: the field, what was found, the fix ----
+@pytest.fixture()
+def no_gpu(monkeypatch):
+    """A machine without CUDA, MPS or TPU (whatever the test machine has)."""
+    for accelerator in (CUDAAccelerator, MPSAccelerator, XLAAccelerator):
+        monkeypatch.setattr(accelerator, "is_available", staticmethod(lambda: False))
+    monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 0))
+
+
+@pytest.mark.parametrize("accelerator, needs", [("gpu", "a CUDA or Apple MPS GPU"), ("cuda", "a CUDA GPU"),
+                                                ("mps", "an Apple MPS GPU"), ("tpu", "a TPU and torch_xla"),
+                                                ("GPU", "a CUDA or Apple MPS GPU")])
+def test_an_accelerator_the_machine_lacks_names_the_field_and_the_fix(workspace, no_gpu, accelerator, needs):
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), f"--trainer.accelerator={accelerator}"],
+                          workspace, f"trainer.accelerator: '{accelerator}' needs {needs}",
+                          "0 CUDA devices", "--trainer.accelerator=cpu, or auto")
+    assert "Traceback" not in text and len(text.strip().splitlines()) <= 3
+
+
+def test_an_unknown_accelerator_name_lists_the_accepted_ones(workspace):
+    assert_refused(["test", "--config", shot_recipe(workspace), "--trainer.accelerator=gpus"], workspace,
+                   "trainer.accelerator: 'gpus' is not an accelerator", "cpu, gpu, cuda, mps, tpu, auto")
+
+
+@pytest.mark.parametrize("devices, needle", [("2", "asks for 2 GPUs but this machine has 1"),
+                                             ("[0,3]", "asks for GPU ids [0, 3] but this machine has 1"),
+                                             ("1,2", "asks for GPU ids [1, 2] but this machine has 1")])
+def test_more_gpus_than_the_machine_has_are_refused_by_field(workspace, monkeypatch, devices, needle):
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 1))
+    assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.accelerator=gpu",
+                    f"--trainer.devices={devices}"], workspace, "trainer.devices: ", needle,
+                   "expected at most 1, or -1")
+
+
+def test_gpu_ids_on_the_cpu_are_refused_by_field(workspace, no_gpu):
+    assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.devices=[0,1]"], workspace,
+                   "trainer.devices: [0, 1] names GPU ids, but the run is on the CPU",
+                   "expected a process count (e.g. 2) or auto")
