@@ -120,6 +120,7 @@ def newest_last_checkpoint(root: Path) -> Path:
                       key=lambda p: int(p.name.split("_")[1]), reverse=True)
     for version in versions:
         candidate = version / "checkpoints" / "last.ckpt"
+        check_not_dangling(candidate, "--ckpt_path last")
         if candidate.is_file():
             return candidate
     looked = f"{len(versions)} run folders, {versions[-1].name}..{versions[0].name}" if versions else "no run"
@@ -128,8 +129,34 @@ def newest_last_checkpoint(root: Path) -> Path:
                          "trainer.default_root_dir)")
 
 
+def check_not_dangling(path: Path, field: str) -> None:
+    """Refuse a link whose target is gone (a ``last.ckpt`` whose epoch file was deleted), naming both."""
+    if path.is_symlink() and not path.exists():
+        target = Path(path.parent, path.readlink())
+        raise RunConfigError(f"{field}: {path} is a link to {target}, which does not exist (deleted or "
+                             f"moved); expected a link to a .ckpt file{checkpoints_in(path.parent)}")
+
+
+def checkpoints_in(folder: Path, shown: int = 3) -> str:
+    """``, e.g. <folder>/checkpoints/last.ckpt``, else the first .ckpt files up to four folders down (runs/
+    holds ``<recipe>/version_N/checkpoints/*.ckpt``), ``last.ckpt`` first, else that there is none."""
+    last = folder / "checkpoints" / "last.ckpt"
+    patterns = ("*.ckpt", "*/*.ckpt", "*/*/*.ckpt", "*/*/*/*.ckpt")
+    found = sorted((p for pattern in patterns for p in folder.glob(pattern) if p.is_file()),
+                   key=lambda p: (p.name != "last.ckpt", str(p)))
+    if last.is_file():
+        return f", e.g. {last}"
+    if found:
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        return f" such as {', '.join(str(p) for p in found[:shown])}{more}"
+    return f" ({folder} holds no .ckpt file)"
+
+
 def read_checkpoint(path: Path) -> dict:
     """The checkpoint at ``path`` read as data (``weights_only=True``, memory-mapped); errors name it."""
+    check_not_dangling(path, "--ckpt_path")
+    if path.is_dir():
+        raise RunConfigError(f"--ckpt_path: {path} is a folder; expected a .ckpt file{checkpoints_in(path)}")
     if not path.is_file():
         raise RunConfigError(f"--ckpt_path: {path} does not exist (expected a .ckpt written by sfda fit)")
     try:

@@ -148,3 +148,38 @@ def test_gpu_ids_on_the_cpu_are_refused_by_field(workspace, no_gpu):
     assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.devices=[0,1]"], workspace,
                    "trainer.devices: [0, 1] names GPU ids, but the run is on the CPU",
                    "expected a process count (e.g. 2) or auto")
+
+
+# --- 6c. a --ckpt_path that is a folder or a dangling link says what the path is ----
+@pytest.mark.parametrize("folder, suggestion", [
+    ("runs/shot/version_0", "e.g. runs/shot/version_0/checkpoints/last.ckpt"),
+    ("runs/shot/version_0/checkpoints", "such as runs/shot/version_0/checkpoints/last.ckpt, "
+                                        "runs/shot/version_0/checkpoints/epoch=0-step=5.ckpt"),
+    ("runs", "such as runs/shot/version_0/checkpoints/last.ckpt"),
+    ("target", "(target holds no .ckpt file)"),
+])
+def test_a_ckpt_path_that_is_a_folder_suggests_the_checkpoints_inside(adapted, folder, suggestion):
+    for subcommand in ("test", "fit"):
+        assert_refused([subcommand, "--config", shot_recipe(adapted), "--ckpt_path", folder], adapted,
+                       f"--ckpt_path: {folder} is a folder; expected a .ckpt file", suggestion)
+
+
+def test_a_dangling_last_ckpt_link_names_its_missing_target(adapted):
+    checkpoints = adapted / "runs/shot/version_0/checkpoints"
+    target = checkpoints / (adapted / LAST).readlink()
+    kept = target.rename(adapted / "kept.ckpt")  # the epoch file the link points at is gone
+    for ckpt_path in (LAST, "last"):
+        assert_refused(["test", "--config", shot_recipe(adapted), "--ckpt_path", ckpt_path], adapted,
+                       f"{LAST} is a link to runs/shot/version_0/checkpoints/{target.name}, which does not "
+                       "exist", "expected a link to a .ckpt file",
+                       "(runs/shot/version_0/checkpoints holds no .ckpt file)")
+    assert kept.is_file() and (adapted / LAST).is_symlink()
+
+
+def test_ckpt_path_last_never_falls_back_to_an_older_run_past_a_dangling_link(adapted):
+    code, text = sfda("fit", "--config", shot_recipe(adapted))
+    assert code == 0, text[-2000:]
+    newest = adapted / "runs/shot/version_1/checkpoints/last.ckpt"
+    (newest.parent / newest.readlink()).unlink()
+    assert_refused(["fit", "--config", shot_recipe(adapted), "--ckpt_path", "last"], adapted,
+                   "--ckpt_path last: runs/shot/version_1/checkpoints/last.ckpt is a link to")
