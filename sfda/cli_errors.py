@@ -12,10 +12,12 @@ import difflib
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 UNKNOWN_OPTION = re.compile(r"Option '([\w.]+)' is not accepted")
 CLASS_PATH = re.compile(r"class_path '([\w.]+)'")
 PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+CONFIG_PATH = re.compile(r"Parser key \"config\": (?:Path is not a file|File does not exist): '(.+?)'")
 UNKNOWN_KEY = re.compile(r"(?i)unrecognized arguments: (\S+)|Key \"([\w.]+)\" is not expected")
 
 
@@ -41,8 +43,21 @@ def closest(word: str, choices: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def config_path_problem(given: str) -> str:
+    """What a ``--config`` path that is not a file is: a folder (with the recipes inside), or nothing."""
+    path = Path(given)
+    if not path.is_dir():
+        return f"--config: {given} does not exist; expected the path of a recipe .yaml file"
+    recipes = sorted(path.glob("*.yaml"))
+    hint = f", such as {', '.join(str(r) for r in recipes[:3])}" if recipes else f" ({given} holds none)"
+    return f"--config: {given} is a folder; expected a recipe .yaml file{hint}"
+
+
 def explain(message: str, known_keys: list[str]) -> str:
     """The first line of an argument error: the field, what is wrong, the closest valid name."""
+    config = CONFIG_PATH.search(message)
+    if config:
+        return config_path_problem(config.group(1))
     option, path, key = UNKNOWN_OPTION.search(message), CLASS_PATH.search(message), PARSER_KEY.search(message)
     if option and path:
         where = f"{key.group(1)}.init_args" if key else "init_args"

@@ -183,3 +183,75 @@ def test_ckpt_path_last_never_falls_back_to_an_older_run_past_a_dangling_link(ad
     (newest.parent / newest.readlink()).unlink()
     assert_refused(["fit", "--config", shot_recipe(adapted), "--ckpt_path", "last"], adapted,
                    "--ckpt_path last: runs/shot/version_1/checkpoints/last.ckpt is a link to")
+
+
+# --- 6d. ${VAR} and other interpolation errors name the recipe, the key and ${oc.env:VAR} ----
+def recipe_with(root: Path, name: str, trainer_line: str) -> str:
+    """shot.yaml's text with ``max_epochs: 1`` replaced by ``trainer_line``, saved as ``name``."""
+    text = Path(shot_recipe(root)).read_text().replace("max_epochs: 1", trainer_line)
+    (root / name).write_text(text)
+    return name
+
+
+@pytest.mark.parametrize("line, needles", [
+    ("max_epochs: ${EPOCHS}", ["trainer.max_epochs: Interpolation key 'EPOCHS' not found",
+                               "${oc.env:VAR} (or ${oc.env:VAR,default})"]),
+    ("max_epochs: ${trainer.epochs}", ["trainer.max_epochs: Interpolation key 'trainer.epochs' not found",
+                                       "expected a key of the recipe"]),
+    ("max_epochs: ${oc.env:SFDA_TEST_UNSET_EPOCHS}",
+     ["trainer.max_epochs:", "SFDA_TEST_UNSET_EPOCHS", "a default: ${oc.env:VAR,default}"]),
+    ("max_epochs: ${env:EPOCHS}", ["trainer.max_epochs: Unsupported interpolation type env",
+                                   "${oc.env:VAR}"]),
+    ("max_epochs: ${EPOCHS", ["trainer.max_epochs:", "with its braces closed"]),
+])
+def test_an_interpolation_that_fails_names_the_recipe_the_key_and_oc_env(workspace, monkeypatch, line, needles):
+    monkeypatch.delenv("SFDA_TEST_UNSET_EPOCHS", raising=False)
+    name = recipe_with(workspace, "env.yaml", line)
+    text = assert_refused(["fit", "--config", name], workspace, f"recipe {name}: ", *needles)
+    assert "Traceback" not in text and "full_key" not in text
+
+
+def test_oc_env_with_a_default_and_a_set_variable_work(workspace, monkeypatch):
+    monkeypatch.setenv("SFDA_TEST_EPOCHS", "1")
+    for line in ("max_epochs: ${oc.env:SFDA_TEST_EPOCHS}", "max_epochs: ${oc.env:SFDA_TEST_UNSET,1}"):
+        code, text = sfda("fit", "--config", recipe_with(workspace, "env.yaml", line), "--print_config")
+        assert code == 0, text[-2000:]
+        assert "max_epochs: 1\n" in text
+
+
+# --- 6e. a --config that is not a recipe: a folder, nothing, an empty file, not a mapping, not UTF-8 ----
+def test_a_config_that_is_a_folder_lists_the_recipes_inside(workspace):
+    (workspace / "recipes").mkdir()
+    shot_recipe(workspace, name="recipes/shot.yaml")
+    assert_refused(["fit", "--config", "recipes"], workspace, "--config: ", "recipes is a folder; expected a "
+                   "recipe .yaml file, such as", "recipes/shot.yaml", status=2)
+    assert_refused(["fit", "--config", "target"], workspace, "target is a folder", "holds none", status=2)
+
+
+def test_a_config_that_does_not_exist_says_so(workspace):
+    assert_refused(["fit", "--config", "shot.yml"], workspace, "shot.yml does not exist; expected the path of "
+                   "a recipe .yaml file", status=2)
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "recipe bad.yaml is empty; expected a mapping with trainer, model and data"),
+    (b"# only a comment\n", "recipe bad.yaml is empty"),
+    (b"- trainer\n- model\n", "recipe bad.yaml holds a list at the top; expected a mapping"),
+    (b"fit the model\n", "recipe bad.yaml holds a str at the top; expected a mapping"),
+    ("trainer:\n  max_epochs: 1\n".encode("utf-16"), "recipe bad.yaml: saved as UTF-16; expected UTF-8"),
+    ("trainer:\n  max_epochs: 1 # caf\xe9\n".encode("latin-1"),
+     "recipe bad.yaml: byte 0xe9 on line 2 is not UTF-8; expected UTF-8 text"),
+    (b"trainer: [1\n", "recipe bad.yaml: not valid YAML at line 2, column 1"),
+    (b"trainer:\n\tmax_epochs: 1\n", "recipe bad.yaml: not valid YAML at line 2, column 1"),
+])
+def test_a_config_that_is_not_a_recipe_is_named_with_what_was_expected(workspace, content, needle):
+    (workspace / "bad.yaml").write_bytes(content)
+    text = assert_refused(["fit", "--config", "bad.yaml"], workspace, needle)
+    assert "Traceback" not in text
+
+
+def test_a_recipe_with_a_byte_order_mark_is_read(workspace):
+    path = Path(shot_recipe(workspace))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    code, text = sfda("fit", "--config", str(path), "--print_config")
+    assert code == 0, text[-2000:]
