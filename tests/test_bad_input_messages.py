@@ -204,7 +204,8 @@ def recipe_with(root: Path, name: str, trainer_line: str) -> str:
                                    "${oc.env:VAR}"]),
     ("max_epochs: ${EPOCHS", ["trainer.max_epochs:", "with its braces closed"]),
 ])
-def test_an_interpolation_that_fails_names_the_recipe_the_key_and_oc_env(workspace, monkeypatch, line, needles):
+def test_an_interpolation_that_fails_names_the_recipe_the_key_and_oc_env(workspace, monkeypatch, line,
+                                                                         needles):
     monkeypatch.delenv("SFDA_TEST_UNSET_EPOCHS", raising=False)
     name = recipe_with(workspace, "env.yaml", line)
     text = assert_refused(["fit", "--config", name], workspace, f"recipe {name}: ", *needles)
@@ -229,8 +230,8 @@ def test_a_config_that_is_a_folder_lists_the_recipes_inside(workspace):
 
 
 def test_a_config_that_does_not_exist_says_so(workspace):
-    assert_refused(["fit", "--config", "shot.yml"], workspace, "shot.yml does not exist; expected the path of "
-                   "a recipe .yaml file", status=2)
+    assert_refused(["fit", "--config", "shot.yml"], workspace,
+                   "shot.yml does not exist; expected the path of a recipe .yaml file", status=2)
 
 
 @pytest.mark.parametrize("content, needle", [
