@@ -6,11 +6,14 @@ changed. All run in-process on tiny real files."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from bad_input_kit import (
     ARCHITECTURE,
     DIGIT_SPEC,
@@ -23,6 +26,7 @@ from bad_input_kit import (
 )
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
+from sfda.cli import main
 from sfda.models import SourceClassifier, artifact_from_module
 
 SHOT = "sfda.methods.SHOT"
@@ -256,3 +260,100 @@ def test_a_recipe_with_a_byte_order_mark_is_read(workspace):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     code, text = sfda("fit", "--config", str(path), "--print_config")
     assert code == 0, text[-2000:]
+
+
+# --- 7. a recipe that includes another (config: base.yaml) merges nested keys both ways ----
+def printed_config(*args: str) -> dict:
+    """The resolved config ``sfda fit <args> --print_config`` prints."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        main(["fit", *args, "--print_config"])
+    assert done.value.code in (0, None), out.getvalue()[-2000:]
+    return yaml.safe_load(out.getvalue())
+
+
+@pytest.fixture()
+def base(workspace) -> Path:
+    """base.yaml: a SHOT recipe with several trainer, model and data keys set."""
+    model = {"class_path": SHOT, "init_args": {"source": str(workspace / "source.pt"), "beta": 0.3,
+                                               "rounds": 4}}
+    trainer = {"max_epochs": 3, "limit_train_batches": 2, "log_every_n_steps": 7}
+    return recipe(workspace / "base.yaml", model, folder_data(workspace / "target", num_workers=0), trainer)
+
+
+OVERRIDES = {"trainer": {"max_epochs": 1}, "model": {"init_args": {"beta": 0.5}},
+             "data": {"init_args": {"batch_size": 4}}}
+
+
+@pytest.mark.parametrize("include_first", [True, False])
+def test_an_including_recipe_overrides_its_keys_and_keeps_the_included_ones(workspace, base, include_first):
+    parts = [{"config": "base.yaml"}, OVERRIDES]
+    text = "".join(yaml.safe_dump(p, sort_keys=False) for p in (parts if include_first else parts[::-1]))
+    (workspace / "mine.yaml").write_text(text)
+    before = base.read_text()
+    config = printed_config("--config", "mine.yaml")
+    assert config["trainer"]["max_epochs"] == 1  # the including recipe's key wins
+    assert config["trainer"]["limit_train_batches"] == 2 and config["trainer"]["log_every_n_steps"] == 7
+    assert config["model"]["class_path"] == SHOT
+    assert config["model"]["init_args"]["beta"] == 0.5 and config["model"]["init_args"]["rounds"] == 4
+    assert config["data"]["init_args"]["batch_size"] == 4
+    assert config["data"]["init_args"]["train"] == str(workspace / "target")
+    assert config["data"]["init_args"]["eval_batch_size"] == 16
+    assert base.read_text() == before
+
+
+def test_an_including_recipe_adds_keys_and_the_command_line_still_overrides_both(workspace, base):
+    (workspace / "mine.yaml").write_text("config: base.yaml\ntrainer:\n  limit_val_batches: 3\n")
+    config = printed_config("--config", "mine.yaml", "--trainer.log_every_n_steps=5")
+    assert config["trainer"]["limit_val_batches"] == 3 and config["trainer"]["max_epochs"] == 3
+    assert config["trainer"]["log_every_n_steps"] == 5
+
+
+def test_includes_nest_resolve_from_the_including_folder_and_interpolate_across_files(workspace, base,
+                                                                                       monkeypatch):
+    (workspace / "team").mkdir()
+    (workspace / "team/middle.yaml").write_text("config: ../base.yaml\ntrainer:\n  max_epochs: 2\n")
+    (workspace / "team/mine.yaml").write_text("config: [middle.yaml]\ntrainer:\n"
+                                              "  limit_val_batches: ${trainer.limit_train_batches}\n")
+    monkeypatch.chdir(workspace / "target")
+    config = printed_config("--config", "../team/mine.yaml")
+    assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["limit_val_batches"] == 2
+    assert config["model"]["init_args"]["rounds"] == 4
+
+
+def test_an_included_recipe_of_another_model_class_is_replaced_not_mixed(workspace, base):
+    (workspace / "tent.yaml").write_text(yaml.safe_dump({"config": "base.yaml", "model": {
+        "class_path": "sfda.methods.Tent", "init_args": {"source": str(workspace / "source.pt")}}}))
+    config = printed_config("--config", "tent.yaml")
+    assert config["model"]["class_path"] == "sfda.methods.Tent"
+    assert "beta" not in config["model"]["init_args"] and "rounds" not in config["model"]["init_args"]
+    assert config["trainer"]["limit_train_batches"] == 2
+
+
+def test_a_run_of_an_including_recipe_records_and_uses_the_merged_config(workspace, base):
+    (workspace / "mine.yaml").write_text("config: base.yaml\ntrainer:\n  max_epochs: 1\n")
+    code, text = sfda("fit", "--config", "mine.yaml")
+    assert code == 0, text[-2000:]
+    saved = yaml.safe_load((workspace / "runs/mine/version_0/config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 1 and saved["trainer"]["limit_train_batches"] == 2
+    checkpoint = torch.load(next((workspace / "runs/mine/version_0/checkpoints").glob("epoch=*.ckpt")),
+                            weights_only=True)
+    assert checkpoint["global_step"] == 2  # limit_train_batches of the included recipe was applied
+
+
+@pytest.mark.parametrize("mine, needles", [
+    ("config: nothere.yaml\n", ["recipe ", "mine.yaml: config: nothere.yaml: ", "is not a file; expected a "
+                                "recipe to include (a path relative to this recipe's folder)"]),
+    ("config: 3\n", ["mine.yaml: config: 3; expected the path of a recipe to include"]),
+    ("config: mine.yaml\n", ["mine.yaml: includes itself (mine.yaml -> mine.yaml)"]),
+    ("config: base.yaml\ntrainer: [1\n", ["mine.yaml: not valid YAML"]),
+])
+def test_an_include_that_cannot_work_names_the_recipe_and_key(workspace, base, mine, needles):
+    (workspace / "mine.yaml").write_text(mine)
+    assert_refused(["fit", "--config", "mine.yaml"], workspace, *needles)
+
+
+def test_an_included_recipe_that_is_not_a_recipe_is_named(workspace):
+    (workspace / "base.yaml").write_bytes("trainer: caf\xe9\n".encode("latin-1"))
+    (workspace / "mine.yaml").write_text("config: base.yaml\n")
+    assert_refused(["fit", "--config", "mine.yaml"], workspace, "base.yaml: byte 0xe9 on line 1 is not UTF-8")
