@@ -5,8 +5,8 @@
 - ``resolve_checkpoint``: ``--ckpt_path last`` means the newest ``version_N/checkpoints/last.ckpt``
   under the recipe's run root; any checkpoint must be a readable Lightning checkpoint (read with
   ``weights_only=True``) of the same method.
-- ``check_state_shapes``: a checkpoint's tensors must fit this recipe's model; if not, the recipe fields
-  that differ from the ones it was made with (``network_differences``) are named.
+- ``check_state_shapes`` / ``check_state_keys``: a checkpoint's tensors must fit this recipe's model; if
+  not, the recipe fields that differ from the ones it was made with (``network_differences``) are named.
 - ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
   needs the adapted checkpoint; without one it would report the source model as the result.
 """
@@ -226,28 +226,22 @@ def network_differences(model, checkpoint: dict) -> list[str]:
     return lines
 
 
-def mismatched_keys(model, checkpoint: dict) -> list[str]:
-    """The checkpoint's tensors that do not fit the model: mis-shaped, then missing, then unexpected
-    (names and shapes; the last two only where the model loads strictly)."""
-    own = model.state_dict()
-    state = checkpoint["state_dict"]
-    found = [f"{key}: {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} for this recipe"
-             for key, value in state.items()
-             if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
-    if getattr(model, "strict_loading", True):
-        found += [f"{key}: missing from the checkpoint" for key in own if key not in state]
-        found += [f"{key}: in the checkpoint, not in this recipe's model" for key in state if key not in own]
-    return found
+def misshaped_keys(own: dict, state: dict) -> list[str]:
+    """The tensors of ``state`` (a checkpoint's) whose shapes differ from ``own`` (the model's)."""
+    return [f"{key}: {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} for this recipe"
+            for key, value in state.items()
+            if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
 
 
-def check_state_shapes(model, checkpoint: dict, path) -> None:
-    """Refuse a checkpoint whose tensors do not fit the model (made for another network: another
-    backbone, bottleneck or class count; or per-sample state of a target set of another size) before
-    Lightning's strict load prints its key list. Names the recipe fields that differ from the ones
-    the checkpoint was made with, else the first keys."""
-    bad = mismatched_keys(model, checkpoint)
-    if not bad:
-        return
+def absent_keys(own: dict, state: dict) -> list[str]:
+    """The model's tensors missing from ``state``, then ``state``'s that the model does not have."""
+    return ([f"{key}: missing from the checkpoint" for key in own if key not in state]
+            + [f"{key}: in the checkpoint, not in this recipe's model" for key in state if key not in own])
+
+
+def refuse_checkpoint(model, checkpoint: dict, path, bad: list[str]) -> None:
+    """Raise for a checkpoint whose tensors ``bad`` do not fit ``model``: the recipe fields that differ
+    from the ones it was made with (``network_differences``), else the first keys."""
     shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
     fields = network_differences(model, checkpoint)
     if fields:
@@ -257,6 +251,24 @@ def check_state_shapes(model, checkpoint: dict, path) -> None:
     raise RunConfigError(f"--ckpt_path: {path} does not fit this recipe ({shown}); expected a checkpoint "
                          "of the same network (source model, backbone, class count) and target set "
                          "(per-sample state is sized by the number of target samples)")
+
+
+def check_state_shapes(model, checkpoint: dict, path) -> None:
+    """Refuse a checkpoint whose tensors have other shapes than the model's (made for another network:
+    another bottleneck or class count; or per-sample state of a target set of another size), before
+    Lightning's strict load prints its key list (``refuse_checkpoint``)."""
+    bad = misshaped_keys(model.state_dict(), checkpoint["state_dict"])
+    if bad:
+        refuse_checkpoint(model, checkpoint, path, bad)
+
+
+def check_state_keys(model, state: dict, path) -> None:
+    """At the strict load of the checkpoint at ``path`` (after every ``on_load_checkpoint`` hook had its
+    say): refuse tensors missing from it or unknown to the model (another backbone) by
+    ``refuse_checkpoint``, instead of torch's key list."""
+    bad = absent_keys(model.state_dict(), state)
+    if bad:
+        refuse_checkpoint(model, read_checkpoint(Path(path)), path, bad)
 
 
 def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:

@@ -113,6 +113,45 @@ def test_a_checkpoint_that_records_nothing_names_the_first_keys_and_says_another
     assert re.search(r"; and \d+ more\)", text)
 
 
+
+def test_a_checkpoint_of_another_backbone_or_class_count_names_the_artifact_field(adapted):
+    artifact_with(adapted / "mlp.pt", backbone="mlp")
+    assert_refused(["predict", "--config", shot_recipe(adapted, source="mlp.pt"), "--ckpt_path", LAST],
+                   adapted, "kwargs.backbone: 'lenet' in the checkpoint, 'mlp' in the recipe's source "
+                   "artifact")
+    digit_images(adapted / "five", CLASSES[:5])
+    artifact_with(adapted / "five.pt", num_classes=5)
+    model = {"class_path": SHOT, "init_args": {"source": str(adapted / "five.pt")}}
+    five = recipe(adapted / "five.yaml", model, folder_data(adapted / "five"))
+    assert_refused(["test", "--config", str(five), "--ckpt_path", LAST], adapted,
+                   "model.init_args.source classes: 10 in the checkpoint, 5 in the recipe's source artifact",
+                   "kwargs.num_classes: 10 in the checkpoint, 5")
+
+
+def test_a_checkpoint_older_than_the_network_record_names_the_source_that_differs(adapted):
+    checkpoint = torch.load(adapted / LAST, weights_only=True)
+    checkpoint["sfda"].pop("network")
+    torch.save(checkpoint, adapted / "old.ckpt")
+    artifact_with(adapted / "wide.pt", bottleneck_dim=32)
+    assert_refused(["test", "--config", shot_recipe(adapted, source="wide.pt"), "--ckpt_path", "old.ckpt"],
+                   adapted, f"model.init_args.source: '{adapted / 'source.pt'}' in the checkpoint, "
+                   f"'{adapted / 'wide.pt'}' in the recipe")
+
+
+def test_a_checkpoint_with_other_layer_names_names_the_missing_and_unknown_keys(adapted):
+    checkpoint = torch.load(adapted / LAST, weights_only=True)
+    checkpoint.pop("hyper_parameters")
+    checkpoint["sfda"].pop("network")
+    state = checkpoint["state_dict"]
+    checkpoint["state_dict"] = {k.replace(".backbone.", ".trunk."): v for k, v in state.items()}
+    torch.save(checkpoint, adapted / "renamed.ckpt")
+    for subcommand in ("test", "fit"):
+        text = assert_refused([subcommand, "--config", shot_recipe(adapted), "--ckpt_path", "renamed.ckpt"],
+                              adapted, "renamed.ckpt does not fit this recipe",
+                              "network.network.backbone.0.weight: missing from the checkpoint",
+                              "expected a checkpoint of the same network")
+        assert "Missing key(s)" not in text and "Unexpected key(s)" not in text
+
 # --- 6b. an accelerator or devices the machine does not have: the field, what was found, the fix ----
 @pytest.fixture()
 def no_gpu(monkeypatch):
