@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+from lightning.pytorch.strategies import StrategyRegistry
+
+from .cli_errors import closest
 
 
 class RunConfigError(ValueError):
@@ -31,6 +34,11 @@ def check_trainer_config(subcommand: str, trainer: dict) -> None:
                              "config, results and predictions would replace another run's; remove it "
                              "(sfda logs CSV and TensorBoard into runs/<recipe>/version_N)")
     check_accelerator(trainer.get("accelerator"), trainer.get("devices"))
+    check_strategy(trainer.get("strategy"))
+    check_precision(trainer.get("precision"))
+    num_nodes = trainer.get("num_nodes")
+    if isinstance(num_nodes, int) and num_nodes < 1:
+        raise RunConfigError(f"trainer.num_nodes: expected a count of machines >= 1, got {num_nodes}")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if max_epochs is not None and max_epochs < -1:
         raise RunConfigError(f"trainer.max_epochs: expected -1 (no limit) or a count >= 1, got {max_epochs}")
@@ -81,6 +89,9 @@ def requested_devices(devices) -> tuple[int | None, list[int]]:
         devices = int(devices)
     elif isinstance(devices, str) and "," in devices:
         devices = [int(d) for d in devices.split(",") if d.strip().isdigit()]
+    if isinstance(devices, int) and (devices == 0 or devices < -1):
+        raise RunConfigError(f"trainer.devices: {devices}; expected a count >= 1, -1 (all), GPU ids such as "
+                             "[0, 1], or auto")
     if isinstance(devices, int) and devices > 0:
         return devices, []
     if isinstance(devices, (list, tuple)):
@@ -101,6 +112,24 @@ def check_devices(devices, gpus: int | None, on_cpu: bool) -> None:
         asked = f"GPU ids {ids}" if ids else f"{wanted} GPUs"
         raise RunConfigError(f"trainer.devices: {devices} asks for {asked} but this machine has {gpus} "
                              f"(ids 0..{gpus - 1}); expected at most {gpus}, or -1 (all of them)")
+
+
+def check_strategy(strategy) -> None:
+    """A strategy named by a string must be one Lightning registers (or auto), else the closest name."""
+    if not isinstance(strategy, str) or strategy == "auto":
+        return
+    names = sorted(StrategyRegistry.available_strategies())
+    if strategy not in names:
+        raise RunConfigError(f"trainer.strategy: '{strategy}' is not a strategy{closest(strategy, names)} "
+                             "(expected auto, ddp, ddp_spawn, fsdp, ... or a Strategy class_path)")
+
+
+def check_precision(precision) -> None:
+    """Double precision is refused by name: sfda's data and networks are float32 (inputs would not
+    match the weights' dtype)."""
+    if str(precision) in ("64", "64-true", "double"):
+        raise RunConfigError(f"trainer.precision: {precision} (float64) is not supported: sfda's inputs are "
+                             "float32; expected 32, 16-mixed or bf16-mixed")
 
 
 SPECIAL_CHECKPOINTS = {"best": "sfda keeps the last checkpoint, and with a recipe selection.by the one a "
@@ -167,6 +196,10 @@ def read_checkpoint(path: Path) -> dict:
     except Exception as err:  # unpickling errors come in many types
         raise RunConfigError(f"--ckpt_path: {path} is not a readable checkpoint ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    if isinstance(checkpoint, dict) and str(checkpoint.get("format", "")).startswith("sfda-source"):
+        raise RunConfigError(f"--ckpt_path: {path} is a source artifact, not a run's checkpoint; give it as "
+                             "model.init_args.source, and as --ckpt_path a .ckpt from a run's checkpoints/ "
+                             "folder (or none, for the source model as it is: its source_only recipe)")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise RunConfigError(f"--ckpt_path: {path} is not a Lightning checkpoint (no 'state_dict'); "
                              "expected a .ckpt from a run's checkpoints/ folder")

@@ -396,3 +396,22 @@ def test_an_included_recipe_that_is_not_a_recipe_is_named(workspace):
     (workspace / "base.yaml").write_bytes("trainer: caf\xe9\n".encode("latin-1"))
     (workspace / "mine.yaml").write_text("config: base.yaml\n")
     assert_refused(["fit", "--config", "mine.yaml"], workspace, "base.yaml: byte 0xe9 on line 1 is not UTF-8")
+
+
+# --- 6f. more trainer fields the machine or sfda cannot do, named with the expected value ----
+@pytest.mark.parametrize("override, needle", [
+    ("--trainer.devices=0", "trainer.devices: 0; expected a count >= 1, -1 (all), GPU ids such as [0, 1], "
+                            "or auto"),
+    ("--trainer.devices=-2", "trainer.devices: -2; expected a count >= 1"),
+    ("--trainer.strategy=dpp", "trainer.strategy: 'dpp' is not a strategy; did you mean 'ddp'?"),
+    ("--trainer.num_nodes=0", "trainer.num_nodes: expected a count of machines >= 1, got 0"),
+    ("--trainer.precision=64", "trainer.precision: 64 (float64) is not supported"),
+])
+def test_trainer_values_lightning_rejects_with_a_traceback_are_named(workspace, no_gpu, override, needle):
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), override], workspace, needle)
+    assert "Traceback" not in text
+
+
+def test_a_source_artifact_given_as_ckpt_path_says_where_it_belongs(workspace):
+    assert_refused(["test", "--config", shot_recipe(workspace), "--ckpt_path", "source.pt"], workspace,
+                   "source.pt is a source artifact, not a run's checkpoint", "model.init_args.source")
