@@ -34,6 +34,24 @@ class RecipeError(ValueError):
     """A recipe file that cannot be read as a recipe."""
 
 
+class DuplicateKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses a key given twice in one mapping (YAML keeps the last silently:
+    a second ``trainer:`` block would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in lines:
+                raise yaml.MarkedYAMLError(problem=f"key '{key_node.value}' is given twice (lines "
+                                                   f"{lines[key_node.value]} and {line}); expected it once",
+                                           problem_mark=key_node.start_mark)
+            lines[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
 def recipe_text(path: Path) -> str:
     """The text of the recipe at ``path``: UTF-8 (a BOM is allowed), else an error naming the file."""
     data = path.read_bytes()
@@ -51,7 +69,7 @@ def recipe_text(path: Path) -> str:
 def checked_yaml(path: Path) -> dict:
     """The recipe at ``path`` parsed as YAML; errors name the file unless it holds a mapping."""
     try:
-        loaded = yaml.safe_load(recipe_text(path))
+        loaded = yaml.load(recipe_text(path), Loader=DuplicateKeyLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -287,6 +287,11 @@ def test_a_config_that_does_not_exist_says_so(workspace):
      "recipe bad.yaml: byte 0xe9 on line 2 is not UTF-8; expected UTF-8 text"),
     (b"trainer: [1\n", "recipe bad.yaml: not valid YAML at line 2, column 1"),
     (b"trainer:\n\tmax_epochs: 1\n", "recipe bad.yaml: not valid YAML at line 2, column 1"),
+    (b"trainer:\n  max_epochs: 1\nmodel: {}\ntrainer:\n  limit_train_batches: 2\n",
+     "recipe bad.yaml: not valid YAML at line 4, column 1 (key 'trainer' is given twice (lines 1 and 4); "
+     "expected it once)"),
+    (b"model:\n  init_args:\n    beta: 0.1\n    rounds: 2\n    beta: 0.3\n",
+     "key 'beta' is given twice (lines 3 and 5)"),
 ])
 def test_a_config_that_is_not_a_recipe_is_named_with_what_was_expected(workspace, content, needle):
     (workspace / "bad.yaml").write_bytes(content)
