@@ -33,7 +33,7 @@ from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
-from .recipe_files import interpolation_error, recipe_content
+from .recipe_files import interpolation_error, recipe_chain, recipe_content
 from .report.evidence import ReportEvidence
 from .run_checks import (
     SPECIAL_CHECKPOINTS,
@@ -134,7 +134,8 @@ class SFDACLI(LightningCLI):
             self.checkpoint = (Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
 
     def before_instantiate_classes(self) -> None:
-        set_recipe_dirs([p.parent for p in self._recipe_paths()])
+        recipes = [r for p in self._recipe_paths() if p.is_file() for r in recipe_chain(p)]
+        set_recipe_dirs(list(dict.fromkeys(r.parent for r in recipes)))
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False: the caller runs the trainer itself

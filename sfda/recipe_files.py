@@ -133,6 +133,14 @@ def expanded_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merge(merged, {k: v for k, v in mapping.items() if k != INCLUDE_KEY})
 
 
+def recipe_chain(path: Path) -> list[Path]:
+    """``path`` and then every recipe it includes, at any depth (where relative model files are looked up)."""
+    mapping = checked_yaml(path)
+    if INCLUDE_KEY not in mapping:
+        return [path]
+    return [path, *(p for included in included_paths(path, mapping) for p in recipe_chain(included))]
+
+
 def recipe_content(path: Path) -> str | None:
     """The text the parser should read for the recipe at ``path``: None to read the file as it is (checked
     first), or the merged YAML of a recipe that includes others."""

@@ -420,3 +420,19 @@ def test_trainer_values_lightning_rejects_with_a_traceback_are_named(workspace, 
 def test_a_source_artifact_given_as_ckpt_path_says_where_it_belongs(workspace):
     assert_refused(["test", "--config", shot_recipe(workspace), "--ckpt_path", "source.pt"], workspace,
                    "source.pt is a source artifact, not a run's checkpoint", "model.init_args.source")
+
+
+def test_a_model_file_named_by_an_included_recipe_is_found_beside_it(workspace):
+    (workspace / "team").mkdir()
+    net = "from sfda.models.classifier import SourceClassifier as Net\n"
+    (workspace / "team/my_models.py").write_text(net)
+    payload = torch.load(workspace / "source.pt", weights_only=True)
+    payload["architecture"]["target"] = "my_models.py:Net"
+    torch.save(payload, workspace / "external.pt")
+    source = {"path": str(workspace / "external.pt"), "architecture": "my_models.py:Net"}
+    model = {"class_path": SHOT, "init_args": {"source": source}}
+    recipe(workspace / "team/base.yaml", model, folder_data(workspace / "target"), {"max_epochs": 3})
+    (workspace / "mine.yaml").write_text("config: team/base.yaml\ntrainer:\n  max_epochs: 1\n")
+    code, text = sfda("fit", "--config", "mine.yaml")
+    assert code == 0, text[-2000:]
+    assert (workspace / "runs/mine/version_0/checkpoints/last.ckpt").is_file()
