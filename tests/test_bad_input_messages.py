@@ -436,3 +436,16 @@ def test_a_model_file_named_by_an_included_recipe_is_found_beside_it(workspace):
     code, text = sfda("fit", "--config", "mine.yaml")
     assert code == 0, text[-2000:]
     assert (workspace / "runs/mine/version_0/checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--trainer.max_epochs=${EPOCHS}", "trainer.max_epochs: got ${EPOCHS}; expected int or null; in a recipe "
+                                       "an environment variable is ${oc.env:VAR}"),
+    ("--trainer.max_epochs=three", "trainer.max_epochs: got three; expected int or null"),
+    ('--model={"init_args": {"beta": "${X}"}}', "model: Interpolation key 'X' not found; in a recipe an "
+                                                "environment variable is ${oc.env:VAR}"),
+])
+def test_a_command_line_value_of_the_wrong_type_names_the_key_the_value_and_the_type(workspace, override,
+                                                                                      needle):
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), override], workspace, needle, status=2)
+    assert text.startswith(f"sfda: error: {needle[:20]}")
