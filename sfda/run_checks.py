@@ -1,10 +1,12 @@
 """What the ``sfda`` command checks before a run starts, so that bad input fails by name and loses nothing.
 
 - ``check_trainer_config``: a fit that would do zero steps (``max_epochs: 0``, ``max_steps: 0``,
-  ``limit_train_batches: 0``) or a ``max_epochs`` below -1.
-- ``resolve_checkpoint``: ``--ckpt_path last`` means the newest ``version_N/checkpoints/last.ckpt``
-  under the recipe's run root; any checkpoint must be a readable Lightning checkpoint (read with
-  ``weights_only=True``) of the same method.
+  ``limit_train_batches: 0``) or a ``max_epochs`` below -1; an accelerator the machine lacks, devices
+  it cannot give, an unknown strategy, ``num_nodes`` below 1, float64 precision (``check_accelerator``).
+- ``newest_last_checkpoint`` / ``read_checkpoint``: ``--ckpt_path last`` means the newest
+  ``version_N/checkpoints/last.ckpt`` under the recipe's run root; any checkpoint must be a readable
+  Lightning checkpoint (read with ``weights_only=True``) of the same method. A folder, a dangling link
+  or a source artifact given as a checkpoint is named for what it is.
 - ``check_state_shapes`` / ``check_state_keys``: a checkpoint's tensors must fit this recipe's model; if
   not, the recipe fields that differ from the ones it was made with (``network_differences``) are named.
 - ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
@@ -144,7 +146,8 @@ def checkpoint_method(model) -> str:
 
 
 def newest_last_checkpoint(root: Path) -> Path:
-    """``root/version_N/checkpoints/last.ckpt`` of the largest N that has one; errors say where."""
+    """``root/version_N/checkpoints/last.ckpt`` of the largest N that has one; errors say where. A newer
+    run's dangling ``last.ckpt`` is refused, never skipped for an older run's."""
     versions = sorted((p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
                       key=lambda p: int(p.name.split("_")[1]), reverse=True)
     for version in versions:
