@@ -249,17 +249,18 @@ def _differences(theirs: dict, ours: dict, ignore=()) -> list[tuple[str, object,
 
 def network_differences(model, checkpoint: dict) -> list[str]:
     """The recipe fields whose values differ from the ones the checkpoint was made with: the source
-    artifact's architecture (recorded by sfda since round 3) and the module's hyper-parameters."""
+    artifact's architecture where both sides record one (the same architecture: [], the mismatch is
+    elsewhere, e.g. per-sample state), else the module's hyper-parameters."""
     recorded = (checkpoint.get("sfda") or {}).get("network") or {}
     ours = network_record(model)
-    lines = [f"model.init_args.source {key}: {a!r} in the checkpoint, {b!r} in the recipe's source artifact"
-             for key, a, b in (_differences(recorded, ours) if recorded and ours else [])]
+    if recorded and ours:
+        origin = getattr(model.artifact, "origin", "") or "artifact"
+        return [f"model.init_args.source {key}: {a!r} in the checkpoint, {b!r} in the recipe's source "
+                f"{origin}" for key, a, b in _differences(recorded, ours)]
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     own = dict(getattr(model, "hparams", {}) or {})
-    if hparams and own:
-        lines += [f"model.init_args.{key}: {a!r} in the checkpoint, {b!r} in the recipe"
-                  for key, a, b in _differences(hparams, own, NOT_RECIPE_FIELDS)]
-    return lines
+    return [f"model.init_args.{key}: {a!r} in the checkpoint, {b!r} in the recipe"
+            for key, a, b in (_differences(hparams, own, NOT_RECIPE_FIELDS) if hparams and own else [])]
 
 
 def misshaped_keys(own: dict, state: dict) -> list[str]:

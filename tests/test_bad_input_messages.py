@@ -76,14 +76,14 @@ def test_a_checkpoint_of_another_source_network_names_the_field_in_test_predict_
         text = assert_refused([subcommand, "--config", wide, "--ckpt_path", LAST], adapted,
                               "was made for another network",
                               "model.init_args.source kwargs.bottleneck_dim: 16 in the checkpoint, 32 in the "
-                              "recipe's source artifact", LAST)
+                              "recipe's source", LAST)
         assert "wide.pt" in text and "Missing key" not in text
 
 
 def test_a_source_artifact_replaced_in_place_is_named_from_what_the_checkpoint_recorded(adapted):
     artifact_with(adapted / "source.pt", bottleneck_dim=8)
     text = assert_refused(["test", "--config", shot_recipe(adapted), "--ckpt_path", LAST], adapted,
-                          "kwargs.bottleneck_dim: 16 in the checkpoint, 8 in the recipe's source artifact")
+                          "kwargs.bottleneck_dim: 16 in the checkpoint, 8 in the recipe's source")
     assert "model.init_args.beta" not in text  # only fields that differ are named
 
 
@@ -118,13 +118,13 @@ def test_a_checkpoint_of_another_backbone_or_class_count_names_the_artifact_fiel
     artifact_with(adapted / "mlp.pt", backbone="mlp")
     assert_refused(["predict", "--config", shot_recipe(adapted, source="mlp.pt"), "--ckpt_path", LAST],
                    adapted, "kwargs.backbone: 'lenet' in the checkpoint, 'mlp' in the recipe's source "
-                   "artifact")
+                   f"{adapted / 'mlp.pt'}")
     digit_images(adapted / "five", CLASSES[:5])
     artifact_with(adapted / "five.pt", num_classes=5)
     model = {"class_path": SHOT, "init_args": {"source": str(adapted / "five.pt")}}
     five = recipe(adapted / "five.yaml", model, folder_data(adapted / "five"))
     assert_refused(["test", "--config", str(five), "--ckpt_path", LAST], adapted,
-                   "model.init_args.source classes: 10 in the checkpoint, 5 in the recipe's source artifact",
+                   "model.init_args.source classes: 10 in the checkpoint, 5 in the recipe's source",
                    "kwargs.num_classes: 10 in the checkpoint, 5")
 
 
@@ -449,3 +449,12 @@ def test_a_command_line_value_of_the_wrong_type_names_the_key_the_value_and_the_
                                                                                       needle):
     text = assert_refused(["fit", "--config", shot_recipe(workspace), override], workspace, needle, status=2)
     assert text.startswith(f"sfda: error: {needle[:20]}")
+
+
+def test_a_bigger_target_set_with_another_learning_rate_is_not_blamed_on_the_network(adapted):
+    digit_images(adapted / "target", ["0"], per_class=8)  # 4 more images than when it was adapted
+    text = assert_refused(["fit", "--config", shot_recipe(adapted), "--ckpt_path", LAST,
+                           "--trainer.max_epochs=2", "--model.init_args.beta=0.2"], adapted,
+                          "does not fit this recipe",
+                          "pseudo_labels: (40,) in the checkpoint, (44,) for this recipe", "target set")
+    assert "another network" not in text and "beta" not in text
