@@ -58,6 +58,10 @@ def recipe_text(path: Path) -> str:
     encoding = next((name for bom, name in BOMS.items() if data.startswith(bom)), "")
     if encoding:
         raise RecipeError(f"recipe {path}: saved as {encoding}; expected UTF-8 text (save it as UTF-8)")
+    if data.startswith(b"PK\x03\x04") or b"\x00" in data[:4096]:
+        raise RecipeError(f"recipe {path} is a binary file (a checkpoint or source artifact?); expected a "
+                          "YAML recipe. A checkpoint goes in --ckpt_path, a source artifact in "
+                          "model.init_args.source")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

@@ -299,6 +299,12 @@ def test_a_config_that_is_not_a_recipe_is_named_with_what_was_expected(workspace
     assert "Traceback" not in text
 
 
+def test_a_checkpoint_or_artifact_given_as_config_says_where_it_belongs(adapted):
+    for given in (LAST, "source.pt"):
+        assert_refused(["test", "--config", given], adapted, f"recipe {given} is a binary file",
+                       "expected a YAML recipe", "--ckpt_path", "model.init_args.source")
+
+
 def test_a_recipe_with_a_byte_order_mark_is_read(workspace):
     path = Path(shot_recipe(workspace))
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
