@@ -94,16 +94,20 @@ def recipe_mapping(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.create(recipe_text(path)), resolve=False)
 
 
+def mergeable(kept, value) -> bool:
+    """Whether ``value`` merges into ``kept``: both mappings, and not naming two different classes."""
+    if not (isinstance(kept, dict) and isinstance(value, dict)):
+        return False
+    return value.get("class_path", kept.get("class_path")) == kept.get("class_path")
+
+
 def merge(base: dict, override: dict) -> dict:
-    """``override`` merged into ``base`` at every depth; a mapping naming another ``class_path`` and any
-    other value replace what ``base`` had."""
+    """``override`` merged into ``base`` at every depth; a value that is not ``mergeable`` (a scalar, a
+    list, a mapping naming another ``class_path``) replaces what ``base`` had."""
     merged = dict(base)
     for key, value in override.items():
         kept = merged.get(key)
-        other_class = isinstance(value, dict) and isinstance(kept, dict) and "class_path" in value \
-            and value["class_path"] != kept.get("class_path")
-        merged[key] = merge(kept, value) if isinstance(kept, dict) and isinstance(value, dict) \
-            and not other_class else value
+        merged[key] = merge(kept, value) if mergeable(kept, value) else value
     return merged
 
 

@@ -305,6 +305,16 @@ def test_a_checkpoint_or_artifact_given_as_config_says_where_it_belongs(adapted)
                        "expected a YAML recipe", "--ckpt_path", "model.init_args.source")
 
 
+@pytest.mark.parametrize("included", [False, True])
+def test_a_recipe_with_a_python_tag_is_refused_and_runs_nothing(workspace, included):
+    marker = workspace / "ran"
+    (workspace / "evil.yaml").write_text(f"trainer: !!python/object/apply:os.system ['touch {marker}']\n")
+    (workspace / "mine.yaml").write_text("config: evil.yaml\n")
+    text = assert_refused(["fit", "--config", "mine.yaml" if included else "evil.yaml"], workspace,
+                          "evil.yaml: not valid YAML at line 1", "python/object/apply:os.system")
+    assert not marker.exists() and "Traceback" not in text
+
+
 def test_a_recipe_with_a_byte_order_mark_is_read(workspace):
     path = Path(shot_recipe(workspace))
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
