@@ -141,12 +141,15 @@ def expanded_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merge(merged, {k: v for k, v in mapping.items() if k != INCLUDE_KEY})
 
 
-def recipe_chain(path: Path) -> list[Path]:
-    """``path`` and then every recipe it includes, at any depth (where relative model files are looked up)."""
+def recipe_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
+    """``path`` and then every recipe it includes, at any depth, each once (where relative model files are
+    looked up, and which files an interpolation error may be in)."""
     mapping = checked_yaml(path)
-    if INCLUDE_KEY not in mapping:
+    if INCLUDE_KEY not in mapping or path.resolve() in seen:
         return [path]
-    return [path, *(p for included in included_paths(path, mapping) for p in recipe_chain(included))]
+    inner = (*seen, path.resolve())
+    return [path, *(p for included in included_paths(path, mapping) for p in recipe_chain(included, inner)
+                    if p.resolve() not in inner)]
 
 
 def recipe_content(path: Path) -> str | None:
@@ -172,4 +175,6 @@ def interpolation_error(path, err: OmegaConfBaseException) -> RecipeError:
         fix = f"expected ${{key}} or {ENV_HINT} with its braces closed (\\${{ for a literal ${{)"
     else:
         fix = f"expected ${{key}} naming a key of the recipe, or {ENV_HINT}"
-    return RecipeError(f"recipe {path}: {key}: {detail}; {fix}")
+    others = [str(p) for p in recipe_chain(Path(path))[1:]]
+    where = f"{path} (or {', '.join(others)}, which it includes)" if others else str(path)
+    return RecipeError(f"recipe {where}: {key}: {detail}; {fix}")

@@ -474,3 +474,17 @@ def test_a_bigger_target_set_with_another_learning_rate_is_not_blamed_on_the_net
                           "does not fit this recipe",
                           "pseudo_labels: (40,) in the checkpoint, (44,) for this recipe", "target set")
     assert "another network" not in text and "beta" not in text
+
+
+def test_an_interpolation_error_in_an_included_recipe_names_both_files(workspace, base):
+    base.write_text(base.read_text().replace("max_epochs: 3", "max_epochs: ${EPOCHS}"))
+    (workspace / "mine.yaml").write_text("config: base.yaml\ntrainer:\n  limit_val_batches: 2\n")
+    assert_refused(["fit", "--config", "mine.yaml"], workspace, "recipe mine.yaml (or ",
+                   "base.yaml, which it includes): trainer.max_epochs: Interpolation key 'EPOCHS' not found",
+                   "${oc.env:VAR}")
+
+
+def test_a_grammar_error_in_a_cycle_of_includes_is_named_without_looping(workspace):
+    (workspace / "a.yaml").write_text("config: b.yaml\ntrainer:\n  max_epochs: ${X\n")
+    (workspace / "b.yaml").write_text("config: a.yaml\n")
+    assert_refused(["fit", "--config", "a.yaml"], workspace, "recipe a.yaml", "with its braces closed")
