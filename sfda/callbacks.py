@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .catalogue import task_of
-from .run_checks import checkpoint_method
+from .run_checks import checkpoint_method, network_record
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
@@ -188,8 +188,9 @@ class CheckpointGuard(Callback):
     """Keeps checkpoints trustworthy. A checkpoint is written only when every parameter and buffer is
     finite: otherwise the run stops naming them and the last finite checkpoint stays as it was. Each
     checkpoint records the method that wrote it (``checkpoint["sfda"]["method"]``), so ``--ckpt_path``
-    of another method is refused. ``sfda test`` / ``validate`` / ``predict`` and a resumed ``fit``
-    refuse non-finite weights."""
+    of another method is refused, and the network it was made for (``["network"]``, named when a
+    checkpoint does not fit). ``sfda test`` / ``validate`` / ``predict`` and a resumed ``fit`` refuse
+    non-finite weights."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if bad := non_finite_tensors(pl_module):
@@ -198,7 +199,7 @@ class CheckpointGuard(Callback):
                 f"{trainer.global_step} in {bad[:5]}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} "
                 "(expected finite values); no checkpoint written, the last finite one is kept. "
                 "Lower model.optim.lr or check the input data.")
-        checkpoint["sfda"] = {"method": checkpoint_method(pl_module)}
+        checkpoint["sfda"] = {"method": checkpoint_method(pl_module), "network": network_record(pl_module)}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         """Drop the checkpoint callbacks' saved state: its paths (``best_model_path``, ...) come from a

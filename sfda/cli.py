@@ -26,12 +26,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from omegaconf.errors import OmegaConfBaseException
 
 from .callbacks import ChannelsLast, CheckpointGuard, FoldBatchNorm, RunConfigSaver, RunRecorder, StepSeeder
 from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
+from .recipe_files import interpolation_error, recipe_chain, recipe_content
 from .report.evidence import ReportEvidence
 from .run_checks import (
     SPECIAL_CHECKPOINTS,
@@ -132,7 +134,8 @@ class SFDACLI(LightningCLI):
             self.checkpoint = (Path(ckpt_path), read_checkpoint(Path(ckpt_path)))
 
     def before_instantiate_classes(self) -> None:
-        set_recipe_dirs([p.parent for p in self._recipe_paths()])
+        recipes = [r for p in self._recipe_paths() if p.is_file() for r in recipe_chain(p)]
+        set_recipe_dirs(list(dict.fromkeys(r.parent for r in recipes)))
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False: the caller runs the trainer itself
@@ -262,6 +265,22 @@ class SFDAArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"sfda: error: {explain(message, keys)}\n\n{message.strip()}\n\n"
                          f"(the accepted options: {prog} --help)\n")
         raise SystemExit(2)
+
+    def parse_path(self, path, ext_vars=None, env=None, defaults=True, **kwargs):
+        """A recipe file, checked first (UTF-8, a YAML mapping), with the recipes it includes (``config:``)
+        merged deeply under it, and interpolation errors naming the file and key (``sfda.recipe_files``)."""
+        try:
+            self._merged_recipe = recipe_content(Path(os.fspath(path)))
+            return super().parse_path(path, ext_vars, env, defaults, **kwargs)
+        except OmegaConfBaseException as err:
+            raise interpolation_error(path, err) from err
+        finally:
+            self._merged_recipe = None
+
+    def parse_string(self, content, *args, **kwargs):
+        """As jsonargparse's; the text of a recipe that includes others is the merged one."""
+        merged, self._merged_recipe = getattr(self, "_merged_recipe", None), None
+        return super().parse_string(content if merged is None else merged, *args, **kwargs)
 
 
 class DescriptionAsWritten(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):

@@ -12,10 +12,16 @@ import difflib
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 UNKNOWN_OPTION = re.compile(r"Option '([\w.]+)' is not accepted")
 CLASS_PATH = re.compile(r"class_path '([\w.]+)'")
 PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+CONFIG_PATH = re.compile(r"Parser key \"config\": (?:Path is not a file|File does not exist): '(.+?)'")
+BARE_KEY = re.compile(r'^Parser key "([\w.]+)":\s*$')
+GIVEN = re.compile(r"Given value: (.*)")
+EXPECTED_TYPE = re.compile(r"Expected a <class '(\w+)'>")
+ENV_HINT = "in a recipe an environment variable is ${oc.env:VAR} (or ${oc.env:VAR,default})"
 UNKNOWN_KEY = re.compile(r"(?i)unrecognized arguments: (\S+)|Key \"([\w.]+)\" is not expected")
 
 
@@ -41,8 +47,34 @@ def closest(word: str, choices: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def config_path_problem(given: str) -> str:
+    """What a ``--config`` path that is not a file is: a folder (with the recipes inside), or nothing."""
+    path = Path(given)
+    if not path.is_dir():
+        return f"--config: {given} does not exist; expected the path of a recipe .yaml file"
+    recipes = sorted(path.glob("*.yaml"))
+    hint = f", such as {', '.join(str(r) for r in recipes[:3])}" if recipes else f" ({given} holds none)"
+    return f"--config: {given} is a folder; expected a recipe .yaml file{hint}"
+
+
+def key_problem(key: str, message: str) -> str:
+    """One line for jsonargparse's 'Parser key "k":' followed by indented detail: the key, the value
+    given and the types expected (or the first detail line)."""
+    details = [line.strip() for line in message.strip().splitlines()[1:] if line.strip()]
+    given = GIVEN.search(message)
+    expected = list(dict.fromkeys(t.replace("NoneType", "null") for t in EXPECTED_TYPE.findall(message)))
+    if given and expected:
+        line = f"{key}: got {given.group(1)}; expected {' or '.join(expected)}"
+    else:
+        line = f"{key}: {details[0] if details else 'not accepted'}"
+    return f"{line}; {ENV_HINT}" if "${" in message or "Interpolation" in message else line
+
+
 def explain(message: str, known_keys: list[str]) -> str:
     """The first line of an argument error: the field, what is wrong, the closest valid name."""
+    config = CONFIG_PATH.search(message)
+    if config:
+        return config_path_problem(config.group(1))
     option, path, key = UNKNOWN_OPTION.search(message), CLASS_PATH.search(message), PARSER_KEY.search(message)
     if option and path:
         where = f"{key.group(1)}.init_args" if key else "init_args"
@@ -53,4 +85,6 @@ def explain(message: str, known_keys: list[str]) -> str:
     if unknown:
         name = (unknown.group(1) or unknown.group(2)).lstrip("-").split("=")[0]
         return f"{name}: not an accepted option{closest(name, known_keys)}"
-    return message.strip().splitlines()[0]
+    first = message.strip().splitlines()[0]
+    bare = BARE_KEY.match(first)
+    return key_problem(bare.group(1), message) if bare else first

@@ -14,6 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from ..run_checks import check_state_keys, check_state_shapes
 from ..timing import Stopwatch
 from .hparams import record_hyperparameters
 from .optim import Optim, build_optimizer, check_finite
@@ -33,6 +34,18 @@ class TaskModule(TargetPasses, L.LightningModule):
         self.optim = optim or self.default_optim
         self.results: dict[str, float] = {}  # extra entries for results.json
         self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint made for another network by the recipe fields that differ, before
+        Lightning's strict load prints its key list (adaptation modules extend this)."""
+        check_state_shapes(self, checkpoint, self.trainer.ckpt_path)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module``'s; the strict load of ``--ckpt_path`` refuses missing or unknown tensors by the
+        recipe fields that differ (``check_state_keys``), not with torch's key list."""
+        if strict and self._trainer is not None and self.trainer.ckpt_path:
+            check_state_keys(self, state_dict, self.trainer.ckpt_path)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups; subclasses choose which parameters train and at which rate."""
