@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import optuna
 import pytest
@@ -27,6 +28,7 @@ import yaml
 from bad_input_kit import digit_images, folder_data, recipe, snapshot, source_artifact
 from conftest import ROOT
 
+from sfda.metrics.validators import get_validator
 from sfda.sweep import main as sweep_main
 from sfda.sweep.signals import Interrupts
 from sfda.sweep.study import MAX_CONSECUTIVE_FAILURES, Sweep, TrialFailed
@@ -408,3 +410,23 @@ def test_sigterm_stops_the_sweep_and_its_trial_and_the_study_resumes(workspace):
     assert trials[1].value == pytest.approx(own["label_free/im"])  # scored from its own run
     best = yaml.safe_load((sweep_dir / "best_recipe.yaml").read_text())
     assert best["model"]["init_args"]["optim"]["lr"] == pytest.approx(trials[1].params[LR])
+
+
+def test_best_recipe_of_an_including_recipe_stands_alone_in_the_sweep_folder(tmp_path):
+    """An included recipe's path is relative to the recipe, not to the sweep folder: best_recipe.yaml holds
+    the merged recipe (no ``config:`` left to resolve), with the best trial's values on top."""
+    (tmp_path / "base.yaml").write_text("trainer: {max_epochs: 7, logger: true}\nmodel:\n  class_path: m.M\n"
+                                        "  init_args: {beta: 0.3, optim: {lr: 0.01}}\n")
+    including = tmp_path / "recipes" / "shot.yaml"
+    including.parent.mkdir()
+    including.write_text("config: ../base.yaml\ntrainer: {max_epochs: 2}\n")
+    sweep = types.SimpleNamespace(recipe=including, extra_args=["--seed_everything=3"],
+                                  sweep_dir=tmp_path / "sweep", study_name="s",
+                                  validator=get_validator("label_free/im", "--objective"))
+    sweep.sweep_dir.mkdir()
+    best = types.SimpleNamespace(number=4, value=0.5, params={"model.init_args.optim.lr": 0.002})
+    written = yaml.safe_load(Sweep.write_best_recipe(sweep, best).read_text())
+    assert "config" not in written
+    assert written["trainer"] == {"max_epochs": 2, "logger": True}
+    assert written["model"]["init_args"] == {"beta": 0.3, "optim": {"lr": 0.002}}
+    assert written["seed_everything"] == 3

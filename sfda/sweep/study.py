@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from ..metrics.validators import get_validator
+from ..recipe_files import expanded_recipe
 from .folder import check_known, check_owner, check_writable, claim, folder_trials, trial_folder
 from .pruning import PRUNED_FILE, TRIAL_ENV, make_pruner
 from .signals import Interrupts, signal_name
@@ -349,8 +350,9 @@ class Sweep:
         return path
 
     def write_best_recipe(self, best) -> Path:
-        """``best_recipe.yaml``: the recipe file with the best trial's values set."""
-        config = yaml.safe_load(self.recipe.read_text(encoding="utf-8"))
+        """``best_recipe.yaml``: the recipe file (its included recipes merged in, so it stands alone in the
+        sweep folder) with the best trial's values set."""
+        config = expanded_recipe(self.recipe)
         for argument in self.extra_args:  # what every trial was given after --
             if argument.startswith("--") and "=" in argument:
                 key, value = argument[2:].split("=", 1)
