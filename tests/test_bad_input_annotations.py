@@ -21,13 +21,15 @@ from bad_input_kit import assert_refused, recipe
 from detection_kit import detection_artifact
 from PIL import Image
 
+from sfda.active.annotators import read_labels_file
 from sfda.data import DatalistError, VolumeSpec
-from sfda.data.boxes import read_coco, read_voc
+from sfda.data.boxes import read_coco, read_csv, read_voc
 from sfda.data.detection import DetectionDataset, collate_boxes
+from sfda.data.keypoints import read_people
 from sfda.data.pose_figures import generate
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
-from sfda.data.volumes import load_volume
+from sfda.data.volumes import load_volume, read_datalist
 from sfda.methods.detection import DetectionTask
 from sfda.metrics.detection import detection_scores
 
@@ -556,3 +558,44 @@ def test_voc_difficult_boxes_are_ignored_like_crowd_regions(user):
     assert records[0].ignored.tolist() == [False, True]
     assert DetectionDataset(records, DIGITS, 32, train=True)[0]["labels"].tolist() == [3]
     assert DetectionDataset(records, DIGITS, 32)[0]["ignored"].tolist() == [0, 1]
+
+
+def test_annotation_files_saved_as_utf16_with_a_bom_are_read(user):
+    """Every text file a user hands in goes through one reader: a spreadsheet's or Windows' UTF-16 with a
+    byte-order mark reads as the same annotations as UTF-8."""
+    utf8 = read_coco(str(coco_file(user)))
+    wide = user / "wide.json"
+    wide.write_text(json.dumps(COCO), encoding="utf-16")
+    assert [r.boxes.tolist() for r in read_coco(str(wide))] == [r.boxes.tolist() for r in utf8]
+    table = user / "boxes.csv"
+    table.write_text("image_path,xmin,ymin,xmax,ymax,label\na.png,10,5,30,25,3\n", encoding="utf-16")
+    assert read_csv(str(table))[0].boxes.tolist() == [[10.0, 5.0, 30.0, 25.0]]
+    labels = user / "labels.csv"
+    labels.write_text("index,label\n0,7\n", encoding="utf-16")
+    assert read_labels_file(labels, {0: "a.png"}, DIGITS) == {0: 7}
+
+
+@pytest.mark.parametrize("reader", ["coco", "csv", "keypoints", "datalist", "labels"])
+def test_annotation_files_in_another_encoding_are_refused_naming_the_file(user, reader):
+    """UTF-16 without a byte-order mark (NUL bytes) is named as such, with what belongs there, before any
+    parser sees it (a raw UnicodeDecodeError or JSON error before)."""
+    path = user / f"wide.{'csv' if reader in ('csv', 'labels') else 'json'}"
+    path.write_bytes(json.dumps(COCO).encode("utf-16-le"))
+    before = path.read_bytes()
+    read = {"coco": lambda: read_coco(str(path)), "csv": lambda: read_csv(str(path)),
+            "keypoints": lambda: read_people(str(path)), "datalist": lambda: read_datalist(path, "training"),
+            "labels": lambda: read_labels_file(path, {0: "a.png"}, DIGITS)}[reader]
+    with pytest.raises(ValueError) as refused:
+        read()
+    message = str(refused.value)
+    assert str(path) in message and "NUL bytes" in message and "expected" in message
+    assert {"coco": "COCO", "csv": "image_path,xmin", "keypoints": "keypoints JSON", "datalist": "datalist",
+            "labels": "index,label"}[reader] in message
+    assert path.read_bytes() == before
+
+
+def test_a_keypoints_file_holding_a_json_list_is_refused_naming_the_shape(user):
+    path = user / "people.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"people.json: holds a JSON list; expected a COCO keypoints JSON"):
+        read_people(str(path))

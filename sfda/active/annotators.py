@@ -8,11 +8,14 @@ person has not labelled them yet.
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+
+from ..data.text_files import text_of
 
 
 class AwaitingLabels(SystemExit):
@@ -148,8 +151,8 @@ def read_labels_file(path: Path, images: dict[int, str], class_names: list[str])
     by_image = {image: index for index, image in images.items()}
     given: dict[int, int] = {}
     first_line: dict[int, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle))
+    text = text_of(Path(path), "labels file", "a CSV with the header 'index,label' or 'image,label'")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or [c.strip().lower() for c in rows[0][:2]] not in (["index", "label"], ["image", "label"],
                                                                     ["path", "label"]):
         raise LabelsFileError(f"{path}:1: expected the header 'index,label' or 'image,label' (or "

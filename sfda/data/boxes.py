@@ -23,6 +23,7 @@ CSV's folder; a row whose box fields are empty marks an image without boxes.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 from .checks import first_duplicate, json_number, json_section, json_type
 from .fetch import resolve
 from .image_files import displayed_size
+from .text_files import text_of
 
 CSV_FIELDS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
 
@@ -149,8 +151,8 @@ def id_order(value: int | str) -> tuple[bool, int | str]:
 def coco_payload(location: str) -> dict:
     """The parsed JSON of a COCO file, refused by name when it is not JSON or not an object."""
     try:
-        data = json.loads(Path(resolve(location)).read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(text_of(Path(resolve(location)), "annotation file", COCO_SHAPE))
+    except json.JSONDecodeError as err:
         raise ValueError(f"{location}: not readable JSON ({err}); expected {COCO_SHAPE}") from err
     for key in ("images", "annotations", "categories"):
         json_section(data, key, str(location), COCO_SHAPE)
@@ -298,7 +300,8 @@ def coco_class_names(location: str) -> list[str]:
 def read_csv(location: str, image_root: str | None = None) -> list[BoxRecord]:
     """A CSV with the header ``image_path,xmin,ymin,xmax,ymax,label``; one row per box."""
     path = resolve(location)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    expected = f"a CSV file with the header {','.join(CSV_FIELDS)}"
+    with io.StringIO(text_of(Path(path), "annotation file", expected), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [f for f in CSV_FIELDS if f not in (reader.fieldnames or [])]
         if missing:

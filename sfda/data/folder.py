@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datamodules import ImageClassificationDataModule, Role
-from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, note, text_of, visible
+from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, note, visible
+from .text_files import text_of
 from .transforms import InputSpec, View
 
 LIST_EXPECTED = "an image folder or a text list file of lines 'path [label]'"

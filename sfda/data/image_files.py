@@ -13,8 +13,7 @@
   this one).
 - Folders: ``images_in`` lists the images of a folder and says what it skipped (other file types,
   sub-folders), so a dataset never changes in silence. Hidden entries (``.DS_Store``) are never data.
-- Text files (lists, ``text_of``) are UTF-8 (with or without a BOM) or UTF-16/32 with a BOM; an image or
-  a binary file given where a list or an annotation file is expected is refused naming the field.
+- Text files (lists, annotations) are read by ``sfda.data.text_files``.
 """
 
 from __future__ import annotations
@@ -32,13 +31,6 @@ ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 ORIENTATION_TAG = 0x0112
 SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 BACKGROUND = 255  # transparent pixels are composited onto white
-TEXT_BOMS = (
-    (b"\xef\xbb\xbf", "utf-8-sig"),
-    (b"\xff\xfe\x00\x00", "utf-32"),
-    (b"\x00\x00\xfe\xff", "utf-32"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-)
 
 
 class PixelLimit(NamedTuple):
@@ -88,27 +80,6 @@ def images_in(folder: Path, what: str, recursive: bool = False) -> tuple[list[Pa
              f"({', '.join(sorted(IMAGE_SUFFIXES))}) {'' if recursive else 'or are sub-folders '}"
              f"and read {len(images)} images; e.g. '{skipped[0].name}'")
     return images, skipped
-
-
-def text_of(path: Path, field: str, expected: str) -> str:
-    """The text of ``path`` given as ``field`` (a list or annotation file): UTF-8 (a BOM allowed) or
-    UTF-16/32 with a BOM. An image, or any file that is not such text, is refused naming the field and
-    ``expected`` (what belongs there)."""
-    if is_image_file(path):
-        raise ValueError(f"{field}: '{path}' is a single image file; expected {expected}")
-    raw = path.read_bytes()
-    encoding = next((name for bom, name in TEXT_BOMS if raw.startswith(bom)), "utf-8")
-    saved_as = "saved as UTF-8 (or UTF-16 with a byte-order mark)"
-    if encoding == "utf-8" and b"\x00" in raw:
-        raise ValueError(f"{field}: '{path}' holds NUL bytes, so it is not UTF-8 text (UTF-16 without a "
-                         f"byte-order mark, or a binary file); expected {expected}, {saved_as}")
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        label = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
-        raise ValueError(f"{field}: '{path}' is not {label} text (byte {err.start}: {err.reason}); "
-                         f"expected {expected}, {saved_as}") from None
-    return text.lstrip("\ufeff")
 
 
 def refuse_single_images(locations: dict[str, list[str]], expected: str) -> None:

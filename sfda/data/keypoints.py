@@ -22,6 +22,7 @@ import numpy as np
 from .boxes import coco_box, coco_crowd, coco_images, id_order, locate
 from .checks import json_number, json_section
 from .fetch import resolve
+from .text_files import text_of
 
 
 @dataclass
@@ -67,10 +68,21 @@ def person_category(payload: dict, where: str) -> dict:
     return people[0]
 
 
+def keypoints_payload(location: str) -> dict:
+    """The parsed JSON of a COCO keypoints file, refused naming the file when it is not JSON text."""
+    try:
+        payload = json.loads(text_of(Path(resolve(location)), "annotation file", KEYPOINTS_SHAPE))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{location}: not readable JSON ({err}); expected {KEYPOINTS_SHAPE}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{location}: holds a JSON {type(payload).__name__}; expected {KEYPOINTS_SHAPE}")
+    return payload
+
+
 def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None) -> Skeleton:
     """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs`` overrides)."""
     where = str(location)
-    category = person_category(json.loads(resolve(location).read_text()), where)
+    category = person_category(keypoints_payload(location), where)
     names = [str(n) for n in category["keypoints"]]
     edges = [(int(a) - 1, int(b) - 1) for a, b in category.get("skeleton", [])]
     pairs = flip_pairs if flip_pairs is not None else category.get("flip_pairs", [])
@@ -153,7 +165,7 @@ def person_annotations(payload: dict, category: dict, where: str) -> list[tuple[
 def read_people(location: str, image_root: str | None = None) -> list[PersonRecord]:
     """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order."""
     where = str(location)
-    payload = json.loads(resolve(location).read_text())
+    payload = keypoints_payload(location)
     for key in ("images", "annotations", "categories"):
         json_section(payload, key, where, KEYPOINTS_SHAPE)
     category = person_category(payload, where)

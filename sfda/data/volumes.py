@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .fetch import resolve
+from .text_files import text_of
 from .volume_files import DatalistError, Geometry, VolumeFile, read_volume, suffix_format
 
 
@@ -109,7 +110,7 @@ def read_datalist(location: str | Path, key: str) -> list[dict]:
     except FileNotFoundError as err:
         raise DatalistError(f"data.datalist: {err}") from err
     try:
-        content = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        content = json.loads(text_of(Path(path), "data.datalist", "a JSON datalist"))
     except (OSError, json.JSONDecodeError) as err:
         raise DatalistError(f"{path}: not a readable JSON datalist ({err})") from err
     entries = content.get(key) if isinstance(content, dict) else None
