@@ -113,6 +113,41 @@ def last_checkpoint(trainer: L.Trainer, run_dir: Path | None) -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
+class StopTogether(Callback):
+    """Every process of a run stops at the same training step after a SIGTERM, and none hangs.
+
+    Lightning's SIGTERM handler broadcasts from inside the signal handler, wherever each process happens to
+    be: under DDP with one process in a collective of an engine pass and another elsewhere, both hang (seen
+    with 2 CPU processes). This replaces that handler (before Lightning installs it, at ``setup``) with one
+    that only notes the signal and passes it on to the processes Lightning launched; after every training
+    step the processes agree (an all-reduce of the note) and all raise Lightning's stop at that step. On
+    one process, or outside ``fit``, the note stops the run directly, as Lightning's handler does."""
+
+    def __init__(self):
+        self.received = False
+        self.trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.received, self.trainer = False, trainer
+        trainer._signal_connector._sigterm_notifier_fn = self.notify  # read when the handlers are installed
+
+    def notify(self, signum, frame) -> None:
+        """The SIGTERM handler: note it, pass it on once to launched processes; no collective here."""
+        trainer = self.trainer
+        if not self.received and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        self.received = True
+        if trainer.world_size == 1 or trainer.state.fn != "fit":
+            trainer._signal_connector.received_sigterm = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            noted = torch.tensor([float(self.received)], device=pl_module.device)
+            torch.distributed.all_reduce(noted, op=torch.distributed.ReduceOp.MAX)
+            if noted.item() > 0:  # every process sets it at this step: Lightning stops them all here
+                trainer._signal_connector.received_sigterm = True
+
+
 def json_safe(value):
     """``value`` with every NaN or infinite float replaced by None, so the file is valid JSON (``null``)."""
     if isinstance(value, float) and not np.isfinite(value):

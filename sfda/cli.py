@@ -38,6 +38,7 @@ from .callbacks import (
     RunRecorder,
     RunStop,
     StepSeeder,
+    StopTogether,
     stop_signal,
     take_stop,
 )
@@ -211,7 +212,7 @@ class SFDACLI(LightningCLI):
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]),
                                  GlobalBatchNormSync()]
-        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder()]  # each task adds its writers
+        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), StopTogether()]  # tasks add writers
         options = self.config.get(self.subcommand, {})
         if options.get("channels_last", True):
             callbacks.append(ChannelsLast())

@@ -163,23 +163,30 @@ def test_a_source_training_stopped_by_a_signal_writes_no_artifact(workspace):
     assert "resume with: sfda fit" in text
 
 
+def signalled_run(root: Path, config: str, sig: signal.Signals, *extra: str) -> tuple[int, str]:
+    """Start ``sfda fit`` as a process, send it ``sig`` once its first checkpoint exists: (exit status,
+    stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env.pop("SFDA_RUN_VERSION", None)
+    process = subprocess.Popen([sys.executable, "-m", "sfda.cli", "fit", "--config", config, *extra,
+                                "--trainer.enable_progress_bar=false"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = root / "runs" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)  # a hang fails here
+    return process.returncode, err
+
+
 @pytest.mark.slow  # a real signal needs a real process
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_real_signal_stops_the_sfda_process_with_its_status_and_a_checkpoint(tmp_path, source, sig):
     digit_images(tmp_path / "target", NAMES, per_class=4, seed=1)
     config = adaptation_recipe(tmp_path, source, epochs=400)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    env.pop("SFDA_RUN_VERSION", None)
-    process = subprocess.Popen([sys.executable, "-m", "sfda.cli", "fit", "--config", config,
-                                "--trainer.enable_progress_bar=false"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + sig, err[-3000:]
+    code, err = signalled_run(tmp_path, config, sig)
+    assert code == 128 + sig, err[-3000:]
     written = results(tmp_path)
     assert written["stopped"] is True and written["stopped/signal"] == sig.name
     assert 1 <= written["epochs"] < 400 and Path(written["stopped/checkpoint"]).is_file()
@@ -189,6 +196,19 @@ def test_a_real_signal_stops_the_sfda_process_with_its_status_and_a_checkpoint(t
                       "StopAfterEpochs", f"--trainer.callbacks.epochs={written['epochs'] + 1}")
     assert code == 0, text[-3000:]
     assert results(tmp_path, 1)["epochs"] == written["epochs"] + 1
+
+
+@pytest.mark.ddp
+def test_a_sigterm_stops_every_ddp_process_at_the_same_step(tmp_path, source):
+    # Lightning's own handler broadcasts inside the signal handler: 2 CPU processes hung there
+    digit_images(tmp_path / "target", NAMES, per_class=4, seed=1)
+    config = adaptation_recipe(tmp_path, source, epochs=400)
+    code, err = signalled_run(tmp_path, config, signal.SIGTERM, "--trainer.strategy=ddp",
+                              "--trainer.devices=2", "--trainer.accelerator=cpu")
+    assert code == 143, err[-3000:]
+    written = results(tmp_path)
+    assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM" and written["epochs"] >= 1
+    assert err.count("sfda: stopped by SIGTERM") == 1  # said once, by rank 0
 
 
 # --- 4. a collapsed run stops: the label-free collapse guard ---
