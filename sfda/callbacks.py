@@ -347,13 +347,14 @@ class CollapseGuard(Callback):
     """Stops a run whose predicted class marginal collapsed, without any target label.
 
     At every validation of ``fit`` the entropy of the mean prediction over the evaluation pass
-    (``label_free/marginal_entropy``) is compared with the source model's, measured before the first step
-    (``source_only/marginal_entropy``). Below ``fraction`` of it, the run stops as for a NaN
-    (``TrainingCollapsed``, exit status 1) before that validation's checkpoint is written, so
-    ``last.ckpt`` stays the last healthy one; the message and ``results.json`` (``collapsed/*``) give the
-    epoch, both entropies and the threshold. A module without a class marginal (detection, pose,
-    segmentation, source training) or whose source model was not measured (``evaluate_source: false``) is
-    not guarded, and the run says so. Added to every ``sfda fit`` unless ``collapse_guard: false``.
+    (``label_free/marginal_entropy``; segmentation: the pixel class marginal over the evaluation volumes)
+    is compared with the source model's, measured before the first step (``source_only/marginal_entropy``).
+    Below ``fraction`` of it, the run stops as for a NaN (``TrainingCollapsed``, exit status 1) before that
+    validation's checkpoint is written, so ``last.ckpt`` stays the last healthy one; the message and
+    ``results.json`` (``collapsed/*``) give the epoch, both entropies and the threshold. A module without a
+    class marginal (detection, pose, source training) or whose source model was not measured
+    (``evaluate_source: false``) is not guarded, and the run says so. Added to every ``sfda fit`` unless
+    ``collapse_guard: false``.
 
     Args:
         fraction: stop below this fraction of the source model's marginal entropy (``COLLAPSE_FRACTION``).
@@ -400,7 +401,8 @@ class CollapseGuard(Callback):
 def unguarded_reason(pl_module: L.LightningModule) -> str | None:
     """Why the collapse guard cannot watch ``pl_module``; None when it can."""
     if getattr(pl_module, "source_marginal_key", None) is None:
-        return "its task has no class marginal to watch: only classification adaptation is guarded"
+        return ("its task has no class marginal to watch: classification and segmentation adaptation are "
+                "guarded")
     if not getattr(pl_module, "evaluate_source", False):
         return "model.evaluate_source is false, so the source model's class marginal was not measured"
     return None

@@ -26,7 +26,16 @@ from bad_input_kit import digit_images, folder_data, recipe, sfda, snapshot
 from conftest import ROOT
 
 from sfda.callbacks import COLLAPSE_FRACTION, unguarded_reason
-from sfda.methods import SHOT, EntropyPrior, MeanTeacherDetection, PoseSFDA, SourceTraining
+from sfda.methods import (
+    SHOT,
+    EntropyPrior,
+    MeanTeacherDetection,
+    PoseSFDA,
+    SegmentationSourceTraining,
+    SegmentationTask,
+    SourceTraining,
+)
+from sfda.metrics import VolumeScores
 from sfda.metrics.validators import marginal_entropy
 
 NAMES = [str(i) for i in range(10)]
@@ -288,10 +297,27 @@ def test_the_fraction_lets_a_two_class_target_of_a_ten_class_model_through_and_s
     assert marginal_entropy(even([3] * 49 + [7])) < COLLAPSE_FRACTION * source  # one class: collapsed
 
 
-@pytest.mark.parametrize("method", [MeanTeacherDetection, PoseSFDA, EntropyPrior, SourceTraining])
+UNGUARDED = [MeanTeacherDetection, PoseSFDA, SourceTraining, SegmentationSourceTraining]
+
+
+@pytest.mark.parametrize("method", UNGUARDED)
 def test_tasks_without_a_class_marginal_are_not_guarded_and_say_so(method):
     reason = unguarded_reason(method.__new__(method))
     assert reason is not None and "no class marginal" in reason
+
+
+def test_segmentation_is_guarded_on_its_pixel_class_marginal():
+    assert SHOT.source_marginal_key == EntropyPrior.source_marginal_key == "source_only/marginal_entropy"
+
+    def summary(*masses: list[float]) -> float:
+        scores = VolumeScores(2)
+        for index, mass in enumerate(masses):  # unlabelled volumes: (C,) probability summed over voxels
+            scores.update(index, 0.1, torch.tensor([0.0]), class_mass=torch.tensor(mass))
+        return SegmentationTask.summarise(None, scores.compute(), "target")["label_free/marginal_entropy"]
+
+    healthy = summary([850.0, 150.0], [950.0, 50.0])  # 10% foreground over both volumes
+    assert healthy == pytest.approx(-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)), abs=1e-3)
+    assert summary([1000.0, 0.0], [1000.0, 0.0]) < COLLAPSE_FRACTION * healthy  # all background
 
 
 def test_a_run_without_the_source_measurement_says_the_guard_does_not_apply(workspace, source):
