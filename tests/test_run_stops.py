@@ -265,9 +265,13 @@ def test_a_normal_run_is_not_stopped_and_records_its_class_marginal(workspace, s
     assert written["source_only/marginal_entropy"] > 0.9 * math.log(10)  # ten classes, all predicted
 
 
-def test_collapse_guard_false_turns_the_guard_off(workspace, source):
+@pytest.mark.parametrize("where", ["command line", "recipe"])
+def test_collapse_guard_false_turns_the_guard_off(workspace, source, where):
     config = adaptation_recipe(workspace, source, epochs=4, lr=1000.0)  # the recipe the guard stops above
-    code, text = sfda("fit", "--config", config, "--collapse_guard=false")
+    off = ["--collapse_guard=false"] if where == "command line" else []
+    if where == "recipe":
+        Path(config).write_text(Path(config).read_text() + "collapse_guard: false\n")
+    code, text = sfda("fit", "--config", config, *off)
     assert code == 0, text[-3000:]
     written = results(workspace)
     assert "collapsed" not in written and written["epochs"] == 4
