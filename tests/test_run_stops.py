@@ -52,9 +52,16 @@ class RequestStop(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == 0:
-            if self.signal == "SIGINT":
-                raise KeyboardInterrupt
-            trainer._signal_connector.received_sigterm = True
+            self.deliver(trainer)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            self.deliver(trainer)
+
+    def deliver(self, trainer):
+        if self.signal == "SIGINT":
+            raise KeyboardInterrupt
+        trainer._signal_connector.received_sigterm = True
 
 
 class CollapseAtEpoch(L.Callback):
@@ -189,6 +196,19 @@ def signalled_run(root: Path, config: str, sig: signal.Signals, *extra: str) -> 
     return process.returncode, err
 
 
+def test_a_test_run_stopped_by_a_signal_says_so_and_is_not_a_result(workspace, source):
+    model = {"class_path": "sfda.methods.SourceOnly", "init_args": {"source": str(source)}}
+    digit_images(workspace / "big", NAMES, per_class=8, seed=3)  # more than one evaluation batch
+    config = recipe(workspace / "source_only.yaml", model, folder_data(workspace / "big"),
+                    {"default_root_dir": str(workspace / "runs")})
+    code, text = sfda("test", "--config", str(config), "--trainer.callbacks+=test_run_stops.RequestStop")
+    assert code == 143, text[-3000:]
+    written = results(workspace)
+    assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM"
+    assert "target/acc" not in written  # a partial evaluation is no score
+    assert "sfda: stopped by SIGTERM" in text and "resume with" not in text
+
+
 @pytest.mark.slow  # a real signal needs a real process
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_real_signal_stops_the_sfda_process_with_its_status_and_a_checkpoint(tmp_path, source, sig):
@@ -253,6 +273,19 @@ def test_a_collapse_after_a_healthy_epoch_keeps_the_healthy_checkpoint(workspace
     assert not list((workspace / "runs" / "version_0" / "checkpoints").glob("epoch=1-*"))
     written = results(workspace)
     assert written["collapsed/epoch"] == 2 and written["collapsed/marginal_entropy"] < 0.01
+
+
+def test_a_resumed_run_is_guarded_against_the_source_figure_it_measured_before(workspace, source):
+    config = adaptation_recipe(workspace, source, epochs=3)
+    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=sfda.callbacks.StopAfterEpochs",
+                      "--trainer.callbacks.epochs=1")
+    assert code == 0, text[-3000:]
+    measured = results(workspace)["source_only/marginal_entropy"]
+    code, text = sfda("fit", "--config", config, "--ckpt_path", "last",
+                      "--trainer.callbacks+=test_run_stops.CollapseAtEpoch", "--trainer.callbacks.epoch=1")
+    assert code == 1, text[-3000:]
+    assert "collapsed at epoch 2/3" in text and f"the source model's {measured:.4f}" in text
+    assert results(workspace, 1)["collapsed/source_marginal_entropy"] == measured
 
 
 def test_a_normal_run_is_not_stopped_and_records_its_class_marginal(workspace, source):
