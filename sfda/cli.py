@@ -335,12 +335,13 @@ def stop_message(sig: signal.Signals, stop: RunStop | None, args: list[str]) -> 
 
 def stopped_status(err: BaseException, args: list[str]) -> int | None:
     """The exit status of a run that a signal stopped (128 + its number), after telling the user (rank 0);
-    None when ``err`` is not such a stop. The run keeps its folder: results.json says where it stopped."""
+    None when ``err`` is not such a stop. A run that started keeps its folder (results.json says where it
+    stopped); one stopped before it started leaves none."""
     stop = take_stop()
     sig = stop.signal if stop is not None else stop_signal(err)
     if sig is None:
         return None
-    _new_run_dirs.clear()
+    remove_failed_run_dirs()
     if stop is None or stop.is_global_zero:
         print(stop_message(sig, stop, args), file=sys.stderr, flush=True)
     return 128 + int(sig)
