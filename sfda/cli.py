@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from .callbacks import (
+    COLLAPSE_FRACTION,
     ChannelsLast,
     CheckpointGuard,
     CollapseGuard,
@@ -88,7 +89,8 @@ class SFDACLI(LightningCLI):
                                  "into the convolutions (same predictions up to float rounding, faster)")
         parser.add_argument("--collapse_guard", type=bool, default=True,
                             help="stop a fit whose predicted class marginal collapses (its entropy below "
-                                 "0.2 x the source model's; sfda.callbacks.CollapseGuard), keeping the last "
+                                 f"{COLLAPSE_FRACTION} x the source model's; sfda.callbacks.CollapseGuard), "
+                                 "keeping the last "
                                  "healthy checkpoint; false for a target that holds very few of the classes")
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
