@@ -7,8 +7,10 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -16,9 +18,16 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .catalogue import task_of
-from .run_checks import checkpoint_method, network_record
+from .metrics.validators import MARGINAL_ENTROPY, PREFIX
+from .run_checks import TrainingCollapsed, checkpoint_method, network_record
+
+# the collapse guard stops a run when the entropy of its predicted class marginal falls below this fraction
+# of the source model's: one class predicted gives 0; a target that legitimately holds only k of the
+# source's C classes gives about log k / log C of it (2 of 10: 0.30, 6 of 12: 0.72), above the fraction
+COLLAPSE_FRACTION = 0.2
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
@@ -60,6 +69,85 @@ def own_run_dir(trainer: L.Trainer) -> Path | None:
     return Path(log_dir)
 
 
+@dataclass(frozen=True)
+class RunStop:
+    """A run that a signal stopped (SIGTERM from a scheduler or ``kill``, SIGINT from Ctrl-C): what
+    ``sfda.cli.main`` reports and exits with (128 + the signal's number)."""
+
+    signal: signal.Signals
+    stage: str
+    epoch: int  # the epoch it was in, 1-based as the console prints it
+    max_epochs: int
+    step: int
+    run_dir: Path | None
+    checkpoint: Path | None  # the newest checkpoint to resume from, None before the first
+    is_global_zero: bool
+
+
+_stops: list[RunStop] = []  # recorded by RunRecorder.on_exception, taken by the cli
+
+
+def stop_signal(err: BaseException) -> signal.Signals | None:
+    """The signal behind ``err``: SIGTERM (Lightning's ``SIGTERMException``), SIGINT (``KeyboardInterrupt``);
+    None for any other error."""
+    if isinstance(err, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(err, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
+
+
+def take_stop() -> RunStop | None:
+    """The stop this process recorded last (None if none), forgetting it."""
+    stop = _stops[-1] if _stops else None
+    _stops.clear()
+    return stop
+
+
+def last_checkpoint(trainer: L.Trainer, run_dir: Path | None) -> Path | None:
+    """The newest checkpoint a resumed run can start from: the checkpoint callbacks' ``last`` file, else
+    ``<run dir>/checkpoints/last.ckpt``; None when neither exists yet."""
+    candidates = [getattr(c, "last_model_path", "") for c in trainer.checkpoint_callbacks]
+    if run_dir is not None:
+        candidates.append(str(run_dir / "checkpoints" / "last.ckpt"))
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+class StopTogether(Callback):
+    """Every process of a run stops at the same training step after a SIGTERM, and none hangs.
+
+    Lightning's SIGTERM handler broadcasts from inside the signal handler, wherever each process happens to
+    be: under DDP with one process in a collective of an engine pass and another elsewhere, both hang (seen
+    with 2 CPU processes). This replaces that handler (before Lightning installs it, at ``setup``) with one
+    that only notes the signal and passes it on to the processes Lightning launched; after every training
+    step the processes agree (an all-reduce of the note) and all raise Lightning's stop at that step. On
+    one process, or outside ``fit``, the note stops the run directly, as Lightning's handler does."""
+
+    def __init__(self):
+        self.received = False
+        self.trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.received, self.trainer = False, trainer
+        trainer._signal_connector._sigterm_notifier_fn = self.notify  # read when the handlers are installed
+
+    def notify(self, signum, frame) -> None:
+        """The SIGTERM handler: note it, pass it on once to launched processes; no collective here."""
+        trainer = self.trainer
+        if not self.received and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        self.received = True
+        if trainer.world_size == 1 or trainer.state.fn != "fit":
+            trainer._signal_connector.received_sigterm = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            noted = torch.tensor([float(self.received)], device=pl_module.device)
+            torch.distributed.all_reduce(noted, op=torch.distributed.ReduceOp.MAX)
+            if noted.item() > 0:  # every process sets it at this step: Lightning stops them all here
+                trainer._signal_connector.received_sigterm = True
+
+
 def json_safe(value):
     """``value`` with every NaN or infinite float replaced by None, so the file is valid JSON (``null``)."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -85,6 +173,12 @@ class RunRecorder(Callback):
     ``timing/<phase>_s`` from the module's stopwatch (``engine``: pseudo-label passes, clustering, bank
     writes and kNN within epochs; ``bank_fill``: the initial bank pass; ``evaluation``: source-only
     evaluation) and ``timing/engine_share`` = engine / epoch time.
+
+    A run stopped by a signal (SIGTERM, Ctrl-C) still writes ``results.json``, with what it measured so far
+    and ``stopped: true``, ``stopped/signal`` (``SIGTERM``, ``SIGINT``), ``stopped/epoch`` (1-based),
+    ``stopped/step`` and ``stopped/checkpoint`` (the one to resume from, or null); a run the collapse guard
+    stopped writes it with ``collapsed: true`` and the guard's figures (``collapsed/*``, see
+    ``CollapseGuard``).
     """
 
     def __init__(self):
@@ -96,10 +190,11 @@ class RunRecorder(Callback):
         self.validation_seconds = 0.0  # validations inside fit epochs (part of the epoch seconds)
         self._epoch_started = self._validation_started = 0.0
         self.written: set[Path] = set()  # results files this recorder wrote (a later stage adds to them)
+        self.run_dir: Path | None = None  # found at setup: on_exception must not call a collective
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.started = time.time()
-        log_dir = own_run_dir(trainer)
+        log_dir = self.run_dir = own_run_dir(trainer)
         if trainer.is_global_zero and log_dir:
             method = type(pl_module)
             info = {"stage": stage, "task": task_of(method), "method": method.__name__,
@@ -153,8 +248,11 @@ class RunRecorder(Callback):
                 out["timing/engine_share"] = out["timing/engine_s"] / sum(self.epoch_seconds)
         return out
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = own_run_dir(trainer)
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str,
+               extra: dict | None = None) -> None:
+        """``results.json``; ``extra`` (a stopped run's record) is written last, from the run folder found at
+        setup (no collective: the other processes may be stopping too)."""
+        log_dir = own_run_dir(trainer) if extra is None else self.run_dir
         if not trainer.is_global_zero or not log_dir:
             return
         path = Path(log_dir) / "results.json"
@@ -168,6 +266,7 @@ class RunRecorder(Callback):
         results[f"{stage}/wall_s"] = time.time() - self.started
         results["wall_s"] = results[f"{stage}/wall_s"]
         results["epochs"] = trainer.current_epoch
+        results.update(extra or {})
         path.write_text(json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False))
         self.written.add(path)
 
@@ -176,6 +275,21 @@ class RunRecorder(Callback):
 
     def on_test_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "test")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A stop by a signal or by the collapse guard: record it (``take_stop``), write ``results.json``."""
+        sig = stop_signal(exception)
+        stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+        if sig is not None:
+            stop = RunStop(sig, stage, trainer.current_epoch + 1, trainer.max_epochs, trainer.global_step,
+                           self.run_dir, last_checkpoint(trainer, self.run_dir), trainer.is_global_zero)
+            _stops.append(stop)
+            kept = str(stop.checkpoint) if stop.checkpoint else None
+            self._write(trainer, pl_module, stage, {"stopped": True, "stopped/signal": sig.name,
+                                                    "stopped/epoch": stop.epoch, "stopped/step": stop.step,
+                                                    "stopped/checkpoint": kept})
+        elif isinstance(exception, TrainingCollapsed):
+            self._write(trainer, pl_module, stage, {"collapsed": True})
 
 
 def non_finite_tensors(module: torch.nn.Module) -> list[str]:
@@ -228,6 +342,71 @@ class CheckpointGuard(Callback):
 
     def on_predict_start(self, trainer, pl_module):
         self._check_loaded(trainer, pl_module)
+
+
+class CollapseGuard(Callback):
+    """Stops a run whose predicted class marginal collapsed, without any target label.
+
+    At every validation of ``fit`` the entropy of the mean prediction over the evaluation pass
+    (``label_free/marginal_entropy``; segmentation: the pixel class marginal over the evaluation volumes)
+    is compared with the source model's, measured before the first step (``source_only/marginal_entropy``).
+    Below ``fraction`` of it, the run stops as for a NaN (``TrainingCollapsed``, exit status 1) before that
+    validation's checkpoint is written, so ``last.ckpt`` stays the last healthy one; the message and
+    ``results.json`` (``collapsed/*``) give the epoch, both entropies and the threshold. A module without a
+    class marginal (detection, pose, source training) or whose source model was not measured
+    (``evaluate_source: false``) is not guarded, and the run says so. Added to every ``sfda fit`` unless
+    ``collapse_guard: false``.
+
+    Args:
+        fraction: stop below this fraction of the source model's marginal entropy (``COLLAPSE_FRACTION``).
+    """
+
+    def __init__(self, fraction: float = COLLAPSE_FRACTION):
+        if not 0 < fraction < 1:
+            raise ValueError(f"CollapseGuard.fraction: expected a fraction in (0, 1), got {fraction}")
+        self.fraction = fraction
+        self.source_key: str | None = None
+        self.run_dir: Path | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.run_dir = own_run_dir(trainer)  # a collective: every rank asks, here rather than when stopping
+        reason = unguarded_reason(pl_module)
+        self.source_key = None if reason else pl_module.source_marginal_key
+        if reason and trainer.is_global_zero:
+            print(f"collapse guard: not applied to {type(pl_module).__name__} ({reason})", flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.source_key is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        source = pl_module.results.get(self.source_key)
+        now = trainer.callback_metrics.get(PREFIX + MARGINAL_ENTROPY)
+        if source is None or now is None or float(now) >= self.fraction * source:
+            return
+        epoch = trainer.current_epoch + 1
+        threshold = self.fraction * source
+        pl_module.results.update({"collapsed/epoch": epoch, "collapsed/marginal_entropy": float(now),
+                                  "collapsed/source_marginal_entropy": source,
+                                  "collapsed/threshold": threshold})
+        kept = last_checkpoint(trainer, self.run_dir)
+        raise TrainingCollapsed(
+            f"{type(pl_module).__name__}: the predicted class marginal collapsed at epoch {epoch}/"
+            f"{trainer.max_epochs}: its entropy (label_free/marginal_entropy) is {float(now):.4f} nats, "
+            f"below {self.fraction} x the source model's {source:.4f} = {threshold:.4f} (expected at least "
+            "that; 0 means one class for every sample). The run stopped; "
+            + (f"the last healthy checkpoint is kept: {kept}. " if kept else
+               "no checkpoint was written before it. ")
+            + "Lower model.optim.lr, or set collapse_guard: false (--collapse_guard=false) if the target "
+            "legitimately holds very few of the source's classes")
+
+
+def unguarded_reason(pl_module: L.LightningModule) -> str | None:
+    """Why the collapse guard cannot watch ``pl_module``; None when it can."""
+    if getattr(pl_module, "source_marginal_key", None) is None:
+        return ("its task has no class marginal to watch: classification and segmentation adaptation are "
+                "guarded")
+    if not getattr(pl_module, "evaluate_source", False):
+        return "model.evaluate_source is false, so the source model's class marginal was not measured"
+    return None
 
 
 class RunConfigSaver(SaveConfigCallback):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
+import signal
 import sys
 import traceback
 import warnings
@@ -28,7 +30,20 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf.errors import OmegaConfBaseException
 
-from .callbacks import ChannelsLast, CheckpointGuard, FoldBatchNorm, RunConfigSaver, RunRecorder, StepSeeder
+from .callbacks import (
+    COLLAPSE_FRACTION,
+    ChannelsLast,
+    CheckpointGuard,
+    CollapseGuard,
+    FoldBatchNorm,
+    RunConfigSaver,
+    RunRecorder,
+    RunStop,
+    StepSeeder,
+    StopTogether,
+    stop_signal,
+    take_stop,
+)
 from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
@@ -74,6 +89,11 @@ class SFDACLI(LightningCLI):
         parser.add_argument("--fold_batchnorm", type=bool, default=True,
                             help="evaluate and run engine passes on a copy with eval-mode BatchNorm folded "
                                  "into the convolutions (same predictions up to float rounding, faster)")
+        parser.add_argument("--collapse_guard", type=bool, default=True,
+                            help="stop a fit whose predicted class marginal collapses (its entropy below "
+                                 f"{COLLAPSE_FRACTION} x the source model's; sfda.callbacks.CollapseGuard), "
+                                 "keeping the last "
+                                 "healthy checkpoint; false for a target that holds very few of the classes")
         parser.add_argument("--report_evidence", type=bool, default=True,
                             help="at the end of fit, keep what `sfda report` shows per sample (one more "
                             "evaluation pass): predictions before/after, a feature projection, overlays")
@@ -197,12 +217,14 @@ class SFDACLI(LightningCLI):
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]),
                                  GlobalBatchNormSync()]
-        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder()]  # each task adds its writers
+        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), StopTogether()]  # tasks add writers
         options = self.config.get(self.subcommand, {})
         if options.get("channels_last", True):
             callbacks.append(ChannelsLast())
         if options.get("fold_batchnorm", True):
             callbacks.append(FoldBatchNorm())
+        if options.get("collapse_guard", True) and self.subcommand == "fit":
+            callbacks.append(CollapseGuard())
         if options.get("report_evidence", True):
             callbacks.append(ReportEvidence())
         selection = options.get("selection") or {}
@@ -228,11 +250,12 @@ def close_process_group() -> None:
 
 
 def remove_failed_run_dirs() -> None:
-    """Remove the run folders this process created when the run failed before writing a checkpoint or
-    an artifact (they hold only the config and empty logs); a folder with either is kept."""
+    """Remove the run folders this process created when the run failed before writing a checkpoint, an
+    artifact or results.json (they hold only the config and empty logs); a folder with any is kept."""
     while _new_run_dirs:
         folder = _new_run_dirs.pop()
-        if folder.is_dir() and not any(folder.rglob("*.ckpt")) and not any(folder.rglob("*.pt")):
+        kept = any(folder.rglob("*.ckpt")) or any(folder.rglob("*.pt")) or (folder / "results.json").exists()
+        if folder.is_dir() and not kept:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -299,9 +322,56 @@ DESCRIPTION = """sfda: adapt a trained model to unlabelled data of a new domain,
 """
 
 
+def resume_command(args: list[str], checkpoint: Path) -> str:
+    """``sfda <args>`` with ``--ckpt_path <checkpoint>`` in place of any ``--ckpt_path`` given."""
+    kept, skip = [], False
+    for arg in args:
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+            continue
+        skip = arg == "--ckpt_path"
+        if not skip:
+            kept.append(arg)
+    return shlex.join(["sfda", *kept, "--ckpt_path", str(checkpoint)])
+
+
+def stop_message(sig: signal.Signals, stop: RunStop | None, args: list[str]) -> str:
+    """What a run stopped by ``sig`` tells its user: where it stopped, where its results are, how to
+    resume."""
+    if stop is None:
+        return f"sfda: stopped by {sig.name} before the run started; nothing was trained or written"
+    lines = [f"sfda: stopped by {sig.name} in epoch {stop.epoch}/{stop.max_epochs} at step {stop.step}"]
+    if stop.run_dir is not None:
+        lines.append(f"what it measured so far: {stop.run_dir / 'results.json'} (stopped: true)")
+    if stop.stage != "fit":
+        return "\n".join(lines)
+    if stop.checkpoint is not None:
+        lines.append(f"resume with: {resume_command(args, stop.checkpoint)}\n(or --ckpt_path last: the "
+                     "newest run of this recipe)")
+    else:
+        lines.append("no checkpoint was written before the stop (the first one is written when epoch 1 "
+                     f"ends); run it again from the start: {shlex.join(['sfda', *args])}")
+    return "\n".join(lines)
+
+
+def stopped_status(err: BaseException, args: list[str]) -> int | None:
+    """The exit status of a run that a signal stopped (128 + its number), after telling the user (rank 0);
+    None when ``err`` is not such a stop. A run that started keeps its folder (results.json says where it
+    stopped); one stopped before it started leaves none."""
+    stop = take_stop()
+    sig = stop.signal if stop is not None else stop_signal(err)
+    if sig is None:
+        return None
+    remove_failed_run_dirs()
+    if stop is None or stop.is_global_zero:
+        print(stop_message(sig, stop, args), file=sys.stderr, flush=True)
+    return 128 + int(sig)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sfda`` console script. Bad input ends with one line naming the field
-    (exit status 1); ``SFDA_TRACEBACK=1`` shows the full traceback."""
+    (exit status 1); ``SFDA_TRACEBACK=1`` shows the full traceback. A run stopped by a signal (SIGTERM,
+    Ctrl-C) exits with 128 + its number (143, 130) and says how to resume."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     given = sys.argv[1:] if args is None else list(args)
     if given[:1] == ["methods"]:
@@ -320,6 +390,7 @@ def main(args: list[str] | None = None) -> None:
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)
+    take_stop()  # forget a stop of an earlier main() in this process
     try:
         SFDACLI(
             model_class=None,
@@ -334,6 +405,11 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults={"use_distributed_sampler": False},
             args=args,
         )
+    except (KeyboardInterrupt, SystemExit) as err:  # Lightning ends a Ctrl-C with sys.exit(1)
+        status = stopped_status(err, given)
+        if status is None:
+            raise
+        raise SystemExit(status) from None
     except Exception as err:
         remove_failed_run_dirs()
         shown = input_error(err)

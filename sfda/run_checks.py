@@ -320,3 +320,8 @@ def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:
                              "--ckpt_path this would report the untrained or unadapted model. Pass "
                              "--ckpt_path=<run>/checkpoints/last.ckpt (or --ckpt_path last), or evaluate "
                              "the source model with its source_only recipe")
+
+
+class TrainingCollapsed(FloatingPointError):
+    """Training fell into a degenerate solution (the predicted class marginal collapsed): like a NaN
+    loss, the run stops and its last healthy checkpoint is kept."""

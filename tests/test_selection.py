@@ -58,12 +58,13 @@ def test_label_free_scores_drop_padded_repeats_and_compute_what_their_inputs_all
         probs[:1], torch.tensor([0]), features=features[:1], strong=strong[:1]
     )  # a sampler's repeat
     a, b = once.compute(), padded.compute()
-    assert set(a) == {"entropy", "im", "snd", "bnm", "class_ami", "view_agreement"}
+    assert set(a) == {"entropy", "im", "snd", "bnm", "class_ami", "view_agreement", "marginal_entropy"}
     assert all(torch.allclose(a[k], b[k]) for k in a)
     assert float(a["view_agreement"]) == 0.75
     plain = LabelFreeScores()
     plain.update(probs, torch.arange(4))
-    assert set(plain.compute()) == {"entropy", "im", "snd", "bnm"}  # no features, strong view or teacher
+    # no features, strong view or teacher
+    assert set(plain.compute()) == {"entropy", "im", "snd", "bnm", "marginal_entropy"}
 
 
 @pytest.fixture

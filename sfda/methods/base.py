@@ -13,6 +13,7 @@ import torch
 from ..callbacks import PredictionCSV
 from ..data.contract import check_target_data
 from ..metrics import ClassificationScores, LabelFreeScores, confusion, scores_from_confusion
+from ..metrics.validators import marginal_entropy
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceModel, load_source
 from ..models.batchnorm_folding import folded_copy
 from ..models.keyed_dropout import sample_keys
@@ -171,6 +172,9 @@ class SourceAdaptation:
     ``source_only_key`` and implement ``evaluate_source_model``."""
 
     source_only_key = "source_only/acc"
+    # where the source model's class-marginal entropy is kept (None: the task has no class marginal, and
+    # the collapse guard, sfda.callbacks.CollapseGuard, says it does not apply)
+    source_marginal_key: str | None = None
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -225,6 +229,8 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
             of a prediction exceeds this (GLC's w0 = 0.55); None: closed set, never reject.
     """
 
+    source_marginal_key = "source_only/marginal_entropy"
+
     def __init__(self, source: SourceModel, optim: Optim | None = None, freeze_head: bool = True,
                  evaluate_source: bool = True, reject_unknown: float | None = None):
         super().__init__(optim)
@@ -254,10 +260,15 @@ class AdaptationModule(SourceAdaptation, ClassifierTask):
         return self.source_feature_dim
 
     def evaluate_source_model(self) -> dict[str, float]:
+        """The accuracy family of the source model and the entropy of its class marginal
+        (``source_only/marginal_entropy``, what the collapse guard compares with)."""
         loader = self.trainer.datamodule.val_dataloader()
         rows = self.full_pass(loader, "evaluating source_only", phase="evaluation")
         self.source_rows = kept_rows(rows)  # the "before" of the report's evidence
-        return self.split_scores(rows, "source_only")
+        scores = self.split_scores(rows, "source_only")
+        if len(rows["probs"]):
+            scores[self.source_marginal_key] = float(marginal_entropy(rows["probs"]))
+        return scores
 
     def report_evidence(self, folder: Path | None) -> None:
         """``classification.npz`` for ``sfda report`` (see ``sfda.report.evidence``): one more pass over the

@@ -9,6 +9,7 @@ from ..data.volumes import VolumeSpec
 from ..mask_writer import MaskWriter
 from ..metrics import VolumeScores, volume_scores
 from ..metrics.segmentation import class_volumes_ml, write_per_volume_csv
+from ..metrics.validators import marginal_entropy
 from ..models import SourceArtifact
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
@@ -27,7 +28,8 @@ class SegmentationTask(TaskModule):
     evaluation volume and log ``<eval_prefix>/dice`` (mean over volumes and foreground classes
     of the per-volume 3-D Dice), ``<eval_prefix>/dice_std`` (std over volumes),
     ``<eval_prefix>/hd95`` (mm) where volumes have labels, and the label-free
-    ``label_free/entropy`` (mean voxel entropy). Per-volume values go to ``results.json`` as
+    ``label_free/entropy`` (mean voxel entropy) and ``label_free/marginal_entropy`` (entropy of the pixel
+    class marginal: the mean voxel probability over all volumes). Per-volume values go to ``results.json`` as
     ``<eval_prefix>/dice/<volume id>``. ``predict`` yields the predicted mask of each volume.
     """
 
@@ -74,12 +76,14 @@ class SegmentationTask(TaskModule):
         label, prediction = batch["label"], probs[0].argmax(0)
         voxel_entropy = float(entropy(probs.movedim(1, -1).reshape(-1, self.num_classes)).mean())
         predicted_ml = class_volumes_ml(prediction, self.num_classes, self.spec.spacing)
+        mass = probs[0].flatten(1).sum(dim=1)  # (C,): for the pixel class marginal
         if label.dim() == 4:  # (1, X, Y, Z); unlabelled volumes carry -1
             dice, hd95 = volume_scores(prediction, label[0], self.num_classes, self.spec.spacing)
             reference_ml = class_volumes_ml(label[0], self.num_classes, self.spec.spacing)
-            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml, dice, hd95, reference_ml)
+            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml, dice, hd95, reference_ml,
+                          class_mass=mass)
         else:
-            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml)
+            scores.update(int(batch["index"][0]), voxel_entropy, predicted_ml, class_mass=mass)
 
     def gather(self, scores: VolumeScores) -> dict[str, torch.Tensor]:
         """Every process's per-volume rows (``VolumeScores.compute``; every process must call), then reset."""
@@ -90,6 +94,9 @@ class SegmentationTask(TaskModule):
     def summarise(self, table: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
         """Reduce the gathered per-volume rows to flat result keys."""
         out = {"label_free/entropy": float(table["entropy"].mean())} if len(table["index"]) else {}
+        mass = table["class_mass"].sum(dim=0)
+        if len(table["index"]) and torch.isfinite(mass).all() and mass.sum() > 0:
+            out["label_free/marginal_entropy"] = float(marginal_entropy((mass / mass.sum())[None]))
         labelled = ~table["dice"].isnan().any(dim=1)
         if labelled.any():
             dice, hd95 = table["dice"][labelled], table["hd95"][labelled]
@@ -138,7 +145,9 @@ class SegmentationTask(TaskModule):
                 self.score_volume({k: v.to(self.device) if torch.is_tensor(v) else v
                                    for k, v in batch.items()}, scores, network)
             summary = self.summarise(self.gather(scores), prefix)
-            return {k: v for k, v in summary.items() if k.startswith(prefix)}
+            marginal = summary.get("label_free/marginal_entropy")
+            kept = {f"{prefix}/marginal_entropy": marginal} if marginal is not None else {}
+            return {**{k: v for k, v in summary.items() if k.startswith(prefix)}, **kept}
 
     def configure_callbacks(self) -> list:
         """The task's writers: masks (NIfTI, or the input's format) and overlays for ``sfda predict``."""

@@ -31,6 +31,7 @@ class SegmentationAdaptation(SourceAdaptation, SegmentationTask):
     """
 
     source_only_key = "source_only/dice"
+    source_marginal_key = "source_only/marginal_entropy"  # the pixel class marginal (CollapseGuard)
 
     def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(optim)

@@ -7,7 +7,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from ..pseudo_labels import one_row_per_index
-from .validators import compute_validators
+from .validators import label_free_figures
 
 OPTIONAL_INPUTS = ("features", "strong", "teacher")
 
@@ -15,7 +15,8 @@ OPTIONAL_INPUTS = ("features", "strong", "teacher")
 class LabelFreeScores(Metric):
     """Accumulates predictions ``probs (B, C)`` with their sample ``index (B,)`` and, where given,
     ``features (B, D)``, strong-view predictions ``strong (B, C)`` and EMA-teacher predictions
-    ``teacher (B, C)``; ``compute`` returns ``{validator name: score}`` (``validators.VALIDATORS``).
+    ``teacher (B, C)``; ``compute`` returns ``{validator name: score}`` (``validators.VALIDATORS``) and
+    ``marginal_entropy`` (``validators.marginal_entropy``).
 
     States are gathered across processes by torchmetrics; rows repeated by a padded distributed
     sampler are dropped by index, so the scores do not depend on the number of processes.
@@ -57,7 +58,7 @@ class LabelFreeScores(Metric):
             rows = concatenated(getattr(self, name))
             if rows is not None and rows.shape[0] == index.shape[0]:  # given for every batch
                 tensors[name] = rows[keep]
-        return compute_validators(tensors)
+        return label_free_figures(tensors)
 
 
 def concatenated(state) -> torch.Tensor | None:

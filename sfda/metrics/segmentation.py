@@ -51,8 +51,9 @@ class VolumeScores:
     """Accumulates one row per volume on each process: its index, the mean voxel entropy of the
     prediction (label-free), the predicted volume of each foreground class (ml) and, where the
     volume has a label, Dice, HD95 and the reference volume per foreground class (NaN without a
-    label). ``compute`` gathers every process's rows (each volume once); every process must call
-    it (a collective under DDP)."""
+    label) and, where given, the summed probability of each class over the volume's voxels (``class_mass``,
+    for the pixel class marginal). ``compute`` gathers every process's rows (each volume once); every
+    process must call it (a collective under DDP)."""
 
     FIELDS = ("dice", "hd95", "predicted_ml", "reference_ml")
 
@@ -64,23 +65,29 @@ class VolumeScores:
         self.rows: list[torch.Tensor] = []
 
     def update(self, index: int, entropy: float, predicted_ml: torch.Tensor, dice: torch.Tensor | None = None,
-               hd95: torch.Tensor | None = None, reference_ml: torch.Tensor | None = None) -> None:
-        """One volume; each tensor ``(C-1,)`` per foreground class; None where the volume has no label."""
+               hd95: torch.Tensor | None = None, reference_ml: torch.Tensor | None = None,
+               class_mass: torch.Tensor | None = None) -> None:
+        """One volume; each tensor ``(C-1,)`` per foreground class; None where the volume has no label.
+        ``class_mass (C,)``: each class's probability summed over the voxels (None: not measured)."""
         missing = torch.full((self.num_classes - 1,), float("nan"))
         fields = [dice, hd95, predicted_ml, reference_ml]
-        self.rows.append(torch.cat([torch.tensor([float(index), float(entropy)]),
-                                    *(missing if f is None else f.float().cpu() for f in fields)]))
+        values = [missing if f is None else f.float().cpu() for f in fields]
+        unmeasured = torch.full((self.num_classes,), math.nan)
+        mass = unmeasured if class_mass is None else class_mass.float().cpu()
+        self.rows.append(torch.cat([torch.tensor([float(index), float(entropy)]), *values, mass]))
 
     def compute(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """``{"index": (V,), "entropy": (V,), "dice", "hd95", "predicted_ml", "reference_ml": (V, C-1)}``
-        ordered by volume index."""
+        """``{"index": (V,), "entropy": (V,), "dice", "hd95", "predicted_ml", "reference_ml": (V, C-1),
+        "class_mass": (V, C)}`` ordered by volume index."""
         k = self.num_classes - 1
-        local = torch.stack(self.rows) if self.rows else torch.zeros(0, 2 + len(self.FIELDS) * k)
+        width = 2 + len(self.FIELDS) * k + self.num_classes
+        local = torch.stack(self.rows) if self.rows else torch.zeros(0, width)
         rows = gather_rows(local.to(device)).cpu()
         rows = rows[one_row_per_index(rows[:, 0].long())]
         table = {"index": rows[:, 0].long(), "entropy": rows[:, 1]}
         for i, name in enumerate(self.FIELDS):
             table[name] = rows[:, 2 + i * k : 2 + (i + 1) * k]
+        table["class_mass"] = rows[:, 2 + len(self.FIELDS) * k :]
         return table
 
 

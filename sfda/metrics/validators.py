@@ -18,6 +18,10 @@ Domain Adaptation", 2022; ``benchmarks/selection.py``).
   same (methods with a teacher).
 
 DEV and other validators that need source data are out: the source data is not here.
+
+Logged beside them, not a validator (it picks no checkpoint): ``label_free/marginal_entropy``, the
+entropy (nats) of the mean prediction over the evaluation pass, the class marginal that the collapse
+guard (``sfda.callbacks.CollapseGuard``) compares with the source model's.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ PREFIX = "label_free/"
 # grids: IM, BNM and ClassAMI 14.5 points below the oracle's pick at worst, entropy 14.7; IM has the
 # smallest mean regret of the three); no validator met the goal of 1 point everywhere
 DEFAULT_VALIDATOR = "label_free/im"
+MARGINAL_ENTROPY = "marginal_entropy"  # logged as label_free/marginal_entropy; not a validator
+
+
+def marginal_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """``(N, C) -> ()``: entropy (nats) of the mean prediction, the predicted class marginal; 0 when every
+    sample is predicted one class, ``log C`` when the classes are predicted equally often."""
+    return entropy(probs.float().mean(dim=0, keepdim=True))[0].clamp_min(0)
 
 
 def batch_nuclear_norm(probs: torch.Tensor) -> torch.Tensor:
@@ -125,3 +136,11 @@ def compute_validators(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     if tensors["probs"].shape[0] == 0:
         return {}
     return {name: v.compute(tensors) for name, v in VALIDATORS.items() if v.needs in tensors}
+
+
+def label_free_figures(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``compute_validators`` and the class marginal's entropy (``MARGINAL_ENTROPY``), by name."""
+    out = compute_validators(tensors)
+    if out:
+        out[MARGINAL_ENTROPY] = marginal_entropy(tensors["probs"])
+    return out
