@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from bad_input_kit import assert_refused, recipe
+from bad_input_kit import assert_refused, recipe, snapshot
 from detection_kit import detection_artifact
 from PIL import Image
 
 from sfda.active.annotators import read_labels_file
-from sfda.data import DatalistError, VolumeSpec
+from sfda.data import DatalistError, DetectionDataModule, PoseDataModule, VolumeSpec
 from sfda.data.boxes import read_coco, read_csv, read_voc
 from sfda.data.detection import DetectionDataset, collate_boxes
 from sfda.data.keypoints import read_people
@@ -196,11 +196,36 @@ COCO_LIES = {
 }
 
 
-@pytest.mark.parametrize("lie", list(COCO_LIES), ids=list(COCO_LIES))
+def assert_data_refused(datamodule, root: Path, *needles: str) -> str:
+    """Set ``datamodule`` up as a run does (its checks are those the CLI reaches, in 1/50 of the time);
+    assert it refuses with every needle in the message and that no file under ``root`` changed."""
+    before = snapshot(root)
+    with pytest.raises(ValueError) as refused:
+        datamodule.setup()
+    for needle in needles:
+        assert needle in str(refused.value), f"{needle!r} not in: {refused.value}"
+    assert snapshot(root) == before, "a refused file was changed"
+    return str(refused.value)
+
+
+# through the CLI (exit status, one line, nothing written): one lie of each kind; the datamodule test below
+# runs every lie through the same checks
+COCO_LIES_THROUGH_THE_CLI = ["duplicate image id", "box written as x1, y1, x2, y2", "integer category name"]
+
+
+@pytest.mark.parametrize("lie", COCO_LIES_THROUGH_THE_CLI)
 def test_a_coco_file_that_lies_is_refused_through_the_cli(user, detector, lie):
     change, needles = COCO_LIES[lie]
     annotations = coco_file(user, change)
     assert_refused(["fit", "--config", lpld_recipe(user, annotations, detector)], user, *needles)
+
+
+@pytest.mark.parametrize("lie", list(COCO_LIES), ids=list(COCO_LIES))
+def test_a_coco_file_that_lies_is_refused_by_the_detection_data(user, lie):
+    change, needles = COCO_LIES[lie]
+    annotations = coco_file(user, change)
+    data = DetectionDataModule(train=[str(annotations)], role="target", class_names=DIGITS)
+    assert_data_refused(data, user, *needles)
 
 
 @pytest.mark.parametrize(
@@ -362,11 +387,18 @@ POSE_LIES = {
 }
 
 
-@pytest.mark.parametrize("lie", list(POSE_LIES), ids=list(POSE_LIES))
+@pytest.mark.parametrize("lie", ["visibility 3", "no bbox"])
 def test_a_keypoints_file_that_lies_is_refused_through_the_cli(user, figures, lie):
     change, needles = POSE_LIES[lie]
     people = people_file(figures, user, change)
     assert_refused(["fit", "--config", pose_recipe(user, people, figures["artifact"])], user, *needles)
+
+
+@pytest.mark.parametrize("lie", list(POSE_LIES), ids=list(POSE_LIES))
+def test_a_keypoints_file_that_lies_is_refused_by_the_pose_data(user, figures, lie):
+    change, needles = POSE_LIES[lie]
+    people = people_file(figures, user, change)
+    assert_data_refused(PoseDataModule(train=[str(people)], role="target"), user, *needles)
 
 
 def test_nan_keypoints_are_refused_when_read_not_reported_as_a_learning_rate_problem(user, figures):

@@ -31,7 +31,7 @@ from conftest import ROOT
 from sfda.metrics.validators import get_validator
 from sfda.sweep import main as sweep_main
 from sfda.sweep.signals import Interrupts
-from sfda.sweep.study import MAX_CONSECUTIVE_FAILURES, Sweep, TrialFailed
+from sfda.sweep.study import MAX_CONSECUTIVE_FAILURES, Sweep, TrialFailed, last_line
 
 LR = "model.init_args.optim.lr"
 LONG = 100_000  # epochs: a trial that only a signal ends
@@ -342,7 +342,10 @@ def test_a_signal_to_the_sweep_is_forwarded_once_to_the_running_trial(tmp_path, 
         f"report, ready = pathlib.Path({str(report)!r}), pathlib.Path({str(ready)!r})\n"
         f"signal.signal({int(signum)}, lambda s, f: report.open('a').write(f'{{s}}\\n'))\n"
         "ready.write_text('')\n"
-        "time.sleep(3)\n"
+        "deadline = time.time() + 10\n"
+        "while not report.exists() and time.time() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "time.sleep(0.5)  # long enough for a second delivery to show\n"
         "sys.exit(128 + int(report.read_text().split()[0]) if report.exists() else 0)\n"
     )
     interrupts = Interrupts()
@@ -430,3 +433,11 @@ def test_best_recipe_of_an_including_recipe_stands_alone_in_the_sweep_folder(tmp
     assert written["trainer"] == {"max_epochs": 2, "logger": True}
     assert written["model"]["init_args"] == {"beta": 0.3, "optim": {"lr": 0.002}}
     assert written["seed_everything"] == 3
+
+
+def test_a_failed_trials_error_is_its_sfda_error_line_not_the_traceback_hint():
+    """`sfda fit` ends a refusal with a hint line after the error; the trial's error is the error line."""
+    output = ("Seed set to 0\nsfda: error: model.init_args.optim.lr: expected >= 0, got -1\n"
+              "(set SFDA_TRACEBACK=1 to see where it was raised)\n")
+    assert last_line(output) == "sfda: error: model.init_args.optim.lr: expected >= 0, got -1"
+    assert last_line("Traceback ...\nRuntimeError: boom\n\n") == "RuntimeError: boom"

@@ -72,9 +72,11 @@ def as_argument(value) -> str:
 
 
 def last_line(text: str) -> str:
-    """The last non-empty line of ``text`` (a failed run's error), at most 300 characters."""
-    lines = text.strip().splitlines()
-    return lines[-1][:300] if lines else ""
+    """A failed run's error from its output ``text``: the last ``sfda: error:`` line, else the last non-empty
+    line; at most 300 characters."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("sfda: error:")]
+    return (errors or lines or [""])[-1][:300]
 
 
 def describe_exit(code: int) -> str:
