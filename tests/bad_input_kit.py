@@ -99,3 +99,14 @@ def assert_refused(args: list[str], root: Path, *needles: str, status: int = 1) 
         assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
     assert snapshot(root) == before, "a refused run changed or added files"
     return text
+
+
+def digit_workspace(tmp_path: Path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder ``target/`` and an untrained
+    source artifact ``source.pt`` for those classes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
+    classes = [str(i) for i in range(10)]
+    digit_images(tmp_path / "target", classes)
+    source_artifact(tmp_path / "source.pt", classes)
+    return tmp_path

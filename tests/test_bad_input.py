@@ -16,6 +16,7 @@ from bad_input_kit import (
     ARCHITECTURE,
     assert_refused,
     digit_images,
+    digit_workspace,
     folder_data,
     recipe,
     sfda,
@@ -33,11 +34,7 @@ SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch) -> Path:
     """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    digit_images(tmp_path / "target", [str(i) for i in range(10)])
-    source_artifact(tmp_path / "source.pt", [str(i) for i in range(10)])
-    return tmp_path
+    return digit_workspace(tmp_path, monkeypatch)
 
 
 def shot_recipe(root, source="source.pt", data=None, **model_args):

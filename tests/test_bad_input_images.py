@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_input_kit import assert_refused, digit_images, folder_data, recipe, snapshot, source_artifact
+from bad_input_kit import (
+    assert_refused,
+    digit_images,
+    digit_workspace,
+    folder_data,
+    recipe,
+    snapshot,
+)
 from PIL import Image
 
 from sfda.data import DetectionDataModule, ImageFolderDataModule, PoseDataModule
@@ -39,11 +46,7 @@ STORED = {
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch) -> Path:
     """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    digit_images(tmp_path / "target", CLASSES)
-    source_artifact(tmp_path / "source.pt", CLASSES)
-    return tmp_path
+    return digit_workspace(tmp_path, monkeypatch)
 
 
 def shot_recipe(root: Path, data: dict | None = None) -> str:

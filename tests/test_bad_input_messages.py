@@ -19,10 +19,10 @@ from bad_input_kit import (
     DIGIT_SPEC,
     assert_refused,
     digit_images,
+    digit_workspace,
     folder_data,
     recipe,
     sfda,
-    source_artifact,
 )
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
@@ -38,11 +38,7 @@ LAST = "runs/shot/version_0/checkpoints/last.ckpt"
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch) -> Path:
     """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    digit_images(tmp_path / "target", CLASSES)
-    source_artifact(tmp_path / "source.pt", CLASSES)
-    return tmp_path
+    return digit_workspace(tmp_path, monkeypatch)
 
 
 def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
