@@ -309,8 +309,9 @@ class CheckpointGuard(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if bad := non_finite_tensors(pl_module):
             raise FloatingPointError(
-                f"{type(pl_module).__name__}: non-finite weights at epoch {trainer.current_epoch}, step "
-                f"{trainer.global_step} in {bad[:5]}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} "
+                f"{type(pl_module).__name__}: non-finite weights in epoch {trainer.current_epoch + 1}/"
+                f"{trainer.max_epochs}, step {trainer.global_step} in {bad[:5]}"
+                f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} "
                 "(expected finite values); no checkpoint written, the last finite one is kept. "
                 "Lower model.optim.lr or check the input data.")
         checkpoint["sfda"] = {"method": checkpoint_method(pl_module), "network": network_record(pl_module)}
