@@ -155,11 +155,13 @@ COCO_LIES = {
     ),
     "unknown image id": (
         lambda p: p["annotations"][0].__setitem__("image_id", 9),
-        ["annotations[0] (id 1): field 'image_id' = 9 names no entry of 'images'", "image ids [1]"],
+        ["annotations[0] (id 1): field 'image_id' = 9 names no entry of 'images'",
+         "expected one of its ids [1]"],
     ),
     "unknown category id": (
         lambda p: p["annotations"][0].__setitem__("category_id", 12),
-        ["annotations[0] (id 1): field 'category_id' = 12 names no category", "expected one of [0, 1, 2"],
+        ["annotations[0] (id 1): field 'category_id' = 12 names no entry of 'categories'",
+         "expected one of its ids [0, 1, 2"],
     ),
     "iscrowd not 0 or 1": (
         lambda p: p["annotations"][0].__setitem__("iscrowd", 2),
@@ -362,7 +364,8 @@ POSE_LIES = {
     ),
     "unknown image id": (
         lambda p: p["annotations"][1].__setitem__("image_id", 99),
-        ["people.json: annotation 1: image_id 99 is not in images", "image ids [0, 1, 2, 3]"],
+        ["people.json: annotation 1: field 'image_id' = 99 names no entry of 'images'",
+         "expected one of its ids [0, 1, 2, 3]"],
     ),
     "no annotations": (
         lambda p: p.pop("annotations"),
@@ -378,7 +381,8 @@ POSE_LIES = {
     ),
     "unknown category id": (
         lambda p: p["annotations"][1].__setitem__("category_id", 7),
-        ["people.json: annotation 1: category_id 7 names no category; expected one of [1]"],
+        ["people.json: annotation 1: field 'category_id' = 7 names no entry of 'categories'; expected one of "
+         "its ids [1]"],
     ),
     "iscrowd not 0 or 1": (
         lambda p: p["annotations"][1].__setitem__("iscrowd", "yes"),

@@ -219,6 +219,19 @@ def coco_images(data: dict, where: str) -> dict:
     return {im["id"]: im for im in images}
 
 
+def coco_reference(ann: dict, field: str, known, where: str):
+    """``ann[field]`` (``image_id`` or ``category_id``), refused unless it is one of the ``known`` ids of
+    the file's images or categories."""
+    value = ann.get(field)
+    if value not in known:
+        section = "images" if field == "image_id" else "categories"
+        raise ValueError(
+            f"{where}: field '{field}' = {value!r} names no entry of '{section}'; expected one of its ids "
+            f"{sorted(known, key=id_order)[:10]}{' ...' if len(known) > 10 else ''}"
+        )
+    return value
+
+
 def coco_box(ann: dict, where: str) -> list[float]:
     """``bbox = [x, y, width, height]`` of an annotation as ``[x1, y1, x2, y2]``, with width, height > 0."""
     bbox = ann.get("bbox")
@@ -260,19 +273,10 @@ def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
     annotations = coco_fields(data, "annotations", ("image_id", "category_id"), str(location))
     for number, ann in enumerate(annotations):
         where = f"{location}: annotations[{number}]" + (f" (id {ann['id']!r})" if "id" in ann else "")
-        if ann["image_id"] not in images:
-            raise ValueError(
-                f"{where}: field 'image_id' = {ann['image_id']!r} names no entry of 'images'; expected one "
-                f"of the image ids {sorted(images, key=id_order)[:10]}"
-            )
-        if ann["category_id"] not in names:
-            raise ValueError(
-                f"{where}: field 'category_id' = {ann['category_id']!r} names no category; "
-                f"expected one of {sorted(names, key=id_order)}"
-            )
+        image_id = coco_reference(ann, "image_id", images, where)
+        label = names[coco_reference(ann, "category_id", names, where)]
         box = coco_box(ann, where)
-        label = names[ann["category_id"]]
-        per_image[ann["image_id"]].append((box, label, coco_crowd(ann, where), where, ann))
+        per_image[image_id].append((box, label, coco_crowd(ann, where), where, ann))
     return [coco_record(location, image_root, images[i], rows) for i, rows in per_image.items()]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import coco_box, coco_crowd, coco_images, id_order, locate
+from .boxes import coco_box, coco_crowd, coco_images, coco_reference, locate
 from .checks import json_number, json_section
 from .fetch import resolve
 from .text_files import text_of
@@ -151,12 +151,7 @@ def person_annotations(payload: dict, category: dict, where: str) -> list[tuple[
     people, seen = [], {}
     for number, annotation in enumerate(payload["annotations"]):
         pid = annotation_id(annotation, number, seen, where)
-        category_id = annotation.get("category_id")
-        if category_id not in known:
-            raise ValueError(
-                f"{where}: annotation {pid}: category_id {category_id!r} names no category; expected one of "
-                f"{known}"
-            )
+        category_id = coco_reference(annotation, "category_id", known, f"{where}: annotation {pid}")
         if not coco_crowd(annotation, f"{where}: annotation {pid}") and category_id == category["id"]:
             people.append((pid, annotation))
     return people
@@ -173,12 +168,7 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
     images = coco_images(payload, where)
     people = []
     for pid, annotation in person_annotations(payload, category, where):
-        image = images.get(annotation.get("image_id"))
-        if image is None:
-            raise ValueError(
-                f"{where}: annotation {pid}: image_id {annotation.get('image_id')!r} is not in images; "
-                f"expected one of the image ids {sorted(images, key=id_order)[:10]}"
-            )
+        image = images[coco_reference(annotation, "image_id", images, f"{where}: annotation {pid}")]
         place = f"{where}: annotation {pid}"
         people.append(
             PersonRecord(
