@@ -77,20 +77,22 @@ def is_image_name(path: Path) -> bool:
 
 def images_in(folder: Path, what: str, recursive: bool = False) -> tuple[list[Path], list[Path]]:
     """``(images, skipped)``: the image files of ``folder`` (all levels when ``recursive``) in sorted order,
-    and the visible entries left out (other file types; sub-folders when not ``recursive``). Skipped
-    entries are announced with ``note``, naming ``what`` the folder is, the count and an example."""
+    and the visible entries left out (other file types; sub-folders when not ``recursive``, links to
+    folders when ``recursive``). A broken link named as an image is refused (``refuse_broken_links``).
+    Skipped entries are announced with ``note``, naming ``what`` the folder is, the count and an example."""
     if recursive:
-        entries = [p for p in folder.rglob("*")
-                   if (p.is_file() or p.is_symlink()) and not p.is_dir() and not hidden_below(p, folder)]
+        entries = [p for p in folder.rglob("*")  # links to folders are not followed: announced
+                   if (p.is_symlink() or not p.is_dir()) and not hidden_below(p, folder)]
     else:
         entries = [p for p in folder.iterdir() if visible(p)]
     refuse_broken_links(entries, what)
     images = sorted(p for p in entries if p.is_file() and is_image_name(p))
     skipped = sorted(p for p in entries if not (p.is_file() and is_image_name(p)))
     if skipped:
+        folders = "links to folders" if recursive else "sub-folders"
         note(f"{what}: skipped {len(skipped)} entries of {folder} that are not images "
-             f"({', '.join(sorted(IMAGE_SUFFIXES))}) {'' if recursive else 'or are sub-folders '}"
-             f"and read {len(images)} images; e.g. '{skipped[0].name}'")
+             f"({', '.join(sorted(IMAGE_SUFFIXES))}) or are {folders} and read {len(images)} images; "
+             f"e.g. '{skipped[0].name}'")
     return images, skipped
 
 
