@@ -460,6 +460,10 @@ def test_a_multi_page_tiff_is_refused_naming_the_file_and_its_page_count(tmp_pat
         read_image(tmp_path / "scan.tif", 5)
     assert f"{tmp_path / 'scan.tif'}: a multi-page TIFF of 3 pages (sample index 5)" in str(err.value)
     assert "save each page as its own image" in str(err.value)
+    boxes = DetectionDataModule([str(box_csv(tmp_path, "scan.tif", (1, 1, 4, 4)))], class_names=["0"])
+    with pytest.raises(OSError) as err:
+        boxes.setup()  # refused while the boxes are checked against the header, before any training
+    assert "scan.tif: a multi-page TIFF of 3 pages" in str(err.value)
 
 
 def test_a_broken_image_link_is_named_with_its_target(workspace):

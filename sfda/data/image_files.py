@@ -146,7 +146,7 @@ def pixel_check_off():
 @contextmanager
 def opened(path: str | Path, where: str):
     """The image at ``path`` opened (header read, nothing decoded); ``where`` says who named it (for
-    messages). A missing or unreadable file raises naming it."""
+    messages). A missing or unreadable file, or a multi-page TIFF, raises naming it."""
     from PIL import Image, UnidentifiedImageError
 
     with pixel_check_off():
@@ -157,6 +157,7 @@ def opened(path: str | Path, where: str):
         except (UnidentifiedImageError, OSError) as err:
             raise OSError(f"{path}: corrupt or unreadable image ({where}): {err}") from err
         with img:
+            check_pages(img, path, where)
             yield img
 
 
@@ -218,7 +219,6 @@ def read_image(path: str | Path, index: int, limit: PixelLimit = DEFAULT_LIMIT) 
     where = f"sample index {index}"
     with opened(path, where) as img:
         check_pixels(img, path, where, limit)
-        check_pages(img, path, where)
         try:
             return eight_bit(upright(img), path)
         except (OSError, ValueError) as err:
