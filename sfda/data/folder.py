@@ -26,8 +26,11 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
       position of its name in ``class_names`` (the model's output order); without names, the
       order of ``folder_order``. Hidden folders and files are ignored; other skipped files are
       announced; a folder inside a class folder is refused unless ``nested`` (then its images join
-      the class); a class folder whose files are all skipped is refused; images beside the class
-      folders are refused (they would be left out).
+      the class); a class folder whose visible files are all skipped is refused, an empty one (or one
+      of hidden files only) is announced (a target may lack a class); images beside the class folders
+      are refused (they would be left out), other files there are announced. Two class folders that are
+      one folder (symbolic links) are refused naming both; a link to an image is read as its target,
+      but one image file reached twice (a link beside its target, in any class folder) is refused.
     - a flat folder of images (unlabelled)
     - a text file of lines ``path [label]`` (label an int index or a class name; paths
       relative to the file's folder)
