@@ -382,3 +382,153 @@ def test_a_pose_image_whose_stated_size_is_not_the_displayed_size_is_refused(tmp
     assert f"{stated[0]}x{stated[1]}, but" in str(err.value)
     assert "displays as 128x64" + needle + "; expected the displayed size" in str(err.value)
     assert snapshot(tmp_path) == before
+
+
+# --- 5. issue 27 review: pictures lost by compositing, 16-bit transparent colour, multi-page TIFFs,
+# broken links, class folders that are one folder, files beside class folders ------------------------
+def lost_in_alpha() -> np.ndarray:
+    """A picture drawn only in alpha over near-white colour 250: composited it reads 250..255."""
+    rgba = np.full((28, 28, 4), 250, np.uint8)
+    rgba[..., 3] = glyph()
+    return rgba
+
+
+def lost_in_colour() -> np.ndarray:
+    """A picture in the colour channels of pixels that are all fully transparent: composited, flat white."""
+    rgba = np.zeros((24, 40, 4), np.uint8)
+    rgba[..., :3] = displayed()
+    return rgba
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [(lost_in_alpha, "the picture is only in the alpha channel"),
+     (lost_in_colour, "the picture is in transparent pixels")],
+)
+def test_a_picture_that_compositing_would_lose_is_refused_naming_the_file(tmp_path, make, needle):
+    Image.fromarray(make(), "RGBA").save(tmp_path / "lost.png")
+    with pytest.raises(ValueError) as err:
+        read_image(tmp_path / "lost.png", 3)
+    assert str(err.value).startswith(f"{tmp_path / 'lost.png'}: {needle}")
+    assert "composited onto white" in str(err.value) and "save the picture in the colour channels" in str(
+        err.value
+    )
+
+
+def test_a_picture_lost_by_compositing_is_refused_in_detection_too(tmp_path):
+    Image.fromarray(lost_in_alpha(), "RGBA").save(tmp_path / "lost.png")
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(box_csv(tmp_path, "lost.png", (2, 2, 20, 20)))], class_names=["0"],
+                                 input=spec)
+    module.setup()
+    with pytest.raises(ValueError) as err:
+        module.dataset("train")[0]
+    assert "lost.png: the picture is only in the alpha channel" in str(err.value)
+
+
+def test_ordinary_transparent_and_low_contrast_images_are_read(tmp_path):
+    logo = np.zeros((24, 40, 4), np.uint8)  # a dark logo on a transparent background
+    logo[..., :3], logo[..., 3] = 30, 0
+    logo[4:20, 8:30, 3] = 255
+    faint = np.full((24, 40, 4), 255, np.uint8)  # an opaque, low-contrast scan: 100..104
+    faint[..., :3] = 100 + (np.arange(40) % 5)[None, :, None]
+    faded = faint.copy()  # the same scan, half transparent everywhere
+    faded[..., 3] = 128
+    for name, pixels in {"logo": logo, "faint": faint, "faded": faded}.items():
+        Image.fromarray(pixels, "RGBA").save(tmp_path / f"{name}.png")
+    assert read_image(tmp_path / "logo.png", 0)[0, 0].tolist() == [255] * 3
+    assert read_image(tmp_path / "logo.png", 0)[10, 10].tolist() == [30] * 3
+    assert np.ptp(read_image(tmp_path / "faint.png", 0)) == 4
+    assert np.ptp(read_image(tmp_path / "faded.png", 0)) == 2  # faint, but what its colours span
+
+
+def test_a_16_bit_grey_png_with_a_transparent_colour_is_composited(tmp_path):
+    values = (np.arange(28 * 28).reshape(28, 28) * 80).astype(np.uint16)
+    values[:4] = 0
+    Image.fromarray(values).save(tmp_path / "deep.png", transparency=0)
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    image = read_image(tmp_path / "deep.png", 0)
+    expected = np.round(values * (255 / 65535)).astype(np.uint8)
+    expected[:4] = 255  # the transparent colour shows white, as in 8-bit images
+    assert image.shape == (28, 28) and np.array_equal(image, expected)
+
+
+def test_a_multi_page_tiff_is_refused_naming_the_file_and_its_page_count(tmp_path):
+    pages = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (0, 128, 255)]
+    pages[0].save(tmp_path / "scan.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(OSError) as err:
+        read_image(tmp_path / "scan.tif", 5)
+    assert f"{tmp_path / 'scan.tif'}: a multi-page TIFF of 3 pages (sample index 5)" in str(err.value)
+    assert "save each page as its own image" in str(err.value)
+    boxes = DetectionDataModule([str(box_csv(tmp_path, "scan.tif", (1, 1, 4, 4)))], class_names=["0"])
+    with pytest.raises(OSError) as err:
+        boxes.setup()  # refused while the boxes are checked against the header, before any training
+    assert "scan.tif: a multi-page TIFF of 3 pages" in str(err.value)
+
+
+def test_a_broken_image_link_is_named_with_its_target(workspace):
+    (workspace / "target" / "2" / "0.png").unlink()
+    (workspace / "target" / "2" / "0.png").symlink_to(workspace / "moved.png")
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    with pytest.raises(FileNotFoundError) as err:
+        module.load_splits()
+    assert f"data.train: {workspace / 'target' / '2' / '0.png'} is a broken symbolic link: its target " \
+           f"{workspace / 'moved.png'} does not exist" in str(err.value)
+    assert "not images" not in str(err.value)
+
+
+@pytest.mark.parametrize("real", ["9", "9_real"])
+def test_class_folders_that_are_one_folder_are_refused_naming_both(workspace, real):
+    """``9 -> 8`` (another class), or ``9 -> 9_real`` beside ``9_real``: the images would get two labels."""
+    target = workspace / "target"
+    if real == "9":
+        for path in (target / "9").iterdir():
+            path.unlink()
+        (target / "9").rmdir()
+        (target / "9").symlink_to(target / "8")
+        other = "8"
+    else:
+        (target / "9").rename(target / "9_real")
+        (target / "9").symlink_to(target / "9_real")
+        other = "9_real"
+    module = ImageFolderDataModule(str(target), class_names=[*CLASSES, "9_real"])
+    with pytest.raises(ValueError) as err:
+        module.load_splits()
+    assert f"data.train: class folders '{min(other, '9')}' and '{max(other, '9')}'" in str(err.value)
+    assert "are the same folder" in str(err.value) and "expected one folder per class" in str(err.value)
+
+
+def test_an_image_link_is_read_as_its_target_but_not_under_a_second_label(workspace):
+    target = workspace / "target"
+    (target / "3" / "0.png").rename(workspace / "kept.png")
+    (target / "3" / "0.png").symlink_to(workspace / "kept.png")
+    module = ImageFolderDataModule(str(target), class_names=CLASSES)
+    module.load_splits()
+    assert len(module.splits["train"][0]) == 40
+    (target / "4" / "linked.png").symlink_to(target / "3" / "1.png")
+    with pytest.raises(ValueError) as err:
+        ImageFolderDataModule(str(target), class_names=CLASSES).load_splits()
+    assert f"data.train: {target / '3' / '1.png'} and {target / '4' / 'linked.png'} are the same image file" \
+        in str(err.value)
+    assert "under the labels of both folders" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "9b"])
+def test_a_file_beside_the_class_folders_is_announced(workspace, capsys, name):
+    (workspace / "target" / name).write_text("not a class")
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    module.load_splits()
+    assert len(module.splits["train"][0]) == 40
+    err = capsys.readouterr().err
+    root = workspace / "target"
+    assert f"sfda: note: data.train: skipped 1 files of {root} beside its class folders" in err
+    assert f"e.g. '{name}'" in err
+
+
+def test_a_link_to_a_folder_inside_a_class_folder_is_announced_when_nested(workspace, capsys):
+    (workspace / "target" / "3" / "more").symlink_to(workspace / "target" / "4")
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES, nested_folders=True)
+    module.load_splits()
+    assert len(module.splits["train"][0]) == 40
+    err = capsys.readouterr().err
+    assert "skipped 1 entries" in err and "or are links to folders" in err and "'more'" in err

@@ -26,8 +26,11 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
       position of its name in ``class_names`` (the model's output order); without names, the
       order of ``folder_order``. Hidden folders and files are ignored; other skipped files are
       announced; a folder inside a class folder is refused unless ``nested`` (then its images join
-      the class); a class folder whose files are all skipped is refused; images beside the class
-      folders are refused (they would be left out).
+      the class); a class folder whose visible files are all skipped is refused, an empty one (or one
+      of hidden files only) is announced (a target may lack a class); images beside the class folders
+      are refused (they would be left out), other files there are announced. Two class folders that are
+      one folder (symbolic links) are refused naming both; a link to an image is read as its target,
+      but one image file reached twice (a link beside its target, in any class folder) is refused.
     - a flat folder of images (unlabelled)
     - a text file of lines ``path [label]`` (label an int index or a class name; paths
       relative to the file's folder)
@@ -53,17 +56,52 @@ def _read_class_folders(root: Path, subdirs: list[Path], class_names: list[str] 
         raise ValueError(f"data.{field_name}: folders {missing} in {root} are not class names of the "
                          f"model; class folders found: {sorted(p.name for p in subdirs)}, expected names "
                          f"from class_names {names}")
-    loose = sorted(p for p in root.iterdir() if p.is_file() and visible(p) and is_image_name(p))
-    if loose:
-        raise ValueError(f"data.{field_name}: {len(loose)} images lie in {root} beside its class folders "
-                         f"(e.g. '{loose[0].name}') and would be left out; expected every image inside a "
-                         "class folder <folder>/<class name>/<image>")
+    _refuse_loose_images(root, field_name)
+    _refuse_same_folders(subdirs, field_name)
     paths, labels = [], []
     for sub in sorted(subdirs, key=lambda p: names.index(p.name)):
         files = _class_images(sub, field_name, nested)
         paths += files
         labels += [names.index(sub.name)] * len(files)
+    _refuse_same_images(paths, field_name)
     return _nonempty(paths, root, field_name), labels, names
+
+
+def _refuse_loose_images(root: Path, field_name: str) -> None:
+    """Refuse images beside the class folders (they would be left out); announce other files there."""
+    files = sorted(p for p in root.iterdir() if visible(p) and not p.is_dir())
+    loose = [p for p in files if is_image_name(p)]
+    if loose:
+        raise ValueError(f"data.{field_name}: {len(loose)} images lie in {root} beside its class folders "
+                         f"(e.g. '{loose[0].name}') and would be left out; expected every image inside a "
+                         "class folder <folder>/<class name>/<image>")
+    if files:
+        note(f"data.{field_name}: skipped {len(files)} files of {root} beside its class folders (only "
+             f"folders are classes); e.g. '{files[0].name}'")
+
+
+def _refuse_same_folders(subdirs: list[Path], field_name: str) -> None:
+    """Refuse two class folders that are the same folder (one a symbolic link to the other, or both
+    links to one folder): its images would be read under two labels."""
+    seen: dict[Path, Path] = {}
+    for sub in sorted(subdirs):
+        first = seen.setdefault(sub.resolve(), sub)
+        if first != sub:
+            raise ValueError(f"data.{field_name}: class folders '{first.name}' and '{sub.name}' in "
+                             f"{sub.parent} are the same folder {sub.resolve()} (a symbolic link), so its "
+                             "images would be read under two labels; expected one folder per class")
+
+
+def _refuse_same_images(paths: list[Path], field_name: str) -> None:
+    """Refuse two entries of the class folders that are one image file (symbolic links to images are
+    read as their targets; a link to an image of another class would give it two labels)."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first != path:
+            raise ValueError(f"data.{field_name}: {first} and {path} are the same image file "
+                             f"{path.resolve()} (a symbolic link), so it would be read twice, under the "
+                             "labels of both folders; expected each image once")
 
 
 def _class_images(sub: Path, field_name: str, nested: bool) -> list[Path]:

@@ -3,10 +3,17 @@
 - EXIF orientation is applied (a phone's portrait JPEG is stored sideways with a tag that says so):
   pixels, and the sizes that boxes and joints are checked against, are those of the DISPLAYED image;
   an annotation's stated width and height must be the displayed ones (``check_stated_size``).
-- Transparency (RGBA, LA, palette or RGB/L images with a transparent colour) is composited onto a
-  white background, as a page shows it (a black picture drawn in the alpha channel stays visible). An
-  image that compositing would leave one flat colour while its alpha channel varies (a white picture
-  drawn only in the alpha channel) is refused, naming the file.
+- Transparency (RGBA, LA, palette or RGB/L/16-bit grey images with a transparent colour) is composited
+  onto a white background, as a page shows it (a black picture drawn in the alpha channel stays
+  visible). An image whose picture compositing would lose is refused, naming the file (``picture_lost``):
+  the composite spans at most ``LOST_SPREAD`` grey levels while the colour channels (a picture in fully
+  transparent pixels) or the alpha channel (a white picture drawn only in alpha) span more than
+  ``LOST_SPREAD`` and more than ``LOST_RATIO`` times as many. Ordinary transparent-background images
+  (the background becomes white, the picture stays) and ordinary low-contrast images (the composite
+  spans what the colours span) pass.
+- A multi-page TIFF is refused naming the file and its page count (only one page would be read).
+- A symbolic link whose target is missing, named as an image, is refused naming the link and its
+  target (``images_in``); links to images are read as their targets.
 - 16-bit and float images are scaled from their true range (see ``eight_bit``).
 - An image of more than ``PixelLimit.pixels`` pixels is refused before it is decoded, naming the file,
   its size, the limit and the option that raises it (PIL's own decompression-bomb check is replaced by
@@ -18,6 +25,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +39,8 @@ ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 ORIENTATION_TAG = 0x0112
 SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 BACKGROUND = 255  # transparent pixels are composited onto white
+LOST_SPREAD = 16  # a composite spanning at most this many grey levels is near-flat ...
+LOST_RATIO = 4  # ... and its picture lost if the colour or alpha channels span LOST_RATIO times more
 
 
 class PixelLimit(NamedTuple):
@@ -67,19 +77,32 @@ def is_image_name(path: Path) -> bool:
 
 def images_in(folder: Path, what: str, recursive: bool = False) -> tuple[list[Path], list[Path]]:
     """``(images, skipped)``: the image files of ``folder`` (all levels when ``recursive``) in sorted order,
-    and the visible entries left out (other file types; sub-folders when not ``recursive``). Skipped
-    entries are announced with ``note``, naming ``what`` the folder is, the count and an example."""
+    and the visible entries left out (other file types; sub-folders when not ``recursive``, links to
+    folders when ``recursive``). A broken link named as an image is refused (``refuse_broken_links``).
+    Skipped entries are announced with ``note``, naming ``what`` the folder is, the count and an example."""
     if recursive:
-        entries = [p for p in folder.rglob("*") if p.is_file() and not hidden_below(p, folder)]
+        entries = [p for p in folder.rglob("*")  # links to folders are not followed: announced
+                   if (p.is_symlink() or not p.is_dir()) and not hidden_below(p, folder)]
     else:
         entries = [p for p in folder.iterdir() if visible(p)]
+    refuse_broken_links(entries, what)
     images = sorted(p for p in entries if p.is_file() and is_image_name(p))
     skipped = sorted(p for p in entries if not (p.is_file() and is_image_name(p)))
     if skipped:
+        folders = "links to folders" if recursive else "sub-folders"
         note(f"{what}: skipped {len(skipped)} entries of {folder} that are not images "
-             f"({', '.join(sorted(IMAGE_SUFFIXES))}) {'' if recursive else 'or are sub-folders '}"
-             f"and read {len(images)} images; e.g. '{skipped[0].name}'")
+             f"({', '.join(sorted(IMAGE_SUFFIXES))}) or are {folders} and read {len(images)} images; "
+             f"e.g. '{skipped[0].name}'")
     return images, skipped
+
+
+def refuse_broken_links(entries: list[Path], what: str) -> None:
+    """Refuse a symbolic link named as an image whose target is missing (a moved or deleted image)."""
+    for path in sorted(entries):
+        if path.is_symlink() and not path.exists() and is_image_name(path):
+            raise FileNotFoundError(f"{what}: {path} is a broken symbolic link: its target "
+                                    f"{os.readlink(path)} does not exist; expected an image file (restore "
+                                    "the image or remove the link)")
 
 
 def refuse_single_images(locations: dict[str, list[str]], expected: str) -> None:
@@ -123,7 +146,7 @@ def pixel_check_off():
 @contextmanager
 def opened(path: str | Path, where: str):
     """The image at ``path`` opened (header read, nothing decoded); ``where`` says who named it (for
-    messages). A missing or unreadable file raises naming it."""
+    messages). A missing or unreadable file, or a multi-page TIFF, raises naming it."""
     from PIL import Image, UnidentifiedImageError
 
     with pixel_check_off():
@@ -134,6 +157,7 @@ def opened(path: str | Path, where: str):
         except (UnidentifiedImageError, OSError) as err:
             raise OSError(f"{path}: corrupt or unreadable image ({where}): {err}") from err
         with img:
+            check_pages(img, path, where)
             yield img
 
 
@@ -181,6 +205,14 @@ def check_pixels(img, path, where: str, limit: PixelLimit) -> None:
                   f"{width * height:,} pixels, more than the limit of {limit.pixels:,}; {fix}")
 
 
+def check_pages(img, path, where: str) -> None:
+    """Refuse a multi-page TIFF: only its first page would be read, the others dropped in silence."""
+    pages = getattr(img, "n_frames", 1)
+    if img.format == "TIFF" and pages > 1:
+        raise OSError(f"{path}: a multi-page TIFF of {pages} pages ({where}); only the first would be read. "
+                      "Expected one image per file: save each page as its own image")
+
+
 def read_image(path: str | Path, index: int, limit: PixelLimit = DEFAULT_LIMIT) -> np.ndarray:
     """The image file ``path`` (sample ``index``) as displayed, ``HxW`` or ``HxWx3`` uint8 (see the module
     docstring); a missing, corrupt, oversized or alpha-only file raises naming it."""
@@ -218,7 +250,8 @@ def eight_bit(img, path) -> np.ndarray:
     integer ones holding 16-bit data, as PNG readers give them) are scaled by 255/65535, float images
     must hold [0, 1]; transparent images are composited onto white (``opaque``); palette, bilevel and
     other modes become RGB. Anything else is refused naming the file."""
-    if img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+    keyed = "transparency" in img.info
+    if img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and keyed):
         return opaque(img, path)
     if img.mode in ("L", "RGB"):
         return np.asarray(img)
@@ -229,19 +262,44 @@ def eight_bit(img, path) -> np.ndarray:
     if not np.isfinite(values).all() or values.min() < 0 or values.max() > top:
         raise OSError(f"{path}: {img.mode} pixel values in [{values.min()}, {values.max()}], expected "
                       f"[0, {top}] (16-bit integers, or floats in [0, 1])")
-    return np.round(values * (255.0 / top)).astype(np.uint8)
+    scaled = values * (255.0 / top)
+    if keyed and isinstance(img.info["transparency"], (int, float)):  # a 16-bit grey PNG's tRNS colour
+        alpha = (values != img.info["transparency"]).astype(np.float64)
+        return composite(scaled[..., None], alpha[..., None], path)[..., 0]
+    return np.round(scaled).astype(np.uint8)
 
 
 def opaque(img, path) -> np.ndarray:
-    """A transparent image composited onto white (grey images stay grey); refused when its picture is
-    only in the alpha channel (flat colour, varying alpha), which compositing would not keep."""
+    """A transparent 8-bit image composited onto white (grey images stay grey; see ``composite``)."""
     grey = img.mode in ("LA", "La", "L")
     pixels = np.asarray(img.convert("LA" if grey else "RGBA"), dtype=np.float64)
-    colour, alpha = pixels[..., :-1], pixels[..., -1:] / 255.0
-    shown = np.round(colour * alpha + BACKGROUND * (1.0 - alpha)).astype(np.uint8)
-    if np.ptp(shown) == 0 and np.ptp(alpha) > 0:
-        raise ValueError(f"{path}: the picture is only in the alpha channel (colour is one flat value, "
-                         f"alpha varies from {alpha.min():.2f} to {alpha.max():.2f}); transparent images "
-                         "are composited onto white, which would leave one flat colour: save the picture "
-                         "in the colour channels (e.g. as a grey image of the alpha)")
+    shown = composite(pixels[..., :-1], pixels[..., -1:] / 255.0, path)
     return shown[..., 0] if grey else shown
+
+
+def composite(colour: np.ndarray, alpha: np.ndarray, path) -> np.ndarray:
+    """``colour`` (``HxWxC``, 0..255) over white with ``alpha`` (``HxWx1``, 0..1) as uint8; refused when
+    the picture is lost (``picture_lost``)."""
+    shown = np.round(colour * alpha + BACKGROUND * (1.0 - alpha)).astype(np.uint8)
+    lost = picture_lost(shown, colour, alpha)
+    if lost:
+        raise ValueError(f"{path}: {lost}; transparent images are composited onto white (as a page shows "
+                         f"them), which leaves only {int(shown.min())}..{int(shown.max())}: save the "
+                         "picture in the colour channels of an opaque image (e.g. as a grey image of the "
+                         "alpha)")
+    return shown
+
+
+def picture_lost(shown: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> str:
+    """Why compositing loses the picture ('' if it does not): the composite spans at most
+    ``LOST_SPREAD`` grey levels while the alpha channel (as grey levels) or the colour channels span more
+    than ``LOST_SPREAD`` and more than ``LOST_RATIO`` times as many."""
+    kept, in_alpha, in_colour = float(np.ptp(shown)), 255.0 * float(np.ptp(alpha)), float(np.ptp(colour))
+    carried = max(LOST_RATIO * kept, LOST_SPREAD)  # what a channel must span to carry a lost picture
+    if kept > LOST_SPREAD or max(in_alpha, in_colour) <= carried:
+        return ""
+    if in_alpha >= in_colour:
+        return (f"the picture is only in the alpha channel (alpha varies from {alpha.min():.2f} to "
+                f"{alpha.max():.2f}, the colour channels span {in_colour:.0f} grey levels)")
+    return (f"the picture is in transparent pixels (the colour channels span {in_colour:.0f} grey "
+            f"levels, alpha is {alpha.min():.2f} to {alpha.max():.2f})")
