@@ -108,10 +108,15 @@ class PoseDataset(Dataset):
 
 
 def check_image_sizes(people: list[PersonRecord]) -> None:
-    """Refuse an image whose stated width and height are not its displayed size (each image once)."""
-    for person in {p.image: p for p in people}.values():
-        where = f"{person.annotation}: image id {person.image_id}, fields 'width' and 'height'"
-        check_stated_size(image_exists(person), person.size, where)
+    """Refuse an image whose stated width and height are not its displayed size (each image once); every
+    person's ``size`` becomes the displayed size, so that keypoints are checked against the image even
+    when the file states no size."""
+    shown = {}
+    for person in people:
+        if person.image not in shown:
+            where = f"{person.annotation}: image id {person.image_id!r}, fields 'width' and 'height'"
+            shown[person.image] = check_stated_size(image_exists(person), person.size, where)
+        person.size = shown[person.image]
 
 
 class PoseDataModule(RecordDataModule):
