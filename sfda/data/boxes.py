@@ -4,12 +4,16 @@ Every reader returns ``BoxRecord`` rows (one per image; an image may have no box
 ``(N, 4) float32`` ``xmin, ymin, xmax, ymax`` in pixels of the full image; labels are class names.
 ``check_records`` refuses what would silently train on wrong data, naming the annotation file, the
 image and the field: a box with ``xmax <= xmin`` (or ``ymax <= ymin``), a box outside its image, a
-label not among the class names, an image that does not exist, an image whose size differs from the
-one its annotation file declares.
+label not among the class names, an empty class name, an image that does not exist, an image whose size
+differs from the one its annotation file declares (COCO ``width``/``height``, VOC ``<size>``: whole
+numbers of pixels, compared with the displayed image; 0 or absent means unknown). A VOC ``<difficult>``
+other than 0 or 1 is refused.
 
 COCO: ``read_coco`` refuses a file that is not a COCO detection JSON (missing ``images``,
-``annotations`` or ``categories``), repeated image or category ids, one image or class name listed
-twice, a category name that is not a string, an annotation naming an unknown image or category,
+``annotations`` or ``categories``), repeated image or category ids, one image listed twice (file names
+compared as resolved paths: ``p.jpg`` and ``./p.jpg`` are one image) or a class name listed twice, a
+category name that is not a non-empty string, an ``image_id`` or ``category_id`` that is not an integer or
+string id (a boolean, a list) or names an unknown image or category, an ``iscrowd`` other than 0 or 1,
 ``bbox`` values that are not finite numbers, and a width (``bbox[2]``) or height (``bbox[3]``) that is
 not positive; messages quote the box as written and say COCO boxes are ``[x, y, width, height]``
 (with the corrected values when a box looks written as ``[x1, y1, x2, y2]``). ``iscrowd: 1`` regions

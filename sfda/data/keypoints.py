@@ -3,7 +3,8 @@
 A COCO keypoints file holds ``images``, ``annotations`` (one per person: ``bbox`` ``[x, y, w, h]``,
 ``keypoints`` ``[x1, y1, v1, ...]`` with v = 0 not labelled, 1 labelled but hidden, 2 visible) and a
 ``person`` category with the joint names (``keypoints``), the ``skeleton`` (1-based pairs) and, as
-sfda's extension, ``flip_pairs`` (0-based left/right pairs; or give ``data.flip_pairs`` in the recipe).
+sfda's extension, ``flip_pairs`` (left/right pairs of 0-based joint ids or of joint names; or give
+``data.flip_pairs`` in the recipe). Image ids are integers or strings, as in COCO detection files.
 ``check_people`` refuses what would silently train on wrong data, naming the file, the annotation and
 the field: a missing or non-numeric ``bbox``, a bbox entirely outside its image, a NaN or infinite
 coordinate, a visibility other than 0, 1 or 2, a repeated image id, a keypoint outside its image (its
@@ -153,8 +154,9 @@ def keypoints_payload(location: str) -> dict:
     return payload
 
 
-def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None) -> Skeleton:
-    """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs`` overrides)."""
+def read_skeleton(location: str, flip_pairs: list[tuple[int | str, int | str]] | None = None) -> Skeleton:
+    """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs``, joint ids or
+    names, overrides)."""
     category = person_category(keypoints_payload(location), str(location))
     place = f"{location}: category {category['id']!r}"
     names = joint_names(category, place)

@@ -134,7 +134,8 @@ class PoseDataModule(RecordDataModule):
         input: the model's input spec; a target adopts the artifact's.
         heatmap_size: heatmap side (default: input size / 4, SimpleBaseline's stride).
         augment: random geometry and colour of training views (``flip`` needs flip pairs).
-        flip_pairs: left/right joint pairs, if the files do not carry ``flip_pairs``.
+        flip_pairs: left/right joint pairs (0-based joint ids or joint names), if the files do not carry
+            ``flip_pairs``; each joint in at most one pair.
         image_root: folder of the images named by the files (default: beside each file).
         batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
         num_workers: DataLoader workers per process.
@@ -150,7 +151,7 @@ class PoseDataModule(RecordDataModule):
         input: InputSpec | None = None,
         heatmap_size: int | None = None,
         augment: Augment | None = None,
-        flip_pairs: list[tuple[int, int]] | None = None,
+        flip_pairs: list[tuple[int | str, int | str]] | None = None,
         image_root: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 64,
