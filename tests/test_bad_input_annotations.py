@@ -195,6 +195,45 @@ COCO_LIES = {
         lambda p: p["images"][0].update(width=640, height=480),
         ["coco.json: image 'a.png': the file declares width x height 640x480", "the image is 64x48 pixels"],
     ),
+    "one image listed twice under two spellings": (
+        lambda p: (add_image(p, {"id": 2, "file_name": "./a.png"}),
+                   p["annotations"].append({"id": 2, "image_id": 2, "category_id": 4, "bbox": [1, 1, 5, 5]})),
+        ["coco.json: images[1].file_name = './a.png' repeats images[0] (id 1): 'a.png', the same file",
+         "expected one entry per image"],
+    ),
+    "image_id written as a list": (
+        lambda p: p["annotations"][0].__setitem__("image_id", [1]),
+        ["coco.json: annotations[0] (id 1): field 'image_id' = [1] (a list)",
+         "expected an integer or string id"],
+    ),
+    "category_id written as an object": (
+        lambda p: p["annotations"][0].__setitem__("category_id", {"id": 3}),
+        ["annotations[0] (id 1): field 'category_id' = {'id': 3}", "expected an integer or string id"],
+    ),
+    "category_id written as a boolean": (
+        lambda p: p["annotations"][0].__setitem__("category_id", True),
+        ["annotations[0] (id 1): field 'category_id' = True (a boolean); expected an integer or string id"],
+    ),
+    "iscrowd written as a boolean": (
+        lambda p: p["annotations"][0].__setitem__("iscrowd", True),
+        ["annotations[0] (id 1): field 'iscrowd' = True; expected 0 or 1"],
+    ),
+    "fractional declared width": (
+        lambda p: p["images"][0].update(width=64.5),
+        ["coco.json: images entry id 1: field 'width': expected a whole number of pixels >= 0, got 64.5"],
+    ),
+    "declared width null beside a height": (
+        lambda p: p["images"][0].update(width=None),
+        ["coco.json: images entry id 1: field 'width': expected a number, got None (a null)"],
+    ),
+    "empty category name": (
+        lambda p: p["categories"][0].update(name=" "),
+        ["coco.json: categories[0].name = ' ' is empty; expected a name"],
+    ),
+    "image file name not a string": (
+        lambda p: p["images"][0].update(file_name=5),
+        ["coco.json: images[0].file_name = 5; expected the image's file name (a non-empty string)"],
+    ),
 }
 
 
@@ -387,6 +426,74 @@ POSE_LIES = {
     "iscrowd not 0 or 1": (
         lambda p: p["annotations"][1].__setitem__("iscrowd", "yes"),
         ["people.json: annotation 1: field 'iscrowd' = 'yes'; expected 0 or 1"],
+    ),
+    "iscrowd written as a boolean": (
+        lambda p: p["annotations"][1].__setitem__("iscrowd", True),
+        ["people.json: annotation 1: field 'iscrowd' = True; expected 0 or 1"],
+    ),
+    "a joint in two flip pairs": (
+        lambda p: p["categories"][0]["flip_pairs"].append([0, 1]),
+        ["people.json: category 1: flip_pairs[6]: joint 'r_ankle' is also in pair 0 [0, 5]",
+         "expected each joint in at most one pair"],
+    ),
+    "flip pair naming an unknown joint": (
+        lambda p: p["categories"][0].update(flip_pairs=[["r_ankle", "l_ankel"]]),
+        ["people.json: category 1: flip_pairs[0] = ['r_ankle', 'l_ankel']: 'l_ankel' is not a joint of",
+         "each a joint name or an id in 0..15"],
+    ),
+    "a 0-based skeleton": (
+        lambda p: p["categories"][0]["skeleton"].__setitem__(0, [0, 1]),
+        ["people.json: category 1: skeleton[0] = [0, 1]: 0 is not a joint of",
+         "an id in 1..16 (COCO skeletons count joints from 1)"],
+    ),
+    "a skeleton id past the last joint": (
+        lambda p: p["categories"][0]["skeleton"].__setitem__(0, [1, 17]),
+        ["people.json: category 1: skeleton[0] = [1, 17]: 17 is not a joint of"],
+    ),
+    "repeated joint names": (
+        lambda p: p["categories"][0]["keypoints"].__setitem__(5, "r_ankle"),
+        ["people.json: category 1: keypoints[5] = 'r_ankle' repeats keypoints[0]",
+         "expected distinct joint names"],
+    ),
+    "an empty joint name": (
+        lambda p: p["categories"][0]["keypoints"].__setitem__(3, ""),
+        ["people.json: category 1: keypoints[3] = '' is empty; expected a name"],
+    ),
+    "categories written as names": (
+        lambda p: p.update(categories=["person"]),
+        ["people.json: categories[0] = 'person' (a string); expected an object"],
+    ),
+    "bbox entirely outside the image": (
+        lambda p: p["annotations"][1].update(bbox=[500, 500, 20, 20]),
+        ["people.json: annotation 1 (00001.png#1): bbox [500, 500, 20, 20] lies entirely outside its 128x128 "
+         "image", "expected a box [x, y, width, height] that overlaps the image"],
+    ),
+    "keypoint outside an image of unstated size": (
+        lambda p: (p["images"][1].pop("width"), p["images"][1].pop("height"),
+                   p["annotations"][1]["keypoints"].__setitem__(0, 5000),
+                   p["annotations"][1]["keypoints"].__setitem__(2, 2)),
+        ["people.json: annotation 1 (00001.png#1): keypoint 'r_ankle' at (5000,",
+         "lies outside its 128x128 image; expected 0 <= x < 128"],
+    ),
+    "fractional width": (
+        lambda p: p["images"][1].update(width=128.9),
+        ["people.json: images entry id 1: field 'width': expected a whole number of pixels >= 0, got 128.9"],
+    ),
+    "width null beside a height": (
+        lambda p: p["images"][1].update(width=None),
+        ["people.json: images entry id 1: field 'width': expected a number, got None (a null)"],
+    ),
+    "image_id written as a list": (
+        lambda p: p["annotations"][1].__setitem__("image_id", [1]),
+        ["people.json: annotation 1: field 'image_id' = [1] (a list); expected an integer or string id"],
+    ),
+    "keypoints written as a list of triples": (
+        lambda p: p["annotations"][1].update(
+            keypoints=[p["annotations"][1]["keypoints"][i : i + 3] for i in range(0, 48, 3)]
+        ),
+        ["people.json: annotation 1: keypoints is a list of 16 lists",
+         "expected one flat list of numbers x1, y1, v1, x2, y2, v2, ...",
+         "(48 numbers for the category's 16 joints"],
     ),
 }
 
@@ -635,3 +742,119 @@ def test_a_keypoints_file_holding_a_json_list_is_refused_naming_the_shape(user):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"people.json: holds a JSON list; expected a COCO keypoints JSON"):
         read_people(str(path))
+
+
+# --- round 4: what the files say is read as the files mean it, or refused by name ----
+def turned_jpeg(path: Path) -> Path:
+    """A JPEG stored 64x48 with EXIF orientation 6: a viewer displays it 48x64."""
+    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif)
+    return path
+
+
+def two_joints(root: Path, file_name: str, keypoints: list, **image) -> Path:
+    """A keypoints file of one person with joints 'l' and 'r' on image ``file_name``."""
+    payload = {
+        "images": [{"id": "img0", "file_name": file_name, **image}],
+        "annotations": [{"id": 1, "image_id": "img0", "category_id": 1, "bbox": [2, 2, 10, 10],
+                         "keypoints": keypoints}],
+        "categories": [{"id": 1, "name": "person", "keypoints": ["l", "r"], "flip_pairs": [["l", "r"]]}],
+    }
+    path = root / "people.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_keypoints_are_checked_against_the_displayed_image_when_the_file_states_no_size(user):
+    turned_jpeg(user / "turned.jpg")
+    people = two_joints(user, "turned.jpg", [50, 10, 2, 5, 5, 2])  # x = 50: inside 64, outside 48
+    assert_data_refused(
+        PoseDataModule(train=[str(people)], role="target"),
+        user,
+        "people.json: annotation 1 (turned.jpg#1): keypoint 'l' at (50, 10) lies outside its 48x64 image",
+    )
+
+
+def test_string_image_ids_and_flip_pairs_by_joint_name_are_read_as_coco_means_them(user):
+    data = PoseDataModule(train=[str(two_joints(user, "a.png", [10, 10, 2, 20, 20, 2]))], role="target")
+    data.setup()
+    assert data.skeleton.flip_pairs == [(0, 1)]
+    assert [p.image_id for p in data.splits["train"]] == ["img0"]
+    given = PoseDataModule(train=[str(user / "people.json")], role="target", flip_pairs=[("r", "l")])
+    given.setup()
+    assert given.skeleton.flip_pairs == [(1, 0)]
+    assert given.skeleton.flip_order().tolist() == [1, 0]
+
+
+def voc_file(root: Path, size: str = "", difficult: str = "0", name: str = "3", image: str = "a.png") -> Path:
+    path = root / "a.xml"
+    path.write_text(
+        f"<annotation><filename>{image}</filename>{size}<object><name>{name}</name>"
+        f"<difficult>{difficult}</difficult><bndbox><xmin>2</xmin><ymin>5</ymin><xmax>22</xmax>"
+        "<ymax>25</ymax></bndbox></object></annotation>"
+    )
+    return path
+
+
+def voc_size(width, height) -> str:
+    return f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+
+
+@pytest.mark.parametrize(
+    "kwargs, needles",
+    [
+        ({"size": voc_size(640, 480)},
+         ["a.xml: image 'a.png': the file declares width x height 640x480", "the image is 64x48 pixels"]),
+        ({"size": voc_size(64, 48), "image": "turned.jpg"},
+         ["a.xml: image 'turned.jpg': the file declares width x height 64x48", "the image is 48x64 pixels"]),
+        ({"size": voc_size(64.5, 48)}, ["a.xml: field size/width: expected a whole number of pixels"]),
+        ({"difficult": "yes"}, ["a.xml: object 0 ('3'), field 'difficult' = 'yes'; expected 0 or 1"]),
+        ({"name": " "}, ["a.xml: object 0 (' '), field 'name' = '' is empty; expected a name"]),
+    ],
+    ids=["size of another image", "stored size of an EXIF-turned image", "fractional size", "difficult yes",
+         "empty class name"],
+)
+def test_a_voc_file_that_lies_is_refused_by_the_detection_data(user, kwargs, needles):
+    turned_jpeg(user / "turned.jpg")
+    annotations = voc_file(user, **kwargs)
+    assert_data_refused(
+        DetectionDataModule(train=[str(annotations)], role="target", class_names=DIGITS), user, *needles
+    )
+
+
+def test_a_voc_size_that_matches_or_is_left_unknown_is_accepted(user):
+    for size in (voc_size(64, 48), voc_size(0, 0), ""):
+        record = read_voc(str(voc_file(user, size=size)))[0]
+        DetectionDataModule(train=[str(user / "a.xml")], role="target", class_names=DIGITS).setup()
+        assert record.declared in ((64, 48), None)
+
+
+def test_a_csv_row_with_an_empty_label_is_refused_naming_the_line(user):
+    table = user / "boxes.csv"
+    table.write_text("image_path,xmin,ymin,xmax,ymax,label\na.png,10,5,30,25,3\na.png,1,1,5,5,\n")
+    assert_data_refused(
+        DetectionDataModule(train=[str(table)], role="source"),
+        user,
+        "boxes.csv: line 3, field 'label' = '' is empty; expected a name",
+    )
+
+
+def test_a_nearly_constant_volume_is_refused_naming_the_empty_scaling_range(user):
+    voxels = np.zeros((16, 12, 8), np.float32)
+    voxels[0, 0, 0] = 5  # percentiles 1 and 99 are both 0: MONAI would warn and leave it unscaled
+    image = write_volume(voxels, small_geometry(user), user / "almost.nii.gz")
+    with pytest.raises(DatalistError) as refused:
+        load_volume({"id": "almost", "image": image}, VolumeSpec(), 2, use_label=False)
+    message = str(refused.value)
+    assert "almost.nii.gz: the intensity scaling range is empty: percentiles 1 and 99" in message
+    assert "are both 0 (a nearly constant image); expected an image with varying intensities" in message
+
+
+def test_an_infinite_voxel_is_refused_before_the_scaling_clips_it(user):
+    voxels = scan().astype(np.float32)
+    voxels[3, 3, 3] = np.inf
+    image = write_volume(voxels, small_geometry(user), user / "bright.nii.gz")
+    with pytest.raises(DatalistError, match=r"bright.nii.gz: 1 NaN or infinite voxels \(of 1536\); expected"):
+        load_volume({"id": "bright", "image": image}, VolumeSpec(), 2, use_label=False)

@@ -4,12 +4,16 @@ Every reader returns ``BoxRecord`` rows (one per image; an image may have no box
 ``(N, 4) float32`` ``xmin, ymin, xmax, ymax`` in pixels of the full image; labels are class names.
 ``check_records`` refuses what would silently train on wrong data, naming the annotation file, the
 image and the field: a box with ``xmax <= xmin`` (or ``ymax <= ymin``), a box outside its image, a
-label not among the class names, an image that does not exist, an image whose size differs from the
-one its annotation file declares.
+label not among the class names, an empty class name, an image that does not exist, an image whose size
+differs from the one its annotation file declares (COCO ``width``/``height``, VOC ``<size>``: whole
+numbers of pixels, compared with the displayed image; 0 or absent means unknown). A VOC ``<difficult>``
+other than 0 or 1 is refused.
 
 COCO: ``read_coco`` refuses a file that is not a COCO detection JSON (missing ``images``,
-``annotations`` or ``categories``), repeated image or category ids, one image or class name listed
-twice, a category name that is not a string, an annotation naming an unknown image or category,
+``annotations`` or ``categories``), repeated image or category ids, one image listed twice (file names
+compared as resolved paths: ``p.jpg`` and ``./p.jpg`` are one image) or a class name listed twice, a
+category name that is not a non-empty string, an ``image_id`` or ``category_id`` that is not an integer or
+string id (a boolean, a list) or names an unknown image or category, an ``iscrowd`` other than 0 or 1,
 ``bbox`` values that are not finite numbers, and a width (``bbox[2]``) or height (``bbox[3]``) that is
 not positive; messages quote the box as written and say COCO boxes are ``[x, y, width, height]``
 (with the corrected values when a box looks written as ``[x1, y1, x2, y2]``). ``iscrowd: 1`` regions
@@ -25,13 +29,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import posixpath
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .checks import first_duplicate, json_number, json_section, json_type
+from .checks import class_name, first_duplicate, json_id, json_number, json_pixels, json_section, json_type
 from .fetch import resolve
 from .image_files import displayed_size
 from .text_files import text_of
@@ -130,11 +135,38 @@ def read_voc(location: str, image_root: str | None = None) -> list[BoxRecord]:
         boxes.append(
             [_number(box.findtext(k), f"{where}, field bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
         )
-        labels.append((obj.findtext("name") or "").strip())
-        difficult.append(obj.findtext("difficult", "0").strip() == "1")
+        labels.append(class_name((obj.findtext("name") or "").strip(), f"{where}, field 'name'"))
+        difficult.append(voc_difficult(obj.findtext("difficult"), where))
     return [
-        BoxRecord(image, np.array(boxes), labels, str(location), difficult=np.array(difficult, dtype=bool))
+        BoxRecord(
+            image,
+            np.array(boxes),
+            labels,
+            str(location),
+            difficult=np.array(difficult, dtype=bool),
+            declared=voc_declared_size(root, str(location)),
+        )
     ]
+
+
+def voc_difficult(text: str | None, where: str) -> bool:
+    """A VOC object's ``<difficult>``: 0 or 1 (absent or empty is 0); anything else is refused."""
+    value = (text or "0").strip() or "0"
+    if value not in ("0", "1"):
+        raise ValueError(f"{where}, field 'difficult' = {value!r}; expected 0 or 1")
+    return value == "1"
+
+
+def voc_declared_size(root: ET.Element, location: str) -> tuple[int, int] | None:
+    """``(width, height)`` a VOC file's ``<size>`` declares, or None when it declares none (or 0, unknown)."""
+    size = root.find("size")
+    texts = {k: (size.findtext(k) or "").strip() if size is not None else "" for k in ("width", "height")}
+    if all(text in ("", "0") for text in texts.values()):
+        return None
+    return tuple(
+        json_pixels(_number(text, f"{location}: field size/{k}"), f"{location}: field size/{k}")
+        for k, text in texts.items()
+    )
 
 
 COCO_SHAPE = (
@@ -198,6 +230,7 @@ def coco_categories(data: dict, where: str) -> dict:
                 f"{where}: categories[{number}].name = {name!r} is a {json_type(name)}; "
                 f'expected a string (class names are text): write "{name}"'
             )
+        class_name(name, f"{where}: categories[{number}].name")
     twice = first_duplicate([c["name"] for c in categories])
     if twice is not None:
         raise ValueError(
@@ -207,14 +240,29 @@ def coco_categories(data: dict, where: str) -> dict:
     return {c["id"]: c["name"] for c in categories}
 
 
-def coco_images(data: dict, where: str) -> dict:
-    """``{image id: images entry}``; file names must be distinct (one image, one entry)."""
+def image_key(name: str, location: str, image_root: str | None) -> str:
+    """Where image ``name`` of ``location`` is, resolved (``./p.jpg``, ``p.jpg`` and a link to it are one)."""
+    place = locate(name, location, image_root)
+    return posixpath.normpath(place) if "://" in place else str(Path(place).resolve())
+
+
+def coco_images(data: dict, where: str, image_root: str | None = None) -> dict:
+    """``{image id: images entry}``; file names must be non-empty strings naming distinct files (one image,
+    one entry; compared as resolved paths)."""
     images = coco_entries(data, "images", ("id", "file_name"), where)
-    twice = first_duplicate([im["file_name"] for im in images])
+    for number, image in enumerate(images):
+        if not isinstance(image["file_name"], str) or not image["file_name"].strip():
+            raise ValueError(
+                f"{where}: images[{number}].file_name = {image['file_name']!r}; expected the image's file "
+                "name (a non-empty string)"
+            )
+    twice = first_duplicate([image_key(im["file_name"], where, image_root) for im in images])
     if twice is not None:
+        first, second = images[twice[0]], images[twice[1]]
+        same = "" if first["file_name"] == second["file_name"] else f": '{first['file_name']}', the same file"
         raise ValueError(
-            f"{where}: images[{twice[1]}].file_name = '{images[twice[1]]['file_name']}' repeats "
-            f"images[{twice[0]}] (id {images[twice[0]]['id']!r}); expected one entry per image"
+            f"{where}: images[{twice[1]}].file_name = '{second['file_name']}' repeats "
+            f"images[{twice[0]}] (id {first['id']!r}){same}; expected one entry per image"
         )
     return {im["id"]: im for im in images}
 
@@ -222,7 +270,7 @@ def coco_images(data: dict, where: str) -> dict:
 def coco_reference(ann: dict, field: str, known, where: str):
     """``ann[field]`` (``image_id`` or ``category_id``), refused unless it is one of the ``known`` ids of
     the file's images or categories."""
-    value = ann.get(field)
+    value = json_id(ann.get(field), f"{where}: field '{field}'")
     if value not in known:
         section = "images" if field == "image_id" else "categories"
         raise ValueError(
@@ -250,16 +298,17 @@ def coco_box(ann: dict, where: str) -> list[float]:
 def coco_crowd(ann: dict, where: str) -> bool:
     """The annotation's ``iscrowd`` (0 or 1; absent is 0)."""
     crowd = ann.get("iscrowd", 0)
-    if crowd not in (0, 1) or isinstance(crowd, float):
+    if crowd not in (0, 1) or isinstance(crowd, (float, bool)):
         raise ValueError(f"{where}: field 'iscrowd' = {crowd!r}; expected 0 or 1")
     return bool(crowd)
 
 
 def coco_declared_size(image: dict, where: str) -> tuple[int, int] | None:
-    """``(width, height)`` an images entry declares, or None when it declares neither (or 0, unknown)."""
-    if not image.get("width") and not image.get("height"):
+    """``(width, height)`` an images entry declares, or None when it declares neither (or 0, unknown);
+    each a whole number of pixels (a fractional, string or boolean size is refused, naming the field)."""
+    if all(image.get(k) in (None, 0) and not isinstance(image.get(k), bool) for k in ("width", "height")):
         return None
-    return tuple(int(json_number(image.get(k), f"{where}: field '{k}'")) for k in ("width", "height"))
+    return tuple(json_pixels(image.get(k), f"{where}: field '{k}'") for k in ("width", "height"))
 
 
 def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
@@ -268,7 +317,7 @@ def read_coco(location: str, image_root: str | None = None) -> list[BoxRecord]:
     ``iscrowd: 1`` regions are kept as ignored boxes (not trained on; COCO evaluation ignores them)."""
     data = coco_payload(location)
     names = coco_categories(data, str(location))
-    images = coco_images(data, str(location))
+    images = coco_images(data, str(location), image_root)
     per_image: dict = {i: [] for i in images}
     annotations = coco_fields(data, "annotations", ("image_id", "category_id"), str(location))
     for number, ann in enumerate(annotations):
@@ -318,7 +367,7 @@ def read_csv(location: str, image_root: str | None = None) -> list[BoxRecord]:
             if all(not (row[k] or "").strip() for k in CSV_FIELDS[1:5]):
                 continue  # an image without boxes
             boxes.append([_number(row[k], f"{location}: line {line}, field '{k}'") for k in CSV_FIELDS[1:5]])
-            labels.append(row["label"].strip())
+            labels.append(class_name((row["label"] or "").strip(), f"{location}: line {line}, field 'label'"))
     return [
         BoxRecord(locate(name, str(location), image_root), np.array(b), lab, str(location))
         for name, (b, lab) in per_image.items()

@@ -51,3 +51,30 @@ def first_duplicate(values: list) -> tuple[int, int] | None:
             return seen[key], position
         seen[key] = position
     return None
+
+
+def json_id(value: object, where: str) -> int | str:
+    """A JSON id: an integer or a string (as COCO files write them), not a boolean, a list or an object;
+    else ``ValueError`` naming ``where`` and the value found."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{where} = {value!r} (a {json_type(value)}); expected an integer or string id")
+    return value
+
+
+def json_pixels(value: object, where: str) -> int:
+    """A whole, non-negative number of pixels (``60`` or ``60.0``; not ``60.5``, ``"60"`` or a boolean)."""
+    number = json_number(value, where)
+    if number < 0 or not number.is_integer():
+        raise ValueError(f"{where}: expected a whole number of pixels >= 0, got {value!r}")
+    return int(number)
+
+
+def class_name(value: object, where: str) -> str:
+    """A class (or joint) name: a string that is not empty or only spaces."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} = {value!r} is a {json_type(value)}; expected a string (names are text)")
+    if not value.strip():
+        raise ValueError(
+            f"{where} = {value!r} is empty; expected a name (an empty name tells no class or joint apart)"
+        )
+    return value

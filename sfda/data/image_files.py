@@ -181,17 +181,17 @@ def displayed_size(path: str | Path, where: str) -> tuple[int, int]:
         return (height, width) if orientation(img) in SIDEWAYS else (width, height)
 
 
-def check_stated_size(path: str | Path, stated: tuple[int, int], where: str) -> None:
-    """Refuse a stated ``(width, height)`` (an annotation file's; 0 = not stated) that is not the image's
-    displayed size: annotation coordinates refer to the displayed image (EXIF orientation applied)."""
-    if not all(stated):
-        return
+def check_stated_size(path: str | Path, stated: tuple[int, int], where: str) -> tuple[int, int]:
+    """The image's displayed ``(width, height)`` (EXIF orientation applied, from its header); a stated
+    ``(width, height)`` (an annotation file's; 0 = not stated) that differs from it is refused: annotation
+    coordinates refer to the displayed image."""
     shown = displayed_size(path, where)
-    if tuple(stated) != shown:
+    if all(stated) and tuple(stated) != shown:
         turned = ", turned by its EXIF orientation" if tuple(stated) == shown[::-1] else ""
         raise ValueError(f"{where}: width x height {stated[0]}x{stated[1]}, but {path} displays as "
                          f"{shown[0]}x{shown[1]}{turned}; expected the displayed size (coordinates refer to "
                          "the image as a viewer shows it)")
+    return shown
 
 
 def check_pixels(img, path, where: str, limit: PixelLimit) -> None:

@@ -3,12 +3,16 @@
 A COCO keypoints file holds ``images``, ``annotations`` (one per person: ``bbox`` ``[x, y, w, h]``,
 ``keypoints`` ``[x1, y1, v1, ...]`` with v = 0 not labelled, 1 labelled but hidden, 2 visible) and a
 ``person`` category with the joint names (``keypoints``), the ``skeleton`` (1-based pairs) and, as
-sfda's extension, ``flip_pairs`` (0-based left/right pairs; or give ``data.flip_pairs`` in the recipe).
+sfda's extension, ``flip_pairs`` (left/right pairs of 0-based joint ids or of joint names; or give
+``data.flip_pairs`` in the recipe). Image ids are integers or strings, as in COCO detection files.
 ``check_people`` refuses what would silently train on wrong data, naming the file, the annotation and
-the field: a missing or non-numeric ``bbox``, a NaN or infinite coordinate, a visibility other than 0,
-1 or 2, a repeated image id, a keypoint outside its image, a joint count that differs from the
+the field: a missing or non-numeric ``bbox``, a bbox entirely outside its image, a NaN or infinite
+coordinate, a visibility other than 0, 1 or 2, a repeated image id, a keypoint outside its image (its
+displayed size, read from the image when the file states none), a joint count that differs from the
 category's (or the model's), a training person without any labelled joint, missing flip pairs when
-flips are on.
+flips are on. ``read_skeleton`` refuses empty or repeated joint names, skeleton ids outside 1..K, and
+flip pairs that are not pairs of two different joints (ids 0..K-1 or joint names) each in at most one
+pair.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import coco_box, coco_crowd, coco_images, coco_reference, locate
-from .checks import json_number, json_section
+from .boxes import coco_box, coco_crowd, coco_declared_size, coco_images, coco_reference, locate
+from .checks import class_name, first_duplicate, json_number, json_section, json_type
 from .fetch import resolve
 from .text_files import text_of
 
@@ -52,7 +56,7 @@ class PersonRecord:
     size: tuple[int, int]
     annotation: str
     person_id: int
-    image_id: int = -1
+    image_id: int | str = -1
 
     @property
     def name(self) -> str:
@@ -60,12 +64,83 @@ class PersonRecord:
 
 
 def person_category(payload: dict, where: str) -> dict:
-    people = [c for c in payload.get("categories", []) if c.get("keypoints")]
+    """The one category with joint names (``keypoints``), with an ``id``; every category an object."""
+    categories = json_section(payload, "categories", where, KEYPOINTS_SHAPE)
+    for number, category in enumerate(categories):
+        if not isinstance(category, dict):
+            raise ValueError(
+                f"{where}: categories[{number}] = {category!r} (a {json_type(category)}); expected an object "
+                "{id, name, keypoints: [joint names], skeleton}"
+            )
+    people = [c for c in categories if c.get("keypoints")]
     if len(people) != 1:
         raise ValueError(
             f"{where}: categories: expected one category with 'keypoints' (joint names), found {len(people)}"
         )
+    if "id" not in people[0]:
+        raise ValueError(f"{where}: the category with 'keypoints': field 'id' is missing; expected its id")
     return people[0]
+
+
+def joint_names(category: dict, where: str) -> list[str]:
+    """The category's ``keypoints``: a list of distinct, non-empty joint names."""
+    names = category["keypoints"]
+    if not isinstance(names, list):
+        raise ValueError(f"{where}: field 'keypoints' = {names!r}; expected a list of joint names")
+    names = [class_name(name, f"{where}: keypoints[{i}]") for i, name in enumerate(names)]
+    twice = first_duplicate(names)
+    if twice is not None:
+        raise ValueError(
+            f"{where}: keypoints[{twice[1]}] = '{names[twice[1]]}' repeats keypoints[{twice[0]}]; expected "
+            "distinct joint names (flip pairs, heatmaps and results tell joints apart by them)"
+        )
+    return names
+
+
+def joint_index(joint: object, names: list[str], base: int, where: str, expected: str) -> int:
+    """The 0-based index of ``joint``: a joint name, or an id counted from ``base``."""
+    if isinstance(joint, str) and joint in names:
+        return names.index(joint)
+    if isinstance(joint, int) and not isinstance(joint, bool) and base <= joint < len(names) + base:
+        return joint - base
+    raise ValueError(f"{where}: {joint!r} is not a joint of {names}; {expected}")
+
+
+def joint_pairs(pairs: object, names: list[str], base: int, where: str) -> list[tuple[int, int]]:
+    """0-based pairs of two different joints, each written as a joint name or an id counted from ``base``
+    (COCO skeletons count from 1, flip pairs from 0)."""
+    counted = "COCO skeletons count joints from 1" if base else "counted from 0"
+    expected = (f"expected pairs of two different joints, each a joint name or an id in "
+                f"{base}..{len(names) - 1 + base} ({counted})")
+    if not isinstance(pairs, (list, tuple)):
+        raise ValueError(f"{where} = {pairs!r}; {expected}")
+    found = []
+    for number, pair in enumerate(pairs):
+        place = f"{where}[{number}] = {list(pair) if isinstance(pair, tuple) else pair!r}"
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{place}; {expected}")
+        a, b = (joint_index(joint, names, base, place, expected) for joint in pair)
+        if a == b:
+            raise ValueError(f"{place}: one joint twice; {expected}")
+        found.append((a, b))
+    return found
+
+
+def flip_pairs_of(pairs: object, names: list[str], where: str) -> list[tuple[int, int]]:
+    """Left/right pairs (0-based ids or joint names) as 0-based ids; each joint in at most one pair, so
+    that a flip is a permutation of the joints."""
+    found = joint_pairs(pairs, names, 0, where)
+    seen: dict[int, int] = {}
+    for number, pair in enumerate(found):
+        for joint in pair:
+            if joint in seen:
+                raise ValueError(
+                    f"{where}[{number}]: joint '{names[joint]}' is also in pair {seen[joint]} "
+                    f"{list(found[seen[joint]])}; "
+                    "expected each joint in at most one pair (a flip swaps a left joint with its right one)"
+                )
+            seen[joint] = number
+    return found
 
 
 def keypoints_payload(location: str) -> dict:
@@ -79,19 +154,17 @@ def keypoints_payload(location: str) -> dict:
     return payload
 
 
-def read_skeleton(location: str, flip_pairs: list[tuple[int, int]] | None = None) -> Skeleton:
-    """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs`` overrides)."""
-    where = str(location)
-    category = person_category(keypoints_payload(location), where)
-    names = [str(n) for n in category["keypoints"]]
-    edges = [(int(a) - 1, int(b) - 1) for a, b in category.get("skeleton", [])]
-    pairs = flip_pairs if flip_pairs is not None else category.get("flip_pairs", [])
-    pairs = [(int(a), int(b)) for a, b in pairs]
-    bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < len(names)) or p[0] == p[1]]
-    if bad:
-        raise ValueError(
-            f"{where}: flip_pairs {bad}: expected pairs of two different joint ids in 0..{len(names) - 1}"
-        )
+def read_skeleton(location: str, flip_pairs: list[tuple[int | str, int | str]] | None = None) -> Skeleton:
+    """The joint names, skeleton and flip pairs of a COCO keypoints file (``flip_pairs``, joint ids or
+    names, overrides)."""
+    category = person_category(keypoints_payload(location), str(location))
+    place = f"{location}: category {category['id']!r}"
+    names = joint_names(category, place)
+    edges = joint_pairs(category.get("skeleton", []), names, 1, f"{place}: skeleton")
+    if flip_pairs is not None:
+        pairs = flip_pairs_of(flip_pairs, names, f"data.flip_pairs (joints of {location})")
+    else:
+        pairs = flip_pairs_of(category.get("flip_pairs", []), names, f"{place}: flip_pairs")
     return Skeleton(names=names, edges=edges, flip_pairs=pairs)
 
 
@@ -105,6 +178,12 @@ VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
 def person_keypoints(annotation: dict, names: list[str], where: str) -> np.ndarray:
     """``(K, 3)`` ``x, y, v`` of a person: ``3 K`` finite numbers, each v one of 0, 1, 2."""
     values = annotation.get("keypoints")
+    if isinstance(values, list) and values and all(isinstance(v, (list, dict)) for v in values):
+        raise ValueError(
+            f"{where}: keypoints is a list of {len(values)} {json_type(values[0])}s (e.g. {values[0]!r}); "
+            f"expected one flat list of numbers x1, y1, v1, x2, y2, v2, ... ({3 * len(names)} numbers for "
+            f"the category's {len(names)} joints, as COCO writes them)"
+        )
     if not isinstance(values, list) or len(values) != 3 * len(names):
         count = len(values) if isinstance(values, list) else 0
         raise ValueError(
@@ -164,8 +243,8 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
     for key in ("images", "annotations", "categories"):
         json_section(payload, key, where, KEYPOINTS_SHAPE)
     category = person_category(payload, where)
-    names = [str(n) for n in category["keypoints"]]
-    images = coco_images(payload, where)
+    names = joint_names(category, f"{where}: category {category['id']!r}")
+    images = coco_images(payload, where, image_root)
     people = []
     for pid, annotation in person_annotations(payload, category, where):
         image = images[coco_reference(annotation, "image_id", images, f"{where}: annotation {pid}")]
@@ -177,8 +256,8 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
                 keypoints=person_keypoints(annotation, names, place),
                 annotation=where,
                 person_id=pid,
-                size=(int(image.get("width", 0)), int(image.get("height", 0))),
-                image_id=int(image["id"]),
+                size=coco_declared_size(image, f"{where}: images entry id {image['id']!r}") or (0, 0),
+                image_id=image["id"],
             )
         )
     return people
@@ -231,6 +310,19 @@ def check_people(
                 f"{person.annotation}: annotation {person.person_id} ({person.name}): bbox "
                 f"{person.box.tolist()} is empty; expected [x, y, w, h] with w, h > 0"
             )
+        check_box_inside(person)
+
+
+def check_box_inside(person: PersonRecord) -> None:
+    """Refuse a person whose box lies entirely outside its image (size known)."""
+    width, height = person.size
+    x0, y0, x1, y1 = (float(v) for v in person.box)
+    if width > 0 and height > 0 and (x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height):
+        raise ValueError(
+            f"{person.annotation}: annotation {person.person_id} ({person.name}): bbox "
+            f"[{x0:g}, {y0:g}, {x1 - x0:g}, {y1 - y0:g}] lies entirely outside its {width}x{height} image; "
+            "expected a box [x, y, width, height] that overlaps the image (COCO boxes)"
+        )
 
 
 def image_exists(person: PersonRecord) -> Path:

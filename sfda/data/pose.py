@@ -108,10 +108,15 @@ class PoseDataset(Dataset):
 
 
 def check_image_sizes(people: list[PersonRecord]) -> None:
-    """Refuse an image whose stated width and height are not its displayed size (each image once)."""
-    for person in {p.image: p for p in people}.values():
-        where = f"{person.annotation}: image id {person.image_id}, fields 'width' and 'height'"
-        check_stated_size(image_exists(person), person.size, where)
+    """Refuse an image whose stated width and height are not its displayed size (each image once); every
+    person's ``size`` becomes the displayed size, so that keypoints are checked against the image even
+    when the file states no size."""
+    shown = {}
+    for person in people:
+        if person.image not in shown:
+            where = f"{person.annotation}: image id {person.image_id!r}, fields 'width' and 'height'"
+            shown[person.image] = check_stated_size(image_exists(person), person.size, where)
+        person.size = shown[person.image]
 
 
 class PoseDataModule(RecordDataModule):
@@ -129,7 +134,8 @@ class PoseDataModule(RecordDataModule):
         input: the model's input spec; a target adopts the artifact's.
         heatmap_size: heatmap side (default: input size / 4, SimpleBaseline's stride).
         augment: random geometry and colour of training views (``flip`` needs flip pairs).
-        flip_pairs: left/right joint pairs, if the files do not carry ``flip_pairs``.
+        flip_pairs: left/right joint pairs (0-based joint ids or joint names), if the files do not carry
+            ``flip_pairs``; each joint in at most one pair.
         image_root: folder of the images named by the files (default: beside each file).
         batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
         num_workers: DataLoader workers per process.
@@ -145,7 +151,7 @@ class PoseDataModule(RecordDataModule):
         input: InputSpec | None = None,
         heatmap_size: int | None = None,
         augment: Augment | None = None,
-        flip_pairs: list[tuple[int, int]] | None = None,
+        flip_pairs: list[tuple[int | str, int | str]] | None = None,
         image_root: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 64,

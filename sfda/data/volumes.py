@@ -162,12 +162,22 @@ def check_pair(image: Geometry, label: Geometry) -> None:
                             "resample the label onto the image")
 
 
+def check_finite(image: VolumeFile) -> None:
+    """Refuse an image with NaN or infinite voxels, before anything scales or clips them away."""
+    bad = ~np.isfinite(image.array)
+    if bad.any():
+        raise DatalistError(
+            f"{image.geometry.path}: {int(bad.sum())} NaN or infinite voxels (of {bad.size}); expected "
+            "finite intensities. Replace them (e.g. by 0) in the file"
+        )
+
+
 def check_contrast(image: VolumeFile) -> None:
     """Refuse an image with a channel whose voxels all hold one value (all zero, say): intensity scaling
     divides by its range, and a model sees nothing in it."""
+    check_finite(image)
     channels = image.array.reshape(image.array.shape[0], -1)
     for channel, values in enumerate(channels):
-        values = values[np.isfinite(values)]  # NaN and inf are refused after resampling, by name
         if values.size and values.min() == values.max():
             where = f" channel {channel}:" if len(channels) > 1 else ""
             raise DatalistError(
@@ -177,16 +187,35 @@ def check_contrast(image: VolumeFile) -> None:
 
 
 def preprocessing(spec: VolumeSpec, with_label: bool):
-    """MONAI dictionary transforms from read volumes (MetaTensors) to the spec's grid and intensity range."""
-    from monai.transforms import Compose, Orientationd, ScaleIntensityRangePercentilesd, Spacingd
+    """MONAI dictionary transforms from read volumes (MetaTensors) to the spec's grid (``scaling`` then maps
+    the intensities)."""
+    from monai.transforms import Compose, Orientationd, Spacingd
 
     keys = ["image", "label"] if with_label else ["image"]
-    low, high = spec.intensity_percentiles
     return Compose([
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys, pixdim=spec.spacing, mode=["bilinear", "nearest"][: len(keys)]),
-        ScaleIntensityRangePercentilesd("image", lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True),
     ])
+
+
+def scaling(spec: VolumeSpec, image, path: Path):
+    """The resampled ``image`` with its ``spec.intensity_percentiles`` mapped to [0, 1], clipped (MONAI's
+    ScaleIntensityRangePercentiles over all channels). A scaling range that is empty (both percentiles one
+    value: a nearly constant image, say all zero but a few voxels) is refused naming the file: MONAI would
+    warn and leave the intensities unscaled."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    low, high = spec.intensity_percentiles
+    bounds = np.percentile(image.as_tensor().numpy(), [low, high])
+    if bounds[0] == bounds[1]:
+        raise DatalistError(
+            f"{path}: the intensity scaling range is empty: percentiles {low:g} and {high:g} of the voxels "
+            f"(spec.intensity_percentiles) are both {bounds[0]:g} (a nearly constant image); expected an "
+            "image with varying "
+            "intensities (check the file is not a blank or failed export, or widen "
+            "spec.intensity_percentiles)"
+        )
+    return ScaleIntensityRangePercentiles(lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True)(image)
 
 
 def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool = True) -> Volume:
@@ -206,10 +235,7 @@ def load_volume(entry: dict, spec: VolumeSpec, num_classes: int, use_label: bool
         data = preprocessing(spec, label_path is not None)(tensors)
     except Exception as err:  # MONAI wraps transform errors in RuntimeError
         raise DatalistError(f"{entry['image']}: cannot preprocess ({type(err).__name__}: {err})") from err
-    image = data["image"]
-    if not torch.isfinite(image.as_tensor()).all():
-        raise DatalistError(f"{entry['image']}: the image has NaN or infinite voxels (after reading and "
-                            "resampling); expected finite intensities. Replace them (e.g. by 0) in the file")
+    image = scaling(spec, data["image"], Path(entry["image"]))
     if image.shape[0] != spec.channels:
         raise DatalistError(f"{entry['image']}: {image.shape[0]} channels, the model expects spec.channels = "
                             f"{spec.channels}")
