@@ -441,3 +441,31 @@ def test_a_failed_trials_error_is_its_sfda_error_line_not_the_traceback_hint():
               "(set SFDA_TRACEBACK=1 to see where it was raised)\n")
     assert last_line(output) == "sfda: error: model.init_args.optim.lr: expected >= 0, got -1"
     assert last_line("Traceback ...\nRuntimeError: boom\n\n") == "RuntimeError: boom"
+
+
+# ---- hunt item 1: a file in the sweep folder that the sweep did not write is never changed ---------------
+
+
+@pytest.mark.parametrize("text", ["my own notes, not an optuna journal\n", '{"a": 1}\n', "[1, 2]\n"])
+def test_a_study_log_that_is_not_a_journal_is_refused_naming_it_and_kept(workspace, monkeypatch, text):
+    folder, config, space = workspace
+    fake_trials(monkeypatch)
+    sweep_dir = folder / "sweeps"
+    sweep_dir.mkdir()
+    (sweep_dir / "study.log").write_text(text)
+    before = snapshot(folder)
+    code, out = sweep(config, space, sweep_dir, "--n_trials", "1")
+    assert code == 1, out
+    assert f"{sweep_dir / 'study.log'}: is not a sweep journal" in out and "it is kept as it is" in out, out
+    assert snapshot(folder) == before
+
+
+def test_a_journal_named_by_storage_that_is_not_a_journal_is_refused_and_kept(workspace, monkeypatch):
+    folder, config, space = workspace
+    fake_trials(monkeypatch)
+    notes = folder / "notes.txt"
+    notes.write_text("mine\n")
+    before = snapshot(folder)
+    code, out = sweep(config, space, folder / "sweeps", "--n_trials", "1", "--storage", f"journal://{notes}")
+    assert code == 1 and f"{notes}: is not a sweep journal" in out, out
+    assert snapshot(folder) == before
