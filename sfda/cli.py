@@ -71,6 +71,7 @@ GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", 
 INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
 # run folders this process created, removed again if the run fails before a checkpoint
 _new_run_dirs: list[Path] = []
+_recipes_read: list[Path] = []  # the --config recipes this main() read, to name the one holding a bad key
 
 
 def next_version(root: Path) -> str:
@@ -285,13 +286,14 @@ class SFDAArgumentParser(LightningArgumentParser):
         parser = getattr(ex, "subcommand_parser", None) or self
         keys = [a.dest for a in parser._actions if a.dest]
         prog = parser.prog.replace(" [options]", "")
-        sys.stderr.write(f"sfda: error: {explain(message, keys)}\n\n{message.strip()}\n\n"
+        sys.stderr.write(f"sfda: error: {explain(message, keys, _recipes_read)}\n\n{message.strip()}\n\n"
                          f"(the accepted options: {prog} --help)\n")
         raise SystemExit(2)
 
     def parse_path(self, path, ext_vars=None, env=None, defaults=True, **kwargs):
         """A recipe file, checked first (UTF-8, a YAML mapping), with the recipes it includes (``config:``)
         merged deeply under it, and interpolation errors naming the file and key (``sfda.recipe_files``)."""
+        _recipes_read.append(Path(os.fspath(path)))
         try:
             self._merged_recipe = recipe_content(Path(os.fspath(path)))
             return super().parse_path(path, ext_vars, env, defaults, **kwargs)
@@ -391,6 +393,7 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)
     take_stop()  # forget a stop of an earlier main() in this process
+    _recipes_read.clear()
     try:
         SFDACLI(
             model_class=None,

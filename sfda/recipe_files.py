@@ -152,6 +152,28 @@ def recipe_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
                     if p.resolve() not in inner)]
 
 
+def holds_key(mapping, key: str) -> bool:
+    """Whether nested ``mapping`` has dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(mapping, dict) or part not in mapping:
+            return False
+        mapping = mapping[part]
+    return True
+
+
+def recipe_holding(key: str, paths: list[Path]) -> Path | None:
+    """The first of ``paths`` (or a recipe one includes) that writes dotted ``key``; None when none does
+    (the key came from the command line) or a recipe cannot be read."""
+    try:
+        for path in paths:
+            for recipe in recipe_chain(Path(path)):
+                if holds_key(checked_yaml(recipe), key):
+                    return recipe
+    except (OSError, RecipeError):
+        return None
+    return None
+
+
 def recipe_content(path: Path) -> str | None:
     """The text the parser should read for the recipe at ``path``: None to read the file as it is (checked
     first), or the merged YAML of a recipe that includes others."""

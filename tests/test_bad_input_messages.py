@@ -484,3 +484,34 @@ def test_a_grammar_error_in_a_cycle_of_includes_is_named_without_looping(workspa
     (workspace / "a.yaml").write_text("config: b.yaml\ntrainer:\n  max_epochs: ${X\n")
     (workspace / "b.yaml").write_text("config: a.yaml\n")
     assert_refused(["fit", "--config", "a.yaml"], workspace, "recipe a.yaml", "with its braces closed")
+
+
+# --- hunt 13: a misspelt key in a recipe names the recipe file that holds it and the closest key ----
+@pytest.mark.parametrize("where", ["direct", "included", "included twice"])
+def test_a_misspelt_trainer_key_names_the_recipe_that_holds_it_and_the_closest_key(workspace, where):
+    model = {"class_path": SHOT, "init_args": {"source": str(workspace / "source.pt")}}
+    recipe(workspace / "base.yaml", model, folder_data(workspace / "target"), {"max_epoch": 3})
+    (workspace / "middle.yaml").write_text("config: base.yaml\n")
+    given = {"direct": "base.yaml", "included": "mine.yaml", "included twice": "top.yaml"}[where]
+    (workspace / "mine.yaml").write_text("config: base.yaml\ntrainer:\n  limit_train_batches: 1\n")
+    (workspace / "top.yaml").write_text("config: middle.yaml\n")
+    holder = "base.yaml" if where == "direct" else str(workspace / "base.yaml")
+    assert_refused(["fit", "--config", given], workspace,
+                   f"sfda: error: recipe {holder}: trainer.max_epoch: not an accepted option; did you mean "
+                   "'trainer.max_epochs'?", status=2)
+
+
+def test_a_misspelt_method_argument_in_an_included_recipe_names_that_recipe(workspace):
+    model = {"class_path": SHOT, "init_args": {"source": str(workspace / "source.pt"), "bta": 0.3}}
+    recipe(workspace / "base.yaml", model, folder_data(workspace / "target"), {"max_epochs": 1})
+    (workspace / "mine.yaml").write_text("config: base.yaml\n")
+    assert_refused(["fit", "--config", "mine.yaml"], workspace,
+                   f"sfda: error: recipe {workspace / 'base.yaml'}: model.init_args.bta: not an argument of "
+                   f"{SHOT}; did you mean 'beta'?", status=2)
+
+
+def test_a_misspelt_trainer_key_on_the_command_line_names_no_recipe(workspace):
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.max_epoks=3"], workspace,
+                          "sfda: error: trainer.max_epoks: not an accepted option; did you mean "
+                          "'trainer.max_epochs'?", status=2)
+    assert "recipe " not in text.splitlines()[0]
