@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -116,14 +117,27 @@ def check_devices(devices, gpus: int | None, on_cpu: bool) -> None:
                              f"(ids 0..{gpus - 1}); expected at most {gpus}, or -1 (all of them)")
 
 
+# the package a registered strategy needs installed, by the module of its class (the last name)
+STRATEGY_PACKAGES = {"deepspeed": ("deepspeed", "pip install deepspeed"),
+                     "xla": ("torch_xla", "pip install torch_xla (on a TPU machine)"),
+                     "single_xla": ("torch_xla", "pip install torch_xla (on a TPU machine)")}
+
+
 def check_strategy(strategy) -> None:
-    """A strategy named by a string must be one Lightning registers (or auto), else the closest name."""
+    """A strategy named by a string must be one Lightning registers (or auto), else the closest name; one
+    that needs a package (DeepSpeed, torch_xla) needs it installed, else the package and the fix."""
     if not isinstance(strategy, str) or strategy == "auto":
         return
     names = sorted(StrategyRegistry.available_strategies())
     if strategy not in names:
         raise RunConfigError(f"trainer.strategy: '{strategy}' is not a strategy{closest(strategy, names)} "
                              "(expected auto, ddp, ddp_spawn, fsdp, ... or a Strategy class_path)")
+    module = StrategyRegistry[strategy]["strategy"].__module__.rpartition(".")[2]
+    package, install = STRATEGY_PACKAGES.get(module, (None, None))
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise RunConfigError(f"trainer.strategy: '{strategy}' needs the {package} package, which is not "
+                             f"installed; install it ({install}) or use a strategy without it (auto, ddp, "
+                             "fsdp)")
 
 
 def check_precision(precision) -> None:

@@ -7,6 +7,7 @@ changed. All run in-process on tiny real files."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 from pathlib import Path
@@ -515,3 +516,19 @@ def test_a_misspelt_trainer_key_on_the_command_line_names_no_recipe(workspace):
                           "sfda: error: trainer.max_epoks: not an accepted option; did you mean "
                           "'trainer.max_epochs'?", status=2)
     assert "recipe " not in text.splitlines()[0]
+
+
+# --- hunt 12: a strategy whose package is not installed names the package and the fix ----
+STRATEGY_NEEDS = [("deepspeed", "deepspeed"), ("deepspeed_stage_3_offload", "deepspeed"),
+                  ("xla", "torch_xla")]
+
+
+@pytest.mark.parametrize("strategy, package", STRATEGY_NEEDS)
+def test_a_strategy_whose_package_is_missing_names_the_package_and_the_fix(workspace, no_gpu, strategy,
+                                                                            package):
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    needle = f"sfda: error: trainer.strategy: '{strategy}' needs the {package} package, which is not"
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), f"--trainer.strategy={strategy}"],
+                          workspace, needle, "install it (pip install")
+    assert "Traceback" not in text and "MisconfigurationException" not in text
