@@ -29,6 +29,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAA
 
 from sfda.cli import main
 from sfda.models import SourceClassifier, artifact_from_module
+from sfda.recipe_files import same_class
 
 SHOT = "sfda.methods.SHOT"
 CLASSES = [str(i) for i in range(10)]
@@ -532,3 +533,28 @@ def test_a_strategy_whose_package_is_missing_names_the_package_and_the_fix(works
     text = assert_refused(["fit", "--config", shot_recipe(workspace), f"--trainer.strategy={strategy}"],
                           workspace, needle, "install it (pip install")
     assert "Traceback" not in text and "MisconfigurationException" not in text
+
+
+# --- hunt 8: two spellings of one class in an including recipe merge; another class still replaces ----
+@pytest.mark.parametrize("model_path, data_path", [
+    ("sfda.methods.shot.SHOT", "ImageFolderDataModule"),
+    ("SHOT", "sfda.data.ImageFolderDataModule"),
+])
+def test_an_including_recipe_naming_the_same_class_by_another_spelling_merges(workspace, base, model_path,
+                                                                              data_path):
+    (workspace / "mine.yaml").write_text(yaml.safe_dump({
+        "config": "base.yaml",
+        "model": {"class_path": model_path, "init_args": {"beta": 0.5}},
+        "data": {"class_path": data_path, "init_args": {"batch_size": 4}}}))
+    config = printed_config("--config", "mine.yaml")
+    assert config["model"]["init_args"]["rounds"] == 4 and config["model"]["init_args"]["beta"] == 0.5
+    assert config["data"]["init_args"]["train"] == str(workspace / "target")
+    data = config["data"]["init_args"]
+    assert data["eval_batch_size"] == 16 and data["batch_size"] == 4
+
+
+def test_same_class_compares_what_the_spellings_import():
+    assert same_class("sfda.methods.SHOT", "sfda.methods.shot.SHOT")
+    assert same_class("SHOT", "sfda.methods.shot.SHOT") and same_class("sfda.methods.SHOT", "SHOT")
+    assert not same_class("sfda.methods.SHOT", "sfda.methods.Tent") and not same_class("SHOT", "Tent")
+    assert not same_class("Tent", "sfda.methods.SHOT") and not same_class("no.such.Thing", "no.such.Other")
