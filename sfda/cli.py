@@ -337,12 +337,19 @@ def resume_command(args: list[str], checkpoint: Path) -> str:
     return shlex.join(["sfda", *kept, "--ckpt_path", str(checkpoint)])
 
 
+UNFINISHED = {"predict": "predictions", "test": "scores", "validate": "scores"}  # what a stop cuts short
+
+
 def stop_message(sig: signal.Signals, stop: RunStop | None, args: list[str]) -> str:
     """What a run stopped by ``sig`` tells its user: where it stopped, where its results are, how to
     resume."""
     if stop is None:
         return f"sfda: stopped by {sig.name} before the run started; nothing was trained or written"
-    lines = [f"sfda: stopped by {sig.name} in epoch {stop.epoch}/{stop.max_epochs} at step {stop.step}"]
+    if stop.stage != "fit":
+        lines = [f"sfda: stopped by {sig.name} during {stop.stage}, before it finished; its "
+                 f"{UNFINISHED.get(stop.stage, 'results')} are incomplete: run it again to finish"]
+    else:
+        lines = [f"sfda: stopped by {sig.name} in epoch {stop.epoch}/{stop.max_epochs} at step {stop.step}"]
     if stop.run_dir is not None:
         lines.append(f"what it measured so far: {stop.run_dir / 'results.json'} (stopped: true)")
     if stop.stage != "fit":
