@@ -317,8 +317,10 @@ class CheckpointGuard(Callback):
     """Keeps checkpoints trustworthy. A checkpoint is written only when every parameter and buffer is
     finite: otherwise the run stops naming them and the last finite checkpoint stays as it was. Each
     checkpoint records the method that wrote it (``checkpoint["sfda"]["method"]``), so ``--ckpt_path``
-    of another method is refused, and the network it was made for (``["network"]``, named when a
-    checkpoint does not fit). ``sfda test`` / ``validate`` / ``predict`` and a resumed ``fit`` refuse
+    of another method is refused, and the network it was made for (``["network"]``: architecture, class
+    names and input spec of the source; named when a checkpoint does not fit, and a checkpoint of a source
+    with other class names or another input spec is refused even when its tensors fit). ``sfda test`` /
+    ``validate`` / ``predict`` and a resumed ``fit`` refuse
     non-finite weights."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:

@@ -28,8 +28,10 @@ from bad_input_kit import (
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
 from sfda.cli import main
+from sfda.data.transforms import InputSpec
 from sfda.models import SourceClassifier, artifact_from_module
 from sfda.recipe_files import same_class
+from sfda.run_checks import identity_differences
 
 SHOT = "sfda.methods.SHOT"
 CLASSES = [str(i) for i in range(10)]
@@ -558,3 +560,40 @@ def test_same_class_compares_what_the_spellings_import():
     assert same_class("SHOT", "sfda.methods.shot.SHOT") and same_class("sfda.methods.SHOT", "SHOT")
     assert not same_class("sfda.methods.SHOT", "sfda.methods.Tent") and not same_class("SHOT", "Tent")
     assert not same_class("Tent", "sfda.methods.SHOT") and not same_class("no.such.Thing", "no.such.Other")
+
+
+# --- hunt 7: a checkpoint of another source model with the same tensor shapes is refused by what differs ----
+def lenet_artifact(path: Path, names: list[str], spec: InputSpec = DIGIT_SPEC) -> Path:
+    """An untrained LeNet source artifact of the digit shapes, with ``names`` and ``spec``."""
+    kwargs = {"backbone": "lenet", "num_classes": len(names), "in_channels": 1, "input_size": 28,
+              "bottleneck_dim": 16}
+    artifact_from_module(SourceClassifier(**kwargs), names, spec,
+                         {"target": ARCHITECTURE, "kwargs": kwargs}).save(path)
+    return path
+
+
+def test_a_checkpoint_of_a_source_with_other_class_names_is_refused_naming_both_lists(adapted):
+    lenet_artifact(adapted / "reversed.pt", CLASSES[::-1])
+    other = shot_recipe(adapted, source="reversed.pt", name="reversed.yaml")
+    for subcommand in ("validate", "test", "predict", "fit"):
+        text = assert_refused([subcommand, "--config", other, "--ckpt_path", LAST], adapted,
+                              f"--ckpt_path: {LAST} was made from another source model than the recipe's "
+                              f"model.init_args.source {adapted / 'reversed.pt'}",
+                              f"class names {CLASSES!r} in the checkpoint, {CLASSES[::-1]!r} in the recipe's "
+                              "source")
+        assert "Traceback" not in text
+
+
+def test_a_checkpoint_of_a_source_with_another_input_spec_is_refused_naming_both(adapted):
+    lenet_artifact(adapted / "shifted.pt", CLASSES, InputSpec(size=28, channels=1, mean=(0.3,), std=(0.5,)))
+    assert_refused(["test", "--config", shot_recipe(adapted, source="shifted.pt", name="shifted.yaml"),
+                    "--ckpt_path", LAST], adapted, "input spec {'size': 28, 'channels': 1, 'mean': [0.5], "
+                   "'std': [0.5]} in the checkpoint, {'size': 28, 'channels': 1, 'mean': [0.3]")
+
+
+def test_the_same_source_is_accepted_and_a_long_class_list_is_shortened():
+    assert identity_differences({"class_names": ["a", "b"]}, {"class_names": ["a", "b"]}) == []
+    assert identity_differences({}, {"class_names": ["a"]}) == []  # a checkpoint older than the record
+    names = [f"c{i}" for i in range(100)]
+    (line,) = identity_differences({"class_names": names}, {"class_names": names[::-1]})
+    assert f"{names[:10]!r}[:10] of 100 in the checkpoint, {names[::-1][:10]!r}[:10] of 100" in line
