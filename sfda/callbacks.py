@@ -320,8 +320,7 @@ class CheckpointGuard(Callback):
     of another method is refused, and the network it was made for (``["network"]``: architecture, class
     names and input spec of the source; named when a checkpoint does not fit, and a checkpoint of a source
     with other class names or another input spec is refused even when its tensors fit). ``sfda test`` /
-    ``validate`` / ``predict`` and a resumed ``fit`` refuse
-    non-finite weights."""
+    ``validate`` / ``predict`` and a resumed ``fit`` refuse non-finite weights."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if bad := non_finite_tensors(pl_module):
