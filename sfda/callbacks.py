@@ -121,7 +121,9 @@ class StopTogether(Callback):
     with 2 CPU processes). This replaces that handler (before Lightning installs it, at ``setup``) with one
     that only notes the signal and passes it on to the processes Lightning launched; after every training
     step the processes agree (an all-reduce of the note) and all raise Lightning's stop at that step. On
-    one process, or outside ``fit``, the note stops the run directly, as Lightning's handler does."""
+    one process, or outside ``fit``, the note stops the run directly, as Lightning's handler does;
+    ``predict``, whose loop Lightning never stops, stops after the batch the signal came in (all processes
+    together)."""
 
     def __init__(self):
         self.received = False
@@ -140,12 +142,25 @@ class StopTogether(Callback):
         if trainer.world_size == 1 or trainer.state.fn != "fit":
             trainer._signal_connector.received_sigterm = True
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def agreed(self, trainer, pl_module) -> bool:
+        """Whether any process noted a SIGTERM, here or in Lightning's flag (an all-reduce of the note under
+        DDP: run on every rank)."""
+        received = self.received or trainer.received_sigterm
         if trainer.world_size > 1 and torch.distributed.is_initialized():
-            noted = torch.tensor([float(self.received)], device=pl_module.device)
+            noted = torch.tensor([float(received)], device=pl_module.device)
             torch.distributed.all_reduce(noted, op=torch.distributed.ReduceOp.MAX)
-            if noted.item() > 0:  # every process sets it at this step: Lightning stops them all here
-                trainer._signal_connector.received_sigterm = True
+            return noted.item() > 0
+        return received
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1 and self.agreed(trainer, pl_module):
+            trainer._signal_connector.received_sigterm = True  # every process, at this step: Lightning stops
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        """Lightning's predict loop never reads the SIGTERM note (fit, validate and test do): stop here, every
+        process at the same batch, as they do."""
+        if self.agreed(trainer, pl_module):
+            raise SIGTERMException
 
 
 def json_safe(value):
@@ -302,9 +317,10 @@ class CheckpointGuard(Callback):
     """Keeps checkpoints trustworthy. A checkpoint is written only when every parameter and buffer is
     finite: otherwise the run stops naming them and the last finite checkpoint stays as it was. Each
     checkpoint records the method that wrote it (``checkpoint["sfda"]["method"]``), so ``--ckpt_path``
-    of another method is refused, and the network it was made for (``["network"]``, named when a
-    checkpoint does not fit). ``sfda test`` / ``validate`` / ``predict`` and a resumed ``fit`` refuse
-    non-finite weights."""
+    of another method is refused, and the network it was made for (``["network"]``: architecture, class
+    names and input spec of the source; named when a checkpoint does not fit, and a checkpoint of a source
+    with other class names or another input spec is refused even when its tensors fit). ``sfda test`` /
+    ``validate`` / ``predict`` and a resumed ``fit`` refuse non-finite weights."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if bad := non_finite_tensors(pl_module):

@@ -71,6 +71,7 @@ GLOBAL_LOG_PREFIXES = ("label_free/", "target/", "source_val/", "source_only/", 
 INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
 # run folders this process created, removed again if the run fails before a checkpoint
 _new_run_dirs: list[Path] = []
+_recipes_read: list[Path] = []  # the --config recipes this main() read, to name the one holding a bad key
 
 
 def next_version(root: Path) -> str:
@@ -285,13 +286,14 @@ class SFDAArgumentParser(LightningArgumentParser):
         parser = getattr(ex, "subcommand_parser", None) or self
         keys = [a.dest for a in parser._actions if a.dest]
         prog = parser.prog.replace(" [options]", "")
-        sys.stderr.write(f"sfda: error: {explain(message, keys)}\n\n{message.strip()}\n\n"
+        sys.stderr.write(f"sfda: error: {explain(message, keys, _recipes_read)}\n\n{message.strip()}\n\n"
                          f"(the accepted options: {prog} --help)\n")
         raise SystemExit(2)
 
     def parse_path(self, path, ext_vars=None, env=None, defaults=True, **kwargs):
         """A recipe file, checked first (UTF-8, a YAML mapping), with the recipes it includes (``config:``)
         merged deeply under it, and interpolation errors naming the file and key (``sfda.recipe_files``)."""
+        _recipes_read.append(Path(os.fspath(path)))
         try:
             self._merged_recipe = recipe_content(Path(os.fspath(path)))
             return super().parse_path(path, ext_vars, env, defaults, **kwargs)
@@ -335,12 +337,19 @@ def resume_command(args: list[str], checkpoint: Path) -> str:
     return shlex.join(["sfda", *kept, "--ckpt_path", str(checkpoint)])
 
 
+UNFINISHED = {"predict": "predictions", "test": "scores", "validate": "scores"}  # what a stop cuts short
+
+
 def stop_message(sig: signal.Signals, stop: RunStop | None, args: list[str]) -> str:
     """What a run stopped by ``sig`` tells its user: where it stopped, where its results are, how to
     resume."""
     if stop is None:
         return f"sfda: stopped by {sig.name} before the run started; nothing was trained or written"
-    lines = [f"sfda: stopped by {sig.name} in epoch {stop.epoch}/{stop.max_epochs} at step {stop.step}"]
+    if stop.stage != "fit":
+        lines = [f"sfda: stopped by {sig.name} during {stop.stage}, before it finished; its "
+                 f"{UNFINISHED.get(stop.stage, 'results')} are incomplete: run it again to finish"]
+    else:
+        lines = [f"sfda: stopped by {sig.name} in epoch {stop.epoch}/{stop.max_epochs} at step {stop.step}"]
     if stop.run_dir is not None:
         lines.append(f"what it measured so far: {stop.run_dir / 'results.json'} (stopped: true)")
     if stop.stage != "fit":
@@ -391,6 +400,7 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)
     take_stop()  # forget a stop of an earlier main() in this process
+    _recipes_read.clear()
     try:
         SFDACLI(
             model_class=None,

@@ -14,6 +14,8 @@ import inspect
 import re
 from pathlib import Path
 
+from .recipe_files import recipe_holding
+
 UNKNOWN_OPTION = re.compile(r"Option '([\w.]+)' is not accepted")
 CLASS_PATH = re.compile(r"class_path '([\w.]+)'")
 PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
@@ -22,7 +24,8 @@ BARE_KEY = re.compile(r'^Parser key "([\w.]+)":\s*$')
 GIVEN = re.compile(r"Given value: (.*)")
 EXPECTED_TYPE = re.compile(r"Expected a <class '(\w+)'>")
 ENV_HINT = "in a recipe an environment variable is ${oc.env:VAR} (or ${oc.env:VAR,default})"
-UNKNOWN_KEY = re.compile(r"(?i)unrecognized arguments: (\S+)|Key \"([\w.]+)\" is not expected")
+UNKNOWN_KEY = re.compile(r"(?i)unrecognized arguments: (\S+)|Key \"([\w.]+)\" is not expected"
+                         r"|does not accept option '([\w.]+)'")
 
 
 def accepted_arguments(class_path: str) -> list[str]:
@@ -70,8 +73,15 @@ def key_problem(key: str, message: str) -> str:
     return f"{line}; {ENV_HINT}" if "${" in message or "Interpolation" in message else line
 
 
-def explain(message: str, known_keys: list[str]) -> str:
-    """The first line of an argument error: the field, what is wrong, the closest valid name."""
+def in_recipe(key: str, line: str, recipes: list[Path]) -> str:
+    """``line`` prefixed with the recipe file that writes ``key`` (None: the command line gave it)."""
+    holder = recipe_holding(key, recipes)
+    return line if holder is None else f"recipe {holder}: {line}"
+
+
+def explain(message: str, known_keys: list[str], recipes: list[Path] = ()) -> str:
+    """The first line of an argument error: the recipe file that holds the field (of ``recipes``, the
+    ``--config`` files read), the field, what is wrong, the closest valid name."""
     config = CONFIG_PATH.search(message)
     if config:
         return config_path_problem(config.group(1))
@@ -80,11 +90,12 @@ def explain(message: str, known_keys: list[str]) -> str:
         where = f"{key.group(1)}.init_args" if key else "init_args"
         name = option.group(1)
         hint = closest(name, accepted_arguments(path.group(1)))
-        return f"{where}.{name}: not an argument of {path.group(1)}{hint}"
+        line = f"{where}.{name}: not an argument of {path.group(1)}{hint}"
+        return in_recipe(f"{where}.{name}", line, recipes)
     unknown = UNKNOWN_KEY.search(message)
     if unknown:
-        name = (unknown.group(1) or unknown.group(2)).lstrip("-").split("=")[0]
-        return f"{name}: not an accepted option{closest(name, known_keys)}"
+        name = next(g for g in unknown.groups() if g).lstrip("-").split("=")[0]
+        return in_recipe(name, f"{name}: not an accepted option{closest(name, known_keys)}", recipes)
     first = message.strip().splitlines()[0]
     bare = BARE_KEY.match(first)
     return key_problem(bare.group(1), message) if bare else first

@@ -6,14 +6,17 @@ interpolation errors named by file and key.
 - ``config: other.yaml`` (or a list of them) inside a recipe includes other recipes, the way
   ``--config`` does on the command line, merged deeply as omegaconf merges: the including recipe's keys
   override, the included recipe's other keys are kept at every depth (``trainer``, ``model.init_args``,
-  ``data.init_args``). A mapping whose ``class_path`` differs from the included one replaces it whole
-  (the arguments of one class are not given to another). Paths are relative to the including file.
+  ``data.init_args``). A mapping whose ``class_path`` names another class than the included one replaces
+  it whole (the arguments of one class are not given to another); two spellings of one class
+  (``sfda.methods.SHOT``, ``sfda.methods.shot.SHOT``, ``SHOT``) are one class, and merge.
+  Paths are relative to the including file.
 - ``${VAR}`` is an omegaconf interpolation of the recipe key ``VAR``; an environment variable is
   ``${oc.env:VAR}`` or ``${oc.env:VAR,default}``. Errors name the recipe, the key and that fix.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import yaml
@@ -94,11 +97,38 @@ def recipe_mapping(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.create(recipe_text(path)), resolve=False)
 
 
+def imported_class(class_path: str):
+    """The object a dotted ``class_path`` names (the recipe names it to be imported), or None."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
+
+
+def same_class(one, other) -> bool:
+    """Whether two ``class_path`` spellings name one class, as jsonargparse resolves them: two paths to one
+    object (``sfda.methods.SHOT`` and ``sfda.methods.shot.SHOT``), or a bare name and a path to a class of
+    that name (``ImageFolderDataModule``: jsonargparse takes the one subclass of that name)."""
+    if one == other:
+        return True
+    if not (isinstance(one, str) and isinstance(other, str)):
+        return False
+    if "." not in one and "." not in other:
+        return False
+    if "." not in one or "." not in other:
+        bare, dotted = (one, other) if "." not in one else (other, one)
+        found = imported_class(dotted)
+        return found is not None and getattr(found, "__name__", None) == bare
+    found = imported_class(one)
+    return found is not None and found is imported_class(other)
+
+
 def mergeable(kept, value) -> bool:
     """Whether ``value`` merges into ``kept``: both mappings, and not naming two different classes."""
     if not (isinstance(kept, dict) and isinstance(value, dict)):
         return False
-    return value.get("class_path", kept.get("class_path")) == kept.get("class_path")
+    return same_class(value.get("class_path", kept.get("class_path")), kept.get("class_path"))
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -150,6 +180,28 @@ def recipe_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
     inner = (*seen, path.resolve())
     return [path, *(p for included in included_paths(path, mapping) for p in recipe_chain(included, inner)
                     if p.resolve() not in inner)]
+
+
+def holds_key(mapping, key: str) -> bool:
+    """Whether nested ``mapping`` has dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(mapping, dict) or part not in mapping:
+            return False
+        mapping = mapping[part]
+    return True
+
+
+def recipe_holding(key: str, paths: list[Path]) -> Path | None:
+    """The first of ``paths`` (or a recipe one includes) that writes dotted ``key``; None when none does
+    (the key came from the command line) or a recipe cannot be read."""
+    try:
+        for path in paths:
+            for recipe in recipe_chain(Path(path)):
+                if holds_key(checked_yaml(recipe), key):
+                    return recipe
+    except (OSError, RecipeError):
+        return None
+    return None
 
 
 def recipe_content(path: Path) -> str | None:

@@ -9,12 +9,15 @@
   or a source artifact given as a checkpoint is named for what it is.
 - ``check_state_shapes`` / ``check_state_keys``: a checkpoint's tensors must fit this recipe's model; if
   not, the recipe fields that differ from the ones it was made with (``network_differences``) are named.
+  Tensors that fit are not enough: the source's class names and input spec must be the recorded ones.
 - ``check_needs_checkpoint``: ``sfda test`` / ``predict`` / ``validate`` of a method that adapts
   needs the adapted checkpoint; without one it would report the source model as the result.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -116,14 +119,27 @@ def check_devices(devices, gpus: int | None, on_cpu: bool) -> None:
                              f"(ids 0..{gpus - 1}); expected at most {gpus}, or -1 (all of them)")
 
 
+# the package a registered strategy needs installed, by the module of its class (the last name)
+STRATEGY_PACKAGES = {"deepspeed": ("deepspeed", "pip install deepspeed"),
+                     "xla": ("torch_xla", "pip install torch_xla (on a TPU machine)"),
+                     "single_xla": ("torch_xla", "pip install torch_xla (on a TPU machine)")}
+
+
 def check_strategy(strategy) -> None:
-    """A strategy named by a string must be one Lightning registers (or auto), else the closest name."""
+    """A strategy named by a string must be one Lightning registers (or auto), else the closest name; one
+    that needs a package (DeepSpeed, torch_xla) needs it installed, else the package and the fix."""
     if not isinstance(strategy, str) or strategy == "auto":
         return
     names = sorted(StrategyRegistry.available_strategies())
     if strategy not in names:
         raise RunConfigError(f"trainer.strategy: '{strategy}' is not a strategy{closest(strategy, names)} "
                              "(expected auto, ddp, ddp_spawn, fsdp, ... or a Strategy class_path)")
+    module = StrategyRegistry[strategy]["strategy"].__module__.rpartition(".")[2]
+    package, install = STRATEGY_PACKAGES.get(module, (None, None))
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise RunConfigError(f"trainer.strategy: '{strategy}' needs the {package} package, which is not "
+                             f"installed; install it ({install}) or use a strategy without it (auto, ddp, "
+                             "fsdp)")
 
 
 def check_precision(precision) -> None:
@@ -227,17 +243,66 @@ def check_checkpoint_method(path: Path, checkpoint: dict, model) -> None:
 NOT_RECIPE_FIELDS = ("_class_path", "_instantiator")
 
 
+def input_record(spec) -> dict | None:
+    """An artifact's input spec (size, channels, normalisation...) as plain JSON data, or None."""
+    to_dict = getattr(spec, "to_dict", None)
+    try:
+        return json.loads(json.dumps(to_dict())) if to_dict is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def network_record(model) -> dict:
     """What a checkpoint records of the network it was made for: the source artifact's architecture, its
-    constructor arguments and class count, flat (``{"architecture": ..., "kwargs.bottleneck_dim": 16}``);
-    {} for a module without a source artifact (its network is chosen by its hyper-parameters)."""
+    constructor arguments and class count, flat (``{"architecture": ..., "kwargs.bottleneck_dim": 16}``),
+    then what identifies the source model beyond its shapes: its class names in output order and its input
+    spec; {} for a module without a source artifact (its network is chosen by its hyper-parameters)."""
     artifact = getattr(model, "artifact", None)
     architecture = getattr(artifact, "architecture", None)
     if not isinstance(architecture, dict):
         return {}
     record = {"architecture": architecture.get("target"), "classes": len(artifact.class_names)}
     record.update({f"kwargs.{k}": v for k, v in (architecture.get("kwargs") or {}).items()})
+    record["class_names"] = [str(name) for name in artifact.class_names]
+    spec = input_record(getattr(artifact, "input", None))
+    if spec is not None:
+        record["input"] = spec
     return record
+
+
+IDENTITY = ("class_names", "input")  # recorded fields that tell two sources of the same shapes apart
+
+
+def shown_names(names: list) -> str:
+    """A class-name list for a message: whole up to 12 names, else the first 10 and the count."""
+    return repr(list(names)) if len(names) <= 12 else f"{list(names)[:10]!r}[:10] of {len(names)}"
+
+
+def identity_differences(recorded: dict, ours: dict) -> list[str]:
+    """The ``IDENTITY`` fields that both records hold and that differ, each with both values."""
+    out = []
+    for key in IDENTITY:
+        if key not in recorded or key not in ours or recorded[key] == ours[key]:
+            continue
+        if key == "class_names":
+            out.append(f"class names {shown_names(recorded[key])} in the checkpoint, "
+                       f"{shown_names(ours[key])} in the recipe's source")
+        else:
+            out.append(f"input spec {recorded[key]} in the checkpoint, {ours[key]} in the recipe's source")
+    return out
+
+
+def check_network_identity(model, checkpoint: dict, path) -> None:
+    """Refuse a checkpoint made from another source model than the recipe's although its tensors fit (other
+    class names or class order, another input spec): its outputs would be read as the wrong classes."""
+    recorded = (checkpoint.get("sfda") or {}).get("network") or {}
+    ours = network_record(model)
+    differ = identity_differences(recorded, ours)
+    if differ:
+        origin = getattr(model.artifact, "origin", "") or "artifact"
+        raise RunConfigError(f"--ckpt_path: {path} was made from another source model than the recipe's "
+                             f"model.init_args.source {origin}: {'; '.join(differ)}. Expected the source "
+                             "the checkpoint was adapted from (or a checkpoint adapted from this source)")
 
 
 def _differences(theirs: dict, ours: dict, ignore=()) -> list[tuple[str, object, object]]:
@@ -256,7 +321,7 @@ def network_differences(model, checkpoint: dict) -> list[str]:
     if recorded and ours:
         origin = getattr(model.artifact, "origin", "") or "artifact"
         return [f"model.init_args.source {key}: {a!r} in the checkpoint, {b!r} in the recipe's source "
-                f"{origin}" for key, a, b in _differences(recorded, ours)]
+                f"{origin}" for key, a, b in _differences(recorded, ours, IDENTITY)]
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     own = dict(getattr(model, "hparams", {}) or {})
     return [f"model.init_args.{key}: {a!r} in the checkpoint, {b!r} in the recipe"
@@ -293,10 +358,12 @@ def refuse_checkpoint(model, checkpoint: dict, path, bad: list[str]) -> None:
 def check_state_shapes(model, checkpoint: dict, path) -> None:
     """Refuse a checkpoint whose tensors have other shapes than the model's (made for another network:
     another bottleneck or class count; or per-sample state of a target set of another size), before
-    Lightning's strict load prints its key list (``refuse_checkpoint``)."""
+    Lightning's strict load prints its key list (``refuse_checkpoint``); then one whose tensors fit but
+    whose source model had other class names or another input spec (``check_network_identity``)."""
     bad = misshaped_keys(model.state_dict(), checkpoint["state_dict"])
     if bad:
         refuse_checkpoint(model, checkpoint, path, bad)
+    check_network_identity(model, checkpoint, path)
 
 
 def check_state_keys(model, state: dict, path) -> None:

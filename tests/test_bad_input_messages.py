@@ -7,6 +7,7 @@ changed. All run in-process on tiny real files."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 from pathlib import Path
@@ -27,7 +28,10 @@ from bad_input_kit import (
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
 from sfda.cli import main
+from sfda.data.transforms import InputSpec
 from sfda.models import SourceClassifier, artifact_from_module
+from sfda.recipe_files import same_class
+from sfda.run_checks import identity_differences
 
 SHOT = "sfda.methods.SHOT"
 CLASSES = [str(i) for i in range(10)]
@@ -484,3 +488,112 @@ def test_a_grammar_error_in_a_cycle_of_includes_is_named_without_looping(workspa
     (workspace / "a.yaml").write_text("config: b.yaml\ntrainer:\n  max_epochs: ${X\n")
     (workspace / "b.yaml").write_text("config: a.yaml\n")
     assert_refused(["fit", "--config", "a.yaml"], workspace, "recipe a.yaml", "with its braces closed")
+
+
+# --- hunt 13: a misspelt key in a recipe names the recipe file that holds it and the closest key ----
+@pytest.mark.parametrize("where", ["direct", "included", "included twice"])
+def test_a_misspelt_trainer_key_names_the_recipe_that_holds_it_and_the_closest_key(workspace, where):
+    model = {"class_path": SHOT, "init_args": {"source": str(workspace / "source.pt")}}
+    recipe(workspace / "base.yaml", model, folder_data(workspace / "target"), {"max_epoch": 3})
+    (workspace / "middle.yaml").write_text("config: base.yaml\n")
+    given = {"direct": "base.yaml", "included": "mine.yaml", "included twice": "top.yaml"}[where]
+    (workspace / "mine.yaml").write_text("config: base.yaml\ntrainer:\n  limit_train_batches: 1\n")
+    (workspace / "top.yaml").write_text("config: middle.yaml\n")
+    holder = "base.yaml" if where == "direct" else str(workspace / "base.yaml")
+    assert_refused(["fit", "--config", given], workspace,
+                   f"sfda: error: recipe {holder}: trainer.max_epoch: not an accepted option; did you mean "
+                   "'trainer.max_epochs'?", status=2)
+
+
+def test_a_misspelt_method_argument_in_an_included_recipe_names_that_recipe(workspace):
+    model = {"class_path": SHOT, "init_args": {"source": str(workspace / "source.pt"), "bta": 0.3}}
+    recipe(workspace / "base.yaml", model, folder_data(workspace / "target"), {"max_epochs": 1})
+    (workspace / "mine.yaml").write_text("config: base.yaml\n")
+    assert_refused(["fit", "--config", "mine.yaml"], workspace,
+                   f"sfda: error: recipe {workspace / 'base.yaml'}: model.init_args.bta: not an argument of "
+                   f"{SHOT}; did you mean 'beta'?", status=2)
+
+
+def test_a_misspelt_trainer_key_on_the_command_line_names_no_recipe(workspace):
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), "--trainer.max_epoks=3"], workspace,
+                          "sfda: error: trainer.max_epoks: not an accepted option; did you mean "
+                          "'trainer.max_epochs'?", status=2)
+    assert "recipe " not in text.splitlines()[0]
+
+
+# --- hunt 12: a strategy whose package is not installed names the package and the fix ----
+STRATEGY_NEEDS = [("deepspeed", "deepspeed"), ("deepspeed_stage_3_offload", "deepspeed"),
+                  ("xla", "torch_xla")]
+
+
+@pytest.mark.parametrize("strategy, package", STRATEGY_NEEDS)
+def test_a_strategy_whose_package_is_missing_names_the_package_and_the_fix(workspace, no_gpu, strategy,
+                                                                            package):
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    needle = f"sfda: error: trainer.strategy: '{strategy}' needs the {package} package, which is not"
+    text = assert_refused(["fit", "--config", shot_recipe(workspace), f"--trainer.strategy={strategy}"],
+                          workspace, needle, "install it (pip install")
+    assert "Traceback" not in text and "MisconfigurationException" not in text
+
+
+# --- hunt 8: two spellings of one class in an including recipe merge; another class still replaces ----
+@pytest.mark.parametrize("model_path, data_path", [
+    ("sfda.methods.shot.SHOT", "ImageFolderDataModule"),
+    ("SHOT", "sfda.data.ImageFolderDataModule"),
+])
+def test_an_including_recipe_naming_the_same_class_by_another_spelling_merges(workspace, base, model_path,
+                                                                              data_path):
+    (workspace / "mine.yaml").write_text(yaml.safe_dump({
+        "config": "base.yaml",
+        "model": {"class_path": model_path, "init_args": {"beta": 0.5}},
+        "data": {"class_path": data_path, "init_args": {"batch_size": 4}}}))
+    config = printed_config("--config", "mine.yaml")
+    assert config["model"]["init_args"]["rounds"] == 4 and config["model"]["init_args"]["beta"] == 0.5
+    assert config["data"]["init_args"]["train"] == str(workspace / "target")
+    data = config["data"]["init_args"]
+    assert data["eval_batch_size"] == 16 and data["batch_size"] == 4
+
+
+def test_same_class_compares_what_the_spellings_import():
+    assert same_class("sfda.methods.SHOT", "sfda.methods.shot.SHOT")
+    assert same_class("SHOT", "sfda.methods.shot.SHOT") and same_class("sfda.methods.SHOT", "SHOT")
+    assert not same_class("sfda.methods.SHOT", "sfda.methods.Tent") and not same_class("SHOT", "Tent")
+    assert not same_class("Tent", "sfda.methods.SHOT") and not same_class("no.such.Thing", "no.such.Other")
+
+
+# --- hunt 7: a checkpoint of another source model with the same tensor shapes is refused by what differs ----
+def lenet_artifact(path: Path, names: list[str], spec: InputSpec = DIGIT_SPEC) -> Path:
+    """An untrained LeNet source artifact of the digit shapes, with ``names`` and ``spec``."""
+    kwargs = {"backbone": "lenet", "num_classes": len(names), "in_channels": 1, "input_size": 28,
+              "bottleneck_dim": 16}
+    artifact_from_module(SourceClassifier(**kwargs), names, spec,
+                         {"target": ARCHITECTURE, "kwargs": kwargs}).save(path)
+    return path
+
+
+def test_a_checkpoint_of_a_source_with_other_class_names_is_refused_naming_both_lists(adapted):
+    lenet_artifact(adapted / "reversed.pt", CLASSES[::-1])
+    other = shot_recipe(adapted, source="reversed.pt", name="reversed.yaml")
+    for subcommand in ("validate", "test", "predict", "fit"):
+        text = assert_refused([subcommand, "--config", other, "--ckpt_path", LAST], adapted,
+                              f"--ckpt_path: {LAST} was made from another source model than the recipe's "
+                              f"model.init_args.source {adapted / 'reversed.pt'}",
+                              f"class names {CLASSES!r} in the checkpoint, {CLASSES[::-1]!r} in the recipe's "
+                              "source")
+        assert "Traceback" not in text
+
+
+def test_a_checkpoint_of_a_source_with_another_input_spec_is_refused_naming_both(adapted):
+    lenet_artifact(adapted / "shifted.pt", CLASSES, InputSpec(size=28, channels=1, mean=(0.3,), std=(0.5,)))
+    assert_refused(["test", "--config", shot_recipe(adapted, source="shifted.pt", name="shifted.yaml"),
+                    "--ckpt_path", LAST], adapted, "input spec {'size': 28, 'channels': 1, 'mean': [0.5], "
+                   "'std': [0.5]} in the checkpoint, {'size': 28, 'channels': 1, 'mean': [0.3]")
+
+
+def test_the_same_source_is_accepted_and_a_long_class_list_is_shortened():
+    assert identity_differences({"class_names": ["a", "b"]}, {"class_names": ["a", "b"]}) == []
+    assert identity_differences({}, {"class_names": ["a"]}) == []  # a checkpoint older than the record
+    names = [f"c{i}" for i in range(100)]
+    (line,) = identity_differences({"class_names": names}, {"class_names": names[::-1]})
+    assert f"{names[:10]!r}[:10] of 100 in the checkpoint, {names[::-1][:10]!r}[:10] of 100" in line

@@ -48,9 +48,10 @@ def test_a_misspelt_recipe_key_is_refused_by_name(tmp_path):
     recipe.write_text((ROOT / "recipes/digits/svhn_mnist/shot.yaml").read_text().replace("beta:", "betta:"))
     code, _, error = resolved_config("fit", "--config", str(recipe))
     assert code != 0 and "Option 'betta' is not accepted" in error
-    # the mistake comes first, on its own line, with the closest valid key; no usage text
+    # the mistake comes first, on its own line, with the recipe holding it and the closest valid key
     assert error.splitlines()[0] == (
-        "sfda: error: model.init_args.betta: not an argument of sfda.methods.SHOT; did you mean 'beta'?"
+        f"sfda: error: recipe {recipe}: model.init_args.betta: not an argument of sfda.methods.SHOT; "
+        "did you mean 'beta'?"
     )
     assert "usage:" not in error
 

@@ -58,6 +58,14 @@ class RequestStop(L.Callback):
         if batch_idx == 0:
             self.deliver(trainer)
 
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            self.deliver(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if trainer.state.fn == "validate" and batch_idx == 0:  # `sfda validate`, not fit's validation
+            self.deliver(trainer)
+
     def deliver(self, trainer):
         if self.signal == "SIGINT":
             raise KeyboardInterrupt
@@ -207,6 +215,23 @@ def test_a_test_run_stopped_by_a_signal_says_so_and_is_not_a_result(workspace, s
     assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM"
     assert "target/acc" not in written  # a partial evaluation is no score
     assert "sfda: stopped by SIGTERM" in text and "resume with" not in text
+
+
+@pytest.mark.parametrize("subcommand", ["predict", "validate"])
+def test_a_predict_or_validate_run_stopped_by_sigterm_exits_143_and_says_so(workspace, source, subcommand):
+    """Lightning's predict loop never reads its SIGTERM flag: sfda stops it after the batch, as test."""
+    model = {"class_path": "sfda.methods.SourceOnly", "init_args": {"source": str(source)}}
+    digit_images(workspace / "big", NAMES, per_class=8, seed=3)  # more than one evaluation batch
+    config = recipe(workspace / "source_only.yaml", model, folder_data(workspace / "big"),
+                    {"default_root_dir": str(workspace / "runs")})
+    before = {p for p in workspace.rglob("*") if "runs" not in p.parts}
+    code, text = sfda(subcommand, "--config", str(config), "--trainer.callbacks+=test_run_stops.RequestStop")
+    assert code == 143, text[-3000:]
+    written = results(workspace)
+    assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM"
+    assert f"sfda: stopped by SIGTERM during {subcommand}, before it finished" in text, text[-3000:]
+    assert "resume with" not in text
+    assert {p for p in workspace.rglob("*") if "runs" not in p.parts} == before  # no predictions file beside
 
 
 @pytest.mark.slow  # a real signal needs a real process

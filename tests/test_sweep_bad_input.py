@@ -441,3 +441,55 @@ def test_a_failed_trials_error_is_its_sfda_error_line_not_the_traceback_hint():
               "(set SFDA_TRACEBACK=1 to see where it was raised)\n")
     assert last_line(output) == "sfda: error: model.init_args.optim.lr: expected >= 0, got -1"
     assert last_line("Traceback ...\nRuntimeError: boom\n\n") == "RuntimeError: boom"
+
+
+# ---- hunt item 1: a file in the sweep folder that the sweep did not write is never changed ---------------
+
+
+@pytest.mark.parametrize("text", ["my own notes, not an optuna journal\n", '{"a": 1}\n', "[1, 2]\n"])
+def test_a_study_log_that_is_not_a_journal_is_refused_naming_it_and_kept(workspace, monkeypatch, text):
+    folder, config, space = workspace
+    fake_trials(monkeypatch)
+    sweep_dir = folder / "sweeps"
+    sweep_dir.mkdir()
+    (sweep_dir / "study.log").write_text(text)
+    before = snapshot(folder)
+    code, out = sweep(config, space, sweep_dir, "--n_trials", "1")
+    assert code == 1, out
+    assert f"{sweep_dir / 'study.log'}: is not a sweep journal" in out and "it is kept as it is" in out, out
+    assert snapshot(folder) == before
+
+
+def test_a_journal_named_by_storage_that_is_not_a_journal_is_refused_and_kept(workspace, monkeypatch):
+    folder, config, space = workspace
+    fake_trials(monkeypatch)
+    notes = folder / "notes.txt"
+    notes.write_text("mine\n")
+    before = snapshot(folder)
+    code, out = sweep(config, space, folder / "sweeps", "--n_trials", "1", "--storage", f"journal://{notes}")
+    assert code == 1 and f"{notes}: is not a sweep journal" in out, out
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "key, entry, needles",
+    [
+        ("model.init_args.beta", "{type: categorical, choices: [true, false]}",
+         ["the recipe's value is 0.1, so the key takes numbers", "choices [True, False]"]),
+        ("model.init_args.open_set", "{type: categorical, choices: [0, 1]}",
+         ["the recipe's value is False, so the key takes true/false", "choices [0, 1]"]),
+        ("model.init_args.open_set", "{type: float, low: 0, high: 1}",
+         ["the key takes true/false, but the space searches a float range"]),
+    ],
+)
+def test_choices_that_do_not_fit_the_recipe_keys_type_are_refused_before_any_trial(
+    workspace, monkeypatch, key, entry, needles
+):
+    folder, config, _ = workspace
+    fake_trials(monkeypatch)
+    space = folder / "bad_space.yaml"
+    space.write_text(f"{key}: {entry}\n")
+    before = snapshot(folder)
+    code, text = sweep(config, space, folder / "sweeps", "--n_trials", "2")
+    assert code == 1 and f"{space}: {key}:" in text and all(n in text for n in needles), text
+    assert snapshot(folder) == before and not (folder / "sweeps").exists()

@@ -147,6 +147,27 @@ def check_sign(where: str, dimension: Dimension, value) -> None:
         )
 
 
+def check_kind(where: str, dimension: Dimension, value) -> None:
+    """Refuse true/false searched for a key the recipe sets to a number, and numbers (a range or numeric
+    choices) for a key the recipe sets to true/false: every trial would be refused by the recipe's type."""
+    if value is None or not isinstance(value, (bool, int, float)):
+        return  # null (the type is not known here) or text: the trial's run checks it
+    wanted = "true/false" if isinstance(value, bool) else "numbers"
+    offered = [c for c in (dimension.choices or ()) if c is not None]
+    if dimension.kind != "categorical":
+        wrong = isinstance(value, bool)
+    else:
+        wrong = any(isinstance(c, bool) != isinstance(value, bool) for c in offered)
+    if wrong:
+        what = f"choices {list(dimension.choices)}" if dimension.kind == "categorical" else (
+            f"a {dimension.kind} range"
+        )
+        raise SpaceError(
+            f"{where}: {dimension.key}: the recipe's value is {value!r}, so the key takes {wanted}, but the "
+            f"space searches {what}; expected {wanted} of the key's type"
+        )
+
+
 def missing_part(config: dict, key: str) -> str | None:
     """None when dotted ``key`` is in ``config``; else why not (for the error message)."""
     node, path = config, []
@@ -184,6 +205,7 @@ def load_space(path: Path, resolved_recipe: dict) -> list[Dimension]:
                 f"{path}: {dimension.key}: not a key of the recipe (as `sfda fit --print_config` "
                 f"resolves it); {why}"
             )
+        check_kind(str(path), dimension, recipe_value(resolved_recipe, dimension.key))
         check_sign(str(path), dimension, recipe_value(resolved_recipe, dimension.key))
     return dimensions
 

@@ -4,6 +4,7 @@ RDB URL that several workers, processes or machines, share (``sqlite:///...``, `
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 JOURNAL = "journal://"
@@ -38,6 +39,33 @@ def rdb_storage(url: str, attempts: int = 5):
             time.sleep(0.2 + random.random())
 
 
+def check_journal(path: Path) -> None:
+    """Refuse a journal path that is not an Optuna journal, naming it, before Optuna opens it (opening
+    appends to it): a file the sweep did not write is never changed. A missing or empty file is a new
+    journal; otherwise its first line must be one of Optuna's records (a JSON object with an op_code)."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise SweepError(f"{path}: is not a file; expected an Optuna journal file (or no file) there")
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError as err:
+        raise SweepError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not first.strip():
+        return
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise SweepError(
+            f"{path}: is not a sweep journal (its first line is not an Optuna journal record); it is kept "
+            "as it is. Expected the study.log a sweep writes: choose another --sweep_dir (or --storage), "
+            "or move this file away"
+        )
+
+
 def open_storage(url: str):
     """The Optuna storage of ``url``; one that cannot be opened is refused naming ``--storage``."""
     import optuna
@@ -45,10 +73,13 @@ def open_storage(url: str):
     try:
         if url.startswith(JOURNAL):
             path = Path(url[len(JOURNAL) :])
+            check_journal(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(str(path))
             return optuna.storages.JournalStorage(backend)
         return rdb_storage(url)
+    except SweepError:
+        raise
     except Exception as err:  # SQLAlchemy and the journal raise many types for a bad URL or path
         raise SweepError(
             f"--storage {url}: cannot be opened ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
