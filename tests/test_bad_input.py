@@ -442,7 +442,8 @@ def test_a_volume_with_nan_voxels_names_the_file(workspace):
     data[3, 4, 5] = np.nan
     nifti(workspace / "case.nii.gz", data)
     spec = VolumeSpec(mode="2d", roi=(16, 16), spacing=(1.0, 1.0, 1.0))
-    with pytest.raises(DatalistError, match=r"case.nii.gz: the image has NaN or infinite voxels"):
+    refused = r"case.nii.gz: the image has 1 NaN or infinite voxels \(of 2048\)"
+    with pytest.raises(DatalistError, match=refused):
         load_volume({"id": "case", "image": workspace / "case.nii.gz"}, spec, 2)
 
 

@@ -856,5 +856,6 @@ def test_an_infinite_voxel_is_refused_before_the_scaling_clips_it(user):
     voxels = scan().astype(np.float32)
     voxels[3, 3, 3] = np.inf
     image = write_volume(voxels, small_geometry(user), user / "bright.nii.gz")
-    with pytest.raises(DatalistError, match=r"bright.nii.gz: 1 NaN or infinite voxels \(of 1536\); expected"):
+    refused = r"bright.nii.gz: the image has 1 NaN or infinite voxels \(of 1536\); expected"
+    with pytest.raises(DatalistError, match=refused):
         load_volume({"id": "bright", "image": image}, VolumeSpec(), 2, use_label=False)

@@ -167,8 +167,8 @@ def check_finite(image: VolumeFile) -> None:
     bad = ~np.isfinite(image.array)
     if bad.any():
         raise DatalistError(
-            f"{image.geometry.path}: {int(bad.sum())} NaN or infinite voxels (of {bad.size}); expected "
-            "finite intensities. Replace them (e.g. by 0) in the file"
+            f"{image.geometry.path}: the image has {int(bad.sum())} NaN or infinite voxels (of {bad.size}); "
+            "expected finite intensities. Replace them (e.g. by 0) in the file"
         )
 
 
