@@ -53,10 +53,10 @@ def plain_network(recipe: dict):
     ``nn.Dropout`` / ``nn.Dropout2d`` (the official code's modules), NCHW weights."""
     from torch import nn
 
-    from sfda.methods.base import AdaptationModule
+    from sfda.methods import SHOT
     from sfda.models.keyed_dropout import KeyedDropout
 
-    network = AdaptationModule(recipe["model"]["init_args"]["source"]).network
+    network = SHOT(recipe["model"]["init_args"]["source"]).network
     for parent in list(network.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, KeyedDropout):

@@ -20,7 +20,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .catalogue import task_of
 from .metrics.validators import MARGINAL_ENTROPY, PREFIX
 from .run_checks import TrainingCollapsed, checkpoint_method, network_record
 
@@ -57,6 +56,15 @@ def _scalar(value) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return None
+
+
+def task_name(pl_module: L.LightningModule) -> str:
+    """The task of a run's module: the task it holds, else the one task its class works on, else "unknown"."""
+    task = getattr(pl_module, "task", None)
+    if task is not None:
+        return task.name
+    tasks = getattr(type(pl_module), "tasks", ())
+    return tasks[0] if len(tasks) == 1 else "unknown"
 
 
 def own_run_dir(trainer: L.Trainer) -> Path | None:
@@ -212,7 +220,7 @@ class RunRecorder(Callback):
         log_dir = self.run_dir = own_run_dir(trainer)
         if trainer.is_global_zero and log_dir:
             method = type(pl_module)
-            info = {"stage": stage, "task": task_of(method), "method": method.__name__,
+            info = {"stage": stage, "task": task_name(pl_module), "method": method.__name__,
                     "method_class": f"{method.__module__}.{method.__name__}",
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)), "versions": versions(),
                     "git_commit": git_commit(), "processes": trainer.world_size,
@@ -462,7 +470,7 @@ def seed_generators(seed: int) -> None:
 class PredictionCSV(BasePredictionWriter):
     """``sfda predict`` output: ``predictions.csv`` with index, predicted class id and name, confidence.
     A sample the method rejects has class id ``num_classes`` and the name ``unknown``. The
-    classification task's writer (``ClassifierTask.configure_callbacks``)."""
+    classification task's writer."""
 
     def __init__(self):
         super().__init__(write_interval="epoch")

@@ -7,11 +7,18 @@ import inspect
 import re
 from pathlib import Path
 
+from . import methods
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# the task of each recipes/<folder>
+RECIPE_TASKS = {"digits": "classification", "active": "classification", "universal": "classification",
+                "segmentation": "segmentation", "detection": "detection", "pose": "pose"}
 ONE_LINE = {
     "SourceTraining": "train the source classifier and write its artifact",
-    "SourceOnly": "the source classifier as is (sfda test)",
-    "Tent": "entropy minimisation of BatchNorm scale/shift with batch statistics",
+    "SourceOnly": "the source model as is (sfda test / predict)",
+    "AdaBN": "re-estimate BatchNorm statistics on the target data",
+    "Tent": "entropy minimisation of BatchNorm scale/shift with batch statistics (per voxel for masks)",
+    "MeanTeacher": "EMA teacher's confident boxes or heatmap peaks train the student on strong views",
     "SHOT": "information maximisation + centroid pseudo-labels, frozen head",
     "NRC": "reciprocal-neighbour affinity on feature and score banks",
     "AaD": "attract bank neighbours, disperse the rest of the batch",
@@ -19,33 +26,18 @@ ONE_LINE = {
     "LFTL": "source-free active DA: a labelling budget per round (contrastive, entropy, margin or random "
     "query)",
     "SegmentationSourceTraining": "train the source MONAI UNet and write its artifact",
-    "SegmentationSourceOnly": "the source segmentation model as is (sfda test / predict)",
-    "AdaBN": "re-estimate BatchNorm statistics on the target volumes",
-    "SegmentationTent": "Tent on voxel entropy",
     "EntropyPrior": "entropy + a class-ratio prior (AdaMI); priors estimated, from source sizes, or a CSV",
     "DetectionSourceTraining": "train the source Faster R-CNN and write its artifact",
-    "DetectionSourceOnly": "the source detector as is (sfda test / predict)",
-    "MeanTeacherDetection": "EMA teacher's confident boxes train the student on strong views",
     "LPLD": "Mean Teacher + distillation of low-confidence proposals (ECCV 2024)",
     "PoseSourceTraining": "train the source SimpleBaseline heatmap model and write its artifact",
-    "PoseSourceOnly": "the source pose model as is (sfda test / predict)",
-    "PoseAdaBN": "re-estimate BatchNorm statistics on the target people",
-    "MeanTeacherPose": "EMA teacher's confident heatmap peaks train the student on strong views",
     "PoseSFDA": "source, intermediate and target networks: source-protect, pose contrastive, IM "
     "(ICCV 2023)",
 }
-TASKS = (
-    ("PoseTask", "pose"),
-    ("DetectionTask", "detection"),
-    ("SegmentationTask", "segmentation"),
-    ("ClassifierTask", "classification"),
-)
 
 
 def task_of(cls: type) -> str:
-    """The task a module belongs to, from its task base class."""
-    bases = {base.__name__ for base in cls.__mro__}
-    return next((task for name, task in TASKS if name in bases), "?")
+    """The tasks a module class works on (its ``tasks``), joined by "/"; "?" for a class without."""
+    return "/".join(getattr(cls, "tasks", ())) or "?"
 
 
 def summary(cls: type) -> str:
@@ -67,34 +59,28 @@ def recipes_using(class_paths: list[str]) -> dict[str, list[str]]:
 
 
 def method_classes() -> list[type]:
-    """The LightningModules a recipe can name (``sfda.methods``), task bases and abstract bases excluded."""
-    from . import methods
+    """The LightningModules a recipe can name: source training, then the methods (active-sampling
+    baselines are LFTL's ``query`` options)."""
+    return [*methods.SOURCE_TRAINING, *(m for m in methods.METHODS if m is not methods.ActiveAdaptation)]
 
-    skip = {
-        "ClassifierTask",
-        "SegmentationTask",
-        "DetectionTask",
-        "PoseTask",
-        "PoseAdaptation",
-        "AdaptationModule",
-        "SegmentationAdaptation",
-        "DetectionAdaptation",
-        "Optim",
-        "ActiveAdaptation",
-    }
-    return [getattr(methods, name) for name in methods.__all__ if name not in skip]
+
+def names_of(cls: type) -> list[str]:
+    """Every name ``sfda.methods`` exports ``cls`` under (its own first, then older aliases)."""
+    aliases = [name for name in methods.__all__ if getattr(methods, name) is cls and name != cls.__name__]
+    return [cls.__name__, *aliases]
 
 
 def render() -> str:
-    """The listing ``sfda methods`` prints, grouped by task."""
+    """The listing ``sfda methods`` prints, grouped by task (a method for several tasks under each)."""
     classes = method_classes()
-    recipes = recipes_using([c.__name__ for c in classes])
+    recipes = recipes_using([name for cls in classes for name in names_of(cls)])
     lines = []
     for task in ("classification", "segmentation", "detection", "pose"):
         lines.append(f"{task}:")
-        for cls in [c for c in classes if task_of(c) == task]:
+        for cls in [c for c in classes if task in c.tasks]:
             lines.append(f"  sfda.methods.{cls.__name__:<26} {summary(cls)}")
-            used = recipes.get(cls.__name__, [])
+            used = [r for name in names_of(cls) for r in recipes.get(name, [])
+                    if RECIPE_TASKS.get(r.split("/")[0]) == task]
             if used:
                 shown = ", ".join(used[:3]) + (f" (+{len(used) - 3} more)" if len(used) > 3 else "")
                 lines.append(f"  {'':<39} recipes: {shown}")

@@ -43,13 +43,13 @@ from .callbacks import (
     StopTogether,
     stop_signal,
     take_stop,
+    task_name,
 )
 from .cli_errors import explain
 from .console import PlainProgress, StoryConsole, is_terminal
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
 from .recipe_files import interpolation_error, recipe_chain, recipe_content
-from .report.evidence import ReportEvidence
 from .run_checks import (
     SPECIAL_CHECKPOINTS,
     RunConfigError,
@@ -61,6 +61,7 @@ from .run_checks import (
 )
 from .selection import ValidatorSelection, check_selection, newest_selected_checkpoint
 from .sweep.pruning import TrialPruning, trial_from_environment
+from .tasks.evidence import ReportEvidence
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
@@ -178,7 +179,7 @@ class SFDACLI(LightningCLI):
         mask_format = options.get("mask_format", "nifti")
         if mask_format == "nifti":
             return
-        if not hasattr(self.model, "mask_format"):
+        if task_name(self.model) != "segmentation":
             raise RunConfigError(f"predict.mask_format = {mask_format}: only segmentation writes masks; "
                                  f"{type(self.model).__name__} does not")
         self.model.mask_format = mask_format

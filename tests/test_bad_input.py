@@ -240,7 +240,7 @@ def test_a_complete_source_run_writes_its_own_artifact_and_the_copy(workspace):
 # --- 3. image folders take the model's class order ----
 def test_class_folders_are_labelled_by_the_models_class_names(workspace):
     from sfda.data import ImageFolderDataModule
-    from sfda.methods.base import check_against_data
+    from sfda.tasks.base import check_against_data
 
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
     digit_images(workspace / "words", names, per_class=1)
@@ -718,8 +718,8 @@ def test_checkpoints_and_hparams_hold_the_methods_arguments_as_plain_data(adapte
 
 
 def test_plain_turns_objects_into_data():
-    from sfda.methods.base import Optim
-    from sfda.methods.hparams import plain
+    from sfda.tasks.hparams import plain
+    from sfda.tasks.optim import Optim
 
     assert plain({"optim": Optim(lr=0.5), "dims": (1, 2), "other": object()}) == {
         "optim": {**Optim().__dict__, "lr": 0.5, "milestones": []},  # tuples become lists
@@ -771,7 +771,7 @@ def test_a_classification_artifact_in_a_detection_recipe_is_refused_by_the_cli(w
     assert_refused(
         ["fit", "--config", detection_recipe(workspace, workspace / "boxes.csv", workspace / "source.pt")],
         workspace,
-        "source.pt is a 'classification' artifact; a detection method needs one",
+        "source.pt is a 'classification' artifact; LPLD adapts detection models only",
     )
 
 
@@ -782,8 +782,8 @@ def test_a_detection_artifact_in_a_classification_recipe_is_refused_by_the_cli(w
     assert_refused(
         ["fit", "--config", shot_recipe(workspace, source="detector.pt")],
         workspace,
-        "detector.pt is a 'detection' source artifact",
-        "cannot be adapted by a classification method",
+        "detector.pt is a 'detection' artifact; SHOT adapts classification models only",
+        "SHOT adapts classification models only",
     )
 
 

@@ -10,7 +10,6 @@ import json
 import shutil
 import struct
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -30,8 +29,8 @@ from sfda.data.pose_figures import generate
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
 from sfda.data.volumes import load_volume, read_datalist
-from sfda.methods.detection import DetectionTask
 from sfda.metrics.detection import detection_scores
+from sfda.tasks.detection import DetectionTask
 
 DIGITS = [str(d) for d in range(10)]
 COCO = {
@@ -684,10 +683,10 @@ def test_gathered_evaluation_rows_pass_the_crowd_flags_to_the_scores():
         "ref_ignored": [torch.tensor([0, 1])],
         "labelled": torch.tensor([1]),
     }
-    task = SimpleNamespace(class_names=DIGITS)
-    assert DetectionTask.score_rows(task, rows, "target")["target/ap50"] == pytest.approx(0.0)
+    task = DetectionTask(DIGITS, None)
+    assert task.score_rows(None, rows, "target")["target/ap50"] == pytest.approx(0.0)
     rows["ref_ignored"] = [torch.tensor([1, 0])]
-    assert DetectionTask.score_rows(task, rows, "target")["target/ap50"] == pytest.approx(1.0)
+    assert task.score_rows(None, rows, "target")["target/ap50"] == pytest.approx(1.0)
 
 
 def test_voc_difficult_boxes_are_ignored_like_crowd_regions(user):

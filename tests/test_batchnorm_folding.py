@@ -83,11 +83,13 @@ def test_only_pairs_in_a_known_order_are_folded(network):
 
 
 def classifier_task():
-    from sfda.methods.base import ClassifierTask
+    from sfda.tasks.classification import ClassificationTask
+    from sfda.tasks.module import TaskModule
 
-    task = ClassifierTask()
-    task.network = FeatureClassifier(conv_net(), feature_layer="7", head_layer="8")
-    return task
+    module = TaskModule()
+    module.task = ClassificationTask([str(k) for k in range(10)], None)
+    module.network = FeatureClassifier(conv_net(), feature_layer="7", head_layer="8")
+    return module
 
 
 def test_evaluation_uses_the_folded_copy_and_training_the_real_network():

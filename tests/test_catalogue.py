@@ -38,12 +38,15 @@ def test_sfda_methods_lists_every_method_with_its_task_and_recipes():
         "LFTL",
         "EntropyPrior",
         "LPLD",
-        "MeanTeacherDetection",
+        "MeanTeacher",
+        "AdaBN",
+        "SourceOnly",
         "DetectionSourceTraining",
     }
     for cls in listed:
         assert f"sfda.methods.{cls.__name__} " in text
-    assert task_of(methods.LPLD) == "detection" and task_of(methods.AdaBN) == "segmentation"
+    assert task_of(methods.LPLD) == "detection"
+    assert task_of(methods.AdaBN) == "classification/segmentation/pose"
     assert task_of(methods.SHOT) == "classification"
     section = text.split("detection:")[1]
     assert "detection/yell_osbs/lpld.yaml" in section and "sfda.methods.SHOT" not in section

@@ -93,9 +93,9 @@ def test_missing_and_foreign_artifacts_are_refused(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error():
-    from sfda.methods.base import ClassifierTask
+    from sfda.tasks.module import TaskModule
 
-    task = ClassifierTask()
+    task = TaskModule()
     with pytest.raises(FloatingPointError, match="loss is nan"):
         task.on_before_backward(torch.tensor(float("nan")))
 

@@ -11,9 +11,9 @@ from detection_kit import DIGITS, detection_artifact, digit_sets
 from lightning.pytorch.loggers import CSVLogger
 
 from sfda.data import DetectionDataModule
-from sfda.detection_writer import to_original
 from sfda.methods import LPLD, SHOT, DetectionSourceOnly, MeanTeacherDetection
 from sfda.models import ArtifactError
+from sfda.tasks.writers.detections import to_original
 
 LOOSE = {
     "confidence": 0.0,
@@ -59,9 +59,9 @@ def test_lpld_trains_the_student_on_strong_views_with_an_eval_mode_teacher(input
     modes = []
     original = method.extra_loss
 
-    def spy(batch, view, targets, student):
+    def spy(batch, targets, outputs):
         modes.append((method.teacher.model.training, method.network.training, "strong" in batch))
-        return original(batch, view, targets, student)
+        return original(batch, targets, outputs)
 
     method.extra_loss = spy
     run = trainer(tmp_path)
@@ -121,11 +121,11 @@ def test_predictions_are_written_in_original_image_pixels(inputs, tmp_path):
 
 def test_an_artifact_of_the_wrong_task_is_refused_naming_the_file(inputs, mnist_source):
     with pytest.raises(
-        ArtifactError, match=r"detector.pt.*'detection' source artifact cannot be adapted by a classification"
+        ArtifactError, match=r"detector.pt is a 'detection' artifact; SHOT adapts classification models only"
     ):
         SHOT(str(inputs["artifact"]))
     with pytest.raises(
-        ArtifactError, match=r"source.pt is a 'classification' artifact; a detection method needs"
+        ArtifactError, match=r"source.pt is a 'classification' artifact; LPLD adapts detection models only"
     ):
         LPLD(str(mnist_source))
 

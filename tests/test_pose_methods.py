@@ -5,6 +5,7 @@ detached targets and the EMA into I, occlusion, predictions in original pixels, 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -17,7 +18,7 @@ from sfda.methods import MeanTeacherPose, PoseSFDA, PoseSourceTraining
 from sfda.methods.pose_sfda import occlude
 from sfda.models import ArtifactError, SourceArtifact
 from sfda.models.pose import pose_architecture, simple_baseline
-from sfda.pose_writer import coco_results
+from sfda.tasks.writers.keypoints import coco_results
 
 SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -85,7 +86,6 @@ def test_mean_teacher_pseudo_heatmaps_follow_a_mirrored_strong_view(inputs, monk
     method = MeanTeacherPose(str(inputs["artifact"]), confidence=0.5)
     data = target_data(inputs)
     data.input_spec = SPEC
-    method.flip_order = torch.as_tensor(data.joint_names and data.skeleton.flip_order())  # what setup sets
     item = data.dataset("train", train=True, strong=True)[(0, 0)]
     batch = {k: v[None] if torch.is_tensor(v) else v for k, v in item.items()}
     batch["strong_matrix"] = batch["matrix"].clone()
@@ -94,8 +94,9 @@ def test_mean_teacher_pseudo_heatmaps_follow_a_mirrored_strong_view(inputs, monk
     teacher = torch.zeros(1, 16, 16, 16)
     teacher[0, 0, 5, 3] = 0.9  # r_ankle confidently at heatmap (3, 5): input (13.5, 21.5)
     teacher[0, 1, 8, 8] = 0.2  # r_knee below the confidence
-    monkeypatch.setattr(method, "heatmaps_of", lambda images, network=None: teacher)
-    targets, weight = method.pseudo_heatmaps(batch)
+    monkeypatch.setattr(method.task, "heatmaps_of", lambda module, images, network: teacher)
+    monkeypatch.setattr(method, "_trainer", SimpleNamespace(datamodule=data))
+    targets, weight = method.task.teacher_targets(method, method.teacher.model, batch, method.confidence)
     assert weight[0].tolist() == [0, 0, 0, 0, 0, 1] + [0] * 10  # r_ankle is l_ankle in the mirrored view
     row, col = divmod(int(targets[0, 5].argmax()), 16)
     assert (col, row) == (12, 5)  # x: (63 - 13.5 + 0.5) / 4 - 0.5 = 12
@@ -146,7 +147,7 @@ def test_pose_sfda_updates_s_i_t_in_order_with_detached_targets_and_the_ema_into
             assert torch.allclose(
                 after["intermediate"][key], value.lerp(after["target"][key], 0.001), atol=1e-7
             ), key
-    assert method.eval_network() is method.network  # I is evaluated
+    assert method.evaluated_network() is method.network  # I is evaluated
 
 
 def test_pose_sfda_trains_s_decoder_only_once_s_and_i_differ(inputs, tmp_path, monkeypatch):
@@ -203,7 +204,7 @@ def test_predictions_go_back_to_original_image_pixels(inputs):
 def test_artifacts_of_another_task_or_other_joints_are_refused(inputs, tmp_path):
     from detection_kit import detection_artifact
 
-    with pytest.raises(ArtifactError, match="is a 'detection' artifact; a pose method needs"):
+    with pytest.raises(ArtifactError, match="is a 'detection' artifact; PoseSFDA adapts pose models only"):
         PoseSFDA(str(detection_artifact(tmp_path / "detector.pt")))
     method = MeanTeacherPose(str(pose_artifact(tmp_path / "other.pt", joints=[*JOINTS[:-1], "nose"])))
     with pytest.raises(ArtifactError, match="are not the source model's"):
@@ -227,7 +228,7 @@ def test_a_heatmap_model_trained_elsewhere_is_wrapped_from_a_recipe_mapping(tmp_
         "input": {"size": 64, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
     }
     method = PoseSFDA(source)
-    assert method.artifact.task == "pose" and method.joint_names == list(JOINTS)
+    assert method.artifact.task == "pose" and method.class_names == list(JOINTS)
     for key, value in network.state_dict().items():
         assert torch.equal(method.target_net.state_dict()[key], value)
     with pytest.raises(ArtifactError, match="expected 'classification', 'detection' or 'pose'"):
@@ -242,7 +243,7 @@ def test_teacher_agreement_is_one_for_identical_ema_pairs_and_drops_when_they_di
     scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
     assert scores["label_free/teacher_agreement"] == 1.0  # before any step the pair is the source model twice
     with torch.no_grad():
-        for parameter in method.agreement_network().parameters():
+        for parameter in method.paired_network().parameters():
             parameter.add_(torch.randn_like(parameter) * parameter.std().nan_to_num(0.1))
     scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
     assert 0.0 <= scores["label_free/teacher_agreement"] < 0.9

@@ -21,8 +21,8 @@ from PIL import Image
 from sfda.callbacks import RunRecorder
 from sfda.cli import main
 from sfda.report import build_report
-from sfda.report.evidence import ReportEvidence
 from sfda.report.run import ReportInputError, read_run
+from sfda.tasks.evidence import ReportEvidence
 
 NAMES = [str(i) for i in range(10)]
 

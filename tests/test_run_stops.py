@@ -28,15 +28,13 @@ from conftest import ROOT
 from sfda.callbacks import COLLAPSE_FRACTION, unguarded_reason
 from sfda.methods import (
     SHOT,
-    EntropyPrior,
     MeanTeacherDetection,
     PoseSFDA,
     SegmentationSourceTraining,
-    SegmentationTask,
     SourceTraining,
 )
-from sfda.metrics import VolumeScores
 from sfda.metrics.validators import marginal_entropy
+from sfda.tasks import ClassificationTask, SegmentationTask
 
 NAMES = [str(i) for i in range(10)]
 SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
@@ -369,13 +367,14 @@ def test_tasks_without_a_class_marginal_are_not_guarded_and_say_so(method):
 
 
 def test_segmentation_is_guarded_on_its_pixel_class_marginal():
-    assert SHOT.source_marginal_key == EntropyPrior.source_marginal_key == "source_only/marginal_entropy"
+    assert ClassificationTask.class_marginal and SegmentationTask.class_marginal  # SHOT's, EntropyPrior's
 
     def summary(*masses: list[float]) -> float:
-        scores = VolumeScores(2)
-        for index, mass in enumerate(masses):  # unlabelled volumes: (C,) probability summed over voxels
-            scores.update(index, 0.1, torch.tensor([0.0]), class_mass=torch.tensor(mass))
-        return SegmentationTask.summarise(None, scores.compute(), "target")["label_free/marginal_entropy"]
+        rows = {"index": torch.arange(len(masses)), "entropy": torch.full((len(masses),), 0.1),
+                "dice": torch.full((len(masses), 1), math.nan),  # unlabelled volumes
+                "class_mass": torch.tensor(masses)}  # (C,) probability summed over each volume's voxels
+        task = SegmentationTask(["background", "brain"], None)
+        return task.score_rows(None, rows, "target")["label_free/marginal_entropy"]
 
     healthy = summary([850.0, 150.0], [950.0, 50.0])  # 10% foreground over both volumes
     assert healthy == pytest.approx(-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)), abs=1e-3)

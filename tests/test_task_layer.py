@@ -4,8 +4,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sfda.methods.optim import Optim
-from sfda.methods.task import TaskModule
+from sfda.tasks.module import TaskModule
+from sfda.tasks.optim import Optim
 
 
 class TwoNetworks(TaskModule):

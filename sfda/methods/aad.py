@@ -7,8 +7,8 @@ import torch
 from ..losses import attract_disperse
 from ..models import SourceModel
 from ..pseudo_labels import KnnBackend, check_knn_backend, gather_with_grad
-from .base import Optim
-from .neighbourhood import NeighbourhoodMethod
+from ..tasks.neighbourhood import NeighbourhoodMethod
+from ..tasks.optim import Optim
 
 
 class AaD(NeighbourhoodMethod):

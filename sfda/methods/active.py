@@ -29,12 +29,13 @@ from ..active import (
 )
 from ..models import SourceModel
 from ..pseudo_labels import TargetBank, check_identical_across_ranks
-from .base import AdaptationModule, Optim, build_optimizer
+from ..tasks.adaptation import Adaptation
+from ..tasks.optim import Optim, build_optimizer
 
 Query = Literal["contrastive", "random", "entropy", "margin"]
 
 
-class ActiveAdaptation(AdaptationModule):
+class ActiveAdaptation(Adaptation):
     """Rounds, queries, annotation and per-round records; subclasses write the training step.
 
     Buffers (checkpointed, keyed by global sample index): ``query_round (N,)`` (round that
@@ -44,7 +45,7 @@ class ActiveAdaptation(AdaptationModule):
     the run directory gains ``rounds/round_<r>.csv`` (index, label) for every round.
 
     Args:
-        source, optim, evaluate_source: see AdaptationModule. The classifier head trains (freeze_head false).
+        source, optim, evaluate_source: see ``Adaptation``. The classifier head trains (freeze_head false).
         budget: total and per-round labelling ratios (see ``Budget``).
         epochs_per_round: training epochs of each round (trainer.max_epochs must be rounds x this).
         query: 'contrastive' (LFTL), 'random', 'entropy' or 'margin'.
@@ -52,6 +53,8 @@ class ActiveAdaptation(AdaptationModule):
         alpha, kappa, balance: Contrastive Active Sampling's alpha, kappa and lambda.
         labelled_batch_size: global batch of labelled samples per step (capped by the labelled count).
     """
+
+    tasks = ("classification",)
 
     def __init__(self, source: SourceModel, budget: Budget | None = None, epochs_per_round: int = 10,
                  query: Query = "contrastive", annotator: Annotator | None = None, alpha: float = 0.03,

@@ -8,13 +8,13 @@ from ..losses import class_ratio_kl, predicted_class_ratio, weighted_entropy
 from ..losses.segmentation import KLDirection
 from ..models import SourceModel
 from ..pseudo_labels import PriorProvider, class_fractions
-from .base import Optim
-from .segmentation_adaptation import SegmentationAdaptation
+from ..tasks.adaptation import Adaptation
+from ..tasks.optim import Optim
 
 PAPER_CLASS_WEIGHTS = {2: [0.1, 0.9], 5: [0.02, 0.27, 0.18, 0.21, 0.32]}
 
 
-class EntropyPrior(SegmentationAdaptation):
+class EntropyPrior(Adaptation):
     """``L = L_ent(nu) + lambda KL(tau_hat || tau_e)`` on target samples; the whole network trains.
 
     ``tau_e`` per sample comes from a prior provider (engine ``pseudo_labels.priors``), resolved
@@ -34,8 +34,10 @@ class EntropyPrior(SegmentationAdaptation):
             'adaent' = KL(tau_e || tau_hat).
         ratio_power: pi of the sharpened size estimate (paper: 1).
         optim: Adam, wd 1e-4, lr x0.9 every 20 epochs; lr 1e-6 as the official adaptation default.
-        evaluate_source: see SegmentationAdaptation.
+        evaluate_source: see ``Adaptation``.
     """
+
+    tasks = ("segmentation",)
 
     def __init__(self, source: SourceModel, prior: PriorProvider | None = None, prior_weight: float = 1.0,
                  class_weights: list[float] | None = None, kl_direction: KLDirection = "adami",

@@ -13,8 +13,8 @@ from ..pseudo_labels import (
     one_vs_all_pseudo_labels,
     select_num_clusters,
 )
-from .base import Optim
-from .neighbourhood import NeighbourhoodMethod
+from ..tasks.neighbourhood import NeighbourhoodMethod
+from ..tasks.optim import Optim
 
 
 class GLC(NeighbourhoodMethod):
@@ -33,7 +33,7 @@ class GLC(NeighbourhoodMethod):
     code's t-SNE projection (``benchmarks/glc_global_step.py`` measures speed and agreement).
 
     Args:
-        source, optim, evaluate_source: see AdaptationModule.
+        source, optim, evaluate_source: see ``Adaptation``.
         k: neighbours of the local consensus (4).
         rho: prior floor of source-private classes (0.75).
         lambda_psd: weight of the global pseudo-label CE (0.3 Office-31/VisDA, 1.5 Office-Home/DomainNet).

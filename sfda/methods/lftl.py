@@ -13,8 +13,8 @@ from ..active import Annotator, Budget
 from ..losses import anchor_entropy, masked_information_maximization, mixup_batch, soft_cross_entropy
 from ..models import SourceModel
 from ..pseudo_labels import TargetBank, gather_rows
+from ..tasks.optim import Optim
 from .active import ActiveAdaptation, Query
-from .base import Optim
 
 
 class LFTL(ActiveAdaptation):

@@ -10,12 +10,14 @@ from ..losses.detection import lpl_class_targets, lpld_distillation
 from ..models import SourceModel
 from ..models.detector_parts import TeacherView
 from ..pseudo_labels.boxes import max_overlap, refined_boxes
-from .base import Optim
-from .detection_adaptation import MeanTeacherDetection
+from ..tasks.detection import BoxTargets
+from ..tasks.optim import Optim
+from .mean_teacher import MeanTeacher
 
 
-class LPLD(MeanTeacherDetection):
-    """Mean Teacher plus distillation of low-confidence pseudo-labels (spec: ``specs/detection_lpld.md``).
+class LPLD(MeanTeacher):
+    """Mean Teacher plus distillation of low-confidence pseudo-labels (method note:
+    ``docs/methods/lpld.md``).
 
     The teacher's RPN proposals (top ``teacher_proposals`` after NMS, objectness kept, no score
     threshold) are refined by the teacher's class-specific regression of their argmax class (raw
@@ -32,8 +34,10 @@ class LPLD(MeanTeacherDetection):
         max_iou: largest IoU of an LPL with any HPL (0.4).
         min_foreground: least foreground-relation peak (0.9).
         max_background: largest background probability (0.99).
-        (confidence, ema_momentum, ema_every, teacher_proposals: see ``MeanTeacherDetection``)
+        (confidence, ema_momentum, ema_every, teacher_proposals: see ``MeanTeacher``)
     """
+
+    tasks = ("detection",)
 
     def __init__(
         self,
@@ -49,9 +53,8 @@ class LPLD(MeanTeacherDetection):
         optim: Optim | None = None,
         evaluate_source: bool = True,
     ):
-        super().__init__(
-            source, confidence, ema_momentum, ema_every, teacher_proposals, optim, evaluate_source
-        )
+        super().__init__(source, confidence, ema_momentum, ema_every, teacher_proposals, optim,
+                         evaluate_source)
         for name, value in (
             ("max_iou", max_iou),
             ("min_foreground", min_foreground),
@@ -88,11 +91,12 @@ class LPLD(MeanTeacherDetection):
         candidate = torch.cat(candidates)
         return candidate, candidate & confident, relation
 
-    def extra_loss(self, batch: dict, view: TeacherView, targets: list[dict], student: tuple) -> torch.Tensor:
-        features, logits = student
+    def extra_loss(self, batch: dict, targets: BoxTargets, outputs: tuple) -> torch.Tensor:
+        features, logits = outputs
+        view = targets.view
         candidate, kept, relation = self.lpl_mask(view)
         loss = lpld_distillation(relation[kept], logits[kept], view.box_features[kept], features[kept])
-        images = len(targets)
+        images = len(targets.targets)
         self.log_dict(
             {
                 "train/lpl_candidates": candidate.sum().float() / images,

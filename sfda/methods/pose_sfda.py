@@ -1,5 +1,5 @@
 """Pose SFDA: source-free domain adaptive human pose estimation (Peng et al. ICCV 2023), as the spec
-(``../shared/specs/pose_sfda.md``) describes the intended design. The official release does not run; its
+(``docs/methods/pose_sfda.md``) describes the intended design. The official release does not run; its
 bugs are not copied: ``super()`` calls and model arguments are the intended ones, and the source weights
 are loaded strictly (the release filtered a ``module.`` prefix with ``strict=False`` and never loaded
 them).
@@ -33,8 +33,8 @@ from ..pseudo_labels import gather_with_grad
 from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.heatmaps import confident_joints, to_input_pixels
 from ..pseudo_labels.teacher import ema_update
-from .base import Optim
-from .pose_adaptation import PoseAdaptation
+from ..tasks.adaptation import Adaptation
+from ..tasks.optim import Optim
 
 
 def adam(lr: float, milestones: tuple[int, ...] = ()) -> Optim:
@@ -72,7 +72,7 @@ def occlude(
     return out
 
 
-class PoseSFDA(PoseAdaptation):
+class PoseSFDA(Adaptation):
     """Pose SFDA (see the module docstring).
 
     Args:
@@ -89,6 +89,8 @@ class PoseSFDA(PoseAdaptation):
         source_protect: train S and I (False: the ablation without source-protect; I only follows T).
         target_relevant: add L_PC and L_IM to T's loss (False: the ablation without them).
     """
+
+    tasks = ("pose",)
 
     def __init__(
         self,
@@ -132,7 +134,7 @@ class PoseSFDA(PoseAdaptation):
         self.occlusion = (occlusion, occlusion_confidence, occlusion_size)
         self.source_protect, self.target_relevant = source_protect, target_relevant
 
-    def agreement_network(self) -> torch.nn.Module:
+    def paired_network(self) -> torch.nn.Module:
         return self.target_net  # I (evaluated) is the EMA of T
 
     def optimizer_specs(self) -> list[tuple[list[dict], Optim]]:

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from ..losses import masked_information_maximization
 from ..models import SourceModel
 from ..pseudo_labels import centroid_labels, entropy_2means_threshold, masked_global_mean, normalised_entropy
-from .base import AdaptationModule, Optim
+from ..tasks.adaptation import Adaptation
+from ..tasks.optim import Optim
 
 
-class SHOT(AdaptationModule):
+class SHOT(Adaptation):
     """Per step ``L = beta * CE(logits, yhat) + IM(p)``; ``yhat`` from SHOT's centroid labelling
     on a full eval pass over the target set at every epoch start. ``beta = 0`` is SHOT-IM.
 
@@ -27,7 +28,7 @@ class SHOT(AdaptationModule):
     the number of processes.
 
     Args:
-        source, optim, evaluate_source, reject_unknown: see AdaptationModule.
+        source, optim, evaluate_source, reject_unknown: see ``Adaptation``.
         beta: weight of the pseudo-label CE (spec: 0.3; official digit script 0.1; 0 = SHOT-IM).
         im_weight: weight of the IM term (official ``ent_par`` 1.0).
         rounds: centroid assignment rounds (2).
@@ -35,6 +36,7 @@ class SHOT(AdaptationModule):
         open_set: SHOT-O (see above).
     """
 
+    tasks = ("classification",)
     UNKNOWN = -2  # pseudo-label of a sample SHOT-O set aside as unknown
 
     def __init__(self, source: SourceModel, beta: float = 0.3, im_weight: float = 1.0, rounds: int = 2,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evidence import EVIDENCE_DIR
+from ..tasks.evidence import EVIDENCE_DIR
 
 EVAL_PREFIXES = ("target", "source_val")  # where a task logs its labelled scores
 
@@ -160,11 +160,11 @@ def read_run(path: Path) -> Run:
 def task_from_recipe(recipe: str) -> str:
     """The task of the recipe's ``sfda.methods`` class (``unknown`` for a class from elsewhere)."""
     from .. import methods
-    from ..catalogue import task_of
 
     match = re.search(r"class_path:\s*sfda\.methods\.(\w+)", recipe)
     cls = getattr(methods, match.group(1), None) if match else None
-    return task_of(cls) if isinstance(cls, type) else "unknown"
+    tasks = getattr(cls, "tasks", ()) if isinstance(cls, type) else ()
+    return tasks[0] if len(tasks) == 1 else "unknown"
 
 
 def check_one_task(runs: list[Run]) -> str:

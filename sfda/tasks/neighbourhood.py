@@ -1,4 +1,5 @@
-"""Shared machinery of the neighbourhood methods (NRC, AaD): feature and score banks."""
+"""The base of the neighbourhood methods (NRC, AaD, GLC; classification): feature and score banks of every
+target sample, and their nearest neighbours."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ..pseudo_labels import KnnBackend, TargetBank, cosine_knn
-from .base import AdaptationModule
+from .adaptation import Adaptation
 
 
-class NeighbourhoodMethod(AdaptationModule):
+class NeighbourhoodMethod(Adaptation):
     """Keeps a TargetBank of L2-normalised features and softmax scores for all N samples.
 
     Filled by one eval pass before training (unless restored from a checkpoint); every step
@@ -18,6 +19,7 @@ class NeighbourhoodMethod(AdaptationModule):
     with the subclass's ``knn_backend``).
     """
 
+    tasks = ("classification",)
     k: int
     knn_backend: KnnBackend = "auto"
     # a subclass that rewrites the whole bank at every epoch start skips the initial fill
@@ -31,7 +33,7 @@ class NeighbourhoodMethod(AdaptationModule):
             if not 1 <= value < num_samples:
                 raise ValueError(f"model.{name}: expected a neighbour count in [1, {num_samples - 1}] for a "
                                  f"target set of {num_samples} samples, got {value}")
-        self.bank = TargetBank(num_samples, {"features": self.feature_dim(), "scores": self.num_classes})
+        self.bank = TargetBank(num_samples, {"features": self.task.feature_dim, "scores": self.num_classes})
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -1,0 +1,86 @@
+"""Mean Teacher for source-free adaptation, for every task that defines pseudo-targets from a teacher
+(detection: LPLD's "MT" baseline; pose: the baseline of the source-free pose papers)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..models import SourceModel
+from ..pseudo_labels import EMATeacher
+from ..tasks.adaptation import Adaptation
+from ..tasks.optim import Optim
+
+
+class MeanTeacher(Adaptation):
+    """Per step the EMA teacher (always in eval mode) predicts on the weak view; its confident predictions
+    are the pseudo-targets (``Task.teacher_targets``: detection's boxes scoring above ``confidence``, the
+    HPL; pose's joints peaking at ``confidence`` or more, moved into the strong view and rendered as
+    heatmaps); the student learns them on the strong view of the same geometry with the task's loss
+    (``Task.student_loss``: the Faster R-CNN losses, an image without HPL training as all background;
+    JointsMSE). The teacher follows the student by EMA over parameters and buffers, at each epoch end or
+    each step, and is the network evaluated and predicting, as in the official code.
+
+    Args:
+        source, optim, evaluate_source: see ``Adaptation``.
+        confidence: pseudo-target threshold (None: the task's; detection 0.7, pose 0.5).
+        ema_momentum: teacher share kept at each update (None: detection 0.75 per epoch, pose 0.999 per step).
+        ema_every: 'epoch' or 'step' (None: the task's).
+        teacher_proposals: detection: RPN proposals the teacher keeps after NMS (None: 300).
+    """
+
+    tasks = ("detection", "pose")
+    needs_strong_view = True  # the datamodule yields "strong" beside the weak "image"
+
+    def __init__(self, source: SourceModel, confidence: float | None = None,
+                 ema_momentum: float | None = None, ema_every: Literal["epoch", "step"] | None = None,
+                 teacher_proposals: int | None = None,
+                 optim: Optim | None = None, evaluate_source: bool = True):
+        super().__init__(source, optim, evaluate_source=evaluate_source)
+        defaults = self.task.teacher_defaults
+        self.confidence = defaults["confidence"] if confidence is None else confidence
+        self.ema_every = ema_every or defaults["ema_every"]
+        momentum = defaults["ema_momentum"] if ema_momentum is None else ema_momentum
+        if not 0 <= self.confidence <= 1:
+            raise ValueError(f"model.confidence: expected a threshold in [0, 1], got {self.confidence}")
+        if self.ema_every not in ("epoch", "step"):
+            raise ValueError(f"model.ema_every: expected 'epoch' or 'step', got {self.ema_every!r}")
+        if teacher_proposals is not None and (self.task.name != "detection" or teacher_proposals < 1):
+            raise ValueError(f"model.teacher_proposals: expected a positive count for a detection model, got "
+                             f"{teacher_proposals} for a {self.task.name} model")
+        self.teacher = EMATeacher(self.network, momentum)
+        self.task.prepare_teacher(self.teacher.model, teacher_proposals)
+
+    def evaluated_network(self) -> torch.nn.Module:
+        return self.teacher.model
+
+    def paired_network(self) -> torch.nn.Module:
+        return self.network  # the student the evaluated teacher follows
+
+    def student_boxes(self, view) -> list[torch.Tensor] | None:
+        """Detection: boxes whose student RoI outputs ``extra_loss`` needs (LPLD: the teacher's proposals)."""
+        return None
+
+    def extra_loss(self, batch: dict, targets, outputs: tuple) -> torch.Tensor | None:
+        """A further loss term from the pseudo-targets and the student's outputs (LPLD); none here."""
+        return None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.teacher.model.eval()  # Lightning puts every submodule in train mode at each epoch start
+        targets = self.task.teacher_targets(self, self.teacher.model, batch, self.confidence)
+        loss, logs, outputs = self.task.student_loss(self, batch, targets)
+        extra = self.extra_loss(batch, targets, outputs)
+        if extra is not None:
+            loss = loss + extra
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(logs)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema_every == "step":
+            self.teacher.update(self.network)
+
+    def on_train_epoch_end(self) -> None:
+        if self.ema_every == "epoch":
+            self.teacher.update(self.network)

@@ -1,0 +1,158 @@
+"""The base of every source-free adaptation method, whatever the task.
+
+``Adaptation`` loads the source artifact, chooses the task from the artifact's ``task`` (a method
+declares the tasks it works on in ``tasks`` and refuses the others by name), builds the network the
+method adapts, checks the artifact against the target data, creates per-sample state before a checkpoint
+restore, scores the source model before the first step (``source_only/...``), and keeps ``results`` in
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from ..data.contract import check_target_data
+from ..models import ArtifactError, SourceModel, load_source
+from ..pseudo_labels.passes import Rows
+from ..run_checks import check_state_shapes
+from .base import Task
+from .classification import ClassificationTask
+from .detection import DetectionTask
+from .module import TaskModule
+from .optim import Optim
+from .pose import PoseTask
+from .segmentation import SegmentationTask
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask, SegmentationTask,
+                                                              DetectionTask, PoseTask)}
+EVERY_TASK = tuple(TASKS)
+
+
+def drop_training_state(module: L.LightningModule, checkpoint: dict) -> None:
+    """Outside ``fit`` remove per-sample training state (banks, pseudo-labels, priors) from a
+    checkpoint, since it is only built for training; ``network.*`` weights still load strictly."""
+    trainer = module._trainer
+    if trainer is not None and trainer.state.fn != "fit":
+        own = module.state_dict()
+        for key in [k for k in checkpoint["state_dict"] if k not in own and not k.startswith("network.")]:
+            del checkpoint["state_dict"][key]
+
+
+class Adaptation(TaskModule):
+    """Base of every source-free adaptation method.
+
+    Args:
+        source: path of a source artifact (``sfda fit`` of a source recipe writes one), ``{path,
+            architecture}`` for an artifact of a model class from outside sfda that you trust, or an
+            ``ExternalModel`` description of a model trained elsewhere.
+        optim: optimiser and schedule (default: the task's).
+        evaluate_source: score the source model on the evaluation split at fit start (``source_only/...``).
+        freeze_head: keep the classifier head fixed (classification; SHOT, NRC, AaD: true).
+        reject_unknown: classification: predict "unknown" (class id ``num_classes``) when the normalised
+            entropy of a prediction exceeds this (GLC's w0 = 0.55); None: closed set, never reject.
+    """
+
+    tasks: tuple[str, ...] = EVERY_TASK
+
+    def __init__(self, source: SourceModel, optim: Optim | None = None, evaluate_source: bool = True,
+                 freeze_head: bool = False, reject_unknown: float | None = None):
+        super().__init__(optim)
+        self.artifact = load_source(source)
+        self.task = self.task_for(self.artifact.task, source)
+        if reject_unknown is not None and not (self.task.name == "classification" and 0 < reject_unknown < 1):
+            raise ValueError("model.reject_unknown: expected a normalised-entropy threshold in (0, 1) for a "
+                             f"classification model, got {reject_unknown} for a {self.task.name} model")
+        self.reject_unknown = reject_unknown
+        self.evaluate_source = evaluate_source
+        self.freeze_head = freeze_head
+        self.network = self.task.build_network(self.artifact)
+        if freeze_head:
+            self.task.freeze_head(self.network)
+
+    def task_for(self, name: str, source) -> Task:
+        """The task of an artifact, if this method works on it; refused by name otherwise."""
+        if name not in self.tasks or name not in TASKS:
+            works_on = ", ".join(self.tasks)
+            raise ArtifactError(f"model.source: {self.artifact.origin or source} is a '{name}' artifact; "
+                                f"{type(self).__name__} adapts {works_on} models only")
+        return TASKS[name](self.artifact.class_names, self.artifact.input)
+
+    @property
+    def source_only_key(self) -> str:
+        """The source model's headline score in ``results``."""
+        return f"source_only/{self.task.headline}"
+
+    @property
+    def source_marginal_key(self) -> str | None:
+        """Where the source model's class-marginal entropy is kept (None: the task has no class marginal,
+        and the collapse guard says it does not apply)."""
+        return "source_only/marginal_entropy" if self.task.class_marginal else None
+
+    def unknown_threshold(self) -> float | None:
+        """Normalised-entropy threshold above which a sample is predicted unknown; None: never."""
+        return self.reject_unknown
+
+    # data and state -------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        check_target_data(datamodule)
+        self.task.check_data(datamodule, self.artifact)
+        if stage == "fit":
+            self.build_state(datamodule.num_samples("train"))
+
+    def build_state(self, num_samples: int) -> None:
+        """Create per-sample state (banks, pseudo-labels, priors) sized to the target set; before checkpoint
+        restore."""
+
+    def source_network(self) -> torch.nn.Module:
+        """The untouched source network in eval mode on this device (in a list, not a submodule: never
+        saved)."""
+        if not getattr(self, "_source_cache", None):
+            self._source_cache = [self.task.build_source_network(self.artifact).to(self.device).eval()]
+        return self._source_cache[0]
+
+    def full_pass(self, loader, description: str = "engine pass", phase: str = "engine") -> Rows:
+        """The task's per-sample rows of the current network over ``loader`` (``Task.sample_rows``;
+        classification: ``features (N, D)``, ``probs (N, C)``, ``labels (N,)``), identical on every
+        process, in global index order."""
+        with self.folded_inference():
+            return self.target_pass(loader, lambda b: self.task.sample_rows(self, b), description, phase)
+
+    # the source model's scores ---------------------------------------------------------------------------
+    def evaluate_source_model(self) -> dict[str, float]:
+        """The headline family of the source model (the network before its first step) on the evaluation
+        split, ``source_only/...``, and where the task has one the entropy of its predicted class marginal
+        (``source_only/marginal_entropy``, what the collapse guard compares with). The rows are kept as
+        ``source_rows`` (the "before" of the report's evidence)."""
+        loader = self.trainer.datamodule.val_dataloader()
+        scores, rows = self.evaluate_loader(loader, "source_only", self.network, label_free=False)
+        self.source_rows = self.task.kept_source_rows(rows)
+        kept = {k: v for k, v in scores.items() if k.startswith("source_only/")}
+        if "label_free/marginal_entropy" in scores:
+            kept["source_only/marginal_entropy"] = scores["label_free/marginal_entropy"]
+        return kept
+
+    def on_train_start(self) -> None:
+        if self.evaluate_source and self.source_only_key not in self.results and self.current_epoch == 0:
+            self.results.update(self.evaluate_source_model())
+
+    def report_evidence(self, folder) -> None:
+        """What ``sfda report`` draws (see ``Task.report_evidence``)."""
+        self.task.report_evidence(self, folder)
+
+    # checkpoints ------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sfda_results"] = dict(self.results)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """In ``fit`` restore the results measured so far (a resumed run continues them); outside ``fit``
+        drop the per-sample training state (see ``drop_training_state``) and keep nothing the checkpoint
+        claims: ``sfda test`` reports only what it measures. Refuse tensors whose shapes differ from this
+        recipe's (another target set or class count) before Lightning's strict load does, by name."""
+        if self.trainer.state.fn == "fit":
+            self.results.update(checkpoint.get("sfda_results", {}))
+        drop_training_state(self, checkpoint)
+        check_state_shapes(self, checkpoint, self.trainer.ckpt_path)

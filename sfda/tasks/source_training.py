@@ -1,0 +1,95 @@
+"""The base of the tasks' source training: train on labelled source data, keep the weights of the best
+source-validation epoch, and write them as the source artifact that adaptation starts from (where it is
+written, and what is never overwritten: ``sfda.tasks.artifact_output``)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import SourceArtifact
+from .artifact_output import check_destinations, source_input_spec, write_artifact
+from .base import Task
+from .module import TaskModule
+from .optim import Optim
+
+__all__ = ["SourceTrainingModule", "source_input_spec"]
+
+
+class SourceTrainingModule(TaskModule):
+    """Subclasses set ``task_class`` and build ``network``, ``task`` and ``architecture`` in
+    ``configure_model`` (once the data's classes and input spec are known), write ``training_step``, and
+    set ``best_metric`` (higher is better; none: the last epoch's weights are written).
+
+    Args:
+        artifact: where to copy the artifact after a complete run (it is always written to
+            ``<run dir>/source.pt``); see ``sfda.tasks.artifact_output``.
+        overwrite_artifact: allow replacing an existing file at ``artifact``.
+        optim: the optimiser (default: the task's).
+    """
+
+    eval_prefix = "source_val"
+    best_metric: str = ""
+    task_class: type[Task]  # the task this source training trains for
+
+    def configure_callbacks(self) -> list:
+        """The task's prediction writers (the task itself is built later, with the data's names)."""
+        return self.task_class.writers(self)
+
+    def __init__(self, artifact: str | None = None, overwrite_artifact: bool = False,
+                 optim: Optim | None = None):
+        super().__init__(optim)
+        self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
+        self.network = None
+        self.best: tuple[float, dict] | None = None
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_destinations(self.trainer, self.artifact_path, self.overwrite_artifact)
+
+    # the best epoch -----------------------------------------------------------------------------------------
+    def kept_network(self) -> torch.nn.Module:
+        """The network whose best weights are kept and written (default ``network``)."""
+        return self.network
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.remember_if_best(self.kept_network())
+
+    def remember_if_best(self, network: torch.nn.Module) -> None:
+        """After a validation epoch: keep a CPU copy of ``network``'s weights if ``best_metric`` improved."""
+        value = self.trainer.callback_metrics.get(self.best_metric)
+        no_better = self.best is not None and value is not None and float(value) <= self.best[0]
+        if value is None or self.trainer.sanity_checking or no_better:
+            return
+        self.best = (float(value), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
+
+    def restore_best(self, network: torch.nn.Module) -> float:
+        """Load the best weights into ``network``; returns their score."""
+        if self.best is None:
+            raise RuntimeError(f"source training ended without a validation score ({self.best_metric}); set "
+                               "trainer.check_val_every_n_epoch <= max_epochs")
+        network.load_state_dict(self.best[1])
+        return self.best[0]
+
+    # the artifact ------------------------------------------------------------------------------------------
+    def source_artifact(self, network: torch.nn.Module) -> SourceArtifact:
+        """The artifact of ``network`` (its best weights restored): the task's architecture, names, input."""
+        state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        return SourceArtifact(architecture=self.architecture, state_dict=state,
+                              class_names=list(self.task.names), input=self.trainer.datamodule.input_spec,
+                              task=self.task.name)
+
+    def on_train_end(self) -> None:
+        self.write_source_artifact()
+
+    def write_source_artifact(self) -> None:
+        """Write the artifact (rank 0): from the best source-validation weights where ``best_metric`` is set
+        (``results["<prefix>/best_<metric>"]`` says their score), else from the last epoch's. Runs in
+        ``on_train_end``, before ``on_fit_end`` where results.json is written."""
+        network = self.kept_network()
+        best = self.restore_best(network) if self.best_metric else None
+        self.results.update(write_artifact(self.trainer, self.source_artifact(network), self.artifact_path,
+                                           self.overwrite_artifact))
+        if best is not None:
+            prefix, _, metric = self.best_metric.partition("/")
+            self.results[f"{prefix}/best_{metric}"] = best
