@@ -29,7 +29,7 @@ class AdaBN(Adaptation):
         self.norm_layers = batch_norm_layers(self.network)
         if not self.norm_layers:
             raise ValueError(f"model.source: AdaBN re-estimates BatchNorm statistics, but the "
-                             f"{self.task.name} network ({type(self.network).__name__}) has no BatchNorm layer")
+                             f"{self.task.name} network {type(self.network).__name__} has no BatchNorm layer")
 
     def on_train_start(self) -> None:
         super().on_train_start()  # the source model's scores, with the source statistics
