@@ -1,5 +1,5 @@
 """Heatmap pose losses: SimpleBaseline's JointsMSE and pose SFDA's source-protect and target-relevant
-losses (Peng et al. ICCV 2023; ``../shared/specs/pose_sfda.md``). Heatmaps are ``(B, K, h, w)``.
+losses (Peng et al. ICCV 2023; ``docs/methods/pose_sfda.md``). Heatmaps are ``(B, K, h, w)``.
 
 ``temperature`` divides the heatmaps before every softmax. Raw MSE heatmaps lie in [0, 1], so the
 faithful temperature 1 gives nearly uniform distributions over h x w positions (the spec's note): the
