@@ -47,7 +47,8 @@ def runs(root: Path) -> list[tuple[str, str, str, list[str]]]:
          source(volumes, "--trainer.max_epochs=10", "--trainer.check_val_every_n_epoch=5")),
         ("colin27->itk/entropy+prior(estimated)", "fit",
          "recipes/segmentation/colin27_itk/entropy_prior_estimated.yaml",
-         [f"--model.init_args.source={volumes}", "--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=3"]),
+         [f"--model.init_args.source={volumes}", "--trainer.max_epochs=3",
+          "--trainer.check_val_every_n_epoch=3"]),
         ("digits->digits-on-photos/source", "fit", "recipes/detection/digits_photos/source.yaml",
          ["--trainer.max_epochs=1", "--trainer.limit_train_batches=30"]),
         ("digits->digits-on-photos/mean-teacher", "fit", "recipes/detection/digits_photos/mean_teacher.yaml",
@@ -96,7 +97,8 @@ def compare(before: Path, after: Path, tolerance: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="write the numbers of this code to this JSON file")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--tolerance", type=float, default=1e-6)
