@@ -1,5 +1,5 @@
-"""Why pose SFDA cannot train the same weights on 1 and 2 processes after its first step (README, "Adapt a
-pose model"): after one step, S and I still nearly agree, so L_S = MSE(S(x), I(x)) is ~1e-16 and its
+"""Why pose SFDA cannot train the same weights on 1 and 2 processes after its first step (docs/guides/pose.md,
+"Several processes"): after one step, S and I still nearly agree, so L_S = MSE(S(x), I(x)) is ~1e-16 and its
 gradient is of the order of float32 rounding. Adam normalises each element's step, so rounding decides
 lr-sized steps, and a different reduction order (another process count) decides them differently.
 

@@ -1,7 +1,7 @@
 """The README quickstart's own numbers: SHOT on SVHN->MNIST with the real ccexam SVHN model, as the
 quick demo (a fixed 10k subset of the MNIST training images as target, 2 epochs) and as the full
-recipe (60k, 10 epochs), each with 1 and 2 torch threads, so the README can say how long each takes
-and how far the numbers move with the thread count.
+recipe (60k, 10 epochs), each with 1 and 2 torch threads, so the README and docs/index.md can say how
+long each takes and how far the numbers move with the thread count.
 
     python benchmarks/quickstart.py run --setting quick --threads 1 2
     python benchmarks/quickstart.py record RUN_DIR --setting full --threads 1 --seconds 3020

@@ -1,10 +1,11 @@
-"""Rewrite the README's results tables from ``benchmarks/results/*.json``.
+"""Rewrite the results tables of the documentation site (``docs/results.md``) from
+``benchmarks/results/*.json``.
 
     python benchmarks/report.py
 
 One table per suite file: a row per (benchmark, setting, method), a column per metric, each
-cell the measured value (fractions as written, seconds rounded). The README region between
-``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced; nothing else is touched.
+cell the measured value (fractions as written, seconds rounded). The region of ``docs/results.md``
+between ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "
 ENGINE_METRICS = ["seconds", "peak-mb", "extrapolated-seconds", "growth-exponent", "torch-seconds",
                   "faiss-seconds", "faiss-speedup"]
 METRIC_ORDER += ENGINE_METRICS
-FIRST = ("quickstart",)  # the README's results start with the quickstart's own comparison
-# suites shown in a README section of their own (a column per metric would be unreadable here)
-OWN_SECTION = {"engine_scaling": "Engine cost curves", "profile": "Speed"}
+FIRST = ("quickstart",)  # the results start with the quickstart's own comparison
+# suites shown on a page of their own (a column per metric would be unreadable here): a link to it
+OWN_SECTION = {"engine_scaling": "[Engine cost curves](speed.md#engine-cost-curves)",
+               "profile": "[Speed](speed.md#where-the-time-went-and-what-changed)"}
+PAGE = ROOT / "docs" / "results.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -93,14 +96,13 @@ def render() -> str:
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    text = PAGE.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"{readme}: missing the {START} / {END} markers")
+        raise SystemExit(f"{PAGE}: missing the {START} / {END} markers")
     new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{render()}\n{END}", text,
                  flags=re.S)
-    readme.write_text(new)
-    print(f"{readme}: results tables rewritten")
+    PAGE.write_text(new)
+    print(f"{PAGE}: results tables rewritten")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def runs(root: Path) -> list[tuple[str, str, str, list[str]]]:
     """``(name, subcommand, recipe, overrides)`` in the order they must run (sources first)."""
     digits = root / "mnist_optdigits_source.pt"
     volumes = root / "colin27_itk_source.pt"
-    boxes = root / "digits_photos_source.pt"
+    boxes = "{artifact}"  # a source run cut short writes its artifact only into its own run folder
 
     def source(artifact: Path, *more: str) -> list[str]:
         return [f"--model.init_args.artifact={artifact}", "--model.init_args.overwrite_artifact=true", *more]
@@ -47,9 +47,10 @@ def runs(root: Path) -> list[tuple[str, str, str, list[str]]]:
          source(volumes, "--trainer.max_epochs=10", "--trainer.check_val_every_n_epoch=5")),
         ("colin27->itk/entropy+prior(estimated)", "fit",
          "recipes/segmentation/colin27_itk/entropy_prior_estimated.yaml",
-         [f"--model.init_args.source={volumes}", "--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=3"]),
+         [f"--model.init_args.source={volumes}", "--trainer.max_epochs=3",
+          "--trainer.check_val_every_n_epoch=3"]),
         ("digits->digits-on-photos/source", "fit", "recipes/detection/digits_photos/source.yaml",
-         source(boxes, "--trainer.max_epochs=1", "--trainer.limit_train_batches=30")),
+         ["--trainer.max_epochs=1", "--trainer.limit_train_batches=30"]),
         ("digits->digits-on-photos/mean-teacher", "fit", "recipes/detection/digits_photos/mean_teacher.yaml",
          [f"--model.init_args.source={boxes}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=10",
           "--data.init_args.train_subset=80"]),
@@ -67,8 +68,11 @@ def record(out: Path) -> None:
     table: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="sfda-reproduce-") as tmp:
         root = Path(tmp)
+        artifact = ""
         for name, subcommand, recipe, overrides in runs(root):
+            overrides = [o.replace("{artifact}", artifact) for o in overrides]
             results, seconds = run_cli(subcommand, recipe, root / name.replace("/", "_"), *QUIET, *overrides)
+            artifact = results.get("artifact", artifact)  # the last source run's own artifact
             table[name] = numbers(results)
             print(f"{name}: {seconds:.0f} s, {len(table[name])} numbers", flush=True)
             out.write_text(json.dumps(table, indent=1))
@@ -93,7 +97,8 @@ def compare(before: Path, after: Path, tolerance: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="write the numbers of this code to this JSON file")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--tolerance", type=float, default=1e-6)

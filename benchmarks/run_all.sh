@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark of the foundation, universal-DA, segmentation and active-DA issues, in order (several hours on 2 CPU
-# cores); results land in benchmarks/results/*.json, then the README tables are regenerated.
+# cores); results land in benchmarks/results/*.json, then docs/results.md's tables are regenerated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1

@@ -41,7 +41,7 @@ def test_two_process_pose_sfda_takes_the_same_first_step_as_one_process(figures,
     """Adam's first update is lr x sign(gradient) per element, so it shows whether the gradients of the
     global batch agree. All three networks start as the source model: S(x) = I(x), L_S = L_I = 0, S and I
     do not move and T takes the step. Later steps cannot be compared exactly: L_S falls to ~1e-16, where
-    float32 rounding is 23% of its gradient (measured; see the README's pose section), and Adam turns that
+    float32 rounding is 23% of its gradient (measured; see docs/guides/pose.md), and Adam turns that
     rounding into lr-sized steps whose signs depend on the reduction order, hence on the process count."""
     common = recipe(figures, "--trainer.max_steps=3", "--trainer.limit_val_batches=0",
                     "--model.init_args.evaluate_source=false")  # three optimiser steps: one training step
