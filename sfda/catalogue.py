@@ -61,7 +61,9 @@ def recipes_using(class_paths: list[str]) -> dict[str, list[str]]:
 def method_classes() -> list[type]:
     """The LightningModules a recipe can name: source training, then the methods (active-sampling
     baselines are LFTL's ``query`` options)."""
-    return [*methods.SOURCE_TRAINING, *(m for m in methods.METHODS if m is not methods.ActiveAdaptation)]
+    adapting = [m for m in methods.METHODS if m is not methods.ActiveAdaptation]
+    generic_first = sorted(adapting, key=lambda m: (len(m.tasks) == 1, m.__name__))
+    return [*methods.SOURCE_TRAINING, *generic_first]
 
 
 def names_of(cls: type) -> list[str]:
