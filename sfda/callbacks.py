@@ -523,7 +523,7 @@ class ChannelsLast(Callback):
     The same arithmetic, laid out so convolutions and pooling run faster (oneDNN on CPU, tensor cores
     on GPU): about 25-40% more training images/s for the digit CNNs on this repository's CPU, and
     max pooling about 6x faster. The engine's target passes convert their batches too
-    (``pl_module.channels_last``, read by ``TargetPasses``). A network without 4-D or 5-D weights
+    (``pl_module.channels_last``, read by ``TaskModule.target_pass``). A network without 4-D or 5-D weights
     (an MLP) is left alone: the conversion would change nothing. Added to every run by the ``sfda``
     command unless the recipe sets ``channels_last: false``.
     """

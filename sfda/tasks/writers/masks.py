@@ -83,7 +83,7 @@ class MaskWriter(BasePredictionWriter):
         mask = to_original_grid(prediction["mask"], volume.affine, volume.original)
         path = output_path(run / "masks" / volume.name, volume.original, self.mask_format)
         write_volume(mask, volume.original, path, description="sfda predicted mask")
-        write_overlay(prediction, volume, pl_module.spec.slice_axis, run / "overlays")
+        write_overlay(prediction, volume, pl_module.task.input.slice_axis, run / "overlays")
 
 
 def write_overlay(prediction: dict, volume, axis: int, folder: Path) -> Path:
