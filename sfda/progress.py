@@ -1,32 +1,6 @@
-"""Rich progress bars for long passes outside Lightning's loops (engine refreshes, fetches)."""
+"""Old home of ``track``, now ``sfda.run.progress``."""
 
-from __future__ import annotations
+# temporary: sfda.methods still imports these; removed when the task layer lands
+from .run.progress import track
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-T = TypeVar("T")
-
-
-def track(items: Iterable[T], description: str, enabled: bool = True) -> Iterator[T]:
-    """Iterate ``items`` showing a rich progress bar (transient) when ``enabled`` (rank 0)."""
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    total = len(items) if hasattr(items, "__len__") else None
-    columns = [TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)
+__all__ = ["track"]

@@ -18,11 +18,11 @@ from conftest import ROOT
 from detection_kit import detection_artifact, digit_sets
 from PIL import Image
 
-from sfda.callbacks import RunRecorder
-from sfda.cli import main
-from sfda.report import build_report
+from sfda.commands import main
+from sfda.report.command import build_report
 from sfda.report.evidence import ReportEvidence
 from sfda.report.run import ReportInputError, read_run
+from sfda.run.recorder import RunRecorder
 
 NAMES = [str(i) for i in range(10)]
 

@@ -179,7 +179,7 @@ def sweep_process(folder, config, space, storage, n_trials):
     command = [
         sys.executable,
         "-m",
-        "sfda.cli",
+        "sfda",
         "sweep",
         "--config",
         str(config),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +133,6 @@ def read_run(path: Path) -> Run:
         raise not_a_run(path)
     info = read_json(path / "run_info.json")
     recipe = (path / "config.yaml").read_text()
-    info.setdefault("task", task_from_recipe(recipe))  # runs written before run_info.json named the task
     curves = read_curves(path / "metrics.csv")
     results_path = path / "results.json"
     if not results_path.is_file():
@@ -155,16 +153,6 @@ def read_run(path: Path) -> Run:
         overlays=sorted((path / EVIDENCE_DIR / "overlays").glob("*.png"))
         + sorted((path / "overlays").glob("*.png")),
     )
-
-
-def task_from_recipe(recipe: str) -> str:
-    """The task of the recipe's ``sfda.methods`` class (``unknown`` for a class from elsewhere)."""
-    from .. import methods
-    from ..catalogue import task_of
-
-    match = re.search(r"class_path:\s*sfda\.methods\.(\w+)", recipe)
-    cls = getattr(methods, match.group(1), None) if match else None
-    return task_of(cls) if isinstance(cls, type) else "unknown"
 
 
 def check_one_task(runs: list[Run]) -> str:

@@ -15,7 +15,8 @@ import os
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ..callbacks import own_run_dir
+from ..run.folder import own_run_dir
+from .storage import open_storage
 
 TRIAL_ENV = "SFDA_SWEEP_TRIAL"
 PRUNED_FILE = "pruned.json"
@@ -54,8 +55,6 @@ class TrialPruning(Callback):
     def trial(self):
         if self._trial is None:
             import optuna
-
-            from .storage import open_storage
 
             study = optuna.load_study(
                 study_name=self.study, storage=open_storage(self.storage), pruner=make_pruner(self.pruner)

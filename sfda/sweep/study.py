@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,19 +52,16 @@ class TrialFailed(RuntimeError):
 
 
 def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
-    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in)."""
-    from ..cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(["fit", "--config", str(recipe), *extra_args, "--print_config"])
-        except SystemExit as done:
-            if done.code not in (0, None):
-                raise SweepError(
-                    f"--config {recipe}: the recipe does not resolve:\n{err.getvalue()[-1500:]}"
-                ) from None
-    return yaml.safe_load(out.getvalue())
+    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in), from the command
+    in a subprocess, as the trials run (the sweep does not import the command)."""
+    command = [sys.executable, "-m", "sfda.cli", "fit", "--config", str(recipe), *extra_args,
+               "--print_config"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": os.environ.get("NO_ALBUMENTATIONS_UPDATE", "1")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace")
+    if done.returncode != 0:
+        raise SweepError(f"--config {recipe}: the recipe does not resolve:\n{done.stderr[-1500:]}")
+    return yaml.safe_load(done.stdout)
 
 
 def as_argument(value) -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .digits import load_digits_split
-from .fetch import write_json
-from .photos import sklearn_photographs
+from ..digits import load_digits_split
+from ..fetch import register_demo, write_json
+from ..photos import sklearn_photographs
 
 CANVAS = 128
 SCALES = (20, 44)
@@ -159,6 +159,7 @@ def generate(
     return write_json(folder / "annotations.json", payload)
 
 
+@register_demo("digit_detection", "demo://digit_detection/<plain_train|photo_train|photo_test>.json")
 def prepare(root: Path, part: str) -> Path:
     """``demo://digit_detection/<domain>_<split>.json``: that part's annotations, generated on first use."""
     domain, _, split = part.partition("_")

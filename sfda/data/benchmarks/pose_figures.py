@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fetch import write_json
-from .photos import random_crop, skimage_photographs, sklearn_photographs
+from ..fetch import register_demo, write_json
+from ..photos import random_crop, skimage_photographs, sklearn_photographs
 
 JOINTS = (
     "r_ankle",
@@ -351,6 +351,7 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
     return write_json(folder / "annotations.json", payload)
 
 
+@register_demo("pose_figures", "demo://pose_figures/<flat_train|photo_train|photo_test>.json")
 def prepare(root: Path, part: str) -> Path:
     """``demo://pose_figures/<domain>_<split>.json``: that part's annotations, generated on first use."""
     domain, _, split = part.partition("_")
