@@ -7,6 +7,8 @@ import inspect
 import re
 from pathlib import Path
 
+from . import methods
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ONE_LINE = {
     "SourceTraining": "train the source classifier and write its artifact",
@@ -68,8 +70,6 @@ def recipes_using(class_paths: list[str]) -> dict[str, list[str]]:
 
 def method_classes() -> list[type]:
     """The LightningModules a recipe can name (``sfda.methods``), task bases and abstract bases excluded."""
-    from . import methods
-
     skip = {
         "ClassifierTask",
         "SegmentationTask",
