@@ -18,6 +18,7 @@ from conftest import ROOT
 from detection_kit import detection_artifact, digit_sets
 from PIL import Image
 
+from sfda.catalogue import task_of
 from sfda.commands import main
 from sfda.report.command import build_report
 from sfda.report.evidence import ReportEvidence
@@ -226,7 +227,7 @@ def test_a_detection_run_keeps_overlays_and_reports_them(tmp_path):
         enable_checkpointing=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[RunRecorder(), ReportEvidence()],
+        callbacks=[RunRecorder(task_of=task_of), ReportEvidence()],
     )
     trainer.fit(method, datamodule=data)
     run = tmp_path / "runs" / "version_0"
