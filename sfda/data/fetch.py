@@ -74,6 +74,18 @@ def register_demo(suite: str, usage: str) -> Callable[[Demo], Demo]:
     return register
 
 
+def register_generated(suite: str, usage: str, generate: Callable[[Path, str, str], Path]) -> None:
+    """Register a generated benchmark: ``demo://<suite>/<domain>_<split>.json`` is the COCO file
+    ``generate(root, domain, split)`` writes to ``root/<suite>/<domain>_<split>/annotations.json``, generated
+    on first use and kept."""
+
+    @register_demo(suite, usage)
+    def prepare(root: Path, part: str) -> Path:
+        domain, _, split = part.partition("_")
+        out = Path(root) / suite / part / "annotations.json"
+        return out if out.exists() else generate(root, domain, split)
+
+
 def fetch_demo(name: str, root: Path) -> Path:
     """The datalist ``root/<name>`` of a built-in demo dataset, prepared on first use."""
     suite, _, file = name.partition("/")
