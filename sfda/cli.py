@@ -53,7 +53,6 @@ from .run.recorder import RunConfigSaver, RunRecorder
 from .run.seeding import StepSeeder
 from .run.speed import ChannelsLast, FoldBatchNorm
 from .run.stops import RunStop, StopTogether, stop_signal, take_stop
-from .sweep.pruning import TrialPruning, trial_from_environment
 
 VERSION_ENV = "SFDA_RUN_VERSION"
 # Epoch-level values sfda logs under these prefixes are computed over all processes already (torchmetrics
@@ -225,10 +224,6 @@ class SFDACLI(LightningCLI):
         selection = options.get("selection") or {}
         if selection.get("by") and self.subcommand == "fit":
             callbacks.append(ValidatorSelection(*check_selection(selection["by"], selection.get("mode"))))
-        trial = trial_from_environment()  # a run that `sfda sweep` started: report to its trial, maybe prune
-        if trial is not None and self.subcommand == "fit":
-            callbacks.append(TrialPruning(trial["storage"], trial["study"], trial["trial_id"],
-                                          trial["objective"], trial.get("pruner")))
         return super()._instantiate_trainer(config, callbacks)
 
 
