@@ -71,7 +71,7 @@ def workspace(tmp_path):
 def fake_trials(monkeypatch, mode: str = "ok") -> None:
     """Trials run FAKE_FIT instead of `sfda fit`."""
 
-    def command(self, root, params):
+    def command(self, root, params, pruning=()):
         return [sys.executable, "-c", FAKE_FIT, str(root), json.dumps(params), mode]
 
     monkeypatch.setattr(Sweep, "command", command)
