@@ -1,5 +1,5 @@
 """Detection suite: yell->osbs (real NEON tree crowns, DeepForest's data) and the SEMI-SYNTHETIC
-digits->digits-on-photos benchmark (``sfda.data.digit_detection``).
+digits->digits-on-photos benchmark (``sfda.data.benchmarks.digit_detection``).
 
     python benchmarks/detection.py digits_photos --methods source source_only mean_teacher lpld
     python benchmarks/detection.py yell_osbs --methods source source_only mean_teacher lpld

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from sfda.data import InputSpec, PoseDataModule
-from sfda.data.pose_figures import JOINTS, generate
+from sfda.data.benchmarks.pose_figures import JOINTS, generate
 from sfda.methods import PoseSFDA
 from sfda.methods.pose_sfda import mse
 from sfda.models import SourceArtifact

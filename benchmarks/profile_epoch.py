@@ -40,7 +40,7 @@ PARTS = {
     "global batchnorm": ("BatchNorm of the global batch (only under DDP)", [("models/norm.py", "forward")]),
     "logging": ("self.log calls", [("logger_connector/result.py", "log")]),
     "progress bar": ("progress display (plain lines in a log file)",
-                     [("sfda/console.py", "on_train_batch_end")]),
+                     [("sfda/run/console.py", "on_train_batch_end")]),
     "callbacks": ("every callback hook (run record, seeding, checkpoints, console)",
                   [("trainer/call.py", "_call_callback_hooks")]),
     "validation": ("the epoch's validation with the label-free validators",

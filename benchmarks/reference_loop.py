@@ -110,7 +110,7 @@ def reference_epoch(case: str, channels_last: bool = False) -> dict:
     test_images, test_labels = load_digits_split("mnist", "test")
     test_x, test_y = preprocess(test_images, spec), torch.as_tensor(test_labels)
     if channels_last:
-        from sfda.callbacks import restrided
+        from sfda.run.speed import restrided
 
         for tensor in network.parameters():
             if tensor.dim() == 4:

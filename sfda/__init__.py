@@ -1,6 +1,7 @@
 """sfda: source-free domain adaptation on PyTorch Lightning."""
 
-from .quiet import silence_library_noise
+from .run.quiet import silence_library_noise
+from .run.version import __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__"]
 silence_library_noise()

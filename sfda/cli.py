@@ -30,27 +30,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf.errors import OmegaConfBaseException
 
-from .callbacks import (
-    COLLAPSE_FRACTION,
-    ChannelsLast,
-    CheckpointGuard,
-    CollapseGuard,
-    FoldBatchNorm,
-    RunConfigSaver,
-    RunRecorder,
-    RunStop,
-    StepSeeder,
-    StopTogether,
-    stop_signal,
-    take_stop,
-    task_name,
-)
 from .cli_errors import explain
-from .console import PlainProgress, StoryConsole, is_terminal
+from .metrics.validators import check_selection
 from .models.artifact import set_recipe_dirs
 from .models.norm import GlobalBatchNormSync
 from .recipe_files import interpolation_error, recipe_chain, recipe_content
-from .run_checks import (
+from .run.checkpoint_choice import ValidatorSelection, newest_selected_checkpoint
+from .run.checks import (
     SPECIAL_CHECKPOINTS,
     RunConfigError,
     check_checkpoint_method,
@@ -59,8 +45,12 @@ from .run_checks import (
     newest_last_checkpoint,
     read_checkpoint,
 )
-from .selection import ValidatorSelection, check_selection, newest_selected_checkpoint
-from .sweep.pruning import TrialPruning, trial_from_environment
+from .run.console import PlainProgress, StoryConsole, is_terminal
+from .run.guards import COLLAPSE_FRACTION, CheckpointGuard, CollapseGuard
+from .run.recorder import RunConfigSaver, RunRecorder, task_name
+from .run.seeding import StepSeeder
+from .run.speed import ChannelsLast, FoldBatchNorm
+from .run.stops import RunStop, StopTogether, stop_signal, take_stop
 from .tasks.evidence import ReportEvidence
 
 VERSION_ENV = "SFDA_RUN_VERSION"
@@ -93,7 +83,7 @@ class SFDACLI(LightningCLI):
                                  "into the convolutions (same predictions up to float rounding, faster)")
         parser.add_argument("--collapse_guard", type=bool, default=True,
                             help="stop a fit whose predicted class marginal collapses (its entropy below "
-                                 f"{COLLAPSE_FRACTION} x the source model's; sfda.callbacks.CollapseGuard), "
+                                 f"{COLLAPSE_FRACTION} x the source model's; sfda.run.guards.CollapseGuard), "
                                  "keeping the last "
                                  "healthy checkpoint; false for a target that holds very few of the classes")
         parser.add_argument("--report_evidence", type=bool, default=True,
@@ -219,7 +209,8 @@ class SFDACLI(LightningCLI):
             plugins = config.get("plugins") or []
             config["plugins"] = [*(plugins if isinstance(plugins, list) else [plugins]),
                                  GlobalBatchNormSync()]
-        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), StopTogether()]  # tasks add writers
+        # tasks add writers; the recorder names the task of a method without a `task` by its class (temporary)
+        callbacks += [RunRecorder(), CheckpointGuard(), StepSeeder(), StopTogether()]
         options = self.config.get(self.subcommand, {})
         if options.get("channels_last", True):
             callbacks.append(ChannelsLast())
@@ -231,11 +222,7 @@ class SFDACLI(LightningCLI):
             callbacks.append(ReportEvidence())
         selection = options.get("selection") or {}
         if selection.get("by") and self.subcommand == "fit":
-            callbacks.append(ValidatorSelection(selection["by"], selection.get("mode")))
-        trial = trial_from_environment()  # a run that `sfda sweep` started: report to its trial, maybe prune
-        if trial is not None and self.subcommand == "fit":
-            callbacks.append(TrialPruning(trial["storage"], trial["study"], trial["trial_id"],
-                                          trial["objective"], trial.get("pruner")))
+            callbacks.append(ValidatorSelection(*check_selection(selection["by"], selection.get("mode"))))
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -379,24 +366,12 @@ def stopped_status(err: BaseException, args: list[str]) -> int | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``sfda`` console script. Bad input ends with one line naming the field
-    (exit status 1); ``SFDA_TRACEBACK=1`` shows the full traceback. A run stopped by a signal (SIGTERM,
-    Ctrl-C) exits with 128 + its number (143, 130) and says how to resume."""
+    """``sfda fit|validate|test|predict`` (``sfda.commands.main`` dispatches the other subcommands). Bad
+    input ends with one line naming the field (exit status 1); ``SFDA_TRACEBACK=1`` shows the full
+    traceback. A run stopped by a signal (SIGTERM, Ctrl-C) exits with 128 + its number (143, 130) and says
+    how to resume."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     given = sys.argv[1:] if args is None else list(args)
-    if given[:1] == ["methods"]:
-        from .catalogue import render
-
-        print(render())
-        return
-    if given[:1] == ["report"]:
-        from .report import main as report
-
-        raise SystemExit(report(given[1:]))
-    if given[:1] == ["sweep"]:
-        from .sweep import main as sweep
-
-        raise SystemExit(sweep(given[1:]))
     names = "|".join(map(re.escape, GLOBAL_LOG_PREFIXES))
     warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('({names})",
                             category=PossibleUserWarning)

@@ -8,13 +8,13 @@ dropped (``sfda fit --help`` shows it).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import re
 from pathlib import Path
 
 from .recipe_files import recipe_holding
+from .run.checks import closest
 
 UNKNOWN_OPTION = re.compile(r"Option '([\w.]+)' is not accepted")
 CLASS_PATH = re.compile(r"class_path '([\w.]+)'")
@@ -42,12 +42,6 @@ def accepted_arguments(class_path: str) -> list[str]:
                 p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")
             ]
     return list(dict.fromkeys(names))
-
-
-def closest(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or ''."""
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def config_path_problem(given: str) -> str:

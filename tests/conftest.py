@@ -24,7 +24,7 @@ def run_sfda(*args: str, cwd: Path = ROOT, env: dict | None = None,
     """Run the real `sfda` command in a subprocess (1 torch thread, no progress bar)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})}
     full_env.pop("SFDA_RUN_VERSION", None)
-    done = subprocess.run([sys.executable, "-m", "sfda.cli", *args, "--trainer.enable_progress_bar=false"],
+    done = subprocess.run([sys.executable, "-m", "sfda", *args, "--trainer.enable_progress_bar=false"],
                           cwd=cwd, env=full_env, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=900)
     if check and done.returncode != 0:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from sfda.data.digit_detection import generate
+from sfda.data.benchmarks.digit_detection import generate
 from sfda.data.fetch import data_root
 from sfda.data.transforms import InputSpec
 from sfda.models import SourceArtifact

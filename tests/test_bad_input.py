@@ -507,7 +507,7 @@ def test_bad_labels_files_name_the_line(workspace, text, needle):
 
 
 def test_results_json_stays_valid_json_with_a_nan_metric(workspace):
-    from sfda.callbacks import json_safe
+    from sfda.run.folder import json_safe
 
     text = json.dumps(json_safe({"target/acc": float("nan"), "round": [1.0, float("inf")]}), allow_nan=False)
     assert json.loads(text) == {"target/acc": None, "round": [1.0, None]}

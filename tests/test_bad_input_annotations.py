@@ -22,10 +22,10 @@ from PIL import Image
 
 from sfda.active.annotators import read_labels_file
 from sfda.data import DatalistError, DetectionDataModule, PoseDataModule, VolumeSpec
+from sfda.data.benchmarks.pose_figures import generate
 from sfda.data.boxes import read_coco, read_csv, read_voc
 from sfda.data.detection import DetectionDataset, collate_boxes
 from sfda.data.keypoints import read_people
-from sfda.data.pose_figures import generate
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
 from sfda.data.volumes import load_volume, read_datalist

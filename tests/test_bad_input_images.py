@@ -22,11 +22,11 @@ from bad_input_kit import (
 from PIL import Image
 
 from sfda.data import DetectionDataModule, ImageFolderDataModule, PoseDataModule
+from sfda.data.benchmarks.pose_figures import generate
 from sfda.data.boxes import BoxRecord, check_records
 from sfda.data.datasets import ImageDataset
 from sfda.data.detection import DetectionDataset
 from sfda.data.image_files import read_image
-from sfda.data.pose_figures import generate
 from sfda.data.transforms import InputSpec
 
 SHOT = "sfda.methods.SHOT"

@@ -31,7 +31,7 @@ from sfda.cli import main
 from sfda.data.transforms import InputSpec
 from sfda.models import SourceClassifier, artifact_from_module
 from sfda.recipe_files import same_class
-from sfda.run_checks import identity_differences
+from sfda.run.checks import identity_differences
 
 SHOT = "sfda.methods.SHOT"
 CLASSES = [str(i) for i in range(10)]

@@ -6,9 +6,9 @@ import torch
 from conftest import ROOT, results_of, run_sfda
 from torch import nn
 
-from sfda.callbacks import ChannelsLast, FoldBatchNorm
 from sfda.models import FeatureClassifier
 from sfda.models.batchnorm_folding import foldable_pairs, folded_copy
+from sfda.run.speed import ChannelsLast, FoldBatchNorm
 
 
 def conv_net() -> nn.Sequential:

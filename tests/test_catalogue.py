@@ -7,7 +7,7 @@ import pytest
 
 from sfda import methods
 from sfda.catalogue import method_classes, task_of
-from sfda.cli import main
+from sfda.commands import main
 
 
 def run(*args):

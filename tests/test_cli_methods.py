@@ -101,7 +101,7 @@ def test_nan_loss_stops_with_a_clear_error():
 
 
 def test_channels_last_changes_layout_not_values():
-    from sfda.callbacks import ChannelsLast
+    from sfda.run.speed import ChannelsLast
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     x = torch.randn(2, 3, 8, 8)
@@ -119,7 +119,7 @@ def test_channels_last_changes_layout_not_values():
 def test_channels_last_reaches_the_first_layer_of_a_one_channel_network():
     """A (4, 1, 3, 3) weight counts as channels-last already; it must still get channels-last strides,
     or the convolution's output (and the pooling after it) stays NCHW."""
-    from sfda.callbacks import ChannelsLast
+    from sfda.run.speed import ChannelsLast
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2))
     reference = net(torch.ones(2, 1, 8, 8))
@@ -133,7 +133,7 @@ def test_channels_last_reaches_the_first_layer_of_a_one_channel_network():
 
 
 def test_channels_last_leaves_a_network_without_convolutions_alone():
-    from sfda.callbacks import ChannelsLast
+    from sfda.run.speed import ChannelsLast
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 4))
     layout = ChannelsLast()

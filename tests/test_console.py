@@ -7,7 +7,7 @@ import io
 from bad_input_kit import digit_images, folder_data, recipe, source_artifact
 
 from sfda.cli import main
-from sfda.console import headline
+from sfda.run.console import headline
 
 
 def test_a_run_prints_source_only_each_epoch_and_a_closing_table(tmp_path, monkeypatch):
@@ -49,8 +49,8 @@ def test_headline_keeps_the_summary_scores_only():
 
 
 def test_the_closing_line_says_which_weights_are_the_result():
-    from sfda.console import chosen
     from sfda.methods import SHOT, SegmentationSourceTraining, SourceTraining
+    from sfda.run.console import chosen
 
     assert (
         chosen(SourceTraining.__new__(SourceTraining))

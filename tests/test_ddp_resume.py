@@ -47,7 +47,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(mnist_source, tmp_path):
     run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'full'}")
     # stopped after epoch 1 of 2 (same config, so the same lr schedule), then resumed
     run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}",
-             "--trainer.callbacks+=sfda.callbacks.StopAfterEpochs", "--trainer.callbacks.epochs=1")
+             "--trainer.callbacks+=sfda.run.stops.StopAfterEpochs", "--trainer.callbacks.epochs=1")
     last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
     run_sfda(*recipe, "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path / 'part'}",
              f"--ckpt_path={last}")

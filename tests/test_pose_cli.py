@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT, results_of, run_sfda
 from test_pose_methods import pose_artifact
 
-from sfda.data.pose_figures import generate
+from sfda.data.benchmarks.pose_figures import generate
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_a_resumed_pose_sfda_run_ends_like_an_uninterrupted_one(figures, tmp_pat
     common = recipe(figures, "--trainer.max_epochs=2")
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'full'}")
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'part'}",
-             "--trainer.callbacks+=sfda.callbacks.StopAfterEpochs", "--trainer.callbacks.epochs=1")
+             "--trainer.callbacks+=sfda.run.stops.StopAfterEpochs", "--trainer.callbacks.epochs=1")
     last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'part'}", f"--ckpt_path={last}")
     full, resumed = final_state(tmp_path / "full"), final_state(tmp_path / "part", 1)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sfda.data.benchmarks.pose_figures import FLIP_PAIRS, JOINTS, SKELETON, generate, pose
 from sfda.data.fetch import resolve
 from sfda.data.pose import PoseDataModule
-from sfda.data.pose_figures import FLIP_PAIRS, JOINTS, SKELETON, generate, pose
 from sfda.data.pose_views import Augment, crop_matrix, invert, warp_points
 from sfda.data.transforms import InputSpec
 
@@ -85,7 +85,7 @@ def test_the_target_domain_looks_different(figures):
 
 
 def test_demo_uri_generates_on_first_use(tmp_path, monkeypatch):
-    import sfda.data.pose_figures as figures_module
+    import sfda.data.benchmarks.pose_figures as figures_module
 
     monkeypatch.setitem(figures_module.COUNTS, ("photo", "test"), 3)
     path = resolve("demo://pose_figures/photo_test.json", tmp_path)

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from sfda.data import InputSpec, PoseDataModule
-from sfda.data.pose_figures import JOINTS, generate
+from sfda.data.benchmarks.pose_figures import JOINTS, generate
 from sfda.methods import MeanTeacherPose, PoseSFDA, PoseSourceTraining
 from sfda.methods.pose_sfda import occlude
 from sfda.models import ArtifactError, SourceArtifact

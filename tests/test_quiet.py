@@ -3,7 +3,7 @@
 import logging
 import warnings
 
-from sfda.quiet import silence_library_noise
+from sfda.run.quiet import silence_library_noise
 
 
 def test_lightning_tips_are_dropped_and_other_messages_kept(caplog):

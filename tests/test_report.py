@@ -18,10 +18,10 @@ from conftest import ROOT
 from detection_kit import detection_artifact, digit_sets
 from PIL import Image
 
-from sfda.callbacks import RunRecorder
-from sfda.cli import main
-from sfda.report import build_report
+from sfda.commands import main
+from sfda.report.command import build_report
 from sfda.report.run import ReportInputError, read_run
+from sfda.run.recorder import RunRecorder
 from sfda.tasks.evidence import ReportEvidence
 
 NAMES = [str(i) for i in range(10)]
@@ -247,3 +247,14 @@ def test_the_readme_shows_a_report_screenshot_under_300_kb():
     assert "![sfda report of the quick demo](benchmarks/results/report_screenshot.png)" in readme
     shot = ROOT / "benchmarks" / "results" / "report_screenshot.png"
     assert shot.stat().st_size < 300_000 and Image.open(shot).size[0] >= 600
+
+
+def test_the_recorded_task_comes_from_the_module_then_from_the_resolver_the_cli_passes():
+    from types import SimpleNamespace
+
+    from sfda.run.recorder import task_name
+
+    with_task = SimpleNamespace(task=SimpleNamespace(name="pose"))
+    assert task_name(with_task, lambda cls: "classification") == "pose"
+    assert task_name(SimpleNamespace(), lambda cls: "classification") == "classification"
+    assert task_name(SimpleNamespace()) is None

@@ -11,7 +11,7 @@ import pytest
 from chromium import find_chromium, open_page
 from PIL import Image
 
-from sfda.report import build_report
+from sfda.report.command import build_report
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None and not os.environ.get("SFDA_REQUIRE_CHROMIUM"),

@@ -25,7 +25,6 @@ import torch
 from bad_input_kit import digit_images, folder_data, recipe, sfda, snapshot
 from conftest import ROOT
 
-from sfda.callbacks import COLLAPSE_FRACTION, unguarded_reason
 from sfda.methods import (
     SHOT,
     MeanTeacherDetection,
@@ -34,6 +33,7 @@ from sfda.methods import (
     SourceTraining,
 )
 from sfda.metrics.validators import marginal_entropy
+from sfda.run.guards import COLLAPSE_FRACTION, unguarded_reason
 from sfda.tasks import ClassificationTask, SegmentationTask
 
 NAMES = [str(i) for i in range(10)]
@@ -244,7 +244,7 @@ def test_a_real_signal_stops_the_sfda_process_with_its_status_and_a_checkpoint(t
     assert 1 <= written["epochs"] < 400 and Path(written["stopped/checkpoint"]).is_file()
     assert f"stopped by {sig.name}" in err and "resume with: sfda fit --config" in err
     # it resumes from that checkpoint (one more epoch, then stopped cleanly)
-    code, text = sfda("fit", "--config", config, "--ckpt_path", "last", "--trainer.callbacks+=sfda.callbacks."
+    code, text = sfda("fit", "--config", config, "--ckpt_path", "last", "--trainer.callbacks+=sfda.run.stops."
                       "StopAfterEpochs", f"--trainer.callbacks.epochs={written['epochs'] + 1}")
     assert code == 0, text[-3000:]
     assert results(tmp_path, 1)["epochs"] == written["epochs"] + 1
@@ -300,7 +300,7 @@ def test_a_collapse_after_a_healthy_epoch_keeps_the_healthy_checkpoint(workspace
 
 def test_a_resumed_run_is_guarded_against_the_source_figure_it_measured_before(workspace, source):
     config = adaptation_recipe(workspace, source, epochs=3)
-    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=sfda.callbacks.StopAfterEpochs",
+    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=sfda.run.stops.StopAfterEpochs",
                       "--trainer.callbacks.epochs=1")
     assert code == 0, text[-3000:]
     measured = results(workspace)["source_only/marginal_entropy"]

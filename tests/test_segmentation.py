@@ -16,7 +16,7 @@ from sfda.data import DatalistError, SegmentationDataModule, VolumeSpec
 from sfda.losses import class_ratio_kl, predicted_class_ratio, weighted_entropy
 from sfda.metrics import VolumeScores, volume_scores
 from sfda.pseudo_labels import ConstantSizes, ImageSizes, SourceEstimate, class_fractions, prior_from_sizes
-from sfda.report import build_report
+from sfda.report.command import build_report
 
 RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
 

@@ -114,7 +114,7 @@ def test_the_selected_checkpoint_is_the_validators_best_epoch_and_sfda_test_uses
     code, text = sfda("test", "--config", config)
     assert code == 0, text
     assert f"using the selected checkpoint {selected}" in text
-    from sfda.report import build_report
+    from sfda.report.command import build_report
 
     page = build_report([run], folder / "report.html").read_text()
     assert "picked by label_free/entropy (min" in page and ">selected<" in page

@@ -16,7 +16,7 @@ from bad_input_kit import digit_images, folder_data, recipe, sfda, source_artifa
 from conftest import ROOT
 
 from sfda.sweep import main as sweep_main
-from sfda.sweep.pruning import PRUNED_FILE, TRIAL_ENV
+from sfda.sweep.pruning import PRUNED_FILE, trial_arguments
 from sfda.sweep.space import SpaceError, load_space
 from sfda.sweep.storage import default_storage, open_storage
 
@@ -136,7 +136,7 @@ def test_sweep_bad_input_names_the_option(tiny):
     assert code == 1 and "model.init_args.bta: not a key of the recipe" in text
 
 
-def test_a_trial_the_pruner_stops_ends_after_its_first_validation(tiny, monkeypatch):
+def test_a_trial_the_pruner_stops_ends_after_its_first_validation(tiny):
     folder, config, _ = tiny
     storage = default_storage(folder / "sweep")
     study = optuna.create_study(study_name="s", storage=open_storage(storage))
@@ -145,14 +145,6 @@ def test_a_trial_the_pruner_stops_ends_after_its_first_validation(tiny, monkeypa
         "name": "threshold",
         "upper": -1e9,
     }  # any IM value is above: prune at the first report
-    link = {
-        "storage": storage,
-        "study": "s",
-        "trial_id": trial._trial_id,
-        "objective": "label_free/im",
-        "pruner": prune_everything,
-    }
-    monkeypatch.setenv(TRIAL_ENV, json.dumps(link))
     code, text = sfda(
         "fit",
         "--config",
@@ -160,6 +152,7 @@ def test_a_trial_the_pruner_stops_ends_after_its_first_validation(tiny, monkeypa
         f"--trainer.default_root_dir={folder / 'run'}",
         "--trainer.max_epochs=3",
         "--report_evidence=false",
+        *trial_arguments(storage, "s", trial._trial_id, "label_free/im", prune_everything),
     )
     assert code == 0, text
     run = folder / "run" / "version_0"
@@ -179,7 +172,7 @@ def sweep_process(folder, config, space, storage, n_trials):
     command = [
         sys.executable,
         "-m",
-        "sfda.cli",
+        "sfda",
         "sweep",
         "--config",
         str(config),

@@ -71,7 +71,7 @@ def workspace(tmp_path):
 def fake_trials(monkeypatch, mode: str = "ok") -> None:
     """Trials run FAKE_FIT instead of `sfda fit`."""
 
-    def command(self, root, params):
+    def command(self, root, params, pruning=()):
         return [sys.executable, "-c", FAKE_FIT, str(root), json.dumps(params), mode]
 
     monkeypatch.setattr(Sweep, "command", command)
@@ -361,7 +361,7 @@ def test_a_signal_to_the_sweep_is_forwarded_once_to_the_running_trial(tmp_path, 
 
 
 def sweep_process(folder, config, space, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "sfda.cli", "sweep", "--config", str(config), "--space", str(space),
+    command = [sys.executable, "-m", "sfda", "sweep", "--config", str(config), "--space", str(space),
                "--objective", "label_free/im", "--n_trials", "1", "--study", "s", "--sweep_dir",
                str(folder / "sweeps"), "--pruner", "none", "--", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}

@@ -1,5 +1,6 @@
 """Datamodules, datasets, offline fetchers and augmentation views."""
 
+from . import benchmarks  # registers the demo:// data sets with fetch
 from .class_split import ClassSplit, ClassSplitError
 from .datamodules import DigitsDataModule, ImageClassificationDataModule
 from .detection import DetectionDataModule
@@ -11,6 +12,7 @@ from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
 __all__ = [
+    "benchmarks",
     "Augment",
     "PoseDataModule",
     "DetectionDataModule",

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from .fetch import resolve
 from .image_files import DEFAULT_LIMIT, PixelLimit, read_image
 from .transforms import InputSpec, View, build_view, to_tensor
 
@@ -116,8 +117,6 @@ class RGBImageCache:
     def get(self, location: str, index: int) -> np.ndarray:
         """The image at ``location`` (a path or URI) of sample ``index`` (for messages)."""
         if location not in self.images:
-            from .fetch import resolve
-
             image = read_image(resolve(location), index, self.pixels)
             rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
             self.images[location] = rgb

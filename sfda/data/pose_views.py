@@ -21,7 +21,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..pseudo_labels.heatmaps import render_heatmaps  # noqa: E402
+from .heatmaps import render_heatmaps  # noqa: E402
 
 PADDING = 1.25
 

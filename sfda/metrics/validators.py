@@ -21,7 +21,7 @@ DEV and other validators that need source data are out: the source data is not h
 
 Logged beside them, not a validator (it picks no checkpoint): ``label_free/marginal_entropy``, the
 entropy (nats) of the mean prediction over the evaluation pass, the class marginal that the collapse
-guard (``sfda.callbacks.CollapseGuard``) compares with the source model's.
+guard (``sfda.run.guards.CollapseGuard``) compares with the source model's.
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import information_maximization
-from ..pseudo_labels import entropy
+from ..pseudo_labels import entropy, kmeans
+from ..run.checks import RunConfigError
+from ..run.keys import LABEL_FREE, MARGINAL_ENTROPY
 
-PREFIX = "label_free/"
+PREFIX = LABEL_FREE
 # the validator with the smallest worst-case regret in benchmarks/selection.py (9 benchmark x method
 # grids: IM, BNM and ClassAMI 14.5 points below the oracle's pick at worst, entropy 14.7; IM has the
 # smallest mean regret of the three); no validator met the goal of 1 point everywhere
 DEFAULT_VALIDATOR = "label_free/im"
-MARGINAL_ENTROPY = "marginal_entropy"  # logged as label_free/marginal_entropy; not a validator
 
 
 def marginal_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -58,8 +59,6 @@ def batch_nuclear_norm(probs: torch.Tensor) -> torch.Tensor:
 def class_ami(features: torch.Tensor, probs: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """``features (N, D), probs (N, C) -> ()``: AMI of k-means clusters (k = C, cosine, seeded) vs argmax."""
     from sklearn.metrics import adjusted_mutual_info_score
-
-    from ..pseudo_labels.clustering import kmeans
 
     k = min(probs.shape[1], features.shape[0])
     _, clusters = kmeans(features.float(), k, seed=seed, cosine=True)
@@ -129,6 +128,19 @@ def get_validator(name: str, field: str = "validator") -> Validator:
         known = ", ".join(PREFIX + n for n in VALIDATORS)
         raise ValueError(f"{field}: unknown validator '{name}'; expected one of {known}")
     return VALIDATORS[bare]
+
+
+def check_selection(by: str, mode: str | None) -> tuple[str, Literal["max", "min"]]:
+    """A recipe's ``selection: {by, mode}`` as (the validator's logged key, its direction); a ``mode``
+    contradicting the validator's own direction is refused."""
+    validator = get_validator(by, "selection.by")
+    if mode is not None and mode != validator.mode:
+        better = "higher" if validator.mode == "max" else "lower"
+        raise RunConfigError(
+            f"selection.mode = {mode}: {validator.key} is better when {better}; expected "
+            f"mode: {validator.mode} (or leave mode out)"
+        )
+    return validator.key, validator.mode
 
 
 def compute_validators(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Heatmap pseudo-labels for pose: peaks and their confidence, Gaussian heatmaps rendered at points,
-and points moved between two views of one image through their affines. Torch only.
+and points moved between two views of one image through their affines (the heatmap geometry itself
+is ``sfda.data.heatmaps``, re-exported here).
 
 Coordinates: input pixels with integer pixel centres; a heatmap of side ``h`` for an input of side ``S``
 has stride ``S / h`` and its pixel centres at ``(p + 0.5) * stride - 0.5`` input pixels.
@@ -9,43 +10,15 @@ from __future__ import annotations
 
 import torch
 
+# re-exported: the pose methods read the heatmap geometry from here
+from ..data.heatmaps import heatmap_sigma, render_heatmaps, to_heatmap_pixels, to_input_pixels  # noqa: F401
+
 
 def heatmap_peaks(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, K, h, w) -> (coordinates (B, K, 2) x, y in heatmap pixels, peak values (B, K))`` (argmax)."""
     values, position = heatmaps.flatten(2).max(dim=2)
     width = heatmaps.shape[-1]
     return torch.stack([position % width, position // width], dim=-1).float(), values
-
-
-def to_input_pixels(points: torch.Tensor, input_size: int, heatmap_size: int) -> torch.Tensor:
-    """Heatmap pixel coordinates -> input pixel coordinates."""
-    stride = input_size / heatmap_size
-    return (points + 0.5) * stride - 0.5
-
-
-def to_heatmap_pixels(points: torch.Tensor, input_size: int, heatmap_size: int) -> torch.Tensor:
-    """Input pixel coordinates -> heatmap pixel coordinates."""
-    stride = input_size / heatmap_size
-    return (points + 0.5) / stride - 0.5
-
-
-def heatmap_sigma(heatmap_size: int) -> float:
-    """SimpleBaseline's sigma 2 at a 64-pixel heatmap, scaled with the heatmap size."""
-    return 2.0 * heatmap_size / 64
-
-
-def render_heatmaps(
-    points: torch.Tensor, weight: torch.Tensor, input_size: int, heatmap_size: int
-) -> torch.Tensor:
-    """``(..., K, 2)`` points in input pixels and ``(..., K)`` weights -> ``(..., K, h, h)`` Gaussian heatmaps
-    (peak 1 at the point, sigma ``heatmap_sigma``), zero where the weight is 0."""
-    centres = to_heatmap_pixels(points.double(), input_size, heatmap_size)
-    grid = torch.arange(heatmap_size, dtype=torch.float64, device=points.device)
-    two_var = 2 * heatmap_sigma(heatmap_size) ** 2
-    gx = torch.exp(-((grid - centres[..., :1]) ** 2) / two_var)  # (..., K, h)
-    gy = torch.exp(-((grid - centres[..., 1:]) ** 2) / two_var)
-    maps = gy[..., :, None] * gx[..., None, :] * weight.double()[..., None, None]
-    return maps.float()
 
 
 def move_points(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,12 @@
 """One run folder (``runs/<recipe>/version_N``) read as ``sfda report`` needs it, from the run's own files:
 ``config.yaml``, ``run_info.json``, ``results.json``, ``metrics.csv`` and the evidence under ``report/``
-(``sfda.report.evidence``). Anything else in the folder is ignored; nothing in it is executed."""
+(``sfda.tasks.evidence``). Anything else in the folder is ignored; nothing in it is executed."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +133,6 @@ def read_run(path: Path) -> Run:
         raise not_a_run(path)
     info = read_json(path / "run_info.json")
     recipe = (path / "config.yaml").read_text()
-    info.setdefault("task", task_from_recipe(recipe))  # runs written before run_info.json named the task
     curves = read_curves(path / "metrics.csv")
     results_path = path / "results.json"
     if not results_path.is_file():
@@ -155,16 +153,6 @@ def read_run(path: Path) -> Run:
         overlays=sorted((path / EVIDENCE_DIR / "overlays").glob("*.png"))
         + sorted((path / "overlays").glob("*.png")),
     )
-
-
-def task_from_recipe(recipe: str) -> str:
-    """The task of the recipe's ``sfda.methods`` class (``unknown`` for a class from elsewhere)."""
-    from .. import methods
-
-    match = re.search(r"class_path:\s*sfda\.methods\.(\w+)", recipe)
-    cls = getattr(methods, match.group(1), None) if match else None
-    tasks = getattr(cls, "tasks", ()) if isinstance(cls, type) else ()
-    return tasks[0] if len(tasks) == 1 else "unknown"
 
 
 def check_one_task(runs: list[Run]) -> str:

@@ -1,7 +1,8 @@
 """Pruning of a sweep trial from inside its `sfda fit` run (a Lightning callback).
 
-The sweep passes the trial to the run it starts through ``SFDA_SWEEP_TRIAL`` (JSON: storage URL,
-study name, trial id, objective key, pruner); the CLI then adds ``TrialPruning``. After every validation,
+The sweep adds ``TrialPruning`` to the `sfda fit` command of each trial as configuration
+(``trial_arguments``: ``--trainer.callbacks+=sfda.sweep.pruning.TrialPruning`` with the storage URL, study
+name, trial id, objective key and pruner), so the command knows nothing of sweeps. After every validation,
 rank 0 reports the objective to the study and asks the pruner; the decision is broadcast, so
 every DDP rank stops together, and ``pruned.json`` in the run folder tells the sweep.
 """
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ..callbacks import own_run_dir
+from ..run.folder import own_run_dir
+from .storage import open_storage
 
-TRIAL_ENV = "SFDA_SWEEP_TRIAL"
 PRUNED_FILE = "pruned.json"
 
 
@@ -37,10 +37,16 @@ def make_pruner(spec: dict):
     return pruners[spec["name"]](**kwargs)
 
 
-def trial_from_environment() -> dict | None:
-    """The trial this run belongs to (``SFDA_SWEEP_TRIAL``), or None outside a sweep."""
-    raw = os.environ.get(TRIAL_ENV)
-    return json.loads(raw) if raw else None
+def trial_arguments(storage: str, study: str, trial_id: int, objective: str, pruner: dict) -> list[str]:
+    """The `sfda fit` arguments that add ``TrialPruning`` for this trial to its run."""
+    return [
+        f"--trainer.callbacks+={TrialPruning.__module__}.{TrialPruning.__name__}",
+        f"--trainer.callbacks.storage={storage}",
+        f"--trainer.callbacks.study={study}",
+        f"--trainer.callbacks.trial_id={trial_id}",
+        f"--trainer.callbacks.objective={objective}",
+        f"--trainer.callbacks.pruner={json.dumps(pruner)}",
+    ]
 
 
 class TrialPruning(Callback):
@@ -54,8 +60,6 @@ class TrialPruning(Callback):
     def trial(self):
         if self._trial is None:
             import optuna
-
-            from .storage import open_storage
 
             study = optuna.load_study(
                 study_name=self.study, storage=open_storage(self.storage), pruner=make_pruner(self.pruner)

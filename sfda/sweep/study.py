@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import yaml
 from ..metrics.validators import get_validator
 from ..recipe_files import expanded_recipe
 from .folder import check_known, check_owner, check_writable, claim, folder_trials, trial_folder
-from .pruning import PRUNED_FILE, TRIAL_ENV, make_pruner
+from .pruning import PRUNED_FILE, make_pruner, trial_arguments
 from .signals import Interrupts, signal_name
 from .space import Dimension, load_space, set_key
 from .storage import JOURNAL, SweepError, default_storage, open_storage
@@ -52,19 +52,16 @@ class TrialFailed(RuntimeError):
 
 
 def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
-    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in)."""
-    from ..cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(["fit", "--config", str(recipe), *extra_args, "--print_config"])
-        except SystemExit as done:
-            if done.code not in (0, None):
-                raise SweepError(
-                    f"--config {recipe}: the recipe does not resolve:\n{err.getvalue()[-1500:]}"
-                ) from None
-    return yaml.safe_load(out.getvalue())
+    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in), from the command
+    in a subprocess, as the trials run (the sweep does not import the command)."""
+    command = [sys.executable, "-m", "sfda.cli", "fit", "--config", str(recipe), *extra_args,
+               "--print_config"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": os.environ.get("NO_ALBUMENTATIONS_UPDATE", "1")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace")
+    if done.returncode != 0:
+        raise SweepError(f"--config {recipe}: the recipe does not resolve:\n{done.stderr[-1500:]}")
+    return yaml.safe_load(done.stdout)
 
 
 def as_argument(value) -> str:
@@ -237,8 +234,9 @@ class Sweep:
         trial.set_user_attr("error", error if error is not None else why)
         return TrialFailed(f"trial {trial.number}: {why}")
 
-    def command(self, root: Path, params: dict) -> list[str]:
-        """The `sfda fit` command of a trial in ``root`` with ``params``."""
+    def command(self, root: Path, params: dict, pruning: list[str] = ()) -> list[str]:
+        """The `sfda fit` command of a trial in ``root`` with ``params`` (and the ``pruning`` callback's
+        arguments, ``trial_arguments``)."""
         return [
             sys.executable,
             "-m",
@@ -249,6 +247,7 @@ class Sweep:
             *self.extra_args,
             f"--trainer.default_root_dir={root}",
             "--report_evidence=false",
+            *pruning,
             *(f"--{key}={as_argument(value)}" for key, value in params.items()),
         ]
 
@@ -269,17 +268,12 @@ class Sweep:
         except FileExistsError:
             raise self.failed(trial, f"its folder {root} exists already; it is kept as it is, and this "
                               "trial is not run (a trial reads only a run it started)") from None
-        link = {
-            "storage": self.storage_url,
-            "study": self.study_name,
-            "trial_id": trial._trial_id,
-            "objective": self.validator.key,
-            "pruner": self.pruner,
-        }
-        env = {**os.environ, TRIAL_ENV: json.dumps(link)}
+        pruning = trial_arguments(self.storage_url, self.study_name, trial._trial_id, self.validator.key,
+                                  self.pruner)
+        env = dict(os.environ)
         env.pop("SFDA_RUN_VERSION", None)  # a fresh folder per trial: its run is version_0
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        code, out, err = self.interrupts.run(self.command(root, params), env)
+        code, out, err = self.interrupts.run(self.command(root, params, pruning), env)
         (root / "sfda.log").write_text(out + err, encoding="utf-8")
         if self.interrupts.received is not None:
             return self.stopped(trial)

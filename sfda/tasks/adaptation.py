@@ -15,7 +15,7 @@ import torch
 from ..data.contract import check_target_data
 from ..models import ArtifactError, SourceModel, load_source
 from ..pseudo_labels.passes import Rows
-from ..run_checks import check_state_shapes
+from ..run.checks import check_state_shapes
 from .base import Task
 from .classification import ClassificationTask
 from .detection import DetectionTask

@@ -15,8 +15,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..callbacks import own_run_dir
 from ..models import SourceArtifact
+from ..run.folder import own_run_dir
 
 RUN_ARTIFACT = "source.pt"
 

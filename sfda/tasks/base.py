@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -38,8 +39,7 @@ def evaluating(network: torch.nn.Module):
         network.train(was_training)
 
 
-if TYPE_CHECKING:  # annotations only: the module holds the task
-    from .module import TaskModule
+TaskModule = L.LightningModule  # in annotations: the ``sfda.tasks.module.TaskModule`` that holds the task
 
 
 class Task:

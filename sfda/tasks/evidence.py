@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ..callbacks import own_run_dir
 from ..data.transforms import to_pixels
 from ..pseudo_labels import normalised_entropy
+from ..run.folder import own_run_dir
 
 PROJECTED = 2000  # samples in the 2-D feature projection
 GALLERY = 12  # samples per gallery row (corrected, broken)

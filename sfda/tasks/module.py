@@ -17,12 +17,12 @@ from contextlib import contextmanager
 import lightning as L
 import torch
 
-from ..callbacks import ChannelsLast
 from ..models.batchnorm_folding import folded_copy
-from ..progress import track
 from ..pseudo_labels.passes import Rows, collect_rows
-from ..run_checks import check_state_keys, check_state_shapes
-from ..timing import Stopwatch
+from ..run.checks import check_state_keys, check_state_shapes
+from ..run.progress import track
+from ..run.speed import ChannelsLast
+from ..run.timing import Stopwatch
 from .base import Task
 from .hparams import record_hyperparameters
 from .optim import Optim, build_optimizer, check_finite

@@ -14,7 +14,6 @@ import torch
 from monai.inferers import SliceInferer, SlidingWindowInferer
 from monai.losses import DiceCELoss
 
-from ..callbacks import own_run_dir
 from ..data.volumes import VolumeSpec
 from ..losses import weighted_entropy
 from ..metrics import volume_scores
@@ -25,6 +24,7 @@ from ..models.artifact import import_target
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
 from ..pseudo_labels.passes import Rows
+from ..run.folder import own_run_dir
 from .base import Task, evaluating
 from .evidence import OVERLAYS
 from .module import TaskModule

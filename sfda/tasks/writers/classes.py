@@ -7,7 +7,7 @@ import csv
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ...callbacks import own_run_dir
+from ...run.folder import own_run_dir
 
 
 class PredictionCSV(BasePredictionWriter):

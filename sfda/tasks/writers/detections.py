@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ...callbacks import own_run_dir
+from ...run.folder import own_run_dir
 
 MIN_DRAWN_SCORE = 0.5  # overlays draw detections at least this confident; the JSON keeps every one
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ...callbacks import own_run_dir
 from ...data.pose_views import invert, warp_points
 from ...data.transforms import to_pixels
+from ...run.folder import own_run_dir
 
 VISIBLE_SCORE = 0.2  # joints drawn on overlays: peak at least this
 

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ...callbacks import own_run_dir
 from ...data.volume_files import Geometry
 from ...data.volume_writing import output_path, write_volume
+from ...run.folder import own_run_dir
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 

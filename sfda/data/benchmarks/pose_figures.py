@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fetch import write_json
-from .photos import random_crop, skimage_photographs, sklearn_photographs
+from ..fetch import register_generated, write_json
+from ..photos import random_crop, skimage_photographs, sklearn_photographs
 
 JOINTS = (
     "r_ankle",
@@ -351,8 +351,4 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
     return write_json(folder / "annotations.json", payload)
 
 
-def prepare(root: Path, part: str) -> Path:
-    """``demo://pose_figures/<domain>_<split>.json``: that part's annotations, generated on first use."""
-    domain, _, split = part.partition("_")
-    out = Path(root) / "pose_figures" / part / "annotations.json"
-    return out if out.exists() else generate(root, domain, split)
+register_generated("pose_figures", "demo://pose_figures/<flat_train|photo_train|photo_test>.json", generate)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fetch import fetch_from_deb
+from ..fetch import fetch_from_deb, register_demo
 
 ITK_DATA = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
 SUBJECTS = {
@@ -54,3 +54,10 @@ def prepare(root: Path, name: str) -> Path:
                                "training": [entry], "test": [entry]}, indent=2))
     tmp.replace(datalist)
     return datalist
+
+
+@register_demo("skull_stripping", "demo://skull_stripping/<subject>.json")
+def datalist(root: Path, name: str) -> Path:
+    """``demo://skull_stripping/<name>.json``: the datalist, kept when it exists, else ``prepare``d."""
+    path = Path(root) / "skull_stripping" / f"{name}.json"
+    return path if path.exists() else prepare(root, name)

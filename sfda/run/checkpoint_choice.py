@@ -11,37 +11,34 @@ without ``--ckpt_path`` then use the selected checkpoint of the recipe's newest 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from .callbacks import own_run_dir
-from .metrics.validators import get_validator
-from .run_checks import RunConfigError
+from .checks import RunConfigError
+from .folder import own_run_dir
 
 SELECTED_NAME = "selected.ckpt"
 
 
-def check_selection(by: str, mode: str | None) -> str:
-    """The mode to select with: the validator's own direction; a contradicting ``mode`` is refused."""
-    validator = get_validator(by, "selection.by")
-    if mode is not None and mode != validator.mode:
-        better = "higher" if validator.mode == "max" else "lower"
-        raise RunConfigError(
-            f"selection.mode = {mode}: {validator.key} is better when {better}; expected "
-            f"mode: {validator.mode} (or leave mode out)"
-        )
-    return validator.mode
-
-
 class ValidatorSelection(Callback):
-    """Keep the checkpoint of the validation where ``by`` was best (``mode``)."""
+    """Keep the checkpoint of the validation where ``by`` was best (``mode``).
 
-    def __init__(self, by: str, mode: str | None = None):
-        self.mode = check_selection(by, mode)
-        self.by = get_validator(by).key
+    Args:
+        by: the logged key of the validator, e.g. ``label_free/im`` (``sfda.metrics.validators.
+            check_selection`` checks a recipe's value and gives its mode).
+        mode: ``max`` or ``min``, the validator's direction.
+    """
+
+    def __init__(self, by: str, mode: Literal["max", "min"]):
+        if mode not in ("max", "min"):
+            raise ValueError(f"ValidatorSelection.mode: expected max or min, got {mode!r}")
+        self.mode = mode
+        self.by = by
         self.best: dict | None = None
 
     def state_dict(self) -> dict:
@@ -96,8 +93,6 @@ class ValidatorSelection(Callback):
 def newest_selected_checkpoint(root: Path) -> Path | None:
     """``checkpoints/selected.ckpt`` of the newest FIT run under ``root``; None when that run selected
     nothing (its last epoch is then the result: a user asks for it with ``--ckpt_path``)."""
-    import json
-
     versions = sorted((p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()),
                       key=lambda p: int(p.name.split("_")[1]), reverse=True)
     for version in versions:

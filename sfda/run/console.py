@@ -11,7 +11,7 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from .callbacks import own_run_dir
+from .folder import own_run_dir
 
 
 def headline(metrics: dict, prefix: str) -> dict[str, float]:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .digits import load_digits_split
-from .fetch import write_json
-from .photos import sklearn_photographs
+from ..digits import load_digits_split
+from ..fetch import register_generated, write_json
+from ..photos import sklearn_photographs
 
 CANVAS = 128
 SCALES = (20, 44)
@@ -159,8 +159,5 @@ def generate(
     return write_json(folder / "annotations.json", payload)
 
 
-def prepare(root: Path, part: str) -> Path:
-    """``demo://digit_detection/<domain>_<split>.json``: that part's annotations, generated on first use."""
-    domain, _, split = part.partition("_")
-    out = Path(root) / "digit_detection" / part / "annotations.json"
-    return out if out.exists() else generate(root, domain, split)
+register_generated("digit_detection", "demo://digit_detection/<plain_train|photo_train|photo_test>.json",
+                   generate)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from pathlib import Path
@@ -24,7 +25,11 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.strategies import StrategyRegistry
 
-from .cli_errors import closest
+
+def closest(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ''."""
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 class RunConfigError(ValueError):

@@ -1,0 +1,32 @@
+"""The ``sfda`` console script: ``methods``, ``report`` and ``sweep`` here, every other subcommand
+(``fit``, ``validate``, ``test``, ``predict``, ``--help``) through the LightningCLI of ``sfda.cli``.
+
+    sfda fit --config recipes/digits/svhn_mnist/shot.yaml
+    sfda report runs/shot/version_0
+    sfda sweep --config <recipe> --space <space.yaml> --n_trials 20
+    sfda methods
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import catalogue, cli
+from .report.command import main as report
+from .sweep import main as sweep
+
+# the subcommands that are not LightningCLI's: name -> function of the other arguments, giving the exit status
+SUBCOMMANDS = {"report": report, "sweep": sweep}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``sfda`` console script (``python -m sfda`` too)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    given = sys.argv[1:] if args is None else list(args)
+    if given[:1] == ["methods"]:
+        print(catalogue.render())
+        return
+    if given[:1] and given[0] in SUBCOMMANDS:
+        raise SystemExit(SUBCOMMANDS[given[0]](given[1:]))
+    cli.main(args)
