@@ -23,6 +23,7 @@ from sfda.report.command import build_report
 from sfda.report.run import ReportInputError, read_run
 from sfda.run.recorder import RunRecorder
 from sfda.tasks.evidence import ReportEvidence
+from sfda.tasks.pose import PoseTask
 
 NAMES = [str(i) for i in range(10)]
 
@@ -249,12 +250,14 @@ def test_the_readme_shows_a_report_screenshot_under_300_kb():
     assert shot.stat().st_size < 300_000 and Image.open(shot).size[0] >= 600
 
 
-def test_the_recorded_task_comes_from_the_module_then_from_the_resolver_the_cli_passes():
-    from types import SimpleNamespace
-
+def test_the_recorded_task_is_the_one_the_module_holds_else_the_one_its_class_works_on():
+    from sfda.methods import PoseSourceTraining, SourceOnly
     from sfda.run.recorder import task_name
 
-    with_task = SimpleNamespace(task=SimpleNamespace(name="pose"))
-    assert task_name(with_task, lambda cls: "classification") == "pose"
-    assert task_name(SimpleNamespace(), lambda cls: "classification") == "classification"
-    assert task_name(SimpleNamespace()) is None
+    class Holding(SourceOnly):  # an adaptation method holds the task of its source artifact
+        def __init__(self):
+            self.__dict__["task"] = PoseTask(["nose"], None)
+
+    assert task_name(Holding()) == "pose"
+    assert task_name(PoseSourceTraining()) == "pose"  # before configure_model builds its task
+    assert task_name(SourceOnly.__new__(SourceOnly)) is None  # a generic method without a task yet
