@@ -8,9 +8,9 @@ file, so that a refactor can be checked against the code before it.
 Run both with the same ``OMP_NUM_THREADS`` (1): the thread count changes the order of float sums, and
 a training run amplifies that into different numbers. The runs are cut short (a few epochs, limited
 batches) so the whole set takes about 20 minutes on two CPU cores; they check that the code computes
-the same thing, not the benchmarks' accuracy (that is ``benchmarks/digits.py``, ``segmentation.py`` and ``detection.py``). Every run trains its own source
-model first, so source training is checked as well. The recorded values are every number of each run's
-``results.json`` except timings.
+the same thing, not the benchmarks' accuracy (that is ``benchmarks/digits.py``, ``segmentation.py``
+and ``detection.py``). Every run trains its own source model first, so source training is checked as
+well. The recorded values are every number of each run's ``results.json`` except timings.
 """
 
 from __future__ import annotations
