@@ -81,7 +81,8 @@ def record(out: Path) -> None:
 
 def compare(before: Path, after: Path, tolerance: float) -> int:
     """Print every number that differs by more than ``tolerance`` (absolute); returns the count."""
-    old, new = json.loads(before.read_text()), json.loads(after.read_text())
+    old = {run: numbers(values) for run, values in json.loads(before.read_text()).items()}
+    new = {run: numbers(values) for run, values in json.loads(after.read_text()).items()}
     differing = 0
     for run in old:
         for key, value in old[run].items():
