@@ -56,3 +56,12 @@ def test_sfda_methods_lists_every_method_with_its_task_and_recipes():
 def test_the_arguments_of_one_method_are_shown(name):
     text = run("fit", "--model.help", f"sfda.methods.{name}")
     assert "--model.source SOURCE" in text and f"Help for --model.help=sfda.methods.{name}" in text
+
+
+def test_old_class_names_that_recipes_use_are_the_one_generic_class():
+    assert methods.SegmentationSourceOnly is methods.DetectionSourceOnly is methods.SourceOnly
+    assert methods.PoseSourceOnly is methods.SourceOnly
+    assert methods.PoseAdaBN is methods.AdaBN and methods.SegmentationTent is methods.Tent
+    assert methods.MeanTeacherDetection is methods.MeanTeacherPose is methods.MeanTeacher
+    assert set(methods.METHODS) >= {methods.SourceOnly, methods.AdaBN, methods.Tent, methods.MeanTeacher}
+    assert len(methods.METHODS) == len(set(methods.METHODS))  # an alias is not a second method
