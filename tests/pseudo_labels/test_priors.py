@@ -35,9 +35,13 @@ def test_constant_sizes_with_csv_tags_and_a_missing_id(tmp_path):
         ConstantSizes([0.3, 0.1]).table(["v:2:0"], ["background", "brain"])
 
 
+def tag_odd_slices(sample_id: str) -> list[str]:
+    return ["brain"] if int(sample_id.rsplit(":", 1)[1]) % 2 else []
+
+
 def test_constant_sizes_with_callable_tags():
-    table = ConstantSizes([0.25], "test_segmentation:tag_odd_slices").table(["v:2:0", "v:2:1"],
-                                                                            ["background", "brain"])
+    table = ConstantSizes([0.25], "tests.pseudo_labels.test_priors:tag_odd_slices").table(
+        ["v:2:0", "v:2:1"], ["background", "brain"])
     assert torch.allclose(table, torch.tensor([[1.0, 0.0], [0.75, 0.25]]))
 
 

@@ -96,7 +96,7 @@ def test_a_huge_learning_rate_collapses_and_the_guard_stops_it_naming_the_figure
 
 def test_a_collapse_after_a_healthy_epoch_keeps_the_healthy_checkpoint(workspace, source):
     config = adaptation_recipe(workspace, source, epochs=3)
-    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=test_run_stops.CollapseAtEpoch",
+    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=kits.faults.CollapseAtEpoch",
                       "--trainer.callbacks.epoch=1")
     assert code == 1, text[-3000:]
     assert "collapsed at epoch 2/3" in text
@@ -115,7 +115,7 @@ def test_a_resumed_run_is_guarded_against_the_source_figure_it_measured_before(w
     assert code == 0, text[-3000:]
     measured = results(workspace)["source_only/marginal_entropy"]
     code, text = sfda("fit", "--config", config, "--ckpt_path", "last",
-                      "--trainer.callbacks+=test_run_stops.CollapseAtEpoch", "--trainer.callbacks.epoch=1")
+                      "--trainer.callbacks+=kits.faults.CollapseAtEpoch", "--trainer.callbacks.epoch=1")
     assert code == 1, text[-3000:]
     assert "collapsed at epoch 2/3" in text and f"the source model's {measured:.4f}" in text
     assert results(workspace, 1)["collapsed/source_marginal_entropy"] == measured

@@ -72,7 +72,7 @@ def last_epoch(root: Path, version: int = 0) -> int:
 def test_a_fit_stopped_by_a_signal_exits_with_its_status_and_says_how_to_resume(workspace, source, name,
                                                                                 status):
     config = adaptation_recipe(workspace, source, epochs=4)
-    stop = ["--trainer.callbacks+=test_run_stops.RequestStop", f"--trainer.callbacks.signal={name}",
+    stop = ["--trainer.callbacks+=kits.faults.RequestStop", f"--trainer.callbacks.signal={name}",
             "--trainer.callbacks.epoch=2"]
     code, text = sfda("fit", "--config", config, *stop)
     assert code == status, text[-3000:]
@@ -91,7 +91,7 @@ def test_a_fit_stopped_by_a_signal_exits_with_its_status_and_says_how_to_resume(
 
 def test_the_resume_command_a_stopped_fit_prints_continues_it(workspace, source):
     config = adaptation_recipe(workspace, source, epochs=3)
-    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=test_run_stops.RequestStop",
+    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=kits.faults.RequestStop",
                       "--trainer.callbacks.epoch=1")
     assert code == 143, text[-3000:]
     command = shlex.split(text.split("resume with: ")[1].splitlines()[0])
@@ -106,7 +106,7 @@ def test_the_resume_command_a_stopped_fit_prints_continues_it(workspace, source)
 
 def test_a_stop_before_the_first_checkpoint_keeps_its_results_and_says_to_start_again(workspace, source):
     config = adaptation_recipe(workspace, source, epochs=3)
-    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=test_run_stops.RequestStop",
+    code, text = sfda("fit", "--config", config, "--trainer.callbacks+=kits.faults.RequestStop",
                       "--trainer.callbacks.epoch=0")
     assert code == 143, text[-3000:]
     written = results(workspace)
@@ -122,7 +122,7 @@ def test_a_source_training_stopped_by_a_signal_writes_no_artifact(workspace):
     data = folder_data(workspace / "target", role="source", input=SOURCE_INPUT)
     config = recipe(workspace / "source.yaml", model, data,
                     {"max_epochs": 3, "default_root_dir": str(workspace / "runs")})
-    code, text = sfda("fit", "--config", str(config), "--trainer.callbacks+=test_run_stops.RequestStop",
+    code, text = sfda("fit", "--config", str(config), "--trainer.callbacks+=kits.faults.RequestStop",
                       "--trainer.callbacks.epoch=1")
     assert code == 143, text[-3000:]
     assert not artifact.exists() and not (workspace / "runs" / "version_0" / "source.pt").exists()
@@ -152,7 +152,7 @@ def test_a_test_run_stopped_by_a_signal_says_so_and_is_not_a_result(workspace, s
     digit_images(workspace / "big", NAMES, per_class=8, seed=3)  # more than one evaluation batch
     config = recipe(workspace / "source_only.yaml", model, folder_data(workspace / "big"),
                     {"default_root_dir": str(workspace / "runs")})
-    code, text = sfda("test", "--config", str(config), "--trainer.callbacks+=test_run_stops.RequestStop")
+    code, text = sfda("test", "--config", str(config), "--trainer.callbacks+=kits.faults.RequestStop")
     assert code == 143, text[-3000:]
     written = results(workspace)
     assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM"
@@ -168,7 +168,7 @@ def test_a_predict_or_validate_run_stopped_by_sigterm_exits_143_and_says_so(work
     config = recipe(workspace / "source_only.yaml", model, folder_data(workspace / "big"),
                     {"default_root_dir": str(workspace / "runs")})
     before = {p for p in workspace.rglob("*") if "runs" not in p.parts}
-    code, text = sfda(subcommand, "--config", str(config), "--trainer.callbacks+=test_run_stops.RequestStop")
+    code, text = sfda(subcommand, "--config", str(config), "--trainer.callbacks+=kits.faults.RequestStop")
     assert code == 143, text[-3000:]
     written = results(workspace)
     assert written["stopped"] is True and written["stopped/signal"] == "SIGTERM"
