@@ -62,7 +62,7 @@ def mnist_source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A 2-epoch SHOT run of an untrained LeNet on tiny digit folders (seconds; no real accuracy)."""
-    from bad_input_kit import digit_images, folder_data, recipe, sfda, source_artifact
+    from kits.bad_input import digit_images, folder_data, recipe, sfda, source_artifact
 
     names = [str(i) for i in range(10)]
     folder = tmp_path_factory.mktemp("tiny")

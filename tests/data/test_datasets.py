@@ -1,0 +1,42 @@
+"""Data layer: real digit sets, hidden target labels, the global batch sampler, user image folders."""
+
+import numpy as np
+import torch
+
+from sfda.data import InputSpec
+from sfda.data.datasets import ImageDataset
+
+
+def test_test_view_inputs_are_kept_and_reused_within_a_memory_limit():
+    from sfda.data.datasets import MemoryBudget, PreparedInputs
+
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    spec = InputSpec(28, 1, (0.5,), (0.5,))
+    one_image = 28 * 28 * 4
+    budget = MemoryBudget(limit_bytes=4 * one_image)
+    prepared = PreparedInputs(budget)
+    PreparedInputs(budget).put(0, torch.zeros(1, 28, 28))  # another split's input takes its share
+    first = ImageDataset(images, None, spec, view="test", prepared=prepared)
+    again = ImageDataset(images, None, spec, view="test", prepared=prepared)  # another loader, same split
+    items = [first[i]["image"] for i in range(6)]
+    assert sorted(prepared.inputs) == [0, 1, 2] and budget.used_bytes == 4 * one_image
+    assert again[1]["image"] is prepared.inputs[1]
+    assert all(torch.equal(again[i]["image"], items[i]) for i in range(6))
+    weak = ImageDataset(images, None, spec, view="weak", prepared=prepared)  # random views are never kept
+    assert weak.prepared is None
+
+
+def test_loader_workers_keep_no_test_view_inputs():
+    """A worker process would keep a copy of its own, beyond the budget: only the main process keeps."""
+    from torch.utils.data import DataLoader
+
+    from sfda.data.datasets import MemoryBudget, PreparedInputs
+
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    budget = MemoryBudget(limit_bytes=2**20)
+    dataset = ImageDataset(images, None, InputSpec(28, 1, (0.5,), (0.5,)), view="test",
+                           prepared=PreparedInputs(budget))
+    assert len(list(DataLoader(dataset, batch_size=2, num_workers=1))) == 2
+    assert budget.used_bytes == 0 and not dataset.prepared.inputs
+    dataset[0]
+    assert budget.used_bytes == 28 * 28 * 4

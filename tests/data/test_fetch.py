@@ -1,0 +1,44 @@
+"""Data layer: real digit sets, hidden target labels, the global batch sampler, user image folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sfda.data import DigitsDataModule, InputSpec
+from sfda.data.fetch import resolve
+
+SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
+
+
+def test_fashion_mnist_is_fetched_from_its_debian_package():
+    dm = DigitsDataModule("fashion_mnist", role="target", input=SPEC)
+    dm.setup()
+    (train_x, _), (test_x, test_y) = dm.splits["train"], dm.splits["test"]
+    assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28) and train_x.dtype == np.uint8
+    assert np.bincount(test_y).tolist() == [1000] * 10  # the real test split is balanced
+    assert dm.class_names[0] == "t-shirt" and len(dm.class_names) == 10
+
+
+@pytest.mark.parametrize("uri, package",
+                         [("pypi://no-such-sfda-package==0.0.1/x.bin", "no-such-sfda-package==0.0.1"),
+                          ("deb://no-such-sfda-package/usr/share/x.bin", "no-such-sfda-package")])
+def test_a_failed_fetch_names_the_package_and_the_manual_alternative(uri, package, tmp_path):
+    from sfda.data.fetch import FetchError, resolve
+
+    with pytest.raises(FetchError, match="Fetch it by hand") as err:
+        resolve(uri, tmp_path)
+    assert package in str(err.value)
+    assert not any(tmp_path.rglob("x.bin"))  # nothing half-written
+
+
+def test_demo_uri_generates_on_first_use(tmp_path, monkeypatch):
+    import sfda.data.benchmarks.pose_figures as figures_module
+
+    monkeypatch.setitem(figures_module.COUNTS, ("photo", "test"), 3)
+    path = resolve("demo://pose_figures/photo_test.json", tmp_path)
+    assert path == tmp_path / "pose_figures" / "photo_test" / "annotations.json"
+    assert len(json.loads(path.read_text())["images"]) == 3
+    assert resolve("demo://pose_figures/photo_test.json", tmp_path) == path  # kept, not regenerated

