@@ -1,6 +1,6 @@
-"""Pose suite on the SEMI-SYNTHETIC figures (``sfda.data.benchmarks.pose_figures``): flat-shaded source
-figures -> photo-textured target figures. Source training, then source-only, AdaBN, Mean Teacher, pose SFDA and its
-ablations (without source-protect; without pose contrastive + IM; temperature 0.05), and an oracle
+"""Pose suite on the SEMI-SYNTHETIC figures (``sfda.data.benchmarks.pose_figures``): flat-shaded
+source figures -> photo-textured target figures. Source training, then source-only, AdaBN, Mean Teacher,
+pose SFDA and its ablations (without source-protect; without pose contrastive + IM; temperature 0.05), and an oracle
 trained on target labels for reference.
 
     python benchmarks/pose.py                      # everything, in order
