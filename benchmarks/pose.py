@@ -1,7 +1,7 @@
 """Pose suite on the SEMI-SYNTHETIC figures (``sfda.data.benchmarks.pose_figures``): flat-shaded
 source figures -> photo-textured target figures. Source training, then source-only, AdaBN, Mean Teacher,
-pose SFDA and its ablations (without source-protect; without pose contrastive + IM; temperature 0.05), and an oracle
-trained on target labels for reference.
+pose SFDA and its ablations (without source-protect; without pose contrastive + IM; temperature 0.05),
+and an oracle trained on target labels for reference.
 
     python benchmarks/pose.py                      # everything, in order
     python benchmarks/pose.py --methods pose_sfda  # one method (the source artifact must exist)
