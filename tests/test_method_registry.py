@@ -161,8 +161,8 @@ def tasks(tmp_path_factory) -> dict[str, dict]:
               "eval_batch_size": 32}
     boxes = digit_sets(root / "detection", train=4, test=2)
     test_boxes = str(boxes["photo_test"])
-    figures = {"flat": generate_figures(root / "pose", "flat", "train", count=4),
-               "photo": generate_figures(root / "pose", "photo", "train", count=4),
+    figures = {"flat": generate_figures(root / "pose", "flat", "train", count=8),
+               "photo": generate_figures(root / "pose", "photo", "train", count=8),
                "test": generate_figures(root / "pose", "photo", "test", count=4)}
     return {
         "classification": {
@@ -314,6 +314,9 @@ def assert_written(task: str, run: Path, count: int, artifact, data: dict) -> No
 def test_every_method_of_every_task_is_run_or_excused():
     registry = set(pairs())
     assert set(NOT_HERE) <= registry, f"stale NOT_HERE entries: {sorted(set(NOT_HERE) - registry)}"
+    names = {method for method, _ in registry}
+    assert set(PROMISES) <= names, f"stale PROMISES entries: {sorted(set(PROMISES) - names)}"
+    assert set(ARGS) <= registry, f"stale ARGS entries: {sorted(set(ARGS) - registry)}"
     unsaid = {method for method, _ in RUN} - set(PROMISES)
     assert not unsaid, f"say what {sorted(unsaid)} may change in PROMISES (or list the pair in NOT_HERE)"
     generic = {"SourceOnly", "AdaBN", "Tent", "MeanTeacher"}
