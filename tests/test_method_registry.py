@@ -57,9 +57,13 @@ PROMISES = {
     "SourceTraining": "trains", "SegmentationSourceTraining": "trains", "DetectionSourceTraining": "trains",
     "PoseSourceTraining": "trains",
 }
-# state a checkpoint of a method must hold beside its network (restored on resume), by key prefix
-STATE = {"MeanTeacher": ["teacher.model."], "LPLD": ["teacher.model."],
-         "PoseSFDA": ["source_net.", "target_net."]}
+# per-sample state a checkpoint of a method must hold beside its network (the resume check then finds it
+# restored), by key prefix; a "+" prefix must also be filled (not all zero) after one epoch
+STATE = {"SHOT": ["pseudo_labels", "entropy_threshold"], "NRC": ["+bank."], "AaD": ["+bank."],
+         "GLC": ["+bank.", "targets", "cluster_coefficient"],
+         "LFTL": ["+anchors.", "given_labels", "query_round"],
+         "MeanTeacher": ["+teacher.model."], "LPLD": ["+teacher.model."],
+         "PoseSFDA": ["+source_net.", "+target_net."]}
 # tiny arguments of a method beyond ``source`` (source training: its network), by method and task
 ARGS = {
     ("SourceTraining", "classification"): {"backbone": "lenet", "bottleneck_dim": 16},
@@ -324,6 +328,7 @@ def test_every_method_of_every_task_is_run_or_excused():
     names = {method for method, _ in registry}
     assert set(PROMISES) <= names, f"stale PROMISES entries: {sorted(set(PROMISES) - names)}"
     assert set(ARGS) <= registry, f"stale ARGS entries: {sorted(set(ARGS) - registry)}"
+    assert set(STATE) <= names, f"stale STATE entries: {sorted(set(STATE) - names)}"
     unsaid = {method for method, _ in RUN} - set(PROMISES)
     assert not unsaid, f"say what {sorted(unsaid)} may change in PROMISES (or list the pair in NOT_HERE)"
     generic = {"SourceOnly", "AdaBN", "Tent", "MeanTeacher"}
@@ -390,7 +395,9 @@ def test_method_fits_tests_predicts_resumes_and_changes_what_it_promises(method,
     else:
         assert_promise(method, task, artifact, state)
         for prefix in STATE.get(method, []):
-            assert any(k.startswith(prefix) for k in state), f"no {prefix} in the checkpoint"
+            held = [state[k] for k in state if k.startswith(prefix.lstrip("+"))]
+            assert held, f"no {prefix} in the checkpoint"
+            assert not prefix.startswith("+") or any(t.float().abs().sum() > 0 for t in held), prefix
     evaluated = "teacher.model." if PROMISES[method].endswith("teacher evaluated") else "network."
     if evaluate:
         sfda("test", *common, f"--ckpt_path={fitted}")
