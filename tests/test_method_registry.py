@@ -30,8 +30,8 @@ from lightning.pytorch.callbacks import Callback
 
 from sfda.catalogue import method_classes
 from sfda.cli import VERSION_ENV, main
-from sfda.data.pose_figures import JOINTS
-from sfda.data.pose_figures import generate as generate_figures
+from sfda.data.benchmarks.pose_figures import JOINTS
+from sfda.data.benchmarks.pose_figures import generate as generate_figures
 from sfda.data.volumes import VolumeSpec
 from sfda.models import SourceArtifact, load_artifact
 from sfda.models.pose import pose_architecture, simple_baseline
