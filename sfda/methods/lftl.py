@@ -52,7 +52,7 @@ class LFTL(ActiveAdaptation):
 
     def build_state(self, num_samples: int) -> None:
         super().build_state(num_samples)
-        self.anchors = TargetBank(num_samples, {"features": self.feature_dim()})
+        self.anchors = TargetBank(num_samples, {"features": self.task.feature_dim})
 
     def uses_mixup(self) -> bool:
         return self.mixup

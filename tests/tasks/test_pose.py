@@ -1,4 +1,4 @@
-"""Pose methods on tiny generated figures: source training writes an artifact adaptation loads, Mean
+"""Pose on tiny generated figures (source training's artifact: ``tests/methods/test_registry.py``): Mean
 Teacher's pseudo heatmaps follow the views, pose SFDA trains the right parts in the right order with
 detached targets and the EMA into I, occlusion, predictions in original pixels, and bad input."""
 
@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from sfda.data import InputSpec, PoseDataModule
 from sfda.data.benchmarks.pose_figures import JOINTS, generate
-from sfda.methods import MeanTeacherPose, PoseSFDA, PoseSourceTraining
+from sfda.methods import MeanTeacherPose, PoseSFDA
 from sfda.models import ArtifactError
 
 SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -51,19 +51,6 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
         accelerator="cpu",
         **kwargs,
     )
-
-
-def test_source_training_writes_a_pose_artifact_that_adaptation_loads(inputs, tmp_path):
-    L.seed_everything(0)
-    data = PoseDataModule([str(inputs["flat"])], role="source", input=SPEC, batch_size=8, eval_batch_size=8)
-    method = PoseSourceTraining(deconv_channels=16, artifact=str(tmp_path / "source.pt"))
-    trainer(tmp_path, max_epochs=1).fit(method, datamodule=data)
-    assert 0 <= method.results["source_val/best_pck"] <= 1
-    payload = torch.load(tmp_path / "source.pt", weights_only=True)
-    assert payload["task"] == "pose" and payload["class_names"] == list(JOINTS)
-    adapted = MeanTeacherPose(str(tmp_path / "source.pt"))
-    for key, value in adapted.network.state_dict().items():  # the source weights, loaded strictly
-        assert torch.equal(value, method.network.state_dict()[key])
 
 
 def test_artifacts_of_another_task_or_other_joints_are_refused(inputs, tmp_path):
