@@ -16,6 +16,7 @@ from ..tasks.segmentation import SegmentationSourceTraining as SegmentationSourc
 from .aad import AaD as AaD
 from .active import ActiveAdaptation as ActiveAdaptation
 from .adabn import AdaBN as AdaBN
+from .bnm import BNM as BNM
 from .entropy_prior import EntropyPrior as EntropyPrior
 from .glc import GLC as GLC
 from .lftl import LFTL as LFTL

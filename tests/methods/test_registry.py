@@ -51,6 +51,7 @@ PROMISES = {
     "AdaBN": "batchnorm statistics",
     "Tent": "batchnorm affine",
     "SHOT": "not the head", "NRC": "not the head", "AaD": "not the head", "GLC": "not the head",
+    "BNM": "not the head",
     "MeanTeacher": "student, teacher evaluated", "LPLD": "student, teacher evaluated",
     "PoseSFDA": "pose sfda",
     "EntropyPrior": "anything", "LFTL": "anything",
