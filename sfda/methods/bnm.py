@@ -14,10 +14,10 @@ from ..tasks.optim import Optim
 class BNM(Adaptation):
     """``L = -||P||_* / B`` for the softmax predictions ``P (B, C)`` of the global batch: a large nuclear
     norm needs confident rows (discriminability) spread over many classes (diversity). The classifier
-    head is frozen (hypothesis transfer); the backbone trains at 0.1 x lr (SHOT's setting).
+    head is frozen (hypothesis transfer); the backbone trains at ``optim.backbone_lr_mult`` x lr.
 
     Deviation: the paper adds the nuclear-norm term to a source cross-entropy; without source data the
-    term is the whole loss, as in the source-free benchmarks that report BNM.
+    term is the whole loss.
 
     Args:
         source, optim, evaluate_source: see ``Adaptation``.
@@ -28,9 +28,9 @@ class BNM(Adaptation):
 
     def __init__(self, source: SourceModel, weight: float = 1.0, optim: Optim | None = None,
                  evaluate_source: bool = True):
-        super().__init__(source, optim, evaluate_source=evaluate_source, freeze_head=True)
-        if weight <= 0:
+        if weight <= 0:  # arguments first: a bad value is refused before the source model is read
             raise ValueError(f"model.weight: expected a positive weight, got {weight}")
+        super().__init__(source, optim, evaluate_source=evaluate_source, freeze_head=True)
         self.weight = weight
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
