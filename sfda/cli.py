@@ -11,6 +11,8 @@ results.json, checkpoints/, CSV metrics and TensorBoard events.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch.distributed as dist
+import yaml
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -363,6 +366,21 @@ def stopped_status(err: BaseException, args: list[str]) -> int | None:
     if stop is None or stop.is_global_zero:
         print(stop_message(sig, stop, args), file=sys.stderr, flush=True)
     return 128 + int(sig)
+
+
+def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
+    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in), in this process:
+    the sweep's ``RecipeResolver`` (``sfda.commands`` passes it to ``sfda.sweep.main``). A recipe that does
+    not resolve raises ValueError with the command's message."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["fit", "--config", str(recipe), *extra_args, "--print_config"])
+        except SystemExit as done:
+            if done.code not in (0, None):
+                message = err.getvalue()[-1500:]
+                raise ValueError(f"--config {recipe}: the recipe does not resolve:\n{message}") from None
+    return yaml.safe_load(out.getvalue())
 
 
 def main(args: list[str] | None = None) -> None:

@@ -16,8 +16,14 @@ from . import catalogue, cli
 from .report.command import main as report
 from .sweep import main as sweep
 
+
+def sweep_command(argv: list[str]) -> int:
+    """``sfda sweep``: the sweep, resolving its recipe with this command in-process."""
+    return sweep(argv, resolve=cli.resolved_recipe)
+
+
 # the subcommands that are not LightningCLI's: name -> function of the other arguments, giving the exit status
-SUBCOMMANDS = {"report": report, "sweep": sweep}
+SUBCOMMANDS = {"report": report, "sweep": sweep_command}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from ..metrics.validators import DEFAULT_VALIDATOR
 from .signals import SweepStopped, signal_name
 from .space import SpaceError
 from .storage import SweepError
-from .study import MAX_CONSECUTIVE_FAILURES, Sweep
+from .study import MAX_CONSECUTIVE_FAILURES, RecipeResolver, Sweep
 
 
 def stopped_message(sweep: Sweep, stop: SweepStopped, argv: list[str]) -> str:
@@ -28,8 +28,10 @@ def stopped_message(sweep: Sweep, stop: SweepStopped, argv: list[str]) -> str:
     )
 
 
-def main(argv: list[str]) -> int:
-    """The ``sfda sweep`` command; bad input ends with one line naming the option (exit status 1)."""
+def main(argv: list[str], resolve: RecipeResolver) -> int:
+    """The ``sfda sweep`` command; bad input ends with one line naming the option (exit status 1).
+    ``resolve`` gives a recipe as ``sfda fit --print_config`` would (``sfda.commands`` passes the
+    command's own, in-process)."""
     parser = argparse.ArgumentParser(
         prog="sfda sweep",
         description=__doc__.split("\n\n")[0],
@@ -79,6 +81,7 @@ def main(argv: list[str]) -> int:
             args.seed,
             extra,
             args.pruner,
+            resolve=resolve,
         )
         trials = sweep.run()
     except SweepStopped as stop:

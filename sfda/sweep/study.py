@@ -20,8 +20,8 @@ import math
 import os
 import signal
 import socket
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -51,17 +51,9 @@ class TrialFailed(RuntimeError):
     """A trial's `sfda fit` run failed; its log is in the trial folder."""
 
 
-def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
-    """The recipe as ``sfda fit --print_config`` resolves it (every default filled in), from the command
-    in a subprocess, as the trials run (the sweep does not import the command)."""
-    command = [sys.executable, "-m", "sfda.cli", "fit", "--config", str(recipe), *extra_args,
-               "--print_config"]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": os.environ.get("NO_ALBUMENTATIONS_UPDATE", "1")}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8",
-                          errors="replace")
-    if done.returncode != 0:
-        raise SweepError(f"--config {recipe}: the recipe does not resolve:\n{done.stderr[-1500:]}")
-    return yaml.safe_load(done.stdout)
+# (recipe, extra arguments) -> the recipe as ``sfda fit --print_config`` resolves it; ``sfda sweep`` passes
+# ``sfda.cli.resolved_recipe`` (the sweep does not import the command)
+RecipeResolver = Callable[[Path, list[str]], dict]
 
 
 def as_argument(value) -> str:
@@ -98,6 +90,8 @@ class Sweep:
         seed: int | None = None,
         extra_args: list[str] | None = None,
         pruner: str = "median",
+        *,
+        resolve: RecipeResolver,
     ):
         if n_trials < 1:
             raise SweepError(f"--n_trials: expected at least 1, got {n_trials}")
@@ -107,7 +101,7 @@ class Sweep:
         self.validator = get_validator(objective, "--objective")
         self.extra_args = list(extra_args or [])
         self.dimensions: list[Dimension] = load_space(
-            Path(space), resolved_recipe(self.recipe, self.extra_args)
+            Path(space), resolve(self.recipe, self.extra_args)
         )
         self.n_trials, self.seed = n_trials, seed
         # median: a trial stops when its objective after an epoch is worse than the median of the earlier

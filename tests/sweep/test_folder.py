@@ -20,7 +20,7 @@ import optuna
 import pytest
 from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
 
-from sfda.sweep import main as sweep_main
+from sfda.commands import sweep_command as sweep_main
 from sfda.sweep.study import Sweep
 
 LR = "model.init_args.optim.lr"

@@ -19,7 +19,8 @@ import optuna
 import pytest
 from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
 
-from sfda.sweep import main as sweep_main
+from sfda.cli import resolved_recipe
+from sfda.commands import sweep_command as sweep_main
 from sfda.sweep.space import SpaceError, load_space
 from sfda.sweep.study import Sweep
 
@@ -144,7 +145,8 @@ def test_null_beside_one_type_is_a_valid_choice(workspace, monkeypatch):
     folder, config, _ = workspace
     space = folder / "space.yaml"
     space.write_text("model.init_args.beta: {type: categorical, choices: [null, 0.1, 0.3]}\n")
-    Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"))  # not refused
+    Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"),
+                   resolve=resolved_recipe)  # not refused
 
 
 @pytest.mark.parametrize(

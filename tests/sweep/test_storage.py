@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT
 from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
 
-from sfda.sweep import main as sweep_main
+from sfda.commands import sweep_command as sweep_main
 from sfda.sweep.study import Sweep
 
 

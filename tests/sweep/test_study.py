@@ -21,8 +21,9 @@ import pytest
 import yaml
 from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
 
+from sfda.cli import resolved_recipe
+from sfda.commands import sweep_command as sweep_main
 from sfda.metrics.validators import get_validator
-from sfda.sweep import main as sweep_main
 from sfda.sweep.study import MAX_CONSECUTIVE_FAILURES, Sweep, TrialFailed, last_line
 
 LR = "model.init_args.optim.lr"
@@ -90,7 +91,8 @@ def test_a_trial_never_reads_a_run_it_did_not_start(workspace, monkeypatch):
     """A stale trial folder with a better results.json: the trial is not run, and not scored from it."""
     folder, config, space = workspace
     fake_trials(monkeypatch)
-    worker = Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"))
+    worker = Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"),
+                   resolve=resolved_recipe)
     study = worker.open_study()
     stale = folder / "sweeps" / "trial_0000" / "version_0"
     stale.mkdir(parents=True)
@@ -106,7 +108,8 @@ def test_a_trial_whose_run_stopped_early_is_not_scored(workspace, monkeypatch):
     """results.json saying stopped: true (a run ended by a signal) fails the trial instead of scoring it."""
     folder, config, space = workspace
     fake_trials(monkeypatch)
-    worker = Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"))
+    worker = Sweep(str(config), str(space), "label_free/im", 1, sweep_dir=str(folder / "sweeps"),
+                   resolve=resolved_recipe)
     study = worker.open_study()
     trial = study.ask()
     run = folder / "run" / "version_0"
