@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kits.bad_input import digit_workspace, sfda, shot_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -89,3 +90,18 @@ def colin_source(tmp_path_factory):
     # Colin27's mean brain fraction (the recipes' size)
     assert results["source/size/brain"] == pytest.approx(0.177, abs=1e-3)
     return root / "source.pt"
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact (the
+    sweep tests and tests/run/test_{guards,stops}.py define their own ``workspace``)."""
+    return digit_workspace(tmp_path, monkeypatch)
+
+
+@pytest.fixture()
+def adapted(workspace):
+    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
+    code, text = sfda("fit", "--config", shot_recipe(workspace))
+    assert code == 0, text[-2000:]
+    return workspace

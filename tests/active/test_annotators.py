@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, results_of, run_sfda
 from kits.bad_input import (
-    digit_workspace,
     snapshot,
 )
 
@@ -115,12 +113,6 @@ def test_a_person_labels_between_rounds_and_the_run_ends_like_an_uninterrupted_o
                            weights_only=True)["state_dict"]
     for key in ("anchors.features", "given_labels", "query_round", "previous.probs"):
         assert torch.equal(end[key], reference[key]), key
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def labels_file(workspace, text: str, encoding="utf-8"):

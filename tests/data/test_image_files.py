@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
     folder_data,
-    recipe,
+    shot_recipe,
     snapshot,
 )
 from PIL import Image
@@ -22,9 +21,6 @@ from sfda.data import DetectionDataModule, ImageFolderDataModule, PoseDataModule
 from sfda.data.datasets import ImageDataset
 from sfda.data.image_files import read_image
 from sfda.data.transforms import InputSpec
-
-SHOT = "sfda.methods.SHOT"
-
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -39,17 +35,6 @@ STORED = {
     7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
     8: lambda d: np.rot90(d, -1),
 }
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, data: dict | None = None) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / "source.pt"), "beta": 0.1}}
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
 def displayed(height: int = 24, width: int = 40) -> np.ndarray:
@@ -158,7 +143,7 @@ def test_a_single_image_given_as_the_data_is_refused(workspace, name):
     if name == "photo":
         (workspace / "photo").write_bytes((workspace / "target" / "0" / "0.png").read_bytes())
     data = folder_data(workspace / name)
-    assert_refused(["fit", "--config", shot_recipe(workspace, data)], workspace, "data.train:",
+    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "data.train:",
                    f"{Path(name).name}' is a single image file",
                    "expected an image folder or a text list file")
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
     recipe,
 )
 from PIL import Image
@@ -127,12 +126,6 @@ def test_an_infinite_voxel_is_refused_before_the_scaling_clips_it(user):
     refused = r"bright.nii.gz: the image has 1 NaN or infinite voxels \(of 1536\); expected"
     with pytest.raises(DatalistError, match=refused):
         load_volume({"id": "bright", "image": image}, VolumeSpec(), 2, use_label=False)
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 # --- 6. datalists, volumes, class splits, labels files, results ----

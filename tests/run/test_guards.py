@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kits.bad_input import digit_images, folder_data, recipe, sfda, snapshot
+from kits.bad_input import SOURCE_INPUT, digit_images, folder_data, recipe, sfda, snapshot
 
 from sfda.methods import (
     SHOT,
@@ -29,9 +29,6 @@ from sfda.run.guards import COLLAPSE_FRACTION, unguarded_reason
 from sfda.tasks import ClassificationTask, SegmentationTask
 
 NAMES = [str(i) for i in range(10)]
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from kits.bad_input import digit_images, folder_data, recipe, sfda
+from kits.bad_input import SOURCE_INPUT, digit_images, folder_data, recipe, sfda
 
 NAMES = [str(i) for i in range(10)]
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
 
 
 @pytest.fixture(scope="module")
