@@ -17,6 +17,7 @@ from kits.bad_input import (
     snapshot,
 )
 from kits.detection import detection_artifact
+from kits.turned import displayed, save_turned
 from PIL import Image
 
 from sfda.data import DetectionDataModule
@@ -37,16 +38,6 @@ COCO = {
 def detector(tmp_path_factory) -> Path:
     """One untrained detection artifact for the module (outside every user folder)."""
     return detection_artifact(tmp_path_factory.mktemp("artifact") / "detector.pt")
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
 
 
 def coco_file(root: Path, change=None, text: str | None = None) -> Path:
@@ -486,35 +477,6 @@ def test_a_bad_box_file_is_refused_through_the_cli_naming_file_and_field(tmp_pat
     assert_refused(
         ["fit", "--config", detection_recipe(tmp_path, tmp_path / "boxes.csv", artifact)], tmp_path, *needles
     )
-
-
-# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
-STORED = {
-    2: lambda d: d[:, ::-1],
-    3: lambda d: d[::-1, ::-1],
-    4: lambda d: d[::-1, :],
-    5: lambda d: d.swapaxes(0, 1),
-    6: lambda d: np.rot90(d, 1),
-    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
-    8: lambda d: np.rot90(d, -1),
-}
-
-
-def displayed(height: int = 24, width: int = 40) -> np.ndarray:
-    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
-    picture = np.zeros((height, width, 3), np.uint8)
-    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
-    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
-    picture[2:8, 3:12] = 255
-    return picture
-
-
-def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
-    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
-    return path
 
 
 def test_boxes_are_checked_against_the_displayed_size_of_a_turned_photo(tmp_path):

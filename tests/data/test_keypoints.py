@@ -19,16 +19,6 @@ from sfda.data.benchmarks.pose_figures import generate
 from sfda.data.keypoints import read_people
 
 
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
-
-
 def assert_data_refused(datamodule, root: Path, *needles: str) -> str:
     """Set ``datamodule`` up as a run does (its checks are those the CLI reaches, in 1/50 of the time);
     assert it refuses with every needle in the message and that no file under ``root`` changed."""

@@ -9,9 +9,7 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from sfda.active.annotators import read_labels_file
 from sfda.data.boxes import read_coco, read_csv
@@ -26,16 +24,6 @@ COCO = {
     "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
     "categories": [{"id": d, "name": str(d)} for d in range(10)],
 }
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
 
 
 def coco_file(root: Path, change=None, text: str | None = None) -> Path:

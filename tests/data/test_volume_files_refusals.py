@@ -14,20 +14,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from kits.bad_input import assert_refused, recipe
-from PIL import Image
 
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
 
 
 # --- volumes: DICOM series, NIfTI headers and voxels that lie ----
