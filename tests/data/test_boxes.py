@@ -5,7 +5,6 @@ checked to be neither trained on nor scored. All cases run in-process on tiny re
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 from kits.bad_input import (
     assert_refused,
     recipe,
-    snapshot,
 )
+from kits.coco import COCO, assert_data_refused, coco_file, turned_jpeg
 from kits.detection import detection_artifact
 from kits.turned import displayed, save_turned
 from PIL import Image
@@ -27,27 +26,10 @@ from sfda.data.detection import DetectionDataset, collate_boxes
 DIGITS = [str(d) for d in range(10)]
 
 
-COCO = {
-    "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-    "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
-    "categories": [{"id": d, "name": str(d)} for d in range(10)],
-}
-
-
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
     """One untrained detection artifact for the module (outside every user folder)."""
     return detection_artifact(tmp_path_factory.mktemp("artifact") / "detector.pt")
-
-
-def coco_file(root: Path, change=None, text: str | None = None) -> Path:
-    """``root/coco.json``: the valid COCO above, changed in place by ``change(payload)``, or ``text``."""
-    payload = copy.deepcopy(COCO)
-    if change is not None:
-        change(payload)
-    path = root / "coco.json"
-    path.write_text(text if text is not None else json.dumps(payload))
-    return path
 
 
 def lpld_recipe(root: Path, annotations: Path, source: Path) -> str:
@@ -220,18 +202,6 @@ COCO_LIES = {
 }
 
 
-def assert_data_refused(datamodule, root: Path, *needles: str) -> str:
-    """Set ``datamodule`` up as a run does (its checks are those the CLI reaches, in 1/50 of the time);
-    assert it refuses with every needle in the message and that no file under ``root`` changed."""
-    before = snapshot(root)
-    with pytest.raises(ValueError) as refused:
-        datamodule.setup()
-    for needle in needles:
-        assert needle in str(refused.value), f"{needle!r} not in: {refused.value}"
-    assert snapshot(root) == before, "a refused file was changed"
-    return str(refused.value)
-
-
 # through the CLI (exit status, one line, nothing written): one lie of each kind; the datamodule test below
 # runs every lie through the same checks
 COCO_LIES_THROUGH_THE_CLI = ["duplicate image id", "box written as x1, y1, x2, y2", "integer category name"]
@@ -302,13 +272,6 @@ def test_voc_difficult_boxes_are_ignored_like_crowd_regions(user):
 
 
 # --- round 4: what the files say is read as the files mean it, or refused by name ----
-def turned_jpeg(path: Path) -> Path:
-    """A JPEG stored 64x48 with EXIF orientation 6: a viewer displays it 48x64."""
-    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
-    exif = image.getexif()
-    exif[0x0112] = 6
-    image.save(path, exif=exif)
-    return path
 
 
 def voc_file(root: Path, size: str = "", difficult: str = "0", name: str = "3", image: str = "a.png") -> Path:
