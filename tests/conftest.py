@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kits.bad_input import digit_workspace, sfda, shot_recipe
+from kits.report import fit_shot
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -105,3 +106,13 @@ def adapted(workspace):
     code, text = sfda("fit", "--config", shot_recipe(workspace))
     assert code == 0, text[-2000:]
     return workspace
+
+
+@pytest.fixture(scope="module")
+def shot_runs(mnist_source, tmp_path_factory) -> list[Path]:
+    """Two SHOT runs of one recipe root (version_0, version_1; the second rejects unknowns)."""
+    root = tmp_path_factory.mktemp("report") / "runs" / "shot"
+    return [
+        fit_shot(mnist_source, root),
+        fit_shot(mnist_source, root, "--model.init_args.reject_unknown=0.5"),
+    ]
