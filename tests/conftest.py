@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from kits.bad_input import digit_workspace, sfda, shot_recipe
+from kits.report import fit_shot
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -89,3 +91,28 @@ def colin_source(tmp_path_factory):
     # Colin27's mean brain fraction (the recipes' size)
     assert results["source/size/brain"] == pytest.approx(0.177, abs=1e-3)
     return root / "source.pt"
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact (the
+    sweep tests and tests/run/test_{guards,stops}.py define their own ``workspace``)."""
+    return digit_workspace(tmp_path, monkeypatch)
+
+
+@pytest.fixture()
+def adapted(workspace):
+    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
+    code, text = sfda("fit", "--config", shot_recipe(workspace))
+    assert code == 0, text[-2000:]
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def shot_runs(mnist_source, tmp_path_factory) -> list[Path]:
+    """Two SHOT runs of one recipe root (version_0, version_1; the second rejects unknowns)."""
+    root = tmp_path_factory.mktemp("report") / "runs" / "shot"
+    return [
+        fit_shot(mnist_source, root),
+        fit_shot(mnist_source, root, "--model.init_args.reject_unknown=0.5"),
+    ]

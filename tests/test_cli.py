@@ -5,37 +5,13 @@ that the message names the file or field and the expected value, and that nothin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import ROOT, run_sfda
 from kits.bad_input import (
     digit_images,
-    digit_workspace,
-    folder_data,
-    recipe,
     sfda,
+    shot_recipe,
 )
-
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root, source="source.pt", data=None, **model_args):
-    model = {
-        "class_path": SHOT,
-        "init_args": {
-            "source": str(root / source) if isinstance(source, str) else source,
-            "beta": 0.1,
-            **model_args,
-        },
-    }
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
 def test_a_failed_run_leaves_no_empty_run_folder(workspace):

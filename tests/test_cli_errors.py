@@ -6,29 +6,15 @@ changed. All run in-process on tiny real files."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import ROOT, run_sfda
 from kits.bad_input import (
+    SHOT,
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
+    shot_recipe,
 )
-
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / source), "beta": 0.1}}
-    return str(recipe(root / name, model, folder_data(root / "target"), trainer))
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -6,29 +6,12 @@ changed. All run in-process on tiny real files."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
-    folder_data,
-    recipe,
+    shot_recipe,
 )
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
-
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / source), "beta": 0.1}}
-    return str(recipe(root / name, model, folder_data(root / "target"), trainer))
 
 
 # --- 6b. an accelerator or devices the machine does not have: the field, what was found, the fix ----

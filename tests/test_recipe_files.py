@@ -14,39 +14,18 @@ import pytest
 import torch
 import yaml
 from kits.bad_input import (
+    SHOT,
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
     sfda,
+    shot_recipe,
 )
 
 from sfda.cli import main
 from sfda.recipe_files import same_class
 
-SHOT = "sfda.methods.SHOT"
-
-
 LAST = "runs/shot/version_0/checkpoints/last.ckpt"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / source), "beta": 0.1}}
-    return str(recipe(root / name, model, folder_data(root / "target"), trainer))
-
-
-@pytest.fixture()
-def adapted(workspace):
-    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
-    code, text = sfda("fit", "--config", shot_recipe(workspace))
-    assert code == 0, text[-2000:]
-    return workspace
 
 
 # --- 6d. ${VAR} and other interpolation errors name the recipe, the key and ${oc.env:VAR} ----

@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, results_of, run_sfda
+from conftest import results_of, run_sfda
+from kits.active import round_record, small_run
 from kits.bad_input import (
-    digit_workspace,
     snapshot,
 )
 
 from sfda.active import FileAnnotator, LabelsFileError
 from sfda.active.annotators import read_labels_file
 from sfda.data import DigitsDataModule
-
-RECIPE = str(ROOT / "recipes/active/svhn_mnist/lftl_5pct.yaml")
-
-
-def small_run(source, root, *extra):
-    """The LFTL recipe on real optdigits (600-sample pool) with the MNIST LeNet source: 2 rounds x 1 epoch, 6
-    labels a round."""
-    return ["fit", "--config", RECIPE, f"--model.init_args.source={source}",
-            "--data.init_args.dataset=optdigits", "--data.init_args.train_subset=600",
-            "--data.init_args.eval_subset=300", "--model.init_args.epochs_per_round=1",
-            "--trainer.max_epochs=2", "--model.init_args.budget.total_ratio=0.02",
-            "--model.init_args.budget.round_ratio=0.01", f"--trainer.default_root_dir={root}", *extra]
-
-
-def round_record(root, version, round_index):
-    with open(root / f"version_{version}" / "rounds" / f"round_{round_index:02d}.csv") as handle:
-        return [(int(r["index"]), int(r["label"])) for r in csv.DictReader(handle)]
 
 
 def test_labels_file_errors_name_the_file_and_line(tmp_path):
@@ -115,12 +97,6 @@ def test_a_person_labels_between_rounds_and_the_run_ends_like_an_uninterrupted_o
                            weights_only=True)["state_dict"]
     for key in ("anchors.features", "given_labels", "query_round", "previous.probs"):
         assert torch.equal(end[key], reference[key]), key
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def labels_file(workspace, text: str, encoding="utf-8"):

@@ -5,7 +5,6 @@ checked to be neither trained on nor scored. All cases run in-process on tiny re
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import pytest
 from kits.bad_input import (
     assert_refused,
     recipe,
-    snapshot,
 )
+from kits.coco import COCO, assert_data_refused, coco_file, turned_jpeg
 from kits.detection import detection_artifact
+from kits.turned import displayed, save_turned
 from PIL import Image
 
 from sfda.data import DetectionDataModule
@@ -26,37 +26,10 @@ from sfda.data.detection import DetectionDataset, collate_boxes
 DIGITS = [str(d) for d in range(10)]
 
 
-COCO = {
-    "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-    "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
-    "categories": [{"id": d, "name": str(d)} for d in range(10)],
-}
-
-
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
     """One untrained detection artifact for the module (outside every user folder)."""
     return detection_artifact(tmp_path_factory.mktemp("artifact") / "detector.pt")
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
-
-
-def coco_file(root: Path, change=None, text: str | None = None) -> Path:
-    """``root/coco.json``: the valid COCO above, changed in place by ``change(payload)``, or ``text``."""
-    payload = copy.deepcopy(COCO)
-    if change is not None:
-        change(payload)
-    path = root / "coco.json"
-    path.write_text(text if text is not None else json.dumps(payload))
-    return path
 
 
 def lpld_recipe(root: Path, annotations: Path, source: Path) -> str:
@@ -229,18 +202,6 @@ COCO_LIES = {
 }
 
 
-def assert_data_refused(datamodule, root: Path, *needles: str) -> str:
-    """Set ``datamodule`` up as a run does (its checks are those the CLI reaches, in 1/50 of the time);
-    assert it refuses with every needle in the message and that no file under ``root`` changed."""
-    before = snapshot(root)
-    with pytest.raises(ValueError) as refused:
-        datamodule.setup()
-    for needle in needles:
-        assert needle in str(refused.value), f"{needle!r} not in: {refused.value}"
-    assert snapshot(root) == before, "a refused file was changed"
-    return str(refused.value)
-
-
 # through the CLI (exit status, one line, nothing written): one lie of each kind; the datamodule test below
 # runs every lie through the same checks
 COCO_LIES_THROUGH_THE_CLI = ["duplicate image id", "box written as x1, y1, x2, y2", "integer category name"]
@@ -311,13 +272,6 @@ def test_voc_difficult_boxes_are_ignored_like_crowd_regions(user):
 
 
 # --- round 4: what the files say is read as the files mean it, or refused by name ----
-def turned_jpeg(path: Path) -> Path:
-    """A JPEG stored 64x48 with EXIF orientation 6: a viewer displays it 48x64."""
-    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
-    exif = image.getexif()
-    exif[0x0112] = 6
-    image.save(path, exif=exif)
-    return path
 
 
 def voc_file(root: Path, size: str = "", difficult: str = "0", name: str = "3", image: str = "a.png") -> Path:
@@ -486,35 +440,6 @@ def test_a_bad_box_file_is_refused_through_the_cli_naming_file_and_field(tmp_pat
     assert_refused(
         ["fit", "--config", detection_recipe(tmp_path, tmp_path / "boxes.csv", artifact)], tmp_path, *needles
     )
-
-
-# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
-STORED = {
-    2: lambda d: d[:, ::-1],
-    3: lambda d: d[::-1, ::-1],
-    4: lambda d: d[::-1, :],
-    5: lambda d: d.swapaxes(0, 1),
-    6: lambda d: np.rot90(d, 1),
-    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
-    8: lambda d: np.rot90(d, -1),
-}
-
-
-def displayed(height: int = 24, width: int = 40) -> np.ndarray:
-    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
-    picture = np.zeros((height, width, 3), np.uint8)
-    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
-    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
-    picture[2:8, 3:12] = 255
-    return picture
-
-
-def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
-    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
-    return path
 
 
 def test_boxes_are_checked_against_the_displayed_size_of_a_turned_photo(tmp_path):

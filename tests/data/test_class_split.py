@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from kits.bad_input import (
-    digit_workspace,
-)
 
 from sfda.data import ClassSplit, ClassSplitError, DigitsDataModule, InputSpec
 
@@ -63,12 +58,6 @@ def test_target_private_classes_become_unknown_and_source_role_keeps_source_clas
 def test_split_classes_must_exist_in_the_dataset():
     with pytest.raises(ValueError, match=r"data.split: classes \[12\] do not exist in optdigits"):
         DigitsDataModule("optdigits", split=ClassSplit(shared=[0, 12]))
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def test_overlapping_class_split_lists_are_refused(workspace):

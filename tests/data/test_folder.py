@@ -12,29 +12,14 @@ import pytest
 from kits.bad_input import (
     assert_refused,
     digit_images,
-    digit_workspace,
     folder_data,
-    recipe,
+    shot_recipe,
 )
 from PIL import Image
 
 from sfda.data import ImageFolderDataModule, InputSpec
 
-SHOT = "sfda.methods.SHOT"
-
-
 CLASSES = [str(i) for i in range(10)]
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, data: dict | None = None) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / "source.pt"), "beta": 0.1}}
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
 # --- 3. skipped files and nested folders never change the dataset in silence -----------------------
@@ -119,8 +104,8 @@ def test_a_list_file_with_a_byte_order_mark_is_read(workspace, encoding):
 def test_a_list_file_in_another_encoding_is_refused_naming_the_field(workspace, text, encoding, needle):
     (workspace / "list.txt").write_text(text, encoding=encoding)
     data = folder_data(workspace / "list.txt")
-    assert_refused(["fit", "--config", shot_recipe(workspace, data)], workspace, "data.train:", "list.txt",
-                   needle, "expected an image folder or a text list file", "saved as UTF-8")
+    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "data.train:",
+                   "list.txt", needle, "expected an image folder or a text list file", "saved as UTF-8")
 
 
 @pytest.mark.parametrize("real", ["9", "9_real"])

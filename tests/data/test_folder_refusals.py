@@ -5,45 +5,20 @@ that the message names the file or field and the expected value, and that nothin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 import yaml
 from kits.bad_input import (
+    SOURCE_INPUT,
     assert_refused,
     digit_images,
-    digit_workspace,
     folder_data,
     recipe,
+    shot_recipe,
     source_artifact,
 )
 from PIL import Image
 
 from sfda.models import load_artifact
-
-SHOT = "sfda.methods.SHOT"
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root, source="source.pt", data=None, **model_args):
-    model = {
-        "class_path": SHOT,
-        "init_args": {
-            "source": str(root / source) if isinstance(source, str) else source,
-            "beta": 0.1,
-            **model_args,
-        },
-    }
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
 def source_recipe(root, **model_args):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
     folder_data,
-    recipe,
+    shot_recipe,
     snapshot,
 )
+from kits.turned import STORED, displayed, save_turned
 from PIL import Image
 
 from sfda.data import DetectionDataModule, ImageFolderDataModule, PoseDataModule
@@ -23,50 +23,7 @@ from sfda.data.datasets import ImageDataset
 from sfda.data.image_files import read_image
 from sfda.data.transforms import InputSpec
 
-SHOT = "sfda.methods.SHOT"
-
-
 CLASSES = [str(i) for i in range(10)]
-
-
-# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
-STORED = {
-    2: lambda d: d[:, ::-1],
-    3: lambda d: d[::-1, ::-1],
-    4: lambda d: d[::-1, :],
-    5: lambda d: d.swapaxes(0, 1),
-    6: lambda d: np.rot90(d, 1),
-    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
-    8: lambda d: np.rot90(d, -1),
-}
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, data: dict | None = None) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / "source.pt"), "beta": 0.1}}
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
-
-
-def displayed(height: int = 24, width: int = 40) -> np.ndarray:
-    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
-    picture = np.zeros((height, width, 3), np.uint8)
-    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
-    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
-    picture[2:8, 3:12] = 255
-    return picture
-
-
-def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
-    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
-    return path
 
 
 # --- 1. EXIF orientation: every reader sees the displayed image ------------------------------------
@@ -158,7 +115,7 @@ def test_a_single_image_given_as_the_data_is_refused(workspace, name):
     if name == "photo":
         (workspace / "photo").write_bytes((workspace / "target" / "0" / "0.png").read_bytes())
     data = folder_data(workspace / name)
-    assert_refused(["fit", "--config", shot_recipe(workspace, data)], workspace, "data.train:",
+    assert_refused(["fit", "--config", shot_recipe(workspace, data=data)], workspace, "data.train:",
                    f"{Path(name).name}' is a single image file",
                    "expected an image folder or a text list file")
 

@@ -9,36 +9,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from kits.bad_input import assert_refused, recipe, snapshot
-from PIL import Image
+from kits.bad_input import assert_refused, recipe
+from kits.coco import assert_data_refused, turned_jpeg
 
 from sfda.data import PoseDataModule
 from sfda.data.benchmarks.pose_figures import generate
 from sfda.data.keypoints import read_people
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
-
-
-def assert_data_refused(datamodule, root: Path, *needles: str) -> str:
-    """Set ``datamodule`` up as a run does (its checks are those the CLI reaches, in 1/50 of the time);
-    assert it refuses with every needle in the message and that no file under ``root`` changed."""
-    before = snapshot(root)
-    with pytest.raises(ValueError) as refused:
-        datamodule.setup()
-    for needle in needles:
-        assert needle in str(refused.value), f"{needle!r} not in: {refused.value}"
-    assert snapshot(root) == before, "a refused file was changed"
-    return str(refused.value)
 
 
 # --- COCO keypoints: a person file that lies ----
@@ -264,13 +241,6 @@ def test_a_keypoints_file_holding_a_json_list_is_refused_naming_the_shape(user):
 
 
 # --- round 4: what the files say is read as the files mean it, or refused by name ----
-def turned_jpeg(path: Path) -> Path:
-    """A JPEG stored 64x48 with EXIF orientation 6: a viewer displays it 48x64."""
-    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
-    exif = image.getexif()
-    exif[0x0112] = 6
-    image.save(path, exif=exif)
-    return path
 
 
 def two_joints(root: Path, file_name: str, keypoints: list, **image) -> Path:

@@ -6,7 +6,6 @@ the message names the file or field and the expected value, and that the user's 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,39 +13,12 @@ import torch
 from kits.bad_input import (
     snapshot,
 )
+from kits.turned import displayed, save_turned
 from PIL import Image
 
 from sfda.data import PoseDataModule
 from sfda.data.benchmarks.pose_figures import generate
 from sfda.data.transforms import InputSpec
-
-# the stored pixels of a displayed image D, per EXIF orientation: a viewer turns them back into D
-STORED = {
-    2: lambda d: d[:, ::-1],
-    3: lambda d: d[::-1, ::-1],
-    4: lambda d: d[::-1, :],
-    5: lambda d: d.swapaxes(0, 1),
-    6: lambda d: np.rot90(d, 1),
-    7: lambda d: d[::-1, ::-1].swapaxes(0, 1),
-    8: lambda d: np.rot90(d, -1),
-}
-
-
-def displayed(height: int = 24, width: int = 40) -> np.ndarray:
-    """An asymmetric RGB picture (a bright block top-left, a gradient): every turn or flip changes it."""
-    picture = np.zeros((height, width, 3), np.uint8)
-    picture[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
-    picture[..., 1] = np.linspace(0, 150, height, dtype=np.uint8)[:, None]
-    picture[2:8, 3:12] = 255
-    return picture
-
-
-def save_turned(path: Path, picture: np.ndarray, orientation: int, **options) -> Path:
-    """Save ``picture`` as a camera does: stored turned, with the EXIF orientation that turns it back."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(np.ascontiguousarray(STORED[orientation](picture))).save(path, exif=exif, **options)
-    return path
 
 
 def test_pose_crops_are_cut_from_the_displayed_image(tmp_path):

@@ -3,25 +3,13 @@ Colin27 -> ITK skull-stripping demo volumes (cut down: a small UNet, one epoch).
 
 from __future__ import annotations
 
-import json
-
-import nibabel as nib
 import numpy as np
 import pytest
+from kits.volumes import datalist, write_volume
 
 from sfda.data import SegmentationDataModule, VolumeSpec
 
-
 # data -----------------------------------------------------------------------------------------
-def write_volume(path, data, affine=None):
-    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), str(path))
-    return path.name
-
-
-def datalist(tmp_path, image, label, **extra):
-    path = tmp_path / "list.json"
-    path.write_text(json.dumps({"training": [{"image": image, "label": label, **extra}]}))
-    return str(path)
 
 
 @pytest.fixture

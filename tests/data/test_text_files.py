@@ -5,13 +5,10 @@ checked to be neither trained on nor scored. All cases run in-process on tiny re
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from kits.coco import COCO, coco_file
 
 from sfda.active.annotators import read_labels_file
 from sfda.data.boxes import read_coco, read_csv
@@ -19,33 +16,6 @@ from sfda.data.keypoints import read_people
 from sfda.data.volumes import read_datalist
 
 DIGITS = [str(d) for d in range(10)]
-
-
-COCO = {
-    "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-    "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 20], "iscrowd": 0}],
-    "categories": [{"id": d, "name": str(d)} for d in range(10)],
-}
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
-
-
-def coco_file(root: Path, change=None, text: str | None = None) -> Path:
-    """``root/coco.json``: the valid COCO above, changed in place by ``change(payload)``, or ``text``."""
-    payload = copy.deepcopy(COCO)
-    if change is not None:
-        change(payload)
-    path = root / "coco.json"
-    path.write_text(text if text is not None else json.dumps(payload))
-    return path
 
 
 def test_annotation_files_saved_as_utf16_with_a_bom_are_read(user):

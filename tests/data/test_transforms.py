@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from kits.bad_input import (
+    SOURCE_INPUT,
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
 )
@@ -58,15 +56,6 @@ def test_the_test_view_equals_the_albumentations_pipeline_bit_for_bit(spec):
         assert torch.equal(fast, to_tensor(image, spec, pipeline)), shape
     floats = rng.random((30, 30, spec.channels), dtype=np.float32)  # not uint8: the pipeline itself
     assert torch.equal(to_tensor(floats, spec, build_view(spec, "test")), to_tensor(floats, spec, pipeline))
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def source_recipe(root, **model_args):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import math
 import shutil
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import ROOT, SEGMENTATION_RECIPES, results_of, run_sfda
+from kits.volumes import small_volume, write_datalist
 
 from sfda.data import DatalistError, SegmentationDataModule, VolumeSpec
 from sfda.data.volume_files import Geometry, read_volume
@@ -48,12 +48,6 @@ def small_series(tmp_path):
     """A DICOM series folder of the small test volume: 8 slices, 2 mm apart."""
     geometry = small_geometry(tmp_path)
     return write_volume(small_volume(geometry), geometry, tmp_path / "series")
-
-
-def small_volume(geometry: Geometry) -> np.ndarray:
-    volume = np.zeros(geometry.shape, dtype=np.int16)
-    volume[4:12, 3:9, 2:6] = 1
-    return volume
 
 
 @pytest.mark.parametrize("name", ["image.nrrd", "image.mha", "image.mhd", "dicom_series"])
@@ -153,12 +147,6 @@ def test_truncated_files_and_a_contradicting_suffix_are_refused_by_name(tmp_path
     )
     with pytest.raises(DatalistError, match="liar.nrrd: the content is nifti but the suffix says nrrd"):
         read_volume(liar)
-
-
-def write_datalist(folder, image, label, name="case") -> str:
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps({"training": [{"id": name, "image": str(image), "label": str(label)}]}))
-    return str(path)
 
 
 def test_an_unknown_suffix_in_a_datalist_names_the_accepted_formats(tmp_path):

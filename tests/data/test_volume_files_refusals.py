@@ -5,7 +5,6 @@ checked to be neither trained on nor scored. All cases run in-process on tiny re
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
@@ -13,21 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from kits.bad_input import assert_refused, recipe
-from PIL import Image
+from kits.bad_input import assert_refused
+from kits.volumes import brain_mask, scan, segmentation_recipe
 
 from sfda.data.volume_files import Geometry
 from sfda.data.volume_writing import process_locale_kept, write_volume
-
-
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
 
 
 # --- volumes: DICOM series, NIfTI headers and voxels that lie ----
@@ -35,38 +24,6 @@ def small_geometry(root: Path, shape=(16, 12, 8)) -> Geometry:
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
     affine[:3, 3] = (-8.0, 4.0, 10.0)
     return Geometry(root / "none.nii.gz", "synthetic", shape, affine)
-
-
-def scan(shape=(16, 12, 8), seed: int = 0) -> np.ndarray:
-    """An image with varying intensities."""
-    return np.random.default_rng(seed).integers(0, 1000, shape).astype(np.int16)
-
-
-def brain_mask(shape=(16, 12, 8)) -> np.ndarray:
-    mask = np.zeros(shape, dtype=np.int16)
-    mask[4:12, 3:9, 2:6] = 1
-    return mask
-
-
-def segmentation_recipe(root: Path, image: Path, label: Path) -> str:
-    """A source-training recipe on one datalist entry (image, label) in ``root``."""
-    datalist = root / "datalist.json"
-    datalist.write_text(json.dumps({"training": [{"id": "case", "image": str(image), "label": str(label)}]}))
-    model = {
-        "class_path": "sfda.methods.SegmentationSourceTraining",
-        "init_args": {"artifact": str(root / "source.pt")},
-    }
-    data = {
-        "class_path": "sfda.data.SegmentationDataModule",
-        "init_args": {
-            "datalist": str(datalist),
-            "class_names": ["background", "brain"],
-            "role": "source",
-            "batch_size": 2,
-            "input": {"mode": "2d", "roi": [16, 16], "spacing": [1.0, 1.0, 2.0]},
-        },
-    }
-    return str(recipe(root / "source.yaml", model, data))
 
 
 def retag(folder: Path, slices: range, tag: str, value: str) -> None:

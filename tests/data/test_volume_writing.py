@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from kits.volumes import small_volume
 
 from sfda.data.volume_files import Geometry, read_volume
 from sfda.data.volume_writing import output_path, write_volume
@@ -16,12 +17,6 @@ def small_geometry(tmp_path, spacing=(1.0, 1.0, 2.0), shape=(16, 12, 8)) -> Geom
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = (-8.0, 4.0, 10.0)
     return Geometry(tmp_path / "none.nii.gz", "synthetic", shape, affine)
-
-
-def small_volume(geometry: Geometry) -> np.ndarray:
-    volume = np.zeros(geometry.shape, dtype=np.int16)
-    volume[4:12, 3:9, 2:6] = 1
-    return volume
 
 
 @pytest.mark.parametrize("input_name", ["in.nrrd", "in.mha", "in_series", "in.nii.gz"])

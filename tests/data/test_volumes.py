@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
-    recipe,
 )
-from PIL import Image
+from kits.volumes import brain_mask, scan, segmentation_recipe
 
 from sfda.data import DatalistError, VolumeSpec
 from sfda.data.volume_files import Geometry
@@ -24,53 +22,11 @@ from sfda.data.volume_writing import write_volume
 from sfda.data.volumes import load_volume, read_datalist
 
 
-@pytest.fixture()
-def user(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with the 64x48 image a.png and a second image b.png."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SFDA_RUN_VERSION", raising=False)
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "b.png")
-    return tmp_path
-
-
 # --- volumes: DICOM series, NIfTI headers and voxels that lie ----
 def small_geometry(root: Path, shape=(16, 12, 8)) -> Geometry:
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
     affine[:3, 3] = (-8.0, 4.0, 10.0)
     return Geometry(root / "none.nii.gz", "synthetic", shape, affine)
-
-
-def scan(shape=(16, 12, 8), seed: int = 0) -> np.ndarray:
-    """An image with varying intensities."""
-    return np.random.default_rng(seed).integers(0, 1000, shape).astype(np.int16)
-
-
-def brain_mask(shape=(16, 12, 8)) -> np.ndarray:
-    mask = np.zeros(shape, dtype=np.int16)
-    mask[4:12, 3:9, 2:6] = 1
-    return mask
-
-
-def segmentation_recipe(root: Path, image: Path, label: Path) -> str:
-    """A source-training recipe on one datalist entry (image, label) in ``root``."""
-    datalist = root / "datalist.json"
-    datalist.write_text(json.dumps({"training": [{"id": "case", "image": str(image), "label": str(label)}]}))
-    model = {
-        "class_path": "sfda.methods.SegmentationSourceTraining",
-        "init_args": {"artifact": str(root / "source.pt")},
-    }
-    data = {
-        "class_path": "sfda.data.SegmentationDataModule",
-        "init_args": {
-            "datalist": str(datalist),
-            "class_names": ["background", "brain"],
-            "role": "source",
-            "batch_size": 2,
-            "input": {"mode": "2d", "roi": [16, 16], "spacing": [1.0, 1.0, 2.0]},
-        },
-    }
-    return str(recipe(root / "source.yaml", model, data))
 
 
 @pytest.mark.parametrize(
@@ -127,12 +83,6 @@ def test_an_infinite_voxel_is_refused_before_the_scaling_clips_it(user):
     refused = r"bright.nii.gz: the image has 1 NaN or infinite voxels \(of 1536\); expected"
     with pytest.raises(DatalistError, match=refused):
         load_volume({"id": "bright", "image": image}, VolumeSpec(), 2, use_label=False)
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 # --- 6. datalists, volumes, class splits, labels files, results ----

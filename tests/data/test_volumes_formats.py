@@ -4,10 +4,9 @@ convert the Colin27 head (and the ITK subject, LSA-oriented) inside the test wit
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from kits.volumes import small_volume, write_datalist
 
 from sfda.data import DatalistError, SegmentationDataModule, VolumeSpec
 from sfda.data.volume_files import Geometry
@@ -18,18 +17,6 @@ def small_geometry(tmp_path, spacing=(1.0, 1.0, 2.0), shape=(16, 12, 8)) -> Geom
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = (-8.0, 4.0, 10.0)
     return Geometry(tmp_path / "none.nii.gz", "synthetic", shape, affine)
-
-
-def small_volume(geometry: Geometry) -> np.ndarray:
-    volume = np.zeros(geometry.shape, dtype=np.int16)
-    volume[4:12, 3:9, 2:6] = 1
-    return volume
-
-
-def write_datalist(folder, image, label, name="case") -> str:
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps({"training": [{"id": name, "image": str(image), "label": str(label)}]}))
-    return str(path)
 
 
 def test_an_nrrd_label_on_another_grid_than_its_image_is_refused_naming_the_label(tmp_path):

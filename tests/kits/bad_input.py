@@ -110,3 +110,23 @@ def digit_workspace(tmp_path: Path, monkeypatch) -> Path:
     digit_images(tmp_path / "target", classes)
     source_artifact(tmp_path / "source.pt", classes)
     return tmp_path
+
+
+SHOT = "sfda.methods.SHOT"
+SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
+
+
+def shot_recipe(root: Path, source="source.pt", data: dict | None = None, name: str = "shot.yaml",
+                **model_args) -> str:
+    """``<root>/<name>``: a SHOT recipe (beta 0.1) adapting ``<root>/<source>`` (a file name under root,
+    or any other value written as is) on ``data`` (default: the image folder ``<root>/target``), with
+    ``model_args`` added to the method's arguments; its path as a string."""
+    model = {
+        "class_path": SHOT,
+        "init_args": {
+            "source": str(root / source) if isinstance(source, str) else source,
+            "beta": 0.1,
+            **model_args,
+        },
+    }
+    return str(recipe(root / name, model, data or folder_data(root / "target")))

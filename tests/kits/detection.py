@@ -1,12 +1,16 @@
 """Tiny real detection inputs: digit canvases (the benchmark's generator, few images) and a
-Faster R-CNN detection artifact (untrained, CPU-sized), for the detection tests."""
+Faster R-CNN detection artifact (untrained, CPU-sized), and the target data and trainer the detection
+method tests run them with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
+from sfda.data import DetectionDataModule
 from sfda.data.benchmarks.digit_detection import generate
 from sfda.data.fetch import data_root
 from sfda.data.transforms import InputSpec
@@ -47,3 +51,34 @@ def detection_artifact(path: Path, class_names: list[str] = DIGITS, seed: int = 
         task="detection",
     ).save(path)
     return path
+
+
+def detection_inputs(root: Path) -> dict:
+    """``digit_sets`` under ``root``, a detection artifact ``root/detector.pt`` ("artifact") and "root"."""
+    return {**digit_sets(root), "artifact": detection_artifact(root / "detector.pt"), "root": root}
+
+
+def target_data(inputs, **kwargs) -> DetectionDataModule:
+    """The photo canvases of ``detection_inputs`` as target data (batches of 4), their test set as eval."""
+    return DetectionDataModule(
+        [str(inputs["photo"])],
+        eval=[str(inputs["photo_test"])],
+        role="target",
+        batch_size=4,
+        eval_batch_size=4,
+        **kwargs,
+    )
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    """A quiet one-epoch CPU trainer logging to ``tmp_path``."""
+    return L.Trainer(
+        max_epochs=1,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **kwargs,
+    )

@@ -5,23 +5,13 @@ that the message names the file or field and the expected value, and that nothin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from kits.bad_input import (
+    SHOT,
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
 )
-
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,8 @@ import lightning as L
 import pytest
 import torch
 from conftest import ROOT, results_of, run_sfda
-from kits.detection import detection_artifact, digit_sets
-from lightning.pytorch.loggers import CSVLogger
+from kits.detection import detection_inputs, target_data, trainer
 
-from sfda.data import DetectionDataModule
 from sfda.methods import LPLD
 
 LOOSE = {
@@ -20,32 +18,7 @@ LOOSE = {
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detection")
-    return {**digit_sets(root), "artifact": detection_artifact(root / "detector.pt"), "root": root}
-
-
-def target_data(inputs, **kwargs):
-    return DetectionDataModule(
-        [str(inputs["photo"])],
-        eval=[str(inputs["photo_test"])],
-        role="target",
-        batch_size=4,
-        eval_batch_size=4,
-        **kwargs,
-    )
-
-
-def trainer(tmp_path, **kwargs):
-    return L.Trainer(
-        max_epochs=1,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        **kwargs,
-    )
+    return detection_inputs(tmp_path_factory.mktemp("detection"))
 
 
 def test_lpld_trains_the_student_on_strong_views_with_an_eval_mode_teacher(inputs, tmp_path):

@@ -8,36 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from kits.pose import pose_artifact
+from kits.pose import SPEC, pose_inputs, target_data
 
-from sfda.data import InputSpec, PoseDataModule
-from sfda.data.benchmarks.pose_figures import generate
 from sfda.methods import MeanTeacherPose
-
-SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pose")
-    return {
-        "flat": generate(root, "flat", "train", count=24),
-        "photo": generate(root, "photo", "train", count=16),
-        "test": generate(root, "photo", "test", count=8),
-        "artifact": pose_artifact(root / "pose.pt"),
-        "root": root,
-    }
-
-
-def target_data(inputs, **kwargs) -> PoseDataModule:
-    return PoseDataModule(
-        [str(inputs["photo"])],
-        eval=[str(inputs["test"])],
-        role="target",
-        batch_size=8,
-        eval_batch_size=8,
-        **kwargs,
-    )
+    return pose_inputs(tmp_path_factory.mktemp("pose"))
 
 
 def test_mean_teacher_pseudo_heatmaps_follow_a_mirrored_strong_view(inputs, monkeypatch):

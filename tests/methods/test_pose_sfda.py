@@ -7,50 +7,15 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from kits.pose import pose_artifact
-from lightning.pytorch.loggers import CSVLogger
+from kits.pose import pose_inputs, target_data, trainer
 
-from sfda.data import InputSpec, PoseDataModule
-from sfda.data.benchmarks.pose_figures import generate
 from sfda.methods import PoseSFDA
 from sfda.methods.pose_sfda import occlude
-
-SPEC = InputSpec(size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pose")
-    return {
-        "flat": generate(root, "flat", "train", count=24),
-        "photo": generate(root, "photo", "train", count=16),
-        "test": generate(root, "photo", "test", count=8),
-        "artifact": pose_artifact(root / "pose.pt"),
-        "root": root,
-    }
-
-
-def target_data(inputs, **kwargs) -> PoseDataModule:
-    return PoseDataModule(
-        [str(inputs["photo"])],
-        eval=[str(inputs["test"])],
-        role="target",
-        batch_size=8,
-        eval_batch_size=8,
-        **kwargs,
-    )
-
-
-def trainer(tmp_path, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        **kwargs,
-    )
+    return pose_inputs(tmp_path_factory.mktemp("pose"))
 
 
 def run_sfda_steps(inputs, tmp_path, monkeypatch, steps=1, **kwargs):

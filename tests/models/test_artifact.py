@@ -13,33 +13,12 @@ import torch
 from kits.bad_input import (
     ARCHITECTURE,
     assert_refused,
-    digit_workspace,
-    folder_data,
     recipe,
+    shot_recipe,
 )
 from PIL import Image
 
 from sfda.models import ArtifactError, load_artifact
-
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root, source="source.pt", data=None, **model_args):
-    model = {
-        "class_path": SHOT,
-        "init_args": {
-            "source": str(root / source) if isinstance(source, str) else source,
-            "beta": 0.1,
-            **model_args,
-        },
-    }
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
 
 
 def crafted_artifact(root, target: str, kwargs: dict | None = None):

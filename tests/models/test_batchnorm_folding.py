@@ -3,21 +3,11 @@ trained or saved."""
 
 import pytest
 import torch
+from kits.networks import conv_net
 from torch import nn
 
 from sfda.models.batchnorm_folding import foldable_pairs, folded_copy
 from sfda.run.speed import ChannelsLast
-
-
-def conv_net() -> nn.Sequential:
-    """Two conv + BatchNorm pairs (one conv without bias) with non-trivial running statistics, eval mode."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    for _ in range(3):  # running statistics away from (0, 1)
-        net(3 * torch.randn(16, 3, 10, 10) + 1)
-    return net.eval()
 
 
 def test_folded_copy_gives_the_same_outputs_and_leaves_the_network_alone():

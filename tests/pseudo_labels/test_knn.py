@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
 )
@@ -97,12 +94,6 @@ def test_cosine_knn_backend_choice_and_a_missing_faiss(monkeypatch):
     assert knn.choose_backend("auto", few, bank) == "torch"
     with pytest.raises(ValueError, match=r"model.init_args.knn_backend: .*pip install -e '\.\[faiss\]'"):
         cosine_knn(few, torch.randn(100, 4), 3, backend="faiss")
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("method", ["NRC", "AaD", "GLC"])

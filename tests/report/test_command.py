@@ -3,61 +3,23 @@ shows every section of the task, several runs are compared, and bad input gets a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
-from pathlib import Path
 
 import lightning as L
 import pytest
 from conftest import ROOT
 from kits.bad_input import digit_images, folder_data, recipe, sfda, source_artifact
 from kits.detection import detection_artifact, digit_sets
+from kits.report import report_command, report_error
 from PIL import Image
 
-from sfda.commands import main
 from sfda.report.command import build_report
 from sfda.report.run import read_run
 from sfda.run.recorder import RunRecorder
 from sfda.tasks.evidence import ReportEvidence
 
 NAMES = [str(i) for i in range(10)]
-
-
-def fit_shot(source: Path, root: Path, *extra: str) -> Path:
-    """A 2-epoch SHOT run, real MNIST source model -> real optdigits subsets, through the real CLI."""
-    code, text = sfda(
-        "fit",
-        "--config",
-        str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"),
-        f"--model.init_args.source={source}",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.max_epochs=2",
-        "--data.init_args.train_subset=300",
-        "--data.init_args.eval_subset=300",
-        *extra,
-    )
-    assert code == 0, text
-    return sorted(root.glob("version_*"))[-1]
-
-
-@pytest.fixture(scope="module")
-def shot_runs(mnist_source, tmp_path_factory) -> list[Path]:
-    """Two SHOT runs of one recipe root (version_0, version_1; the second rejects unknowns)."""
-    root = tmp_path_factory.mktemp("report") / "runs" / "shot"
-    return [
-        fit_shot(mnist_source, root),
-        fit_shot(mnist_source, root, "--model.init_args.reject_unknown=0.5"),
-    ]
-
-
-def report_command(*args: str) -> tuple[int, str]:
-    """``sfda report <args>`` in-process: (exit status, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
-        main(["report", *args])
-    return done.value.code, err.getvalue() + out.getvalue()
 
 
 def images_of(page: str) -> list[str]:
@@ -118,11 +80,6 @@ def test_evidence_can_be_switched_off(tmp_path):
 
 
 # bad input -------------------------------------------------------------------------------------
-def report_error(*dirs: Path) -> str:
-    code, text = report_command(*map(str, dirs))
-    assert code == 1, text
-    assert text.startswith("sfda report: error: ") and "Traceback" not in text
-    return text
 
 
 def test_an_existing_file_that_is_not_a_report_is_not_replaced(tmp_path, tiny_run):

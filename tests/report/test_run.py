@@ -3,32 +3,15 @@ shows every section of the task, several runs are compared, and bad input gets a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from kits.report import report_error
 
-from sfda.commands import main
 from sfda.report.run import ReportInputError, read_run
 
-
-def report_command(*args: str) -> tuple[int, str]:
-    """``sfda report <args>`` in-process: (exit status, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
-        main(["report", *args])
-    return done.value.code, err.getvalue() + out.getvalue()
-
-
 # bad input -------------------------------------------------------------------------------------
-def report_error(*dirs: Path) -> str:
-    code, text = report_command(*map(str, dirs))
-    assert code == 1, text
-    assert text.startswith("sfda report: error: ") and "Traceback" not in text
-    return text
 
 
 def test_a_folder_that_is_not_a_run_is_named(tmp_path, tiny_run):

@@ -15,12 +15,14 @@ import torch
 from kits.bad_input import (
     ARCHITECTURE,
     DIGIT_SPEC,
+    SHOT,
+    SOURCE_INPUT,
     assert_refused,
     digit_images,
-    digit_workspace,
     folder_data,
     recipe,
     sfda,
+    shot_recipe,
 )
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 
@@ -28,27 +30,10 @@ from sfda.data.transforms import InputSpec
 from sfda.models import SourceClassifier, artifact_from_module
 from sfda.run.checks import identity_differences
 
-SHOT = "sfda.methods.SHOT"
-
-
 CLASSES = [str(i) for i in range(10)]
 
 
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
-
-
 LAST = "runs/shot/version_0/checkpoints/last.ckpt"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root: Path, source: str = "source.pt", name: str = "shot.yaml", **trainer) -> str:
-    model = {"class_path": SHOT, "init_args": {"source": str(root / source), "beta": 0.1}}
-    return str(recipe(root / name, model, folder_data(root / "target"), trainer))
 
 
 def artifact_with(path: Path, **changes) -> Path:
@@ -59,14 +44,6 @@ def artifact_with(path: Path, **changes) -> Path:
     artifact_from_module(network, CLASSES[: kwargs["num_classes"]], DIGIT_SPEC,
                          {"target": ARCHITECTURE, "kwargs": kwargs}).save(path)
     return path
-
-
-@pytest.fixture()
-def adapted(workspace):
-    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
-    code, text = sfda("fit", "--config", shot_recipe(workspace))
-    assert code == 0, text[-2000:]
-    return workspace
 
 
 # --- 6a. a checkpoint of the same method made for another network names the recipe field ----

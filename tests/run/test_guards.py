@@ -9,13 +9,13 @@ legitimately lacks classes is not stopped, and ``collapse_guard: false`` turns t
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from kits.bad_input import digit_images, folder_data, recipe, sfda, snapshot
+from kits.bad_input import SOURCE_INPUT, digit_images, folder_data, recipe, sfda, snapshot
+from kits.stops import adaptation_recipe, last_epoch, results
 
 from sfda.methods import (
     SHOT,
@@ -29,9 +29,6 @@ from sfda.run.guards import COLLAPSE_FRACTION, unguarded_reason
 from sfda.tasks import ClassificationTask, SegmentationTask
 
 NAMES = [str(i) for i in range(10)]
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +52,6 @@ def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("COLUMNS", "200")
     digit_images(tmp_path / "target", NAMES, per_class=4, seed=1)
     return tmp_path
-
-
-def adaptation_recipe(root: Path, source: Path, epochs: int = 2, target: str = "target", **optim) -> str:
-    model = {"class_path": "sfda.methods.SHOT",
-             "init_args": {"source": str(source), "beta": 0.1, **({"optim": optim} if optim else {})}}
-    trainer = {"max_epochs": epochs, "default_root_dir": str(root / "runs")}
-    return str(recipe(root / "shot.yaml", model, folder_data(root / target), trainer))
-
-
-def results(root: Path, version: int = 0) -> dict:
-    return json.loads((root / "runs" / f"version_{version}" / "results.json").read_text())
-
-
-def last_epoch(root: Path, version: int = 0) -> int:
-    path = root / "runs" / f"version_{version}" / "checkpoints" / "last.ckpt"
-    return torch.load(path, weights_only=True, map_location="cpu")["epoch"]
 
 
 # --- 4. a collapsed run stops: the label-free collapse guard ---

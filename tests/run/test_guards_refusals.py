@@ -6,46 +6,15 @@ that the message names the file or field and the expected value, and that nothin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
-    folder_data,
-    recipe,
     sfda,
+    shot_recipe,
 )
 
-SHOT = "sfda.methods.SHOT"
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
-
-
-def shot_recipe(root, source="source.pt", data=None, **model_args):
-    model = {
-        "class_path": SHOT,
-        "init_args": {
-            "source": str(root / source) if isinstance(source, str) else source,
-            "beta": 0.1,
-            **model_args,
-        },
-    }
-    return str(recipe(root / "shot.yaml", model, data or folder_data(root / "target")))
-
-
 # --- 4. checkpoints: last resumes, others are checked ----
-@pytest.fixture()
-def adapted(workspace):
-    """The workspace after one real SHOT epoch: runs/shot/version_0/checkpoints/last.ckpt."""
-    code, text = sfda("fit", "--config", shot_recipe(workspace))
-    assert code == 0, text[-2000:]
-    return workspace
 
 
 def test_test_predict_and_resume_refuse_a_checkpoint_with_non_finite_weights(adapted):

@@ -6,20 +6,8 @@ that the message names the file or field and the expected value, and that nothin
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
-from kits.bad_input import (
-    digit_workspace,
-)
 
 from sfda.tasks.pose import PoseTask
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def test_results_json_stays_valid_json_with_a_nan_metric(workspace):

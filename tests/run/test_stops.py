@@ -8,7 +8,6 @@ legitimately lacks classes is not stopped, and ``collapse_guard: false`` turns t
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -18,14 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import ROOT
-from kits.bad_input import digit_images, folder_data, recipe, sfda
+from kits.bad_input import SOURCE_INPUT, digit_images, folder_data, recipe, sfda
+from kits.stops import adaptation_recipe, last_epoch, results
 
 NAMES = [str(i) for i in range(10)]
-
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +45,6 @@ def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("COLUMNS", "200")
     digit_images(tmp_path / "target", NAMES, per_class=4, seed=1)
     return tmp_path
-
-
-def adaptation_recipe(root: Path, source: Path, epochs: int = 2, target: str = "target", **optim) -> str:
-    model = {"class_path": "sfda.methods.SHOT",
-             "init_args": {"source": str(source), "beta": 0.1, **({"optim": optim} if optim else {})}}
-    trainer = {"max_epochs": epochs, "default_root_dir": str(root / "runs")}
-    return str(recipe(root / "shot.yaml", model, folder_data(root / target), trainer))
-
-
-def results(root: Path, version: int = 0) -> dict:
-    return json.loads((root / "runs" / f"version_{version}" / "results.json").read_text())
-
-
-def last_epoch(root: Path, version: int = 0) -> int:
-    path = root / "runs" / f"version_{version}" / "checkpoints" / "last.ckpt"
-    return torch.load(path, weights_only=True, map_location="cpu")["epoch"]
 
 
 # --- 3. a stopped run says so: exit 128 + signal, results.json, how to resume ---

@@ -18,44 +18,17 @@ import sys
 import threading
 import time
 
-import optuna
 import pytest
 import yaml
 from conftest import ROOT
-from kits.bad_input import digit_images, folder_data, recipe, source_artifact
+from kits.sweep import LR, study_trials
 
 from sfda.sweep.signals import Interrupts
-
-LR = "model.init_args.optim.lr"
-
 
 LONG = 100_000  # epochs: a trial that only a signal ends
 
 
 STOP_WITHIN = 120  # seconds from SIGTERM to the end of the sweep and its trial
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 20 folder images) and a space over its learning rate."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=2)
-    source = source_artifact(tmp_path / "source.pt", names)
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": {"name": "sgd", "lr": 0.01}},
-    }
-    config = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 1})
-    space = tmp_path / "space.yaml"
-    space.write_text(f"{LR}: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}\n")
-    return tmp_path, config, space
-
-
-def study_trials(sweep_dir, name: str) -> list:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.log"))
-    )
-    return optuna.load_study(study_name=name, storage=storage).trials
 
 
 # ---- item 3: SIGTERM and Ctrl-C stop the sweep and its running trial -----------------------------------

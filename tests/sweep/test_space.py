@@ -9,74 +9,16 @@ score read from any other run shows; the slow cases run real trials.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import re
-import sys
 
 import optuna
 import pytest
-from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
+from kits.bad_input import snapshot
+from kits.sweep import LR, fake_trials, sweep, write_space
 
 from sfda.cli import resolved_recipe
-from sfda.commands import sweep_command as sweep_main
 from sfda.sweep.space import SpaceError, load_space
 from sfda.sweep.study import Sweep
-
-LR = "model.init_args.optim.lr"
-
-
-# a stand-in for a trial's `sfda fit`: argv[1] the trial folder, argv[2] its parameters (JSON), argv[3]
-# what to do ("ok": write version_0/results.json with label_free/im = 1000 * lr; "sigterm": the same, then
-# exit 143 as a run a signal stopped; anything else: fail with that text as its error line)
-FAKE_FIT = """
-import json, pathlib, sys
-root, params, mode = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-if mode not in ("ok", "sigterm"):
-    sys.exit(print(mode, file=sys.stderr) or 1)
-run = root / "version_0"
-run.mkdir(parents=True)
-lr = params["model.init_args.optim.lr"]
-(run / "results.json").write_text(json.dumps({"label_free/im": 1000 * lr, "target/acc": lr}))
-sys.exit(143 if mode == "sigterm" else 0)
-"""
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 20 folder images) and a space over its learning rate."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=2)
-    source = source_artifact(tmp_path / "source.pt", names)
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": {"name": "sgd", "lr": 0.01}},
-    }
-    config = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 1})
-    space = tmp_path / "space.yaml"
-    space.write_text(f"{LR}: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}\n")
-    return tmp_path, config, space
-
-
-def fake_trials(monkeypatch, mode: str = "ok") -> None:
-    """Trials run FAKE_FIT instead of `sfda fit`."""
-
-    def command(self, root, params, pruning=()):
-        return [sys.executable, "-c", FAKE_FIT, str(root), json.dumps(params), mode]
-
-    monkeypatch.setattr(Sweep, "command", command)
-
-
-def sweep(config, space, sweep_dir, *options: str) -> tuple[int, str]:
-    """``sfda sweep`` in-process: (exit status, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    args = ["--config", str(config), "--space", str(space), "--objective", "label_free/im",
-            "--sweep_dir", str(sweep_dir), "--seed", "0", "--pruner", "none", *options]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = sweep_main(args)
-    return code, err.getvalue() + out.getvalue()
-
 
 # ---- item 6: spaces and folders that cannot be searched, and trials that keep failing -------------------
 
@@ -177,12 +119,6 @@ RESOLVED = {
     "model": {"init_args": {"optim": {"lr": 0.01}, "beta": 0.3, "schedule": None}},
     "trainer": {"max_epochs": 5},
 }
-
-
-def write_space(tmp_path, text: str):
-    path = tmp_path / "space.yaml"
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.parametrize(

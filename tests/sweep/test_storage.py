@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
-import json
 import os
 import subprocess
 import sys
@@ -14,30 +11,8 @@ import optuna
 import pytest
 import yaml
 from conftest import ROOT
-from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
-
-from sfda.commands import sweep_command as sweep_main
-from sfda.sweep.study import Sweep
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 30 folder images) validating every epoch."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=3)
-    source = source_artifact(tmp_path / "source.pt", names)
-    optim = {"name": "sgd", "lr": 0.01}
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": optim},
-    }
-    path = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 2})
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "model.init_args.optim.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
-        "model.init_args.beta: {type: categorical, choices: [0.1, 0.3]}\n"
-    )
-    return tmp_path, path, space
+from kits.bad_input import snapshot
+from kits.sweep import fake_trials, sweep
 
 
 def finished(study) -> list:
@@ -124,60 +99,6 @@ def test_workers_racing_to_create_the_rdb_schema_retry(monkeypatch, race):
                         lambda url, engine_kwargs=None: (_ for _ in ()).throw(RuntimeError("no such host")))
     with pytest.raises(RuntimeError, match="no such host"):
         rdb_storage("postgresql://nowhere/db")
-
-
-LR = "model.init_args.optim.lr"
-
-
-# a stand-in for a trial's `sfda fit`: argv[1] the trial folder, argv[2] its parameters (JSON), argv[3]
-# what to do ("ok": write version_0/results.json with label_free/im = 1000 * lr; "sigterm": the same, then
-# exit 143 as a run a signal stopped; anything else: fail with that text as its error line)
-FAKE_FIT = """
-import json, pathlib, sys
-root, params, mode = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-if mode not in ("ok", "sigterm"):
-    sys.exit(print(mode, file=sys.stderr) or 1)
-run = root / "version_0"
-run.mkdir(parents=True)
-lr = params["model.init_args.optim.lr"]
-(run / "results.json").write_text(json.dumps({"label_free/im": 1000 * lr, "target/acc": lr}))
-sys.exit(143 if mode == "sigterm" else 0)
-"""
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 20 folder images) and a space over its learning rate."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=2)
-    source = source_artifact(tmp_path / "source.pt", names)
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": {"name": "sgd", "lr": 0.01}},
-    }
-    config = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 1})
-    space = tmp_path / "space.yaml"
-    space.write_text(f"{LR}: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}\n")
-    return tmp_path, config, space
-
-
-def fake_trials(monkeypatch, mode: str = "ok") -> None:
-    """Trials run FAKE_FIT instead of `sfda fit`."""
-
-    def command(self, root, params, pruning=()):
-        return [sys.executable, "-c", FAKE_FIT, str(root), json.dumps(params), mode]
-
-    monkeypatch.setattr(Sweep, "command", command)
-
-
-def sweep(config, space, sweep_dir, *options: str) -> tuple[int, str]:
-    """``sfda sweep`` in-process: (exit status, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    args = ["--config", str(config), "--space", str(space), "--objective", "label_free/im",
-            "--sweep_dir", str(sweep_dir), "--seed", "0", "--pruner", "none", *options]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = sweep_main(args)
-    return code, err.getvalue() + out.getvalue()
 
 
 # ---- hunt item 1: a file in the sweep folder that the sweep did not write is never changed ---------------

@@ -13,78 +13,17 @@ import contextlib
 import csv
 import io
 import json
-import sys
 import types
 
-import optuna
 import pytest
 import yaml
-from kits.bad_input import digit_images, folder_data, recipe, snapshot, source_artifact
+from kits.bad_input import snapshot
+from kits.sweep import fake_trials, study_trials, sweep, write_space
 
 from sfda.cli import resolved_recipe
 from sfda.commands import sweep_command as sweep_main
 from sfda.metrics.validators import get_validator
 from sfda.sweep.study import MAX_CONSECUTIVE_FAILURES, Sweep, TrialFailed, last_line
-
-LR = "model.init_args.optim.lr"
-
-
-# a stand-in for a trial's `sfda fit`: argv[1] the trial folder, argv[2] its parameters (JSON), argv[3]
-# what to do ("ok": write version_0/results.json with label_free/im = 1000 * lr; "sigterm": the same, then
-# exit 143 as a run a signal stopped; anything else: fail with that text as its error line)
-FAKE_FIT = """
-import json, pathlib, sys
-root, params, mode = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-if mode not in ("ok", "sigterm"):
-    sys.exit(print(mode, file=sys.stderr) or 1)
-run = root / "version_0"
-run.mkdir(parents=True)
-lr = params["model.init_args.optim.lr"]
-(run / "results.json").write_text(json.dumps({"label_free/im": 1000 * lr, "target/acc": lr}))
-sys.exit(143 if mode == "sigterm" else 0)
-"""
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 20 folder images) and a space over its learning rate."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=2)
-    source = source_artifact(tmp_path / "source.pt", names)
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": {"name": "sgd", "lr": 0.01}},
-    }
-    config = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 1})
-    space = tmp_path / "space.yaml"
-    space.write_text(f"{LR}: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}\n")
-    return tmp_path, config, space
-
-
-def fake_trials(monkeypatch, mode: str = "ok") -> None:
-    """Trials run FAKE_FIT instead of `sfda fit`."""
-
-    def command(self, root, params, pruning=()):
-        return [sys.executable, "-c", FAKE_FIT, str(root), json.dumps(params), mode]
-
-    monkeypatch.setattr(Sweep, "command", command)
-
-
-def sweep(config, space, sweep_dir, *options: str) -> tuple[int, str]:
-    """``sfda sweep`` in-process: (exit status, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    args = ["--config", str(config), "--space", str(space), "--objective", "label_free/im",
-            "--sweep_dir", str(sweep_dir), "--seed", "0", "--pruner", "none", *options]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = sweep_main(args)
-    return code, err.getvalue() + out.getvalue()
-
-
-def study_trials(sweep_dir, name: str) -> list:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.log"))
-    )
-    return optuna.load_study(study_name=name, storage=storage).trials
 
 
 def test_a_trial_never_reads_a_run_it_did_not_start(workspace, monkeypatch):
@@ -179,35 +118,7 @@ def test_a_failed_trials_error_is_its_sfda_error_line_not_the_traceback_hint():
     assert last_line("Traceback ...\nRuntimeError: boom\n\n") == "RuntimeError: boom"
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    """A tiny SHOT recipe (untrained LeNet, 30 folder images) validating every epoch."""
-    names = [str(i) for i in range(10)]
-    digit_images(tmp_path / "target", names, per_class=3)
-    source = source_artifact(tmp_path / "source.pt", names)
-    optim = {"name": "sgd", "lr": 0.01}
-    model = {
-        "class_path": "sfda.methods.SHOT",
-        "init_args": {"source": str(source), "beta": 0.1, "optim": optim},
-    }
-    path = recipe(tmp_path / "shot.yaml", model, folder_data(tmp_path / "target"), {"max_epochs": 2})
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "model.init_args.optim.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
-        "model.init_args.beta: {type: categorical, choices: [0.1, 0.3]}\n"
-    )
-    return tmp_path, path, space
-
-
-def write_space(tmp_path, text: str):
-    path = tmp_path / "space.yaml"
-    path.write_text(text)
-    return path
-
-
 def run_sweep(*args: str) -> tuple[int, str]:
-    import contextlib
-    import io
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

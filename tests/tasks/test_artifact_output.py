@@ -6,12 +6,10 @@ that the message names the file or field and the expected value, and that nothin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from kits.bad_input import (
+    SOURCE_INPUT,
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
     sfda,
@@ -19,14 +17,6 @@ from kits.bad_input import (
 )
 
 from sfda.models import load_artifact
-
-SOURCE_INPUT = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def source_recipe(root, **model_args):

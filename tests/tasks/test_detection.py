@@ -3,7 +3,7 @@ predictions in original-image pixels, source training, and artifacts of the wron
 
 import pytest
 from conftest import ROOT, results_of, run_sfda
-from kits.detection import DIGITS, detection_artifact, digit_sets
+from kits.detection import DIGITS, detection_inputs
 
 from sfda.methods import LPLD, SHOT
 from sfda.models import ArtifactError
@@ -11,8 +11,7 @@ from sfda.models import ArtifactError
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detection")
-    return {**digit_sets(root), "artifact": detection_artifact(root / "detector.pt"), "root": root}
+    return detection_inputs(tmp_path_factory.mktemp("detection"))
 
 
 def test_an_artifact_of_the_wrong_task_is_refused_naming_the_file(inputs, mnist_source):

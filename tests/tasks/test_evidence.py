@@ -3,43 +3,12 @@ shows every section of the task, several runs are compared, and bad input gets a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import ROOT
-from kits.bad_input import sfda
 
 from sfda.report.run import read_run
 
 NAMES = [str(i) for i in range(10)]
-
-
-def fit_shot(source: Path, root: Path, *extra: str) -> Path:
-    """A 2-epoch SHOT run, real MNIST source model -> real optdigits subsets, through the real CLI."""
-    code, text = sfda(
-        "fit",
-        "--config",
-        str(ROOT / "recipes/digits/mnist_optdigits/shot.yaml"),
-        f"--model.init_args.source={source}",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.max_epochs=2",
-        "--data.init_args.train_subset=300",
-        "--data.init_args.eval_subset=300",
-        *extra,
-    )
-    assert code == 0, text
-    return sorted(root.glob("version_*"))[-1]
-
-
-@pytest.fixture(scope="module")
-def shot_runs(mnist_source, tmp_path_factory) -> list[Path]:
-    """Two SHOT runs of one recipe root (version_0, version_1; the second rejects unknowns)."""
-    root = tmp_path_factory.mktemp("report") / "runs" / "shot"
-    return [
-        fit_shot(mnist_source, root),
-        fit_shot(mnist_source, root, "--model.init_args.reject_unknown=0.5"),
-    ]
 
 
 def accuracy(predicted: np.ndarray, label: np.ndarray) -> float:

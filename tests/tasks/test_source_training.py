@@ -5,24 +5,15 @@ that the message names the file or field and the expected value, and that nothin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from kits.bad_input import (
     assert_refused,
-    digit_workspace,
     folder_data,
     recipe,
 )
 
 from sfda.models import load_artifact
-
-
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A user's folder (also the cwd) with a 10-class target image folder and a source artifact."""
-    return digit_workspace(tmp_path, monkeypatch)
 
 
 def test_source_training_without_an_input_spec_is_refused_naming_the_field(workspace):

@@ -3,45 +3,17 @@ predictions in original-image pixels, source training, and artifacts of the wron
 
 import json
 
-import lightning as L
 import pytest
 import torch
-from kits.detection import DIGITS, detection_artifact, digit_sets
-from lightning.pytorch.loggers import CSVLogger
+from kits.detection import DIGITS, detection_inputs, target_data, trainer
 
-from sfda.data import DetectionDataModule
 from sfda.methods import DetectionSourceOnly
 from sfda.tasks.writers.detections import to_original
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detection")
-    return {**digit_sets(root), "artifact": detection_artifact(root / "detector.pt"), "root": root}
-
-
-def target_data(inputs, **kwargs):
-    return DetectionDataModule(
-        [str(inputs["photo"])],
-        eval=[str(inputs["photo_test"])],
-        role="target",
-        batch_size=4,
-        eval_batch_size=4,
-        **kwargs,
-    )
-
-
-def trainer(tmp_path, **kwargs):
-    return L.Trainer(
-        max_epochs=1,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        **kwargs,
-    )
+    return detection_inputs(tmp_path_factory.mktemp("detection"))
 
 
 def test_predictions_are_written_in_original_image_pixels(inputs, tmp_path):
