@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .efficientnet_lite import VARIANTS, EfficientNetLite, efficientnet_lite
+
 
 def lenet(in_channels: int = 1, size: int = 28) -> tuple[nn.Module, int]:
     """SHOT's digit LeNet backbone (two 5x5 convs, dropout); returns (module, feature width)."""
@@ -34,7 +36,7 @@ def torchvision_backbone(name: str) -> tuple[nn.Module, int]:
     return net, width
 
 
-BACKBONES = ("lenet", "mlp", "resnet18", "resnet34", "resnet50")
+BACKBONES = ("lenet", "mlp", "resnet18", "resnet34", "resnet50", *VARIANTS)
 
 
 class SourceClassifier(nn.Module):
@@ -45,12 +47,22 @@ class SourceClassifier(nn.Module):
         num_classes: C.
         in_channels, input_size: image shape the backbone is built for.
         bottleneck_dim: width of g (SHOT: 256).
+        pretrained: start an EfficientNet-Lite backbone from its ImageNet weights (fetched on first use;
+            the inputs are then 3-channel, normalised with mean 0.5 and std 0.5). An artifact records
+            False: its state dict holds every weight.
     """
 
     def __init__(self, backbone: str = "lenet", num_classes: int = 10, in_channels: int = 1,
-                 input_size: int = 28, bottleneck_dim: int = 256):
+                 input_size: int = 28, bottleneck_dim: int = 256, pretrained: bool = False):
         super().__init__()
-        if backbone in ("lenet", "mlp"):
+        if pretrained and backbone not in VARIANTS:
+            raise ValueError(f"model.pretrained: ImageNet weights exist here only for {sorted(VARIANTS)}, "
+                             f"not for '{backbone}'")
+        if backbone in VARIANTS:
+            self.backbone = efficientnet_lite(backbone, num_classes=0) if pretrained else EfficientNetLite(
+                backbone, num_classes=0)
+            width = self.backbone.num_features
+        elif backbone in ("lenet", "mlp"):
             self.backbone, width = {"lenet": lenet, "mlp": mlp}[backbone](in_channels, input_size)
         elif backbone in BACKBONES:
             self.backbone, width = torchvision_backbone(backbone)

@@ -12,6 +12,9 @@ Choices that differ from torchvision's defaults, and why:
   inputs; tree crowns in 400-pixel tiles and digits on 128-pixel canvases are 10-60 pixels.
 - BatchNorm is trainable for source training from scratch (torchvision freezes it because it
   starts from ImageNet weights); adaptation freezes it (``freeze_batchnorm``).
+- ``efficientnet_lite{0,1,2}_fpn``: the one trunk with real ImageNet weights offline
+  (``sfda.models.efficientnet_lite``; ``backbone_weights="imagenet"``), with frozen BatchNorm and the
+  stem and first ``frozen_stages`` stages frozen, as torchvision fine-tunes its pretrained detectors.
 - ``rpn_score_thresh = 0`` for every backbone (the MobileNet builders default to 0.05, which
   deletes the low-objectness proposals LPLD mines).
 """
@@ -28,12 +31,31 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-BACKBONES = ("resnet18_fpn", "resnet50_fpn", "mobilenet_v3_fpn")
+from .efficientnet_lite import (
+    VARIANTS,
+    EfficientNetLite,
+    EfficientNetLiteFPN,
+    efficientnet_lite,
+    freeze_stages,
+)
+
+LITE_BACKBONES = tuple(f"{name}_fpn" for name in VARIANTS)
+BACKBONES = ("resnet18_fpn", "resnet50_fpn", "mobilenet_v3_fpn", *LITE_BACKBONES)
 DETECTOR = "sfda.models.detector:faster_rcnn"
 
 
-def _backbone(name: str, frozen_bn: bool, fpn_channels: int, levels: list[int]) -> nn.Module:
-    """A trunk with a feature pyramid of ``fpn_channels`` on the ResNet stages ``levels`` (1..4)."""
+def _backbone(name: str, frozen_bn: bool, fpn_channels: int, levels: list[int], weights: str | None,
+              frozen_stages: int) -> nn.Module:
+    """A trunk with a feature pyramid of ``fpn_channels`` on the levels ``levels`` (1..4, strides 4..32)."""
+    if weights not in (None, "imagenet") or (weights and name not in LITE_BACKBONES):
+        raise ValueError(f"model.backbone_weights: expected null, or 'imagenet' for one of "
+                         f"{list(LITE_BACKBONES)}, got {weights!r} for '{name}'")
+    if name in LITE_BACKBONES:
+        variant = name.removesuffix("_fpn")
+        trunk = efficientnet_lite(variant, num_classes=0) if weights else EfficientNetLite(variant, 0)
+        if frozen_bn:
+            freeze_batchnorm(trunk)
+        return EfficientNetLiteFPN(freeze_stages(trunk, frozen_stages), tuple(levels), fpn_channels)
     norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     if name in ("resnet18_fpn", "resnet50_fpn"):
         trunk = getattr(resnet, name.removesuffix("_fpn"))(weights=None, norm_layer=norm)
@@ -73,6 +95,8 @@ def faster_rcnn(
     proposals_per_image: int = 2000,
     fpn_channels: int = 256,
     levels: tuple[int, ...] = (1, 2, 3, 4),
+    backbone_weights: str | None = None,
+    frozen_stages: int = 0,
 ) -> FasterRCNN:
     """A torchvision ``FasterRCNN`` for ``num_classes`` foreground classes (background is class 0).
 
@@ -89,15 +113,21 @@ def faster_rcnn(
         proposals_per_image: RPN proposals kept after NMS in training (torchvision: 2000; at test
             time 1000, or 300 for LPLD's teacher).
         fpn_channels: width of the feature pyramid (torchvision: 256; the CPU recipes use 64).
-        levels: the ResNet stages (1..4, strides 4..32) the pyramid is built on, plus a pooled level.
+        levels: the trunk levels (1..4, strides 4..32) the pyramid is built on, plus a pooled level.
+        backbone_weights: 'imagenet' loads the EfficientNet-Lite trunk's ImageNet weights (fetched on
+            first use); None: random initialisation (an artifact's state dict then holds every weight).
+        frozen_stages: EfficientNet-Lite only: the stem and this many of its 7 stages get no gradient
+            (2: everything up to stride 4, as torchvision's ``trainable_backbone_layers=3``).
     """
     if num_classes < 1:
         raise ValueError(f"model: a detector needs at least one foreground class, got {num_classes}")
     levels = sorted(set(levels))
     if not levels or not set(levels) <= {1, 2, 3, 4}:
         raise ValueError(f"model.levels: expected ResNet stages among 1..4, got {levels}")
-    features = _backbone(backbone, frozen_bn, fpn_channels, levels)
-    count = len(features.body.return_layers) + 1 if backbone != "mobilenet_v3_fpn" else 3
+    if not 0 <= frozen_stages <= 7:
+        raise ValueError(f"model.frozen_stages: expected 0..7 EfficientNet-Lite stages, got {frozen_stages}")
+    features = _backbone(backbone, frozen_bn, fpn_channels, levels, backbone_weights, frozen_stages)
+    count = len(levels) + 1 if backbone != "mobilenet_v3_fpn" else 3
     sizes = anchor_sizes(input_size, count, anchor_scale * 2 ** (levels[0] - 1))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     box_head = TwoMLPHead(features.out_channels * 7 * 7, representation_size)

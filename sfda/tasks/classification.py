@@ -187,7 +187,9 @@ class SourceTraining(SourceTrainingModule):
     fit (target data is never used).
 
     Args:
-        backbone: 'lenet', 'mlp' or a torchvision ResNet name.
+        backbone: 'lenet', 'mlp', a torchvision ResNet name (random init) or 'efficientnet_lite0/1/2'.
+        pretrained: start an EfficientNet-Lite backbone from its ImageNet weights (3-channel input with
+            mean 0.5 and std 0.5; ``sfda.models.efficientnet_lite``).
         bottleneck_dim: width of the bottleneck g (SHOT: 256).
         label_smoothing: epsilon of the smoothed cross-entropy (SHOT: 0.1).
         artifact: where to copy the artifact after a complete run (it is always written to
@@ -201,10 +203,11 @@ class SourceTraining(SourceTrainingModule):
     best_metric = "source_val/acc"
 
     def __init__(self, backbone: str = "lenet", bottleneck_dim: int = 256, label_smoothing: float = 0.1,
-                 artifact: str | None = None, overwrite_artifact: bool = False, optim: Optim | None = None):
+                 artifact: str | None = None, overwrite_artifact: bool = False, optim: Optim | None = None,
+                 pretrained: bool = False):
         super().__init__(artifact, overwrite_artifact,
                          optim or Optim(backbone_lr_mult=1.0, weight_decay=5e-4))
-        self.backbone_name, self.bottleneck_dim = backbone, bottleneck_dim
+        self.backbone_name, self.bottleneck_dim, self.pretrained = backbone, bottleneck_dim, pretrained
         self.label_smoothing = label_smoothing
 
     def configure_model(self) -> None:
@@ -217,7 +220,7 @@ class SourceTraining(SourceTrainingModule):
                              "kwargs": {"backbone": self.backbone_name, "num_classes": dm.num_classes,
                                         "in_channels": spec.channels, "input_size": spec.size,
                                         "bottleneck_dim": self.bottleneck_dim}}
-        net = SourceClassifier(**self.architecture["kwargs"])
+        net = SourceClassifier(**self.architecture["kwargs"], pretrained=self.pretrained)  # artifact: weights
         self.network = FeatureClassifier(net, "bottleneck", "head", ("bottleneck",))
         self.task = ClassificationTask(dm.class_names, spec)
 

@@ -197,10 +197,12 @@ class DetectionSourceTraining(SourceTrainingModule):
     and write the detection artifact from the epoch with the best source-validation AP50.
 
     Args:
-        backbone: 'resnet18_fpn' (CPU default), 'resnet50_fpn' or 'mobilenet_v3_fpn' (random init).
-        detector: further ``faster_rcnn`` arguments (``fpn_channels``, ``levels``, ``anchor_scale``,
-            ``representation_size``, ``rois_per_image``, ``proposals_per_image``); see
-            ``sfda.models.detector``.
+        backbone: 'efficientnet_lite0_fpn' (with ``detector.backbone_weights: imagenet``, the recipes'
+            default: real ImageNet weights), 'resnet18_fpn', 'resnet50_fpn' or 'mobilenet_v3_fpn' (random
+            init), or the other ``sfda.models.detector.BACKBONES``.
+        detector: further ``faster_rcnn`` arguments (``backbone_weights``, ``frozen_bn``,
+            ``frozen_stages``, ``fpn_channels``, ``levels``, ``anchor_scale``, ``representation_size``,
+            ``rois_per_image``, ``proposals_per_image``); see ``sfda.models.detector``.
         artifact, overwrite_artifact: see ``SourceTrainingModule``.
         optim: SGD lr 0.01, momentum 0.9, weight decay 1e-4, constant (Faster R-CNN's usual settings
             at a small batch); the recipes add gradient clipping for training from scratch.
@@ -223,9 +225,11 @@ class DetectionSourceTraining(SourceTrainingModule):
         dm = self.trainer.datamodule
         spec = source_input_spec(dm, "size, mean, std")
         dm.setup()
+        kwargs = dict(self.detector_kwargs)
+        weights = kwargs.pop("backbone_weights", None)  # the artifact's state dict holds them afterwards
         self.architecture = detector_architecture(dm.num_classes, spec.size, spec.mean, spec.std,
-                                                  backbone=self.backbone_name, **self.detector_kwargs)
-        self.network = faster_rcnn(**self.architecture["kwargs"])
+                                                  backbone=self.backbone_name, **kwargs)
+        self.network = faster_rcnn(**self.architecture["kwargs"], backbone_weights=weights)
         self.task = DetectionTask(dm.class_names, spec)
         self.task.use_keyed_sampling(self.network)
 
