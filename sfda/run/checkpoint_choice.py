@@ -25,20 +25,15 @@ from .folder import own_run_dir
 SELECTED_NAME = "selected.ckpt"
 
 
-class ValidatorSelection(Callback):
-    """Keep the checkpoint of the validation where ``by`` was best (``mode``).
+class BestSoFar:
+    """The best score seen so far (``mode`` max or min; a non-finite score is never best, a tie keeps
+    the first) and what was kept with it; ``state_dict`` goes into checkpoints, so a resumed run
+    compares with the best of the epochs before the stop."""
 
-    Args:
-        by: the logged key of the validator, e.g. ``label_free/im`` (``sfda.metrics.validators.
-            check_selection`` checks a recipe's value and gives its mode).
-        mode: ``max`` or ``min``, the validator's direction.
-    """
-
-    def __init__(self, by: str, mode: Literal["max", "min"]):
+    def __init__(self, mode: Literal["max", "min"] = "max"):
         if mode not in ("max", "min"):
-            raise ValueError(f"ValidatorSelection.mode: expected max or min, got {mode!r}")
+            raise ValueError(f"{type(self).__name__}.mode: expected max or min, got {mode!r}")
         self.mode = mode
-        self.by = by
         self.best: dict | None = None
 
     def state_dict(self) -> dict:
@@ -53,6 +48,20 @@ class ValidatorSelection(Callback):
         if self.best is None:
             return True
         return score > self.best["score"] if self.mode == "max" else score < self.best["score"]
+
+
+class ValidatorSelection(BestSoFar, Callback):
+    """Keep the checkpoint of the validation where ``by`` was best (``mode``).
+
+    Args:
+        by: the logged key of the validator, e.g. ``label_free/im`` (``sfda.metrics.validators.
+            check_selection`` checks a recipe's value and gives its mode).
+        mode: ``max`` or ``min``, the validator's direction.
+    """
+
+    def __init__(self, by: str, mode: Literal["max", "min"]):
+        super().__init__(mode)
+        self.by = by
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

@@ -47,10 +47,14 @@ class StoryConsole(Callback):
 
     def __init__(self):
         self.epoch_started = 0.0
+        self.resumed = False  # the epoch Lightning resumed part-way (it skips its on_train_epoch_start)
         self.announced = False
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started, self.resumed = time.perf_counter(), True
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_started = time.perf_counter()
+        self.epoch_started, self.resumed = time.perf_counter(), False
         source = headline(getattr(pl_module, "results", {}), "source_only")
         if trainer.is_global_zero and source and not self.announced:
             print(f"source-only before adaptation: {joined(source)}", flush=True)
@@ -65,7 +69,9 @@ class StoryConsole(Callback):
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         parts += [joined(scores)] if scores else []
         parts += [f"label-free: {joined(label_free)}"] if label_free else []
-        parts.append(f"{time.perf_counter() - self.epoch_started:.1f} s")
+        seconds = time.perf_counter() - self.epoch_started
+        parts.append(f"{seconds:.1f} s since the resume" if self.resumed else f"{seconds:.1f} s")
+        self.resumed = False
         print(" | ".join(parts), flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

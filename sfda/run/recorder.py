@@ -49,7 +49,8 @@ class RunRecorder(Callback):
     ``timing/train_images_per_s`` (global training images per second of epoch time) and
     ``timing/<phase>_s`` from the module's stopwatch (``engine``: pseudo-label passes, clustering, bank
     writes and kNN within epochs; ``bank_fill``: the initial bank pass; ``evaluation``: source-only
-    evaluation) and ``timing/engine_share`` = engine / epoch time.
+    evaluation) and ``timing/engine_share`` = engine / epoch time. An epoch a resumed run finishes (one
+    its checkpoint was written inside) is no whole epoch of this session: it is left out of these.
 
     A run stopped by a signal (SIGTERM, Ctrl-C) still writes ``results.json``, with what it measured so far
     and ``stopped: true``, ``stopped/signal`` (``SIGTERM``, ``SIGINT``), ``stopped/epoch`` (1-based),
@@ -65,7 +66,8 @@ class RunRecorder(Callback):
         self._first_batch_started: float | None = None
         self._last_batch_ended = 0.0
         self.validation_seconds = 0.0  # validations inside fit epochs (part of the epoch seconds)
-        self._epoch_started = self._validation_started = 0.0
+        self._epoch_started: float | None = None  # None: the epoch was resumed part-way, or none started
+        self._validation_started = 0.0
         self.written: set[Path] = set()  # results files this recorder wrote (a later stage adds to them)
         self.run_dir: Path | None = None  # found at setup: on_exception must not call a collective
 
@@ -101,11 +103,14 @@ class RunRecorder(Callback):
             self.validation_seconds += time.perf_counter() - self._validation_started
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if self._epoch_started is None:  # Lightning skips on_train_epoch_start for an epoch it resumes
+            return
         self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
         if self._first_batch_started is not None:
             self.steps_seconds.append(self._last_batch_ended - self._first_batch_started)
         # per epoch in metrics.csv for `sfda report`; results.json keeps the mean (timing/epoch_s)
         pl_module.log("time/epoch_s", self.epoch_seconds[-1], on_step=False, on_epoch=True, sync_dist=False)
+        self._epoch_started = None
 
     def _timings(self, trainer, pl_module) -> dict[str, float]:
         out = {f"timing/{phase}_s": seconds

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..models import SourceArtifact
+from ..run.checkpoint_choice import BestSoFar
 from .artifact_output import check_destinations, source_input_spec, write_artifact
 from .base import Task
 from .module import TaskModule
@@ -40,7 +41,7 @@ class SourceTrainingModule(TaskModule):
         super().__init__(optim)
         self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
         self.network = None
-        self.best: tuple[float, dict] | None = None
+        self.kept = BestSoFar("max")  # the best epoch's score and CPU weights, kept in checkpoints
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -58,18 +59,26 @@ class SourceTrainingModule(TaskModule):
     def remember_if_best(self, network: torch.nn.Module) -> None:
         """After a validation epoch: keep a CPU copy of ``network``'s weights if ``best_metric`` improved."""
         value = self.trainer.callback_metrics.get(self.best_metric)
-        no_better = self.best is not None and value is not None and float(value) <= self.best[0]
-        if value is None or self.trainer.sanity_checking or no_better:
+        if value is None or self.trainer.sanity_checking or not self.kept.better(float(value)):
             return
-        self.best = (float(value), {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
+        weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        self.kept.best = {"score": float(value), "epoch": self.current_epoch, "state_dict": weights}
 
     def restore_best(self, network: torch.nn.Module) -> float:
         """Load the best weights into ``network``; returns their score."""
-        if self.best is None:
+        if self.kept.best is None:
             raise RuntimeError(f"source training ended without a validation score ({self.best_metric}); set "
                                "trainer.check_val_every_n_epoch <= max_epochs")
-        network.load_state_dict(self.best[1])
-        return self.best[0]
+        network.load_state_dict(self.kept.best["state_dict"])
+        return self.kept.best["score"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sfda_best"] = self.kept.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run keeps the best epoch before the stop (its score and weights)."""
+        super().on_load_checkpoint(checkpoint)
+        self.kept.load_state_dict(checkpoint.get("sfda_best", {}))
 
     # the artifact ------------------------------------------------------------------------------------------
     def source_artifact(self, network: torch.nn.Module) -> SourceArtifact:

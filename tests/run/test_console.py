@@ -1,10 +1,13 @@
 """The console tells the story: source-only first, a line per epoch, a closing table and the run folder;
-plain periodic lines instead of progress bars when the output is not a terminal."""
+plain periodic lines instead of progress bars when the output is not a terminal; after a resume, an
+epoch's own seconds."""
 
 import contextlib
 import io
 
+import pytest
 from kits.bad_input import digit_images, folder_data, recipe, source_artifact
+from kits.stops import results, source_recipe, stop_and_resume
 
 from sfda.cli import main
 from sfda.run.console import headline
@@ -61,3 +64,16 @@ def test_the_closing_line_says_which_weights_are_the_result():
         == "the source artifact from the last epoch"
     )
     assert chosen(SHOT.__new__(SHOT)) == "the last epoch (target labels choose nothing)"
+
+
+@pytest.mark.slow  # two small in-process fits
+def test_the_epoch_a_resumed_run_finishes_prints_its_own_seconds(tmp_path):
+    # the checkpoint is written at the validation inside epoch 2, so Lightning resumes that epoch at its
+    # end and skips on_train_epoch_start: the clock must not run from 0 (the machine's boot)
+    config = source_recipe(tmp_path, epochs=4, check_val_every_n_epoch=2)
+    lines = [line for line in stop_and_resume(config, epoch=2).splitlines() if line.startswith("epoch ")]
+    assert lines[0].startswith("epoch 2/4") and lines[0].endswith(" s since the resume")
+    seconds = float(lines[0].split(" | ")[-1].split()[0])
+    assert seconds <= results(tmp_path, 1)["wall_s"]
+    assert [line.split(" | ")[0] for line in lines] == ["epoch 2/4", "epoch 3/4", "epoch 4/4"]
+    assert not lines[1].endswith("since the resume")

@@ -5,7 +5,11 @@ that the message names the file or field and the expected value, and that nothin
 
 from __future__ import annotations
 
+import csv
 import json
+
+import pytest
+from kits.stops import results, source_recipe, stop_and_resume
 
 from sfda.tasks.pose import PoseTask
 
@@ -28,3 +32,15 @@ def test_the_recorded_task_is_the_one_the_module_holds_else_the_one_its_class_wo
     assert task_name(Holding()) == "pose"
     assert task_name(PoseSourceTraining()) == "pose"  # before configure_model builds its task
     assert task_name(SourceOnly.__new__(SourceOnly)) is None  # a generic method without a task yet
+
+
+@pytest.mark.slow  # two small in-process fits
+def test_the_epoch_seconds_of_a_resumed_run_count_its_whole_epochs_only(tmp_path):
+    # resumed at the end of epoch 2 (its checkpoint is written at its validation): epochs 3 and 4 count
+    config = source_recipe(tmp_path, epochs=4, check_val_every_n_epoch=2)
+    stop_and_resume(config, epoch=2)
+    resumed = results(tmp_path, 1)
+    assert 0 < resumed["timing/epoch_s"] <= resumed["wall_s"] / 2
+    run = tmp_path / "runs" / "version_1"
+    logged = [r["time/epoch_s"] for r in csv.DictReader(open(run / "metrics.csv")) if r.get("time/epoch_s")]
+    assert len(logged) == 2

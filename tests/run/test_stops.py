@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from kits.bad_input import SOURCE_INPUT, digit_images, folder_data, recipe, sfda
-from kits.stops import adaptation_recipe, last_epoch, results
+from kits.stops import adaptation_recipe, last_epoch, results, source_recipe
 
 NAMES = [str(i) for i in range(10)]
 
@@ -28,13 +28,7 @@ NAMES = [str(i) for i in range(10)]
 def source(tmp_path_factory) -> Path:
     """A LeNet source model trained by `sfda fit` on 10 digit-like classes of distinct brightness."""
     root = tmp_path_factory.mktemp("stops_source")
-    digit_images(root / "images", NAMES, per_class=6)
-    model = {"class_path": "sfda.methods.SourceTraining",
-             "init_args": {"bottleneck_dim": 16, "artifact": str(root / "source.pt")}}
-    data = folder_data(root / "images", role="source", input=SOURCE_INPUT)
-    trainer = {"max_epochs": 4, "default_root_dir": str(root / "runs")}
-    config = recipe(root / "source.yaml", model, data, trainer)
-    code, text = sfda("fit", "--config", str(config))
+    code, text = sfda("fit", "--config", source_recipe(root, epochs=4))
     assert code == 0, text[-3000:]
     return root / "source.pt"
 
