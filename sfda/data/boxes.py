@@ -31,7 +31,7 @@ import io
 import json
 import posixpath
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -444,7 +444,10 @@ def check_box(record: BoxRecord, number: int, width: int, height: int, class_nam
         raise ValueError(outside_message(record, number, width, height))
     if label not in class_names:
         found = "" if isinstance(label, str) else f" (a {type(label).__name__}; class names are strings)"
-        raise ValueError(f"{where}: field 'label' = {label!r}{found} is not one of class_names {class_names}")
+        raise ValueError(
+            f"{where}: field 'label' = {label!r}{found} is not one of class_names {class_names} (rename or "
+            "drop a label with data.label_map)"
+        )
 
 
 def check_declared_size(record: BoxRecord, width: int, height: int) -> None:
@@ -470,3 +473,21 @@ def check_records(records: list[BoxRecord], class_names: list[str]) -> None:
 def names_in(records: list[BoxRecord]) -> list[str]:
     """The sorted distinct labels of ``records`` (a source set's class names when none are given)."""
     return sorted({label for record in records for label in record.labels})
+
+
+def relabel(records: list[BoxRecord], mapping: dict[str, str | None]) -> list[BoxRecord]:
+    """``records`` with each label renamed by ``mapping`` (labels not in it kept); the boxes of a label
+    mapped to None dropped (with their flags and positions in the file)."""
+    out = []
+    for record in records:
+        names = [mapping.get(label, label) for label in record.labels]
+        keep = np.array([name is not None for name in names], dtype=bool)
+        out.append(replace(
+            record,
+            boxes=record.boxes[keep],
+            labels=[name for name in names if name is not None],
+            difficult=record.difficult[keep],
+            crowd=record.crowd[keep],
+            written=[w for w, k in zip(record.written, keep, strict=True) if k] if record.written else [],
+        ))
+    return out

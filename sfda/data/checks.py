@@ -78,3 +78,17 @@ def class_name(value: object, where: str) -> str:
             f"{where} = {value!r} is empty; expected a name (an empty name tells no class or joint apart)"
         )
     return value
+
+
+def check_interval(where: str, value: object, low: float, high: float, open_low: bool = False,
+                   open_high: bool = False) -> float:
+    """``value`` as a float when it is a number in the interval ``low``..``high`` (ends open or closed as
+    told), else ``ValueError`` naming ``where`` and the interval, e.g. ``fog.beta: expected a value in
+    (0, 10], got -1``."""
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    inside = number and (low < value if open_low else low <= value) and (
+        value < high if open_high else value <= high)
+    if not inside:
+        raise ValueError(f"{where}: expected a value in {interval}, got {value!r}")
+    return float(value)

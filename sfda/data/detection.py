@@ -12,6 +12,7 @@ items never carry their boxes (``labelled`` False, no boxes): labels are for rep
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,16 @@ import torch
 from torch.utils.data import Dataset
 
 from .box_views import apply_views, geometry, photometric, seed_views
-from .boxes import BoxRecord, check_records, coco_class_names, image_size, names_in, read_annotations
+from .boxes import (
+    BoxRecord,
+    check_records,
+    coco_class_names,
+    image_size,
+    names_in,
+    read_annotations,
+    relabel,
+)
+from .checks import class_name, json_type
 from .datasets import RGBImageCache
 from .fetch import resolve
 from .image_files import DEFAULT_LIMIT, IMAGE_SUFFIXES, PixelLimit, images_in
@@ -36,6 +46,23 @@ def image_folder_records(folder: Path) -> list[BoxRecord]:
     if not files:
         raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
     return [BoxRecord(str(f), np.zeros((0, 4)), [], str(folder)) for f in files]
+
+
+def check_label_map(mapping: object) -> dict[str, str | None]:
+    """``data.label_map`` ``{annotation label: class name or None}`` (None drops the label's boxes), or
+    ``ValueError`` naming the entry that is not a name."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ValueError(
+            f"data.label_map: expected a mapping {{annotation label: class name or null}}, e.g. "
+            f"{{Dead: tree, Alive: tree}}, got {mapping!r} (a {json_type(mapping)})"
+        )
+    for key, value in mapping.items():
+        class_name(key, "data.label_map: a key")
+        if value is not None:
+            class_name(value, f"data.label_map.{key}")
+    return dict(mapping)
 
 
 def read_locations(locations: list[str], image_root: str | None) -> list[BoxRecord]:
@@ -167,6 +194,9 @@ class DetectionDataModule(RecordDataModule):
         batch_size: GLOBAL training batch size; eval_batch_size: of evaluation and target passes.
         num_workers: DataLoader workers per process.
         train_subset, eval_subset: use only this many images (a fixed seeded subset), for quick runs.
+        label_map: rename annotation labels before the class names are checked, e.g.
+            ``{Dead: tree, Alive: tree}``; a label mapped to null has its boxes dropped (an evaluation-only
+            label). Mapped names must be among ``class_names``; a key found in no annotation is warned of.
     """
 
     what = "images"
@@ -191,6 +221,7 @@ class DetectionDataModule(RecordDataModule):
         train_subset: int | None = None,
         eval_subset: int | None = None,
         max_image_pixels: int = DEFAULT_LIMIT.pixels,
+        label_map: dict[str, str | None] | None = None,
     ):
         super().__init__(train, eval, val, role, batch_size, eval_batch_size, num_workers, train_subset,
                          eval_subset, tile_size=tile_size, max_image_pixels=max_image_pixels)
@@ -200,6 +231,7 @@ class DetectionDataModule(RecordDataModule):
         self.tiling = (tile_size, tile_overlap, tile_min_visible)
         self.pixels = PixelLimit(max_image_pixels, "data.max_image_pixels")
         self.class_names: list[str] = list(class_names or [])
+        self.label_map = check_label_map(label_map)
 
     @property
     def num_classes(self) -> int:
@@ -226,18 +258,45 @@ class DetectionDataModule(RecordDataModule):
         target set waits until the source model's names are adopted)."""
         if self.splits or (stage is not None and self.role == "target" and not self.class_names):
             return
-        train = read_locations(self.locations["train"], self.image_root)
-        evaluation = (
-            read_locations(self.locations["eval"], self.image_root) if self.locations["eval"] else None
-        )
+        sets = [read_locations(self.locations[k], self.image_root) for k in ("train", "eval", "val")]
+        train, evaluation, val = self.relabelled(sets)
         if not self.class_names:
             first = next((loc for loc in self.locations["train"] if str(loc).endswith(".json")), None)
-            self.class_names = coco_class_names(first) if first else names_in(train)
-        for records in (train, evaluation or [], read_locations(self.locations["val"], self.image_root)):
+            self.class_names = self.mapped(coco_class_names(first)) if first else names_in(train)
+        self.check_label_map_names()
+        for records in (train, evaluation, val):
             check_records(records, self.class_names)
-        val = self._tiles(read_locations(self.locations["val"], self.image_root))
         # a source set with no val holds out tiles (not images: a source set may be two large images)
-        self.split_records(self._tiles(train), self._tiles(evaluation) if evaluation else None, val)
+        evaluation = self._tiles(evaluation) if evaluation else None
+        self.split_records(self._tiles(train), evaluation, self._tiles(val))
+
+    def mapped(self, names: list[str]) -> list[str]:
+        """``names`` renamed by ``label_map``, dropped ones left out, each once (in first-seen order)."""
+        renamed = [self.label_map.get(name, name) for name in names]
+        return list(dict.fromkeys(name for name in renamed if name is not None))
+
+    def relabelled(self, sets: list[list[BoxRecord]]) -> list[list[BoxRecord]]:
+        """``sets`` of records with ``label_map`` applied; warns of keys that no annotation uses."""
+        if not self.label_map:
+            return sets
+        found = {label for records in sets for record in records for label in record.labels}
+        unused = [key for key in self.label_map if key not in found]
+        if unused:
+            warnings.warn(
+                f"data.label_map: {unused} found in no annotation (labels read: {sorted(found)}); "
+                "check the spelling (a map key is an annotation's label as written)",
+                stacklevel=2,
+            )
+        return [relabel(records, self.label_map) for records in sets]
+
+    def check_label_map_names(self) -> None:
+        """Refuse a ``label_map`` value that is not one of the class names (the model could not learn it)."""
+        for key, value in self.label_map.items():
+            if value is not None and value not in self.class_names:
+                raise ValueError(
+                    f"data.label_map.{key} = {value!r} is not one of class_names {self.class_names}; "
+                    "expected one of them, or null to drop the label's boxes"
+                )
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> DetectionDataset:
         records, hide = self.records_for(split)

@@ -14,6 +14,8 @@ A data location may be written as a URI anywhere a path is accepted:
   (``sfda.data.benchmarks.pose_figures``), generated on first use.
 - ``demo://digit_detection/<domain>_<split>.json``: the semi-synthetic digit-detection benchmark's
   COCO annotations, generated on first use (``sfda.data.benchmarks.digit_detection``)
+- ``demo://yell_fog/<clean|fog>_<train|test>.json``: REAL IMAGES, SYNTHETIC FOG: the YELL tree-crown
+  crops of the deepforest wheel, clean or under rendered fog (``sfda.data.benchmarks.yell_fog``), COCO.
 - anything else is a plain local path.
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from kits.turned import displayed, save_turned
 from PIL import Image
 
@@ -60,3 +61,40 @@ def test_every_rank_gets_every_evaluation_batch_when_padded():
         assert list(padded) == (
             [[0, 1], [4]] if rank == 0 else [[2, 3], [4]]
         )  # a duplicate, dropped by index
+
+
+def labelled_csv(root: Path, rows: list[tuple[str, str]]) -> Path:
+    """A CSV of boxes ``(image, label)`` (each box (2, 2, 20, 20)) in ``root``."""
+    path = root / "sites.csv"
+    lines = "".join(f"{image},2,2,20,20,{label}\n" for image, label in rows)
+    path.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + lines)
+    return path
+
+
+def test_a_label_map_renames_and_drops_labels_before_the_class_names_are_checked(user):
+    csv = labelled_csv(user, [("a.png", "Dead"), ("a.png", "Alive"), ("b.png", "Stump"), ("b.png", "Alive")])
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], role="target", class_names=["tree"], input=spec,
+                                 label_map={"Dead": "tree", "Alive": "tree", "Stump": None})
+    module.setup()
+    records = {Path(r.image).name: r for r in module.splits["train"]}
+    assert records["a.png"].labels == ["tree", "tree"] and records["b.png"].labels == ["tree"]
+    assert len(records["b.png"].boxes) == 1  # the Stump box is dropped
+    source = DetectionDataModule([str(csv)], role="source", input=spec, label_map={"Stump": None})
+    source.setup()
+    assert source.class_names == ["Alive", "Dead"]
+
+
+def test_label_map_refusals_and_the_warning_name_the_field(user):
+    csv = labelled_csv(user, [("a.png", "Dead")])
+    with pytest.raises(ValueError, match=r"label_map.Dead = 'bush' is not one of class_names \['tree'\]"):
+        DetectionDataModule([str(csv)], class_names=["tree"], label_map={"Dead": "bush"}).setup()
+    with pytest.raises(ValueError, match="data.label_map: expected a mapping"):
+        DetectionDataModule([str(csv)], class_names=["tree"], label_map=["Dead", "tree"])
+    with pytest.raises(ValueError, match="data.label_map.Dead = ''"):
+        DetectionDataModule([str(csv)], class_names=["tree"], label_map={"Dead": ""})
+    with pytest.raises(ValueError, match=r"'Dead' is not one of class_names \['tree'\] \(rename or drop"):
+        DetectionDataModule([str(csv)], class_names=["tree"]).setup()
+    with pytest.warns(UserWarning, match=r"data.label_map: \['Alive'\] found in no annotation"):
+        DetectionDataModule([str(csv)], class_names=["tree"], label_map={"Dead": "tree", "Alive": "tree"}
+                            ).setup()
