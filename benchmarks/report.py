@@ -4,7 +4,8 @@
     python benchmarks/report.py
 
 One table per suite file: a row per (benchmark, setting, method), a column per metric, each
-cell the measured value (fractions as written, seconds rounded). The region of ``docs/results.md``
+cell the measured value (fractions as written, seconds rounded); a row measured over seeds shows
+"mean ± standard deviation" (the per-seed values stay in the JSON). The region of ``docs/results.md``
 between ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced; nothing else is touched.
 """
 
@@ -16,7 +17,8 @@ import re
 from common import RESULTS, ROOT
 
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice",
-                "source-val-acc", "ap50", "ap50_11pt", "map", "source-ap50", "train-images-per-s",
+                "source-val-acc", "ap50", "ap50_11pt", "map", "student-ap50", "hpl-precision",
+                "lpl-precision", "hpl-per-image", "source-ap50", "train-images-per-s",
                 "epoch-seconds", "round-seconds", "wall-seconds", "images-per-s", "engine-share", "overhead",
                 "speedup", "agreement"]
 # the engine's cost curves (benchmarks/engine_scaling.py): sub-second times keep 3 significant digits
@@ -60,7 +62,8 @@ def table(rows: list[dict]) -> str:
     keys: dict[tuple, dict] = {}
     for r in rows:
         cell = keys.setdefault((r["benchmark"], r["setting"], r["method"]), {"epochs": r.get("epochs", "")})
-        cell[r["metric"]] = fmt(r["metric"], r["value"])
+        spread = f" ± {fmt(r['metric'], r['std'])}" if "std" in r else ""  # mean ± SD over seeds
+        cell[r["metric"]] = fmt(r["metric"], r["value"]) + spread
     lines = ["| benchmark | setting | method | epochs | " + " | ".join(metrics) + " |",
              "|---" * (4 + len(metrics)) + "|"]
     for (bench, setting, method), cell in keys.items():
