@@ -6,7 +6,11 @@ evaluation ignores (VOC difficult, COCO crowd; training items never carry these)
 sample index,
 "window": (4,) the crop in the original image, "scale": (2,) original pixels per input pixel (x, y),
 "labelled": bool}``, plus ``"strong"`` when the method asks for the strong view. Target training
-items never carry their boxes (``labelled`` False, no boxes): labels are for reporting only.
+items never carry their boxes (``labelled`` False, no boxes): labels are for reporting only. Where the
+target set has boxes, such an item carries them, in the weak view's pixels, under ``"report_boxes"``
+(no ignored box) for reporting only: ``TaskModule.on_train_batch_start`` takes them out of the batch
+before ``training_step``, and only ``TaskModule.reporting_references`` gives them to the pseudo-label
+diagnostics (``train/hpl_precision``, ``train/lpl_precision``), which never train.
 ``collate_boxes`` keeps the variable-length fields as lists.
 """
 
@@ -100,6 +104,8 @@ class DetectionDataset(Dataset):
         pixels: PixelLimit = DEFAULT_LIMIT,
     ):
         self.records, self.size, self.hide_boxes = records, size, hide_boxes
+        # records of image folders (``image_folder_records``) hold no annotation, only no box
+        self.folders = {a for a in {r.annotation for r in records} if hide_boxes and Path(a).is_dir()}
         self.class_ids = {name: i for i, name in enumerate(class_names)}
         self.weak = geometry(size, flip=train)
         self.strong = photometric() if strong else None
@@ -115,20 +121,18 @@ class DetectionDataset(Dataset):
         return self.cache.get(self.records[index].image, index)
 
     def kept(self, record: BoxRecord) -> np.ndarray:
-        """``(N,) bool``: the boxes of ``record`` an item carries (none when hidden; no ignored box in
-        training, so difficult and crowd regions are never training targets)."""
-        if self.hide_boxes:
-            return np.zeros(len(record.boxes), dtype=bool)
-        return ~record.ignored if self.train else np.ones(len(record.boxes), dtype=bool)
+        """``(N,) bool``: the boxes of ``record`` that go through the views (no ignored box in training, so
+        difficult and crowd regions are never training targets; hidden ones become ``report_boxes``)."""
+        return ~record.ignored if self.train or self.hide_boxes else np.ones(len(record.boxes), dtype=bool)
 
     def targets(self, record: BoxRecord) -> tuple[np.ndarray, np.ndarray]:
-        """``boxes (n, 4)`` and ``labels (n,)`` class ids of the boxes an item carries."""
+        """``boxes (n, 4)`` and ``labels (n,)`` class ids of the boxes that go through the views."""
         keep = self.kept(record)
         labels = [self.class_ids[n] for n, k in zip(record.labels, keep, strict=True) if k]
         return record.boxes[keep], np.array(labels, dtype=np.int64)
 
     def ignored(self, record: BoxRecord) -> np.ndarray:
-        """``(n,) bool`` ignored flags of the boxes an item carries (for evaluation)."""
+        """``(n,) bool`` ignored flags of the boxes that go through the views (for evaluation)."""
         return record.ignored[self.kept(record)]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -143,6 +147,11 @@ class DetectionDataset(Dataset):
             if self.strong is not None:
                 seed_views(self.strong, seed + 1)
         item = apply_views(crop, *self.targets(record), self.weak, self.strong, self.ignored(record))
+        if self.hide_boxes:  # reporting only, never training (see the module docstring)
+            report = item.pop("boxes")
+            item.update(boxes=report[:0], labels=item["labels"][:0], ignored=item["ignored"][:0])
+            if record.annotation not in self.folders:  # an image folder's images have no references
+                item["report_boxes"] = report
         item.update(
             index=index,
             labelled=not self.hide_boxes,
@@ -161,6 +170,8 @@ def collate_boxes(items: list[dict]) -> dict:
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "labelled": torch.tensor([it["labelled"] for it in items], dtype=torch.bool),
     }
+    if all("report_boxes" in it for it in items):  # hidden target boxes, for reporting only
+        out["report_boxes"] = [it["report_boxes"] for it in items]
     for name in ("image", "strong", "window", "scale"):
         if name in items[0]:
             out[name] = torch.stack([it[name] for it in items])

@@ -27,7 +27,9 @@ class LPLD(MeanTeacher):
     probability is at most ``max_background``. The student's RoI outputs for the same proposals on the
     strong view are pulled towards the teacher's class relation:
     ``L_LPLD = weight * mean_j (1 - cos(f_S, f_T)) KL(t_j || p_j)``.
-    Logged per step: ``train/hpl_per_image``, ``train/lpl_candidates``, ``train/lpl_kept``, ``train/lpld``.
+    Logged per step: ``train/hpl_per_image``, ``train/lpl_candidates``, ``train/lpl_kept``, ``train/lpld``;
+    per epoch, where the target set has boxes (reporting only), ``train/hpl_precision`` and
+    ``train/lpl_precision``: the fraction of HPL and of kept LPL (proposals) with IoU >= 0.5 with a box.
 
     Args:
         weight: of the LPLD loss (0.1).
@@ -97,6 +99,9 @@ class LPLD(MeanTeacher):
         candidate, kept, relation = self.lpl_mask(view)
         loss = lpld_distillation(relation[kept], logits[kept], view.box_features[kept], features[kept])
         images = len(targets.targets)
+        per_image = kept.split([len(p) for p in view.proposals])
+        lpl = [p[k] for p, k in zip(view.proposals, per_image, strict=True)]
+        self.task.count_pseudo_boxes(self, "lpl", view.in_input_pixels(lpl, batch["image"].shape[-2:]))
         self.log_dict(
             {
                 "train/lpl_candidates": candidate.sum().float() / images,

@@ -19,19 +19,22 @@ class MeanTeacher(Adaptation):
     HPL; pose's joints peaking at ``confidence`` or more, moved into the strong view and rendered as
     heatmaps); the student learns them on the strong view of the same geometry with the task's loss
     (``Task.student_loss``: the Faster R-CNN losses, an image without HPL training as all background;
-    JointsMSE). The teacher follows the student by EMA over parameters and buffers, at each epoch end or
-    each step, and is the network evaluated and predicting, as in the official code.
+    JointsMSE). The teacher follows the student by EMA over parameters and buffers, after each epoch's last
+    training batch (before that epoch's validation) or each step, and is the network evaluated and
+    predicting, as in the official code; validation also scores the student (``<prefix>_student/...``).
 
     Args:
         source, optim, evaluate_source: see ``Adaptation``.
         confidence: pseudo-target threshold (None: the task's; detection 0.7, pose 0.5).
         ema_momentum: teacher share kept at each update (None: detection 0.75 per epoch, pose 0.999 per step).
         ema_every: 'epoch' or 'step' (None: the task's).
-        teacher_proposals: detection: RPN proposals the teacher keeps after NMS (None: 300).
+        teacher_proposals: detection: RPN proposals kept after NMS in eval mode (None: 300), by the teacher
+            and by every other network the run scores (the student, the source model).
     """
 
     tasks = ("detection", "pose")
     needs_strong_view = True  # the datamodule yields "strong" beside the weak "image"
+    paired_name = "student"  # validation also scores the student: <prefix>_student/...
 
     def __init__(self, source: SourceModel, confidence: float | None = None,
                  ema_momentum: float | None = None, ema_every: Literal["epoch", "step"] | None = None,
@@ -49,8 +52,8 @@ class MeanTeacher(Adaptation):
         if teacher_proposals is not None and (self.task.name != "detection" or teacher_proposals < 1):
             raise ValueError(f"model.teacher_proposals: expected a positive count for a detection model, got "
                              f"{teacher_proposals} for a {self.task.name} model")
+        self.task.prepare_teacher(self.network, teacher_proposals)
         self.teacher = EMATeacher(self.network, momentum)
-        self.task.prepare_teacher(self.teacher.model, teacher_proposals)
 
     def evaluated_network(self) -> torch.nn.Module:
         return self.teacher.model
@@ -78,9 +81,16 @@ class MeanTeacher(Adaptation):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema_every == "step":
+        """The EMA update: after each step, or after the epoch's last training batch (counted as Lightning
+        counts them: ``limit_train_batches`` and resumed epochs included; the optimiser steps there whatever
+        the gradient accumulation), so that the epoch's validation scores, and its checkpoint holds, the
+        updated teacher (Lightning validates before ``on_train_epoch_end``)."""
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if self.ema_every == "step" or last:
             self.teacher.update(self.network)
+            self._updated_in_epoch = self.current_epoch
 
     def on_train_epoch_end(self) -> None:
-        if self.ema_every == "epoch":
-            self.teacher.update(self.network)
+        if self.ema_every == "epoch" and getattr(self, "_updated_in_epoch", None) != self.current_epoch:
+            self.teacher.update(self.network)  # an epoch cut short (a stop, max_steps, a loader of no length)
+        self.task.teacher_epoch_end(self, self.confidence)

@@ -110,8 +110,8 @@ def faster_rcnn(
         detections_per_image: most detections kept per image (torchvision: 100).
         representation_size: width of the box head's two fully connected layers (torchvision: 1024).
         rois_per_image: RoIs sampled per image for the box-head loss (torchvision: 512).
-        proposals_per_image: RPN proposals kept after NMS in training (torchvision: 2000; at test
-            time 1000, or 300 for LPLD's teacher).
+        proposals_per_image: RPN proposals kept after NMS in training (torchvision: 2000; in eval mode
+            torchvision keeps 1000, the detection task sets 300 for every network it scores).
         fpn_channels: width of the feature pyramid (torchvision: 256; the CPU recipes use 64).
         levels: the trunk levels (1..4, strides 4..32) the pyramid is built on, plus a pooled level.
         backbone_weights: 'imagenet' loads the EfficientNet-Lite trunk's ImageNet weights (fetched on

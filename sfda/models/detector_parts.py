@@ -41,6 +41,15 @@ class TeacherView:
     model_boxes: list[torch.Tensor]
     image_sizes: list[tuple[int, int]]
 
+    def in_input_pixels(self, boxes: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        """Per image ``(n, 4)`` boxes of the model's frame (``proposals``') -> pixels of the ``(H, W)``
+        input."""
+        out = []
+        for b, (height, width) in zip(boxes, self.image_sizes, strict=True):
+            scale = b.new_tensor([size[1] / width, size[0] / height] * 2)
+            out.append(b * scale)
+        return out
+
 
 def proposals_with_objectness(model: FasterRCNN, image_list, features: dict) -> tuple[list, list]:
     """The RPN's filtered proposals AND their objectness (what ``rpn.forward`` drops): head, anchors,

@@ -27,6 +27,12 @@ def max_overlap(boxes: torch.Tensor, accepted: torch.Tensor) -> torch.Tensor:
     return box_iou(boxes, accepted).max(dim=1).values
 
 
+def matched_boxes(boxes: torch.Tensor, references: torch.Tensor, iou: float = 0.5) -> int:
+    """How many of ``boxes (n, 4)`` overlap some box of ``references (m, 4)`` by IoU >= ``iou``
+    (class-agnostic; none when ``m == 0``)."""
+    return int((max_overlap(boxes, references.to(boxes)) >= iou).sum()) if len(references) else 0
+
+
 def refined_boxes(
     proposals: torch.Tensor,
     logits: torch.Tensor,

@@ -145,8 +145,13 @@ class Task:
         """Mean Teacher's student loss on the strong view against ``targets``: ``(loss, logs, outputs)``."""
         raise NotImplementedError
 
-    def prepare_teacher(self, teacher: torch.nn.Module, proposals: int | None) -> None:
-        """Settings the teacher network needs (detection: proposals kept, no score threshold)."""
+    def prepare_teacher(self, network: torch.nn.Module, proposals: int | None) -> None:
+        """Settings the teacher needs, given to ``network`` before the teacher is copied from it (detection:
+        the run's count of proposals kept)."""
+
+    def teacher_epoch_end(self, module: TaskModule, confidence: float) -> None:
+        """Mean Teacher's epoch-end report on its pseudo-targets (detection: their precision and the images
+        without any); none by default."""
 
     def mean_entropy(self, outputs) -> torch.Tensor:
         """Tent's loss: the mean prediction entropy of the network's training-time ``outputs``."""

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..metrics.detection import detection_scores, label_free_box_scores
 from ..models import ArtifactError, SourceArtifact
 from ..models.detector import detector_architecture, faster_rcnn, freeze_batchnorm
 from ..models.detector_parts import TeacherView, student_pass, teacher_view
 from ..models.keyed_sampling import use_keyed_sampling
-from ..pseudo_labels.boxes import confident_detections
+from ..pseudo_labels.boxes import confident_detections, matched_boxes
 from ..pseudo_labels.passes import Rows
 from .base import Task, evaluating
 from .evidence import OVERLAYS
@@ -35,6 +36,9 @@ from .writers.detections import write_overlays
 DETECTION_OPTIM = Optim(name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=1e-4,
                         backbone_lr_mult=1.0, power=0.0)
 DETECTOR_PARTS = ("transform", "backbone", "rpn", "roi_heads")
+# an epoch's pseudo-label counts (reporting only): images, those without HPL, and per kind the boxes and
+# those matching a reference box (where training batches carry ``report_boxes``)
+PSEUDO_COUNTS = ("images", "images_without_hpl", "hpl", "hpl_matched", "lpl", "lpl_matched")
 
 
 def to_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[dict]:
@@ -73,24 +77,34 @@ class DetectionTask(Task):
     """Validation and test log ``<prefix>/ap50`` (VOC AP at IoU 0.5, area under the curve),
     ``<prefix>/ap50_11pt`` (VOC07 11-point), per class ``<prefix>/ap50/<class>``, COCO ``<prefix>/map`` and
     ``map_50`` where the evaluation images have boxes, and the label-free ``label_free/mean_score`` and
-    ``label_free/boxes_per_image``. Boxes are scored in the model's input pixels of each image or tile.
+    ``label_free/boxes_per_image``. Every detector it scores keeps ``inference_proposals`` RPN proposals
+    (``inference_settings``). Boxes are scored in the model's input pixels of each image or tile.
     ``predict`` writes COCO-format detections and overlays."""
 
     name = "detection"
     headline = "ap50"
     default_optim = DETECTION_OPTIM
     teacher_defaults = {"confidence": 0.7, "ema_momentum": 0.75, "ema_every": "epoch"}
+    inference_proposals = 300  # RPN proposals kept after NMS in eval mode (LPLD's teacher; torchvision 1000)
 
     def build_network(self, artifact: SourceArtifact) -> torch.nn.Module:
         """The artifact's detector, BatchNorm frozen, one input size, anchor and RoI sampling keyed by
         sample (``key_sampling``)."""
         network = one_input_size(freeze_batchnorm(artifact.build_network()), artifact.origin)
         self.use_keyed_sampling(network)
-        return network
+        return self.inference_settings(network)
 
     def build_source_network(self, artifact: SourceArtifact) -> torch.nn.Module:
-        """The untouched source detector, BatchNorm frozen as the adapted one's."""
-        return freeze_batchnorm(artifact.build_network())
+        """The untouched source detector, BatchNorm frozen and scored as the adapted one."""
+        return self.inference_settings(freeze_batchnorm(artifact.build_network()))
+
+    def inference_settings(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The ONE eval-mode setting of every detector this task scores (source-only, the source model of
+        an adaptation run, the student, the teacher): ``inference_proposals`` RPN proposals kept after NMS
+        and every objectness (torchvision's MobileNet builders drop objectness < 0.05)."""
+        network.rpn.score_thresh = 0.0
+        network.rpn._post_nms_top_n = dict(network.rpn._post_nms_top_n, testing=self.inference_proposals)
+        return network
 
     def use_keyed_sampling(self, network: torch.nn.Module) -> None:
         """Make ``network``'s anchor and RoI sampling depend on the global sample index
@@ -166,19 +180,67 @@ class DetectionTask(Task):
                        references, split="val")
 
     # Mean Teacher ---------------------------------------------------------------------------------------
-    def prepare_teacher(self, teacher: torch.nn.Module, proposals: int | None) -> None:
-        """The teacher keeps ``proposals`` RPN proposals after NMS (300) and every objectness (torchvision's
-        MobileNet builders drop objectness < 0.05)."""
-        teacher.rpn.score_thresh = 0.0
-        teacher.rpn._post_nms_top_n = dict(teacher.rpn._post_nms_top_n, testing=300 if proposals is None
-                                           else proposals)
+    def prepare_teacher(self, network: torch.nn.Module, proposals: int | None) -> None:
+        """A recipe's ``teacher_proposals`` (None: keep ``inference_proposals``) becomes the count of every
+        network of the run: ``network`` (the student, before the teacher is copied from it) and the source
+        model built later."""
+        if proposals is not None:
+            self.inference_proposals = proposals
+        self.inference_settings(network)
 
     def teacher_targets(self, module: TaskModule, teacher: torch.nn.Module, batch: dict,
                         confidence: float) -> BoxTargets:
-        """The teacher's view of the weak images; detections scoring above ``confidence`` are the HPL."""
+        """The teacher's view of the weak images; detections scoring above ``confidence`` are the HPL
+        (counted for ``teacher_epoch_end``)."""
         with module.trainer.precision_plugin.forward_context():
             view = teacher_view(teacher, batch["image"])
-        return BoxTargets(view, confident_detections(view.detections, confidence))
+        targets = confident_detections(view.detections, confidence)
+        counts = self.pseudo_counts()
+        counts["images"] += len(targets)
+        counts["images_without_hpl"] += sum(len(t["boxes"]) == 0 for t in targets)
+        self.count_pseudo_boxes(module, "hpl", [t["boxes"] for t in targets])
+        return BoxTargets(view, targets)
+
+    def pseudo_counts(self) -> dict[str, int]:
+        """This epoch's counts (``PSEUDO_COUNTS``) so far on this process."""
+        if not hasattr(self, "_pseudo_counts"):
+            self._pseudo_counts = dict.fromkeys(PSEUDO_COUNTS, 0)
+        return self._pseudo_counts
+
+    def count_pseudo_boxes(self, module: TaskModule, kind: str, boxes: list[torch.Tensor]) -> None:
+        """Count per image ``boxes (n, 4)`` (input pixels) of pseudo-label ``kind`` ("hpl", "lpl") and those
+        with IoU >= 0.5 with a reference box, where the training batch carries references
+        (``module.reporting_references``): a diagnostic, never a loss."""
+        references = module.reporting_references()
+        if references is None:
+            return
+        counts = self.pseudo_counts()
+        for found, reference in zip(boxes, references, strict=True):
+            counts[kind] += len(found)
+            counts[f"{kind}_matched"] += matched_boxes(found, reference)
+
+    def teacher_epoch_end(self, module: TaskModule, confidence: float) -> None:
+        """Log the epoch's pseudo-label precision over every process, ``train/hpl_precision`` and
+        ``train/lpl_precision`` (matched boxes / boxes, where references were carried), and warn once, with
+        the counts, when the teacher gave no HPL on some images (they trained as all background) or,
+        louder, on all of them. The counts start again."""
+        counts = self.pseudo_counts()
+        local = torch.tensor([counts[k] for k in PSEUDO_COUNTS], dtype=torch.float64, device=module.device)
+        total = dict(zip(PSEUDO_COUNTS, module.trainer.strategy.reduce(local, reduce_op="sum").tolist(),
+                         strict=True))
+        del self._pseudo_counts
+        for kind in ("hpl", "lpl"):
+            if total[kind]:
+                module.log(f"train/{kind}_precision", total[f"{kind}_matched"] / total[kind])
+        images, without, epoch = int(total["images"]), int(total["images_without_hpl"]), module.current_epoch
+        if images and without == images:
+            rank_zero_warn(f"epoch {epoch + 1}: the teacher gave NO box scoring above model.confidence "
+                           f"{confidence} on ANY of the {images} target images: the student trained on "
+                           "background only. Lower model.confidence or check the source model")
+        elif without:
+            rank_zero_warn(f"epoch {epoch + 1}: the teacher gave no box scoring above model.confidence "
+                           f"{confidence} on {without} of {images} target images; they trained as all "
+                           "background")
 
     def student_loss(self, module: TaskModule, batch: dict, targets: BoxTargets
                      ) -> tuple[torch.Tensor, dict, tuple]:

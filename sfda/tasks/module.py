@@ -38,10 +38,13 @@ class TaskModule(L.LightningModule):
     Class attributes:
         tasks: the tasks the class works on (a method refuses the others by name).
         eval_prefix: the prefix of the scores with labels ("target"; source training: "source_val").
+        paired_name: validation also scores ``paired_network`` as ``<eval_prefix>_<paired_name>/...``
+            (Mean Teacher: "student"); None: only the evaluated network.
     """
 
     tasks: tuple[str, ...] = ()
     eval_prefix = "target"
+    paired_name: str | None = None
     task: Task
     network: torch.nn.Module
 
@@ -52,6 +55,7 @@ class TaskModule(L.LightningModule):
         self.results: dict[str, float] = {}  # extra entries for results.json
         self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
         self.eval_rows: list[dict] = []  # this evaluation epoch's rows, gathered and scored at its end
+        self.paired_rows: list[dict] = []  # the same of the paired network (validation, ``paired_name``)
 
     @property
     def optim(self) -> Optim:
@@ -183,15 +187,22 @@ class TaskModule(L.LightningModule):
                                     f"evaluating {prefix}", phase="evaluation")
         return self.task.score_rows(self, rows, prefix, label_free), rows
 
-    def evaluation_step(self, batch: dict) -> None:
+    def evaluation_step(self, batch: dict, paired: bool = False) -> None:
+        """The evaluated network's rows of ``batch`` and, with ``paired`` where the module names one
+        (``paired_name``), the paired network's."""
         with self.stopwatch("evaluation"):
             rows = self.task.evaluation_rows(self, batch, self.evaluated_network())
-        self.eval_rows.append({"index": batch["index"], **rows})
+            self.eval_rows.append({"index": batch["index"], **rows})
+            if paired and self.paired_name and self.paired_network() is not None:
+                rows = self.task.evaluation_rows(self, batch, self.paired_network())
+                self.paired_rows.append({"index": batch["index"], **rows})
 
-    def gathered_evaluation(self) -> Rows:
-        """This epoch's rows of every process (a collective), one per sample; the list is emptied."""
+    def gathered_evaluation(self, name: str = "eval_rows") -> Rows:
+        """This epoch's rows (the list attribute ``name``) of every process (a collective), one per sample;
+        the list is emptied."""
         identity = lambda b: {k: v for k, v in b.items() if k != "index"}  # noqa: E731
-        batches, self.eval_rows = self.eval_rows, []
+        batches = getattr(self, name)
+        setattr(self, name, [])
         return collect_rows(iter(batches), identity)
 
     def log_scores(self, scores: dict[str, float]) -> None:
@@ -203,10 +214,14 @@ class TaskModule(L.LightningModule):
         self.log_dict({k: v for k, v in scores.items() if k not in per_item}, sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.evaluation_step(batch)
+        self.evaluation_step(batch, paired=True)
 
     def on_validation_epoch_end(self) -> None:
         self.log_scores(self.task.score_rows(self, self.gathered_evaluation(), self.eval_prefix))
+        if self.paired_name and self.paired_network() is not None:
+            prefix = f"{self.eval_prefix}_{self.paired_name}"
+            scores = self.task.score_rows(self, self.gathered_evaluation("paired_rows"), prefix)
+            self.log_scores({k: v for k, v in scores.items() if k.startswith(prefix + "/")})
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.evaluation_step(batch)
@@ -231,7 +246,17 @@ class TaskModule(L.LightningModule):
 
     # logging ------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Takes the reference boxes a target training batch may carry for reporting (``report_boxes``,
+        see ``sfda.data.detection``) OUT of the batch before ``training_step`` sees it: only
+        ``reporting_references`` gives them, to diagnostics that never train."""
         self._batch_in_epoch = batch_idx
+        hidden = batch.pop("report_boxes", None) if isinstance(batch, dict) else None
+        self.__dict__["_report_boxes"] = hidden
+
+    def reporting_references(self) -> list[torch.Tensor] | None:
+        """The current training batch's reference boxes, per image ``(n, 4)`` in input pixels, for
+        REPORTING ONLY (pseudo-label precision); never a loss. None where the batch carries none."""
+        return self.__dict__.get("_report_boxes")
 
     def log(self, name: str, value, *args, **kwargs) -> None:
         """``LightningModule.log``, thinned inside ``training_step`` (see ``passes_step_log``)."""

@@ -13,7 +13,7 @@ from kits.turned import displayed, save_turned
 from PIL import Image
 
 from sfda.data import DetectionDataModule
-from sfda.data.detection import DetectionDataset
+from sfda.data.detection import DetectionDataset, collate_boxes
 from sfda.data.transforms import InputSpec
 
 
@@ -98,3 +98,17 @@ def test_label_map_refusals_and_the_warning_name_the_field(user):
     with pytest.warns(UserWarning, match=r"data.label_map: \['Alive'\] found in no annotation"):
         DetectionDataModule([str(csv)], class_names=["tree"], label_map={"Dead": "tree", "Alive": "tree"}
                             ).setup()
+
+def test_target_training_items_carry_their_boxes_for_reporting_only(tmp_path):
+    Image.fromarray(displayed(32, 32)).save(tmp_path / "a.png")
+    csv = box_csv(tmp_path, "a.png", (2, 4, 20, 30))
+    spec = InputSpec(size=32, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    module = DetectionDataModule([str(csv)], role="target", class_names=["0"], input=spec)
+    hidden, shown = module.dataset("train", train=True), module.dataset("val")
+    item = hidden[(0, 7)]
+    assert len(item["boxes"]) == len(item["labels"]) == len(item["ignored"]) == 0 and not item["labelled"]
+    flipped = [32 - 20, 4, 32 - 2, 30]  # the weak view's geometry, drawn by the seed, applies to them
+    assert item["report_boxes"].tolist() in ([[2, 4, 20, 30]], [flipped])
+    assert "report_boxes" not in shown[0] and shown[0]["boxes"].tolist() == [[2, 4, 20, 30]]
+    batch = collate_boxes([item, item])
+    assert len(batch["report_boxes"]) == 2 and "report_boxes" not in collate_boxes([shown[0]])

@@ -71,14 +71,12 @@ def target_data(inputs, **kwargs) -> DetectionDataModule:
 
 
 def trainer(tmp_path, **kwargs) -> L.Trainer:
-    """A quiet one-epoch CPU trainer logging to ``tmp_path``."""
+    """A quiet one-epoch CPU trainer logging to ``tmp_path`` (``kwargs`` override any setting)."""
+    settings = {"max_epochs": 1, "enable_checkpointing": False, "num_sanity_val_steps": 0}
     return L.Trainer(
-        max_epochs=1,
         logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
         accelerator="cpu",
-        **kwargs,
+        **{**settings, **kwargs},
     )

@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT, results_of, run_sfda
 from kits.detection import detection_inputs, target_data, trainer
 
-from sfda.methods import LPLD
+from sfda.methods import LPLD, MeanTeacherDetection
 
 LOOSE = {
     "confidence": 0.0,
@@ -30,6 +30,7 @@ def test_lpld_trains_the_student_on_strong_views_with_an_eval_mode_teacher(input
 
     def spy(batch, targets, outputs):
         modes.append((method.teacher.model.training, method.network.training, "strong" in batch))
+        assert "report_boxes" not in batch  # the hidden target boxes never reach a training step
         return original(batch, targets, outputs)
 
     method.extra_loss = spy
@@ -44,6 +45,7 @@ def test_lpld_trains_the_student_on_strong_views_with_an_eval_mode_teacher(input
         and logged["train/lpl_candidates"] > 0
         and logged["train/lpl_kept"] > 0
     )
+    assert 0 <= logged["train/hpl_precision"] <= 1 and 0 <= logged["train/lpl_precision"] <= 1
     student = method.network.state_dict()
     moved = [k for k in source if source[k].is_floating_point() and not torch.equal(source[k], student[k])]
     assert moved  # the student trained
@@ -99,3 +101,17 @@ def test_lpld_runs_in_bf16_mixed_precision(inputs, tmp_path):
     run.fit(method, datamodule=target_data(inputs))
     assert torch.isfinite(run.logged_metrics["train/loss"]) and run.logged_metrics["train/lpl_kept"] > 0
     assert all(p.dtype == torch.float32 for p in method.network.parameters())  # mixed: weights stay fp32
+
+
+def test_lpld_with_weight_zero_is_mean_teacher(inputs, tmp_path):
+    states = []
+    for method in (LPLD, MeanTeacherDetection):
+        L.seed_everything(0)
+        extra = {**LOOSE, "weight": 0.0} if method is LPLD else {"confidence": 0.0}
+        model = method(str(inputs["artifact"]), **extra)
+        run = trainer(tmp_path / method.__name__, limit_train_batches=1, limit_val_batches=0)
+        run.fit(model, datamodule=target_data(inputs))
+        states.append(model.state_dict())
+    assert run.logged_metrics["train/hpl_per_image"] > 0
+    lpld, mean_teacher = states  # the same pseudo-labels, samples and views; the LPL term adds exact zeros
+    assert lpld.keys() == mean_teacher.keys() and all(torch.equal(lpld[k], mean_teacher[k]) for k in lpld)

@@ -4,7 +4,7 @@ torchvision's Faster R-CNN part by part (background is class 0)."""
 import pytest
 import torch
 
-from sfda.pseudo_labels.boxes import confident_detections, max_overlap, refined_boxes
+from sfda.pseudo_labels.boxes import confident_detections, matched_boxes, max_overlap, refined_boxes
 
 
 def t(rows):
@@ -36,3 +36,10 @@ def test_pseudo_box_pieces_guard_empty_sets_and_keep_background_proposals_raw():
     logits = t([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])  # argmax: background, then class 1
     refined = refined_boxes(proposals, logits, regression, coder, (100, 100))
     assert torch.equal(refined[0], proposals[0]) and refined[1, 0] == pytest.approx(31.0)
+
+
+def test_matched_boxes_counts_boxes_overlapping_a_reference_at_iou_half_or_more():
+    boxes = t([[0, 0, 10, 10], [0, 0, 10, 5], [50, 50, 60, 60]])  # IoU 1, 0.5 with the first reference; none
+    references = t([[0, 0, 10, 10], [100, 100, 110, 110]])
+    assert matched_boxes(boxes, references) == 2
+    assert matched_boxes(boxes, torch.zeros(0, 4)) == 0 and matched_boxes(torch.zeros(0, 4), references) == 0
