@@ -69,6 +69,9 @@ def test_two_process_lpld_matches_one_process(inputs, tmp_path):
         f"--data.init_args.eval=[{inputs['photo_test']}]",
         "--data.init_args.batch_size=4",
         "--data.init_args.eval_subset=1",  # one evaluation image: the second process has no batch to score
+        # the paper's per-image rate: float summation order differs between 1 and 2 processes, and the
+        # recipe's batch-scaled 8e-3 amplifies that rounding over two epochs past the tolerance below
+        "--model.init_args.optim.lr=1.0e-3",
         *[f"--model.init_args.{k}={v}" for k, v in LOOSE.items()],
     ]
     run_sfda(*common, f"--trainer.default_root_dir={tmp_path / 'one'}")
