@@ -88,3 +88,17 @@ def test_a_detector_on_the_trunk_freezes_its_early_stages_and_batchnorm():
     assert all(v.isfinite() for v in losses.values())
     with pytest.raises(ValueError, match="model.backbone_weights"):
         faster_rcnn(1, 96, [0.5] * 3, [0.5] * 3, backbone="resnet18_fpn", backbone_weights="imagenet")
+
+
+def test_the_trunk_serves_a_classifier_and_a_pose_network():
+    from sfda.models import SourceClassifier
+    from sfda.models.pose import simple_baseline
+
+    torch.manual_seed(0)
+    classifier = SourceClassifier("efficientnet_lite0", num_classes=5, in_channels=3, input_size=64).eval()
+    pose = simple_baseline(7, backbone="efficientnet_lite0", deconv_channels=16).eval()
+    with torch.no_grad():
+        assert classifier(torch.rand(2, 3, 64, 64)).shape == (2, 5)
+        assert pose(torch.rand(2, 3, 64, 64)).shape == (2, 7, 16, 16)  # heatmaps at a quarter of the input
+    with pytest.raises(ValueError, match="model.pretrained"):
+        SourceClassifier("resnet18", pretrained=True)
