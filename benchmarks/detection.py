@@ -47,11 +47,11 @@ def seeded_rows(bench: str, name: str, runs: list[tuple[dict, float]], epochs: i
         values = [results[key] for results, _ in runs if key in results]
         if len(values) != len(runs):
             continue
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        spread = {"std": round(statistics.stdev(values), 4)} if len(values) > 1 else {}  # one run: no SD
+        how = f"mean and sample standard deviation over {len(values)} seeds" if spread else "one run"
         rows.append(row(bench, "closed", name, metric, statistics.mean(values),
                         sum(seconds for _, seconds in runs), run=runs[0][0], epochs=epochs,
-                        std=round(spread, 4), seeds=[round(float(v), 4) for v in values],
-                        notes=f"{note}; mean and sample standard deviation over {len(values)} seeds"))
+                        seeds=[round(float(v), 4) for v in values], notes=f"{note}; {how}", **spread))
     return rows
 
 
@@ -71,7 +71,8 @@ def run(benchmark: str, method: str, seeds: list[int]) -> list[dict]:
         if benchmark in CLEAN:
             name, override = CLEAN[benchmark]
             rows += seeded_rows(bench, name, [run_cli("test", recipe, runs / "clean", override)], 0)
-        return [dict(r, notes=r["notes"].replace("over 1 seeds", "of one run (deterministic)")) for r in rows]
+        return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
+                for r in rows]
     seeded = [run_cli("fit", recipe, runs / f"seed{seed}", f"--seed_everything={seed}") for seed in seeds]
     return seeded_rows(bench, METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]))
 
