@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
+from kits.trainers import quiet_trainer
 from sfda.data import DetectionDataModule
 from sfda.data.benchmarks.digit_detection import generate
 from sfda.data.fetch import data_root
@@ -72,11 +72,4 @@ def target_data(inputs, **kwargs) -> DetectionDataModule:
 
 def trainer(tmp_path, **kwargs) -> L.Trainer:
     """A quiet one-epoch CPU trainer logging to ``tmp_path`` (``kwargs`` override any setting)."""
-    settings = {"max_epochs": 1, "enable_checkpointing": False, "num_sanity_val_steps": 0}
-    return L.Trainer(
-        logger=CSVLogger(tmp_path),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **{**settings, **kwargs},
-    )
+    return quiet_trainer(tmp_path, **{"max_epochs": 1, **kwargs})

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
+from kits.trainers import quiet_trainer
 from sfda.data import InputSpec, PoseDataModule
 from sfda.data.benchmarks.pose_figures import JOINTS, generate
 from sfda.models import SourceArtifact
@@ -52,12 +52,4 @@ def target_data(inputs, **kwargs) -> PoseDataModule:
 def trainer(tmp_path, **kwargs) -> L.Trainer:
     """A quiet CPU trainer logging to ``tmp_path``; unlike the detection kit's, the caller sets the epochs
     (or steps)."""
-    return L.Trainer(
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        **kwargs,
-    )
+    return quiet_trainer(tmp_path, **kwargs)
