@@ -383,6 +383,50 @@ def resolved_recipe(recipe: Path, extra_args: list[str]) -> dict:
     return yaml.safe_load(out.getvalue())
 
 
+def cli_settings() -> dict:
+    """The arguments every ``SFDACLI`` of the ``sfda`` command is made with (all but ``args``)."""
+    return dict(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        parser_kwargs={"parser_mode": "omegaconf", "description": DESCRIPTION,
+                       "formatter_class": DescriptionAsWritten},
+        parser_class=SFDAArgumentParser,
+        save_config_callback=RunConfigSaver,  # each run has its own folder: config.yaml is never replaced
+        trainer_defaults={"use_distributed_sampler": False},
+    )
+
+
+# what a run's own config.yaml holds that `sfda predict` does not take (fit's optimiser hooks), or that
+# ``loaded_run`` gives itself
+NOT_PREDICT_KEYS = ("optimizer", "lr_scheduler", "ckpt_path")
+
+
+def loaded_run(config: Path, checkpoint: Path, scratch: Path) -> tuple:
+    """``(method, datamodule)``: the method of a run's ``config.yaml`` with ``checkpoint``'s weights, loaded
+    the way ``sfda predict`` loads them (the same checks, the method's own ``on_load_checkpoint``) by a
+    predict pass over ONE batch on the CPU in float32, whose outputs go under ``scratch``; and the run's
+    datamodule, set up for prediction. ``sfda export`` is given this function by ``sfda.commands``. Bad
+    input raises (ValueError, OSError) or exits (SystemExit 2) with the command's message."""
+    recipe = yaml.safe_load(config.read_text())
+    if not isinstance(recipe, dict) or "model" not in recipe:
+        raise RunConfigError(f"{config}: not a run's config.yaml (expected a mapping with 'model' and "
+                             "'data')")
+    recipe = {k: v for k, v in recipe.items() if k not in NOT_PREDICT_KEYS}
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "config.yaml").write_text(yaml.safe_dump(recipe))
+    forced = {"default_root_dir": scratch, "limit_predict_batches": 1, "accelerator": "cpu", "devices": 1,
+              "strategy": "auto", "num_nodes": 1, "precision": "32-true", "enable_progress_bar": False}
+    args = ["predict", "--config", str(scratch / "config.yaml"), "--ckpt_path", str(checkpoint),
+            *[f"--trainer.{key}={value}" for key, value in forced.items()],
+            "--report_evidence=false", "--channels_last=false", "--fold_batchnorm=false"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = SFDACLI(**cli_settings(), args=args)
+    return run.model, run.datamodule
+
+
 def main(args: list[str] | None = None) -> None:
     """``sfda fit|validate|test|predict`` (``sfda.commands.main`` dispatches the other subcommands). Bad
     input ends with one line naming the field (exit status 1); ``SFDA_TRACEBACK=1`` shows the full
@@ -396,19 +440,7 @@ def main(args: list[str] | None = None) -> None:
     take_stop()  # forget a stop of an earlier main() in this process
     _recipes_read.clear()
     try:
-        SFDACLI(
-            model_class=None,
-            datamodule_class=None,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            parser_kwargs={"parser_mode": "omegaconf", "description": DESCRIPTION,
-                           "formatter_class": DescriptionAsWritten},
-            parser_class=SFDAArgumentParser,
-            save_config_callback=RunConfigSaver,  # each run has its own folder: config.yaml is never replaced
-            trainer_defaults={"use_distributed_sampler": False},
-            args=args,
-        )
+        SFDACLI(**cli_settings(), args=args)
     except (KeyboardInterrupt, SystemExit) as err:  # Lightning ends a Ctrl-C with sys.exit(1)
         status = stopped_status(err, given)
         if status is None:

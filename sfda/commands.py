@@ -1,9 +1,10 @@
-"""The ``sfda`` console script: ``methods``, ``report`` and ``sweep`` here, every other subcommand
+"""The ``sfda`` console script: ``methods``, ``report``, ``sweep`` and ``export`` here, every other subcommand
 (``fit``, ``validate``, ``test``, ``predict``, ``--help``) through the LightningCLI of ``sfda.cli``.
 
     sfda fit --config recipes/digits/svhn_mnist/shot.yaml
     sfda report runs/shot/version_0
     sfda sweep --config <recipe> --space <space.yaml> --n_trials 20
+    sfda export runs/shot/version_0 --format onnx
     sfda methods
 """
 
@@ -13,6 +14,7 @@ import os
 import sys
 
 from . import catalogue, cli
+from .export import main as export
 from .report.command import main as report
 from .sweep import main as sweep
 
@@ -22,8 +24,13 @@ def sweep_command(argv: list[str]) -> int:
     return sweep(argv, resolve=cli.resolved_recipe)
 
 
+def export_command(argv: list[str]) -> int:
+    """``sfda export``: the run's method loaded with this command's ``loaded_run``."""
+    return export(argv, load_run=cli.loaded_run)
+
+
 # the subcommands that are not LightningCLI's: name -> function of the other arguments, giving the exit status
-SUBCOMMANDS = {"report": report, "sweep": sweep_command}
+SUBCOMMANDS = {"report": report, "sweep": sweep_command, "export": export_command}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,12 +1,12 @@
-"""Tent (Wang et al., ICLR 2021): entropy minimisation of the BatchNorm affine parameters, for every task
-whose predictions are class probabilities (classification, segmentation)."""
+"""Tent (Wang et al., ICLR 2021): entropy minimisation of the normalisation layers' affine parameters, for
+every task whose predictions are class probabilities (classification, segmentation)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..models import SourceModel
-from ..models.norm import batch_norm_layers, use_batch_statistics
+from ..models.norm import affine_norm_layers, batch_norms, use_batch_statistics
 from ..tasks.adaptation import Adaptation
 from ..tasks.optim import Optim
 
@@ -14,7 +14,10 @@ from ..tasks.optim import Optim
 class Tent(Adaptation):
     """Only BatchNorm scale/shift train, on the mean entropy of the predictions (per sample, or per voxel
     for segmentation); BatchNorm always normalises with the current batch's statistics (running statistics
-    are dropped, as in the official ``configure_model``), at evaluation too.
+    are dropped, as in the official ``configure_model``), at evaluation too. LayerNorm and GroupNorm
+    scale/shift train too (they have no statistics to change): the official code adapts BatchNorm only,
+    so a transformer or ConvNeXt could not use it; the test-time-adaptation framework of Döbler et al.
+    and SAR adapt these layers the same way. A network with BatchNorm only trains exactly as officially.
 
     Deviation: evaluation runs in eval mode, so dropout is off when predicting (the official code keeps the
     whole model in train mode). For segmentation, evaluation normalises with the statistics of each
@@ -33,12 +36,14 @@ class Tent(Adaptation):
                                                 backbone_lr_mult=1.0),
                          evaluate_source=evaluate_source)
         self.network.requires_grad_(False)
-        self.norm_layers = batch_norm_layers(self.network)
-        if not self.norm_layers:
-            raise ValueError(f"model.source: Tent trains BatchNorm scale and shift, but the {self.task.name} "
-                             f"network ({type(self.network).__name__}) has no BatchNorm layer")
-        for bn in self.norm_layers:
-            bn.requires_grad_(True)
+        self.norm_layers = batch_norms(self.network)
+        self.affine_layers = self.norm_layers + affine_norm_layers(self.network)
+        if not self.affine_layers:
+            raise ValueError(f"model.source: Tent trains normalisation scale and shift, but the "
+                             f"{self.task.name} network ({type(self.network).__name__}) has no BatchNorm, "
+                             "LayerNorm or GroupNorm layer")
+        for layer in self.affine_layers:
+            layer.requires_grad_(True)
 
     def on_train_start(self) -> None:
         super().on_train_start()  # the source model's scores with its running statistics
@@ -49,7 +54,8 @@ class Tent(Adaptation):
         use_batch_statistics(self.norm_layers)  # a resumed or tested Tent model uses batch statistics
 
     def parameter_groups(self) -> list[dict]:
-        return [{"params": [p for bn in self.norm_layers for p in bn.parameters()], "lr": self.optim.lr}]
+        params = [p for layer in self.affine_layers for p in layer.parameters()]
+        return [{"params": params, "lr": self.optim.lr}]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.task.mean_entropy(self(batch["image"], batch["index"]))

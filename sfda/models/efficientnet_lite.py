@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..data.fetch import FetchError, resolve
-from .artifact import ArtifactError
+from .weights import load_matching
 
 # (repeats, kernel, stride, expansion, input channels, output channels) of the seven stages (Lite0)
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -175,19 +175,6 @@ def imagenet_state_dict(variant: str, root=None) -> tuple[dict, str]:
         raise FetchError(f"the ImageNet weights of {variant} ({location}) are not in the data cache and "
                          f"could not be fetched: {error}") from error
     return torch.load(path, map_location="cpu", weights_only=True), str(path)
-
-
-def load_matching(module: nn.Module, state: dict, where: str) -> None:
-    """Load ``state`` into ``module``, refusing keys or shapes that differ (the first few named)."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        raise ArtifactError(f"{where}: the weights do not match {type(module).__name__}: missing keys "
-                            f"{missing[:5]}, unexpected keys {unexpected[:5]}, shapes {shapes[:5]}")
-    module.load_state_dict(state)
 
 
 def efficientnet_lite(variant: str = "efficientnet_lite0", pretrained: bool = True, num_classes: int = 1000,

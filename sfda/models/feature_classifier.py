@@ -19,7 +19,8 @@ class FeatureClassifier(nn.Module):
 
     Args:
         network: the classifier, ``network(x) -> logits``.
-        feature_layer: dotted module name whose output is the feature (flattened).
+        feature_layer: dotted module name whose output is the feature (flattened); '' taps the INPUT of
+            ``head_layer`` instead (a zoo model's pre-logits feature, ``sfda.models.zoo``).
         head_layer: dotted module name of the last classifier layer.
         bottleneck_layers: dotted module names of the bottleneck.
     """
@@ -29,20 +30,25 @@ class FeatureClassifier(nn.Module):
         super().__init__()
         self.network = network
         names = dict(network.named_modules())
-        for field_name, layer in [("feature_layer", feature_layer), ("head_layer", head_layer)] + [
-            ("bottleneck_layers", b) for b in bottleneck_layers
-        ]:
+        named = [("feature_layer", feature_layer or head_layer), ("head_layer", head_layer)]
+        for field_name, layer in named + [("bottleneck_layers", b) for b in bottleneck_layers]:
             if layer not in names:
                 raise ValueError(f"source.{field_name}: the network has no module '{layer}'; modules are "
                                  f"{sorted(n for n in names if n)}")
         self.feature_layer, self.head_layer = feature_layer, head_layer
         self.bottleneck_layers = tuple(bottleneck_layers)
         self._tapped: torch.Tensor | None = None
-        names[feature_layer].register_forward_hook(self._tap)
+        if feature_layer:
+            names[feature_layer].register_forward_hook(self._tap)
+        else:
+            names[head_layer].register_forward_pre_hook(self._tap_input)
         self._dropouts = use_keyed_dropout(network)
 
     def _tap(self, module, inputs, output):
         self._tapped = output
+
+    def _tap_input(self, module, inputs):
+        self._tapped = inputs[0]
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, ...)``; ``keys (B,)`` int64 from ``keyed_dropout.sample_keys`` key the dropout masks

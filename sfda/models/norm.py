@@ -10,12 +10,24 @@ from torch import nn
 from ..pseudo_labels.distributed import sum_with_grad, world_size
 
 
+def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``network`` (maybe none)."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def batch_norm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """Every BatchNorm layer of ``network``; raises when there is none (nothing to adapt)."""
-    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    layers = batch_norms(network)
     if not layers:
         raise ValueError(f"the source model ({type(network).__name__}) has no BatchNorm layer to adapt")
     return layers
+
+
+def affine_norm_layers(network: nn.Module) -> list[nn.Module]:
+    """Every LayerNorm and GroupNorm layer of ``network`` with a scale and shift (transformers and
+    ConvNeXt normalise with these instead of BatchNorm; they hold no running statistics)."""
+    return [m for m in network.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))
+            and getattr(m, "weight", None) is not None]
 
 
 def use_batch_statistics(layers: list[nn.modules.batchnorm._BatchNorm]) -> None:

@@ -136,6 +136,26 @@ class Task:
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:
         """Write what ``sfda report`` draws (overlays, galleries) into ``folder`` (None off rank 0)."""
 
+    # deployment (``sfda export``) -------------------------------------------------------------------------
+    export_outputs: ClassVar[tuple[str, ...]] = ("logits",)  # the exported module's outputs, in order
+    export_batch_dynamic: ClassVar[bool] = True  # whether an export takes any batch size
+
+    def deployable(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` as an exporter takes it: tensors in, the ``export_outputs`` out (default itself)."""
+        return network
+
+    def export_inputs(self, batch: dict) -> torch.Tensor:
+        """The exported module's input cut from a batch of the run's own target data (default its images)."""
+        return batch["image"]
+
+    def deployment_spec(self, module: TaskModule) -> dict:
+        """What a serving stack needs to feed an export and read its outputs (``preprocessing.json``)."""
+        return {"task": self.name, "class_names": self.names, "input": self.input.to_dict(),
+                "image": "float32 NCHW: pixels scaled to [0, 1], resized to input.size x input.size, then "
+                         "(x - mean) / std per channel",
+                "outputs": {"logits": "(B, K) class scores in class_names order; softmax gives "
+                                      "probabilities"}}
+
     # what methods built on a teacher ask of the task -------------------------------------------------------
     def teacher_targets(self, module: TaskModule, teacher: torch.nn.Module, batch: dict, confidence: float):
         """Mean Teacher's pseudo-targets from the teacher on the weak view; tasks without them refuse."""

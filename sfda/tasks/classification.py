@@ -19,6 +19,7 @@ from ..losses import mean_entropy
 from ..metrics import confusion, scores_from_confusion
 from ..metrics.validators import label_free_figures, marginal_entropy
 from ..models import ArtifactError, FeatureClassifier, SourceArtifact, SourceClassifier, artifact_from_module
+from ..models.deployable import ClassifierLogits
 from ..models.keyed_dropout import sample_keys
 from ..pseudo_labels import unknown_by_entropy
 from ..pseudo_labels.passes import Rows
@@ -108,6 +109,21 @@ class ClassificationTask(Task):
     @classmethod
     def writers(cls, module: TaskModule) -> list:
         return [PredictionCSV()]
+
+    # deployment -------------------------------------------------------------------------------------------
+    def deployable(self, network: FeatureClassifier) -> torch.nn.Module:
+        """``images (B, C, S, S) -> logits (B, K)``."""
+        return ClassifierLogits(network)
+
+    def deployment_spec(self, module: TaskModule) -> dict:
+        """The base spec; a method that rejects unknown samples adds its entropy threshold."""
+        spec = super().deployment_spec(module)
+        threshold = module.unknown_threshold() if hasattr(module, "unknown_threshold") else None
+        if threshold is not None:
+            spec["unknown"] = {"entropy_threshold": float(threshold),
+                               "rule": "a sample whose softmax entropy (natural log) exceeds "
+                                       "entropy_threshold is 'unknown' (a class the source model lacks)"}
+        return spec
 
     # evaluation -------------------------------------------------------------------------------------------
     def evaluation_rows(self, module: TaskModule, batch: dict, network: torch.nn.Module) -> Rows:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ..metrics.detection import detection_scores, label_free_box_scores
 from ..models import ArtifactError, SourceArtifact
+from ..models.deployable import OneImageDetections
 from ..models.detector import detector_architecture, faster_rcnn, freeze_batchnorm
 from ..models.detector_parts import TeacherView, student_pass, teacher_view
 from ..models.keyed_sampling import use_keyed_sampling
@@ -167,6 +168,24 @@ class DetectionTask(Task):
     def writers(cls, module: TaskModule) -> list:
         """COCO-format ``detections.json`` and PNG overlays for ``sfda predict``."""
         return [DetectionWriter()]
+
+    # deployment -------------------------------------------------------------------------------------------
+    export_outputs = ("boxes", "labels", "scores")
+    export_batch_dynamic = False  # torchvision's detectors take a list of images: traced for one
+
+    def deployable(self, network: torch.nn.Module) -> torch.nn.Module:
+        """One image in, its post-processed detections out (``OneImageDetections``)."""
+        return OneImageDetections(network)
+
+    def deployment_spec(self, module: TaskModule) -> dict:
+        spec = super().deployment_spec(module)
+        spec["image"] = ("float32 (1, 3, S, S), S = input.size: RGB pixels scaled to [0, 1] (a tile of "
+                         "input.size pixels); the network normalises with input.mean and input.std itself")
+        spec["outputs"] = {"boxes": "(n, 4) x1, y1, x2, y2 in the input's pixels",
+                           "labels": "(n,) 0-based index into class_names",
+                           "scores": f"(n,) confidence; {self.inference_proposals} RPN proposals, every "
+                                     "score kept (threshold it yourself)"}
+        return spec
 
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:
         """``overlays/*.png`` of the first ``OVERLAYS`` evaluation images for ``sfda report``: source-only,

@@ -150,6 +150,19 @@ class PoseTask(Task):
         """COCO keypoint results and overlays for ``sfda predict``."""
         return [PoseWriter()]
 
+    # deployment -------------------------------------------------------------------------------------------
+    export_outputs = ("heatmaps",)
+
+    def deployment_spec(self, module: TaskModule) -> dict:
+        spec = super().deployment_spec(module)
+        spec["joint_names"] = spec.pop("class_names")
+        spec["image"] = ("float32 NCHW: a person crop scaled to [0, 1], resized to input.size x input.size, "
+                         "then (x - mean) / std per channel")
+        spec["outputs"] = {"heatmaps": "(B, J, h, w), one per joint in joint_names order: a joint is at its "
+                                       "heatmap's maximum (the peak value is its confidence), times "
+                                       "input.size / w in crop pixels"}
+        return spec
+
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:
         """``overlays/*.png`` of the first ``OVERLAYS`` evaluation people for ``sfda report``: source-only,
         adapted and the reference keypoints, drawn as ``sfda predict`` draws them (rank 0 only)."""

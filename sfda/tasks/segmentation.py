@@ -38,6 +38,21 @@ SEGMENTATION_OPTIM = Optim(name="adam", lr=5e-4, weight_decay=1e-4, backbone_lr_
 VOLUME_FIELDS = ("dice", "hd95", "predicted_ml", "reference_ml")  # per foreground class, per volume
 
 
+def central_window(images: torch.Tensor, roi: tuple[int, ...]) -> torch.Tensor:
+    """``images (B, C, *spatial)`` cropped, or zero-padded, about the centre to ``(B, C, *roi)``."""
+    for axis, size in enumerate(roi, start=2):
+        have = images.shape[axis]
+        if have > size:
+            images = images.narrow(axis, (have - size) // 2, size)
+        elif have < size:
+            shape = list(images.shape)
+            shape[axis] = size
+            padded = images.new_zeros(shape)
+            padded.narrow(axis, (size - have) // 2, have).copy_(images)
+            images = padded
+    return images
+
+
 class SegmentationTask(Task):
     """Validation and test run whole-volume inference on each evaluation volume and log
     ``<prefix>/dice`` (mean over volumes and foreground classes of the per-volume 3-D Dice),
@@ -146,6 +161,30 @@ class SegmentationTask(Task):
     def writers(cls, module: TaskModule) -> list:
         """Masks (NIfTI, or the input's format: the CLI's ``--predict.mask_format``) and overlays."""
         return [MaskWriter(getattr(module, "mask_format", "nifti"))]
+
+    # deployment -------------------------------------------------------------------------------------------
+    def export_inputs(self, batch: dict, slices: int = 4) -> torch.Tensor:
+        """Windows the inference would give the network, cut from the batch's volume ``(1, C, X, Y, Z)``:
+        2-D, ``slices`` slices around the middle along ``slice_axis`` ``(slices, C, *roi)``; 3-D, the
+        central patch ``(1, C, *roi)``. Cropped, or zero-padded, to ``roi`` about the centre."""
+        volume = batch["image"]
+        if self.input.mode == "2d":
+            stack = volume[0].movedim(1 + self.input.slice_axis, 0)  # (slices, C, H, W)
+            middle = stack.shape[0] // 2
+            volume = stack[max(0, middle - slices // 2):middle + (slices + 1) // 2]
+        return central_window(volume, self.input.roi)
+
+    def deployment_spec(self, module: TaskModule) -> dict:
+        spec = super().deployment_spec(module)
+        window = ("2-D slices along slice_axis, each cut into input.roi windows" if self.input.mode == "2d"
+                  else "3-D sliding windows of input.roi, overlap 0.25, gaussian-weighted (MONAI "
+                       "SlidingWindowInferer)")
+        spec["image"] = (f"float32 (B, channels, *roi): a volume reoriented to RAS, resampled to "
+                         f"input.spacing mm, intensities mapped from their intensity_percentiles to [0, 1] "
+                         f"(clipped); sfda's inference: {window}")
+        spec["outputs"] = {"logits": "(B, K, *roi) per-voxel class scores in class_names order; softmax, "
+                                     "then argmax gives the mask"}
+        return spec
 
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:
         """``overlays/<volume>.png`` of the first ``OVERLAYS`` evaluation volumes for ``sfda report``:

@@ -13,7 +13,8 @@ import quickstart  # noqa: E402
 README = (ROOT / "README.md").read_text()
 INSTALL = ("python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 && "
            ".venv/bin/pip install -e . && .venv/bin/sfda fit --config ")
-TESTS = ".venv/bin/pip install -e '.[dev,faiss]' && .venv/bin/ruff check . && .venv/bin/python -m pytest -q"
+TESTS = (".venv/bin/pip install -e '.[dev,faiss,timm,export]' && .venv/bin/ruff check . && "
+         ".venv/bin/python -m pytest -q")
 FAST = '.venv/bin/python -m pytest -q -m "not slow and not ddp"'
 
 
