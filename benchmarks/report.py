@@ -34,6 +34,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def fmt(metric: str, value: float) -> str:
+    if metric.endswith("max |diff|"):  # export parity: differences of 1e-7 and below
+        return f"{value:.2g}"
     if metric.endswith("-per-s") and abs(value) >= 1000:
         return f"{value:,.0f}"
     if metric in ENGINE_METRICS and metric.endswith("seconds") and abs(value) < 1:

@@ -89,9 +89,9 @@ def export(run_dir: Path, ckpt: str | None, fmt: str, out: Path | None,
     with tempfile.TemporaryDirectory(prefix="sfda-export-") as scratch:
         module, datamodule = load_run(run_dir / "config.yaml", checkpoint, Path(scratch))
     task = module.task
-    deployable = task.deployable(module.evaluated_network().eval()).eval()
-    if fmt != "safetensors":  # ONNX and TorchScript keep batch-statistics BatchNorm (Tent) as reductions
-        deployable = with_explicit_batch_statistics(deployable)
+    network = task.deployable(module.evaluated_network().eval()).eval()
+    # ONNX and TorchScript keep batch-statistics BatchNorm (Tent) as reductions; parity is against network
+    deployable = network if fmt == "safetensors" else with_explicit_batch_statistics(network)
     inputs = target_inputs(task, datamodule)
     staging = folder.parent / f".{folder.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -105,7 +105,7 @@ def export(run_dir: Path, ckpt: str | None, fmt: str, out: Path | None,
                               f"not be exported ({type(err).__name__}: {str(err)[:400]}); the other formats "
                               f"may still work: {', '.join(f for f in FORMATS if f != fmt)}") from err
         parity = check_parity(fmt, staging / FILE_NAMES[fmt], deployable, inputs, task.export_outputs,
-                              task.export_batch_dynamic)
+                              task.export_batch_dynamic, reference=network)
         write_json(staging / "parity.json", parity)
         if not parity["passed"]:
             raise ExportError(f"--format {fmt}: the export's outputs differ from PyTorch's beyond the "

@@ -122,20 +122,23 @@ def worst(figures: list[dict]) -> dict:
 
 @torch.no_grad()
 def check_parity(fmt: str, path: Path, module: nn.Module, inputs: torch.Tensor, names: tuple[str, ...],
-                 dynamic: bool) -> dict:
+                 dynamic: bool, reference: nn.Module | None = None) -> dict:
     """Run the written file against PyTorch on ``inputs`` (one at a time when the batch size is not
     ``dynamic``: the worst figure of each output) and, for a dynamic batch, on the first sample alone:
-    ``{"inputs": shape, "outputs": {...}, "single_sample": {...} or None, "tolerance", "passed"}``."""
+    ``{"inputs": shape, "outputs": {...}, "single_sample": {...} or None, "tolerance", "passed"}``.
+    ``reference`` (default ``module``): the network PyTorch's outputs come from, when ``module`` is an
+    export-ready rewrite of it (``with_explicit_batch_statistics``)."""
+    reference = reference or module
     if dynamic:
-        outputs = compare(outputs_of(module(inputs)), run_written(fmt, path, module, inputs), names)
+        outputs = compare(outputs_of(reference(inputs)), run_written(fmt, path, module, inputs), names)
     else:
-        each = [compare(outputs_of(module(one)), run_written(fmt, path, module, one), names)
+        each = [compare(outputs_of(reference(one)), run_written(fmt, path, module, one), names)
                 for one in inputs.split(1)]
         outputs = {name: worst([figures[name] for figures in each]) for name in names}
     single = None
     if dynamic and inputs.shape[0] > 1 and fmt != "safetensors":
         one = inputs[:1]
-        single = compare(outputs_of(module(one)), run_written(fmt, path, module, one), names)
+        single = compare(outputs_of(reference(one)), run_written(fmt, path, module, one), names)
     passed = all(o["passed"] for o in outputs.values()) and all(o["passed"] for o in (single or {}).values())
     return {"format": fmt, "inputs": list(inputs.shape), "tolerance": TOLERANCE, "outputs": outputs,
             "single_sample": single, "passed": passed}

@@ -162,3 +162,69 @@ def test_segmentation_exports_the_network_on_its_inference_windows(colin_source,
     parities = exported_everything(tmp_path / "runs" / "version_0", "segmentation", ("logits",),
                                    "sfda.methods.tent.Tent")
     assert parities["onnx"]["inputs"][1:] == [1, 128, 128]  # slices of the 2-D recipes' roi
+
+
+# --- the exporter's own failures, on a run loaded by a stand-in (no fit needed) ---------------------------
+class TinyNet(torch.nn.Module):
+    """``custom``: the feature is centred on its median (``kthvalue``), an operator TorchScript traces and
+    the ONNX exporter (opset 17) has no translation for."""
+
+    def __init__(self, custom: bool = False):
+        super().__init__()
+        self.custom = custom
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        features = self.body(x)
+        if self.custom:
+            features = features - features.kthvalue(3, dim=1, keepdim=True).values
+        return self.head(features.relu())
+
+
+def stand_in_loader(custom: bool):
+    """A ``load_run`` giving a classification method over ``TinyNet`` and a datamodule of 4 images."""
+    from types import SimpleNamespace
+
+    from sfda.data.transforms import InputSpec
+    from sfda.models import FeatureClassifier
+    from sfda.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(["a", "b", "c"], InputSpec(size=8, channels=3))
+    network = FeatureClassifier(TinyNet(custom), "body", "head")
+    method = SimpleNamespace(task=task, evaluated_network=lambda: network)
+    data = SimpleNamespace(predict_dataloader=lambda: [{"image": torch.randn(4, 3, 8, 8)}])
+    return lambda config, checkpoint, scratch: (method, data)
+
+
+@pytest.fixture()
+def run_folder(run_without_checkpoint):
+    (run_without_checkpoint / "checkpoints").mkdir()
+    (run_without_checkpoint / "checkpoints" / "last.ckpt").write_bytes(b"stand-in")
+    return run_without_checkpoint
+
+
+def test_a_network_the_onnx_exporter_cannot_write_is_refused_naming_the_formats_that_can(run_folder):
+    from sfda.export import export as export_run
+    from sfda.export.formats import ExportError
+
+    with pytest.raises(ExportError) as refused:
+        export_run(run_folder, None, "onnx", None, stand_in_loader(custom=True))
+    message = str(refused.value)
+    assert "--format onnx: the classification network ClassifierLogits could not be exported" in message
+    assert "the other formats may still work: torchscript, safetensors" in message
+    assert not (run_folder / "export").exists() or not any((run_folder / "export").iterdir())
+    folder, parity = export_run(run_folder, None, "torchscript", None, stand_in_loader(custom=True))
+    assert parity["passed"] and (folder / "model.torchscript.pt").is_file()
+
+
+def test_an_export_whose_outputs_drift_beyond_the_tolerance_fails_and_leaves_nothing(run_folder, monkeypatch):
+    from sfda.export import export as export_run
+    from sfda.export import formats
+    from sfda.export.formats import ExportError
+
+    honest = formats.run_written
+    monkeypatch.setattr(formats, "run_written", lambda *a: tuple(o + 1e-2 for o in honest(*a)))
+    with pytest.raises(ExportError, match="differ from PyTorch's beyond the tolerance 0.0001"):
+        export_run(run_folder, None, "torchscript", None, stand_in_loader(custom=False))
+    assert sorted(p.name for p in (run_folder / "export").iterdir()) == []  # no model, no staging folder
