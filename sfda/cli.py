@@ -309,6 +309,7 @@ DESCRIPTION = """sfda: adapt a trained model to unlabelled data of a new domain,
   sfda test|validate|predict --config <recipe> [--ckpt_path ...] score or predict
   sfda methods                                                 list every method, its task and recipes
   sfda report RUN_DIR [RUN_DIR ...] [--out report.html]        an HTML report of one or several runs
+  sfda export RUN_DIR --format onnx|torchscript|safetensors    the adapted model for deployment, checked
   sfda sweep --config <recipe> --space <space.yaml> --objective label_free/<name> --n_trials N
                                                                a label-free hyper-parameter sweep (Optuna)
   sfda fit --model.help sfda.methods.<Name>                    the arguments of one method

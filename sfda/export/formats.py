@@ -46,14 +46,14 @@ def outputs_of(result) -> tuple[torch.Tensor, ...]:
 
 @torch.no_grad()
 def write(fmt: str, module: nn.Module, inputs: torch.Tensor, path: Path, names: tuple[str, ...],
-          dynamic: bool) -> None:
+          dynamic: bool, state: dict | None = None) -> None:
     """Write ``module`` (eval mode) in format ``fmt`` to ``path``, traced on ``inputs`` (on its first
     sample alone when the batch size is not ``dynamic``). The tracer's warnings (a shape check read as a
     constant) are silenced: the parity check runs the result."""
     inputs = inputs if dynamic else inputs[:1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        _write(fmt, module, inputs, path, names, dynamic)
+        _write(fmt, module, inputs, path, names, dynamic, state)
 
 
 def require_exporter(fmt: str) -> None:
@@ -66,7 +66,7 @@ def require_exporter(fmt: str) -> None:
 
 
 def _write(fmt: str, module: nn.Module, inputs: torch.Tensor, path: Path, names: tuple[str, ...],
-           dynamic: bool) -> None:
+           dynamic: bool, state: dict | None) -> None:
     if fmt == "onnx":
         axes = {name: {0: "batch"} for name in ("image", *names)} if dynamic else None
         torch.onnx.export(module, (inputs,), str(path), dynamo=False, opset_version=OPSET,
@@ -76,14 +76,16 @@ def _write(fmt: str, module: nn.Module, inputs: torch.Tensor, path: Path, names:
     else:
         from safetensors.torch import save_file
 
-        state = plain_network(module).state_dict()
+        state = state if state is not None else plain_network(module).state_dict()
         save_file({name: value.detach().contiguous().clone() for name, value in state.items()}, str(path))
 
 
 @torch.no_grad()
-def run_written(fmt: str, path: Path, module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The outputs of the written file on ``inputs``, loaded as a user would load it (safetensors: into a
-    copy of the network, strictly)."""
+def run_written(fmt: str, path: Path, module: nn.Module, inputs: torch.Tensor,
+                rebuild=None) -> tuple[torch.Tensor, ...]:
+    """The outputs of the written file on ``inputs``, loaded as a user would load it. Safetensors: into
+    a fresh network of the named architecture, strictly (``rebuild``, where given), and from there into a
+    copy of ``module`` (sfda's inference settings)."""
     if fmt == "onnx":
         import onnxruntime
 
@@ -93,8 +95,12 @@ def run_written(fmt: str, path: Path, module: nn.Module, inputs: torch.Tensor) -
         return outputs_of(torch.jit.load(str(path), map_location="cpu")(inputs))
     from safetensors.torch import load_file
 
+    loaded = load_file(str(path))
+    if rebuild is not None:
+        loaded = rebuild(loaded).state_dict()
     rebuilt = copy.deepcopy(module)
-    plain_network(rebuilt).load_state_dict(load_file(str(path)), strict=True)
+    plain = plain_network(rebuilt)
+    plain.load_state_dict({name: loaded[name] for name in plain.state_dict()}, strict=True)
     return outputs_of(rebuilt(inputs))
 
 
@@ -122,23 +128,25 @@ def worst(figures: list[dict]) -> dict:
 
 @torch.no_grad()
 def check_parity(fmt: str, path: Path, module: nn.Module, inputs: torch.Tensor, names: tuple[str, ...],
-                 dynamic: bool, reference: nn.Module | None = None) -> dict:
+                 dynamic: bool, reference: nn.Module | None = None, rebuild=None) -> dict:
     """Run the written file against PyTorch on ``inputs`` (one at a time when the batch size is not
-    ``dynamic``: the worst figure of each output) and, for a dynamic batch, on the first sample alone:
-    ``{"inputs": shape, "outputs": {...}, "single_sample": {...} or None, "tolerance", "passed"}``.
+    ``dynamic``: the worst figure of each output) and, for a dynamic batch, on a batch of another size
+    (all inputs but the last; from 3 inputs):
+    ``{"inputs": shape, "outputs": {...}, "smaller_batch": {...} or None, "tolerance", "passed"}``.
     ``reference`` (default ``module``): the network PyTorch's outputs come from, when ``module`` is an
-    export-ready rewrite of it (``with_explicit_batch_statistics``)."""
+    export-ready rewrite of it (``with_explicit_batch_statistics``); ``rebuild``: see ``run_written``."""
     reference = reference or module
+    run = lambda x: run_written(fmt, path, module, x, rebuild)  # noqa: E731
     if dynamic:
-        outputs = compare(outputs_of(reference(inputs)), run_written(fmt, path, module, inputs), names)
+        outputs = compare(outputs_of(reference(inputs)), run(inputs), names)
     else:
-        each = [compare(outputs_of(reference(one)), run_written(fmt, path, module, one), names)
+        each = [compare(outputs_of(reference(one)), run(one), names)
                 for one in inputs.split(1)]
         outputs = {name: worst([figures[name] for figures in each]) for name in names}
-    single = None
-    if dynamic and inputs.shape[0] > 1 and fmt != "safetensors":
-        one = inputs[:1]
-        single = compare(outputs_of(reference(one)), run_written(fmt, path, module, one), names)
-    passed = all(o["passed"] for o in outputs.values()) and all(o["passed"] for o in (single or {}).values())
+    smaller = None
+    if dynamic and inputs.shape[0] > 2 and fmt != "safetensors":
+        fewer = inputs[:-1]
+        smaller = compare(outputs_of(reference(fewer)), run(fewer), names)
+    passed = all(o["passed"] for o in outputs.values()) and all(o["passed"] for o in (smaller or {}).values())
     return {"format": fmt, "inputs": list(inputs.shape), "tolerance": TOLERANCE, "outputs": outputs,
-            "single_sample": single, "passed": passed}
+            "smaller_batch": smaller, "passed": passed}

@@ -15,6 +15,10 @@ class ArtifactError(ValueError):
 
 
 SAFETENSORS_SUFFIX = ".safetensors"
+# key prefixes that wrapping a model adds to its state dict
+WRAPPER_PREFIXES = {"module.": "DataParallel / DistributedDataParallel model",
+                    "_orig_mod.": "torch.compile model",
+                    "model.": "Lightning module or a wrapper's attribute"}
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -63,6 +67,11 @@ def weight_differences(module: nn.Module, state: dict) -> str:
     parts = [f"{what} {items[:5]}" + (f" and {len(items) - 5} more" if len(items) > 5 else "")
              for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
                                  ("shapes", shapes)) if items]
+    for prefix in WRAPPER_PREFIXES:
+        if unexpected and all(k.startswith(prefix) for k in unexpected) and \
+                {k[len(prefix):] for k in unexpected} & set(missing):
+            parts.append(f"the file's keys carry the prefix '{prefix}' (a {WRAPPER_PREFIXES[prefix]}); save "
+                         f"the unwrapped model's state_dict, or strip '{prefix}' from the keys")
     return "; ".join(parts)
 
 

@@ -29,6 +29,7 @@ SCHEMES = {"timm": "classification", "torchvision.models": "classification",
            "torchvision.models.detection": "detection"}
 DETECTION_BUILDERS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
                       "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn")
+AUXILIARY_HEADS = ("googlenet", "inception_v3")  # built without their auxiliary classifiers
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # torchvision's classifier heads, by attribute, in the order they are looked for
 TORCHVISION_HEADS = ("fc", "classifier", "heads", "head")
@@ -89,6 +90,8 @@ def build_zoo_network(target: str, kwargs: dict) -> nn.Module:
                                     f"R-CNN detectors (a region proposal network and RoI heads); expected "
                                     f"one of {list(DETECTION_BUILDERS)}")
             return models.get_model(name, weights=None, weights_backbone=None, **kwargs)
+        if name in AUXILIARY_HEADS:  # their train-mode output is a tuple with the auxiliary logits
+            kwargs.setdefault("aux_logits", False)
         return models.get_model(name, weights=None, **kwargs)
     except TypeError as err:
         raise ArtifactError(f"model.source.kwargs {kwargs} do not build {target}: {err}") from err
@@ -126,9 +129,11 @@ def default_input(network: nn.Module, target: str, kwargs: dict) -> InputSpec:
         channels, height, _ = config.get("test_input_size") or config.get("input_size", (3, 224, 224))
         size = kwargs.get("img_size", height)
         size = size[0] if isinstance(size, (tuple, list)) else size
-        return InputSpec(size=int(size), channels=int(kwargs.get("in_chans", channels)),
-                         mean=tuple(config.get("mean", (0.5,) * 3))[:channels],
-                         std=tuple(config.get("std", (0.5,) * 3))[:channels])
+        channels = int(kwargs.get("in_chans", channels))
+        mean, std = tuple(config.get("mean", (0.5,) * 3)), tuple(config.get("std", (0.5,) * 3))
+        if len(mean) != channels:  # in_chans differs from the recorded RGB statistics: their mean per channel
+            mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+        return InputSpec(size=int(size), channels=channels, mean=mean, std=std)
     if scheme == "torchvision.models.detection":  # the detector normalises and resizes inside (its transform)
         transform = network.transform
         return InputSpec(size=int(transform.min_size[-1]), channels=3, mean=tuple(transform.image_mean),

@@ -178,13 +178,23 @@ class DetectionTask(Task):
         return OneImageDetections(network)
 
     def deployment_spec(self, module: TaskModule) -> dict:
+        """The base spec with the detector's inference settings (what a network rebuilt from safetensors
+        weights must be given to predict as the export does)."""
         spec = super().deployment_spec(module)
+        network = module.evaluated_network()
+        spec["inference_settings"] = {
+            "rpn_post_nms_top_n_test": int(network.rpn._post_nms_top_n["testing"]),
+            "rpn_score_thresh": float(network.rpn.score_thresh),
+            "box_score_thresh": float(network.roi_heads.score_thresh),
+            "box_nms_thresh": float(network.roi_heads.nms_thresh),
+            "box_detections_per_img": int(network.roi_heads.detections_per_img),
+            "min_size": int(network.transform.min_size[-1]), "max_size": int(network.transform.max_size)}
         spec["image"] = ("float32 (1, 3, S, S), S = input.size: RGB pixels scaled to [0, 1] (a tile of "
                          "input.size pixels); the network normalises with input.mean and input.std itself")
         spec["outputs"] = {"boxes": "(n, 4) x1, y1, x2, y2 in the input's pixels",
                            "labels": "(n,) 0-based index into class_names",
-                           "scores": f"(n,) confidence; {self.inference_proposals} RPN proposals, every "
-                                     "score kept (threshold it yourself)"}
+                           "scores": "(n,) confidence, at most box_detections_per_img boxes scoring "
+                                     "above box_score_thresh after NMS (inference_settings)"}
         return spec
 
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:

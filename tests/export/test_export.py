@@ -32,11 +32,12 @@ def export(*args: str) -> tuple[int, str]:
     return code, err.getvalue() + out.getvalue()
 
 
-def exported_everything(run_dir, task: str, outputs: tuple[str, ...], method: str) -> dict:
+def exported_everything(run_dir, task: str, outputs: tuple[str, ...], method: str,
+                        formats: tuple[str, ...] = FORMATS) -> dict:
     """Export ``run_dir`` in every format; check the files, the spec and the parity record of each.
     Returns {format: parity.json}."""
     parities = {}
-    for fmt in FORMATS:
+    for fmt in formats:
         code, text = export(str(run_dir), "--format", fmt)
         assert code == 0, text[-3000:]
         folder = run_dir / "export" / fmt
@@ -86,6 +87,18 @@ def test_a_run_without_a_checkpoint_is_refused_by_name(run_without_checkpoint):
     assert snapshot(run_without_checkpoint) == before
 
 
+def test_a_recorded_selection_that_is_gone_and_a_source_training_run_are_refused(run_without_checkpoint):
+    (run_without_checkpoint / "checkpoints").mkdir()
+    (run_without_checkpoint / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    (run_without_checkpoint / "results.json").write_text(json.dumps(
+        {"selected/checkpoint": "checkpoints/selected.ckpt"}))
+    code, text = export(str(run_without_checkpoint), "--format", "onnx")
+    assert code == 1 and "selected checkpoints/selected.ckpt (results.json), which does not exist" in text
+    (run_without_checkpoint / "run_info.json").write_text(json.dumps({"method": "DetectionSourceTraining"}))
+    code, text = export(str(run_without_checkpoint), "--format", "onnx")
+    assert code == 1 and "a source-training run; its result is the source artifact" in text
+
+
 def test_an_output_folder_that_holds_files_is_never_overwritten(run_without_checkpoint):
     (run_without_checkpoint / "checkpoints").mkdir()
     (run_without_checkpoint / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
@@ -119,7 +132,7 @@ def test_classification_exports_the_adapted_network_and_tents_batch_statistics(a
     """SHOT's adapted network, and Tent's, whose BatchNorm normalises each batch with its own statistics."""
     parities = exported_everything(adapted / "runs" / "shot" / "version_0", "classification", ("logits",),
                                    "sfda.methods.shot.SHOT")
-    assert parities["onnx"]["single_sample"] is not None  # any batch size: checked on one sample too
+    assert parities["onnx"]["smaller_batch"] is not None  # any batch size: checked on a smaller batch too
     tent = adapted / "tent.yaml"
     recipe = yaml.safe_load((adapted / "shot.yaml").read_text())
     recipe["model"] = {"class_path": "sfda.methods.Tent", "init_args": {"source": recipe["model"]["init_args"]
@@ -128,9 +141,12 @@ def test_classification_exports_the_adapted_network_and_tents_batch_statistics(a
     run_sfda("fit", "--config", str(tent), f"--trainer.default_root_dir={adapted / 'runs' / 'tent'}",
              cwd=adapted)
     run = adapted / "runs" / "tent" / "version_0"
-    exported_everything(run, "classification", ("logits",), "sfda.methods.tent.Tent")
+    exported_everything(run, "classification", ("logits",), "sfda.methods.tent.Tent", ("onnx", "torchscript"))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not any(k.endswith("running_mean") for k in state)  # the exports kept batch statistics
+    code, text = export(str(run), "--format", "safetensors")  # weights alone would lose them: refused
+    assert code == 1 and "normalises with each batch's own statistics (Tent)" in text
+    assert not (run / "export" / "safetensors").exists()
 
 
 @pytest.mark.slow
@@ -156,11 +172,11 @@ def test_pose_exports_the_intermediate_network(tmp_path):
 
 @pytest.mark.slow
 def test_segmentation_exports_the_network_on_its_inference_windows(colin_source, tmp_path):
-    run_sfda("fit", "--config", str(SEGMENTATION_RECIPES / "tent.yaml"),
+    run_sfda("fit", "--config", str(SEGMENTATION_RECIPES / "adabn.yaml"),
              f"--model.init_args.source={colin_source}", "--trainer.max_epochs=1",
              f"--trainer.default_root_dir={tmp_path / 'runs'}")
     parities = exported_everything(tmp_path / "runs" / "version_0", "segmentation", ("logits",),
-                                   "sfda.methods.tent.Tent")
+                                   "sfda.methods.adabn.AdaBN")
     assert parities["onnx"]["inputs"][1:] == [1, 128, 128]  # slices of the 2-D recipes' roi
 
 

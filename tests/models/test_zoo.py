@@ -61,6 +61,20 @@ def test_weights_of_another_shape_are_refused_with_the_first_differing_keys(tmp_
     assert "fc.weight (4, 512) (expected (10, 512))" in message
 
 
+def test_weights_saved_from_a_wrapped_model_are_refused_naming_the_prefix(tmp_path):
+    network = build_zoo_network("timm:resnet10t", {"num_classes": 10})
+    save_file({f"module.{k}": v for k, v in network.state_dict().items()}, str(tmp_path / "ddp.safetensors"))
+    with pytest.raises(ArtifactError, match="the file's keys carry the prefix 'module.' \\(a DataParallel"):
+        load_source(source(tmp_path, "timm-resnet", weights=str(tmp_path / "ddp.safetensors")))
+
+
+def test_a_grey_timm_model_gets_one_channel_statistics(tmp_path):
+    grey = load_source(source(tmp_path, "timm-resnet", kwargs={"num_classes": 10, "in_chans": 1},
+                              weights=str(zoo_weights(tmp_path / "grey.safetensors", "timm:resnet10t",
+                                                      {"num_classes": 10, "in_chans": 1})))).input
+    assert grey.channels == 1 and grey.mean == pytest.approx((0.449,)) and grey.std == pytest.approx((0.226,))
+
+
 def test_a_checkpoint_holding_a_state_dict_is_refused_with_what_to_save(tmp_path):
     network = build_zoo_network("timm:resnet10t", {"num_classes": 10})
     torch.save({"state_dict": network.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pth")
