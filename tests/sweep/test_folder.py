@@ -34,6 +34,7 @@ def assert_scored_from_own_run(sweep_dir, name: str) -> None:
 # ---- item 1: a study writes only in its own folder, and scores only its own runs ----------------------
 
 
+@pytest.mark.slow  # two real sweeps of one trial each (about 4 s): kept out of the fast tier's budget
 def test_a_second_study_in_one_sweep_folder_is_refused_and_the_first_is_kept(workspace, monkeypatch):
     folder, config, space = workspace
     fake_trials(monkeypatch)
@@ -83,6 +84,7 @@ def test_results_without_trials_are_kept_when_the_journal_is_gone(workspace, mon
     assert snapshot(sweep_dir) == before
 
 
+@pytest.mark.slow  # two real sweeps (about 4 s): kept out of the fast tier's budget
 def test_a_folder_naming_another_study_is_refused_even_when_that_study_has_the_same_trials(
     workspace, monkeypatch
 ):
