@@ -6,6 +6,7 @@
 
     python benchmarks/detection.py yell_fog --methods source source_only mean_teacher lpld lpld_weight0
     python benchmarks/detection.py digits_photos --seeds 0 1 2
+    python benchmarks/detection.py digits_photos --methods lpld --reuse-finished   # finish what stopped
 
 Every run goes through the real CLI. Target boxes only report: the source checkpoint is chosen on
 held-out SOURCE tiles, adaptation reports its last epoch (the teacher after its last EMA update).
@@ -15,6 +16,7 @@ Source-only is scored once: its evaluation draws no random numbers, so every see
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 
 from common import ROOT, append_rows, row, run_cli
@@ -55,7 +57,7 @@ def seeded_rows(bench: str, name: str, runs: list[tuple[dict, float]], epochs: i
     return rows
 
 
-def run(benchmark: str, method: str, seeds: list[int]) -> list[dict]:
+def run(benchmark: str, method: str, seeds: list[int], reuse: bool = False) -> list[dict]:
     bench = BENCHMARKS[benchmark]
     runs = ROOT / "benchmarks" / "runs" / "detection" / benchmark / method
     recipe = f"recipes/detection/{benchmark}/{method}.yaml"
@@ -73,8 +75,24 @@ def run(benchmark: str, method: str, seeds: list[int]) -> list[dict]:
             rows += seeded_rows(bench, name, [run_cli("test", recipe, runs / "clean", override)], 0)
         return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
                 for r in rows]
-    seeded = [run_cli("fit", recipe, runs / f"seed{seed}", f"--seed_everything={seed}") for seed in seeds]
+    seeded = [(reuse and finished_run(runs / f"seed{seed}")) or
+              run_cli("fit", recipe, runs / f"seed{seed}", f"--seed_everything={seed}") for seed in seeds]
     return seeded_rows(bench, METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]))
+
+
+def finished_run(root) -> tuple[dict, float] | None:
+    """``(results.json, wall seconds)`` of the newest run under ``root`` that ran to its last epoch (not
+    stopped, not collapsed), else None: ``--reuse-finished`` then keeps it instead of running it again."""
+    versions = sorted(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not versions or not (versions[-1] / "results.json").is_file():
+        return None
+    results = json.loads((versions[-1] / "results.json").read_text())
+    if results.get("stopped") or results.get("collapsed") or "target/ap50" not in results:
+        return None
+    info = json.loads((versions[-1] / "run_info.json").read_text())
+    if info.get("git_commit"):
+        results["run/git_commit"] = info["git_commit"][:7]
+    return results, float(results.get("wall_s", 0.0))
 
 
 def main() -> None:
@@ -83,9 +101,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["source", *METHOD_NAMES],
                         help="in order; 'source' first trains the source model")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--reuse-finished", action="store_true",
+                        help="keep a seed's finished run (the newest version under the seed's folder) "
+                             "instead of running it again: finish an interrupted benchmark")
     args = parser.parse_args()
     for method in args.methods:
-        rows = run(args.benchmark, method, args.seeds)
+        rows = run(args.benchmark, method, args.seeds, args.reuse_finished)
         path = append_rows("detection", rows)
         values = [f"{r['metric']}={r['value']}" + (f"+-{r['std']}" if "std" in r else "") for r in rows]
         print(f"{method}: " + ", ".join(values), "->", path.name, flush=True)

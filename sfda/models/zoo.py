@@ -11,7 +11,8 @@ torchvision ``weights=None``): its weights are the user's file. A classifier's h
 ``nn.Linear``) and its adaptation feature is that head's input, which is timm's
 ``forward_head(pre_logits=True)``. The input spec defaults to timm's ``pretrained_cfg`` (size, mean, std)
 or the torchvision builder's default weights' transforms. timm is imported only when a recipe names it
-(the ``sfda[timm]`` extra).
+(the ``sfda[timm]`` extra). torchvision's segmentation builders are not offered: they are RGB
+natural-image networks returning a dict, and sfda's segmentation task adapts volumetric MONAI networks.
 """
 
 from __future__ import annotations
