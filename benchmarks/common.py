@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -69,3 +70,36 @@ def row(benchmark: str, setting: str, method: str, metric: str, value: float, se
     return {"benchmark": benchmark, "setting": setting, "method": method, "metric": metric,
             "value": round(float(value), 4), "seconds": round(float(seconds), 1), "commit": code,
             "date": datetime.date.today().isoformat(), **extra}
+
+
+def seeded_rows(bench: str, setting: str, name: str, runs: list[tuple[dict, float]], epochs: int,
+                metrics: dict[str, tuple[str, str]]) -> list[dict]:
+    """Mean and sample standard deviation over the seeds' runs (``(results.json, seconds)``) of every metric
+    in ``metrics`` (``metric -> (results.json key, note)``) that every run reports; each seed's value kept."""
+    rows = []
+    for metric, (key, note) in metrics.items():
+        values = [results[key] for results, _ in runs if key in results]
+        if len(values) != len(runs) or not values:
+            continue
+        spread = {"std": round(statistics.stdev(values), 4)} if len(values) > 1 else {}  # one run: no SD
+        how = f"mean and sample standard deviation over {len(values)} seeds" if spread else "one run"
+        rows.append(row(bench, setting, name, metric, statistics.mean(values),
+                        sum(seconds for _, seconds in runs), run=runs[0][0], epochs=epochs,
+                        seeds=[round(float(v), 4) for v in values], notes=f"{note}; {how}", **spread))
+    return rows
+
+
+def finished_run(root: Path, headline: str) -> tuple[dict, float] | None:
+    """``(results.json, wall seconds)`` of the newest run under ``root`` that ran to its last epoch (not
+    stopped, not collapsed, ``headline`` reported), else None: a benchmark's ``--reuse-finished`` then keeps
+    it instead of running it again."""
+    versions = sorted(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not versions or not (versions[-1] / "results.json").is_file():
+        return None
+    results = json.loads((versions[-1] / "results.json").read_text())
+    if results.get("stopped") or results.get("collapsed") or headline not in results:
+        return None
+    info = json.loads((versions[-1] / "run_info.json").read_text())
+    if info.get("git_commit"):
+        results["run/git_commit"] = info["git_commit"][:7]
+    return results, float(results.get("wall_s", 0.0))

@@ -16,10 +16,8 @@ Source-only is scored once: its evaluation draws no random numbers, so every see
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 
-from common import ROOT, append_rows, row, run_cli
+from common import ROOT, append_rows, finished_run, row, run_cli, seeded_rows
 
 BENCHMARKS = {"yell_fog": "yell fog (real images, synthetic fog)",
               "digits_photos": "digits->digits-on-photos (semi-synthetic)", "yell_osbs": "yell->osbs"}
@@ -42,21 +40,6 @@ CLEAN = {"yell_fog": ("source-only, clean crop 1 (diagnostic)",
                       "--data.init_args.eval=[demo://yell_fog/clean_test.json]")}
 
 
-def seeded_rows(bench: str, name: str, runs: list[tuple[dict, float]], epochs: int) -> list[dict]:
-    """Mean and standard deviation over the seeds' runs for every metric the runs report."""
-    rows = []
-    for metric, (key, note) in METRICS.items():
-        values = [results[key] for results, _ in runs if key in results]
-        if len(values) != len(runs):
-            continue
-        spread = {"std": round(statistics.stdev(values), 4)} if len(values) > 1 else {}  # one run: no SD
-        how = f"mean and sample standard deviation over {len(values)} seeds" if spread else "one run"
-        rows.append(row(bench, "closed", name, metric, statistics.mean(values),
-                        sum(seconds for _, seconds in runs), run=runs[0][0], epochs=epochs,
-                        seeds=[round(float(v), 4) for v in values], notes=f"{note}; {how}", **spread))
-    return rows
-
-
 def run(benchmark: str, method: str, seeds: list[int], reuse: bool = False) -> list[dict]:
     bench = BENCHMARKS[benchmark]
     runs = ROOT / "benchmarks" / "runs" / "detection" / benchmark / method
@@ -69,30 +52,16 @@ def run(benchmark: str, method: str, seeds: list[int], reuse: bool = False) -> l
                     notes="AP50 on held-out SOURCE tiles of the selected epoch (one seed: it only makes "
                           "the model every adaptation row starts from)")]
     if method == "source_only":
-        rows = seeded_rows(bench, METHOD_NAMES[method], [run_cli("test", recipe, runs)], 0)
+        rows = seeded_rows(bench, "closed", METHOD_NAMES[method], [run_cli("test", recipe, runs)], 0, METRICS)
         if benchmark in CLEAN:
             name, override = CLEAN[benchmark]
-            rows += seeded_rows(bench, name, [run_cli("test", recipe, runs / "clean", override)], 0)
+            rows += seeded_rows(bench, "closed", name, [run_cli("test", recipe, runs / "clean", override)], 0,
+                                METRICS)
         return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
                 for r in rows]
-    seeded = [(reuse and finished_run(runs / f"seed{seed}")) or
+    seeded = [(reuse and finished_run(runs / f"seed{seed}", "target/ap50")) or
               run_cli("fit", recipe, runs / f"seed{seed}", f"--seed_everything={seed}") for seed in seeds]
-    return seeded_rows(bench, METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]))
-
-
-def finished_run(root) -> tuple[dict, float] | None:
-    """``(results.json, wall seconds)`` of the newest run under ``root`` that ran to its last epoch (not
-    stopped, not collapsed), else None: ``--reuse-finished`` then keeps it instead of running it again."""
-    versions = sorted(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not versions or not (versions[-1] / "results.json").is_file():
-        return None
-    results = json.loads((versions[-1] / "results.json").read_text())
-    if results.get("stopped") or results.get("collapsed") or "target/ap50" not in results:
-        return None
-    info = json.loads((versions[-1] / "run_info.json").read_text())
-    if info.get("git_commit"):
-        results["run/git_commit"] = info["git_commit"][:7]
-    return results, float(results.get("wall_s", 0.0))
+    return seeded_rows(bench, "closed", METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]), METRICS)
 
 
 def main() -> None:

@@ -1,84 +1,95 @@
-"""Pose suite on the SEMI-SYNTHETIC figures (``sfda.data.benchmarks.pose_figures``): flat-shaded
-source figures -> photo-textured target figures. Source training, then source-only, AdaBN, Mean Teacher,
-pose SFDA and its ablations (without source-protect; without pose contrastive + IM; temperature 0.05),
-and an oracle trained on target labels for reference.
+"""Pose suite on the SEMI-SYNTHETIC figures (``sfda.data.benchmarks.pose_figures``, generator version 2):
+flat-shaded source figures -> photo-textured target figures. Source training, then source-only, AdaBN, Mean
+Teacher, pose SFDA (I, and T beside it) and its two ablations (without source-protect; without pose
+contrastive + IM), and an oracle (the source model fine-tuned on target labels with the adaptation's step
+budget). Every row is the mean and standard deviation over seeds, each seed's value stored.
 
-    python benchmarks/pose.py                      # everything, in order
-    python benchmarks/pose.py --methods pose_sfda  # one method (the source artifact must exist)
+    python benchmarks/pose.py                                  # everything, in order, seeds 0 1 2
+    python benchmarks/pose.py --methods pose_sfda --seeds 0    # one method (the source artifact must exist)
+    python benchmarks/pose.py --methods mean_teacher --reuse-finished   # finish what stopped
 
-Every method runs through the real CLI with its recipe; the target test figures' labels only report
-(the last epoch is reported; nothing is chosen with them).
+Every method runs through the real CLI with its recipe; the target test figures' labels only report (the last
+epoch is reported; nothing is chosen with them). Source-only and AdaBN draw no random numbers and run once.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from common import ROOT, append_rows, row, run_cli
+from common import ROOT, append_rows, finished_run, row, run_cli, seeded_rows
 
 BENCHMARK = "flat->photo figures (semi-synthetic)"
-RECIPES = ROOT / "recipes" / "pose" / "figures"
 RUNS = ROOT / "benchmarks" / "runs" / "pose_figures"
-SOURCE = "runs/pose_figures/source.pt"
 ORACLE = "runs/pose_figures/oracle.pt"
-VARIANTS = {  # method name -> (recipe, extra overrides, setting)
-    "source_only": ("source_only", [], "closed"),
-    "adabn": ("adabn", [], "closed"),
-    "mean_teacher": ("mean_teacher", [], "closed"),
-    "pose_sfda": ("pose_sfda", [], "closed"),
-    "pose_sfda_no_source_protect": ("pose_sfda", ["--model.init_args.source_protect=false"], "ablation"),
-    "pose_sfda_no_contrastive_im": ("pose_sfda", ["--model.init_args.target_relevant=false"], "ablation"),
-    "pose_sfda_temperature_0.05": ("pose_sfda", ["--model.init_args.temperature=0.05"], "deviation"),
+NO_PROTECT = "--model.init_args.source_protect=false"
+NO_TARGET_TERMS = "--model.init_args.target_relevant=false"
+VARIANTS = {  # method name -> (recipe, extra overrides, setting, seeded)
+    "source_only": ("source_only", [], "closed", False),
+    "adabn": ("adabn", [], "closed", False),
+    "mean_teacher": ("mean_teacher", [], "closed", True),
+    "pose_sfda": ("pose_sfda", [], "closed", True),
+    "pose_sfda_no_source_protect": ("pose_sfda", [NO_PROTECT], "ablation", True),
+    "pose_sfda_no_contrastive_im": ("pose_sfda", [NO_TARGET_TERMS], "ablation", True),
 }
 NAMES = {"source_only": "source-only", "adabn": "adabn", "mean_teacher": "mean-teacher",
          "pose_sfda": "pose-sfda", "pose_sfda_no_source_protect": "pose-sfda w/o source-protect",
-         "pose_sfda_no_contrastive_im": "pose-sfda w/o contrastive+IM",
-         "pose_sfda_temperature_0.05": "pose-sfda, temperature 0.05"}
-PCK_NOTE = "PCK@0.05 of the heatmap size (24-pixel heatmaps), 500 target test figures"
+         "pose_sfda_no_contrastive_im": "pose-sfda w/o contrastive+IM"}
+# metric -> (results.json key, note); target/ scores the evaluated network (pose SFDA's I, the teacher)
+METRICS = {
+    "pck": ("target/pck", "PCK@0.05 of the heatmap size (24-pixel heatmaps), 500 target test figures"),
+    "t-pck": ("target_t_network/pck", "pose SFDA's T network (I is what the method reports)"),
+    "student-pck": ("target_student/pck", "Mean Teacher's student (the teacher is what it reports)"),
+    "pck-box": ("target/pck_box", "PCK@0.2 of the person box's longer side"),
+    "occlusion-gate": ("train/occlusion_gate", "last epoch: fraction of joints whose I' peak reaches the "
+                       "0.9 occlusion gate"),
+    "confidence-gate": ("train/confidence_gate", "last epoch: fraction of joints whose teacher peak "
+                        "reaches the 0.5 pseudo-label gate"),
+    "ema-source-share": ("train/ema_source_share", "share of the source weights the EMA network still "
+                         "holds at the end"),
+    "epoch-seconds": ("timing/epoch_s", "mean training-epoch wall time, 2 CPU threads, incl. evaluation"),
+}
 
 
-def scores(name: str, setting: str, results: dict, seconds: float, epochs: int) -> list[dict]:
-    rows = [row(BENCHMARK, setting, name, "pck", results["target/pck"], seconds, run=results, epochs=epochs,
-                notes=PCK_NOTE),
-            row(BENCHMARK, setting, name, "pck-box", results["target/pck_box"], seconds, run=results,
-                epochs=epochs, notes="PCK@0.2 of the person box's longer side")]
-    if epochs:
-        rows.append(row(BENCHMARK, setting, name, "epoch-seconds", results["timing/epoch_s"], seconds,
-                        run=results, epochs=epochs,
-                        notes="mean training-epoch wall time, 1 torch thread, incl. evaluation"))
-    return rows
-
-
-def train(recipe: str, name: str) -> list[dict]:
+def train(recipe: str, name: str, *extra: str) -> tuple[list[dict], dict]:
     results, seconds = run_cli("fit", f"recipes/pose/figures/{recipe}.yaml", RUNS / recipe,
-                               "--model.init_args.overwrite_artifact=true")
+                               "--model.init_args.overwrite_artifact=true", *extra)
     return [row(BENCHMARK, "closed", name, "source-pck", results["source_val/best_pck"], seconds, run=results,
                 epochs=int(results["epochs"]),
-                notes="PCK@0.05 on the held-out tenth of its TRAINING figures")]
+                notes="PCK@0.05 on the held-out tenth of its TRAINING figures (selects its epoch)")], results
 
 
-def run(method: str) -> list[dict]:
+def run(method: str, seeds: list[int], reuse: bool) -> list[dict]:
     if method == "source":
-        return train("source", "source training")
+        return train("source", "source training")[0]
     if method == "oracle":
-        rows = train("oracle", "oracle (target labels)")
-        results, seconds = run_cli("test", "recipes/pose/figures/source_only.yaml", RUNS / "oracle_test",
-                                   f"--model.init_args.source={ORACLE}")
-        return rows + scores("oracle (target labels)", "closed", results, seconds, 0)
-    recipe, extra, setting = VARIANTS[method]
+        rows, _ = train("oracle", "oracle (target labels)")
+        runs = [run_cli("test", "recipes/pose/figures/source_only.yaml", RUNS / "oracle_test",
+                        f"--model.init_args.source={ORACLE}")]
+        return rows + seeded_rows(BENCHMARK, "closed", "oracle (target labels)", runs, 0, METRICS)
+    recipe, extra, setting, seeded = VARIANTS[method]
     command = "test" if method == "source_only" else "fit"
-    results, seconds = run_cli(command, f"recipes/pose/figures/{recipe}.yaml", RUNS / method, *extra)
-    return scores(NAMES[method], setting, results, seconds,
-                  int(results.get("epochs", 0)) if command == "fit" else 0)
+    if not seeded:
+        runs = [run_cli(command, f"recipes/pose/figures/{recipe}.yaml", RUNS / method, *extra)]
+        epochs = int(runs[0][0].get("epochs", 0)) if command == "fit" else 0
+        rows = seeded_rows(BENCHMARK, setting, NAMES[method], runs, epochs, METRICS)
+        return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
+                for r in rows]
+    runs = [(reuse and finished_run(RUNS / method / f"seed{seed}", "target/pck")) or
+            run_cli("fit", f"recipes/pose/figures/{recipe}.yaml", RUNS / method / f"seed{seed}",
+                    f"--seed_everything={seed}", *extra) for seed in seeds]
+    return seeded_rows(BENCHMARK, setting, NAMES[method], runs, int(runs[0][0]["epochs"]), METRICS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["source", *VARIANTS, "oracle"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--reuse-finished", action="store_true",
+                        help="keep a seed's finished run instead of running it again")
     args = parser.parse_args()
     for method in args.methods:
-        print(append_rows("pose", run(method)), method, flush=True)
+        print(append_rows("pose", run(method, args.seeds, args.reuse_finished)), method, flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -76,15 +77,24 @@ def register_demo(suite: str, usage: str) -> Callable[[Demo], Demo]:
     return register
 
 
-def register_generated(suite: str, usage: str, generate: Callable[[Path, str, str], Path]) -> None:
+def register_generated(
+    suite: str, usage: str, generate: Callable[[Path, str, str], Path], version: int | None = None
+) -> None:
     """Register a generated benchmark: ``demo://<suite>/<domain>_<split>.json`` is the COCO file
     ``generate(root, domain, split)`` writes to ``root/<suite>/<domain>_<split>/annotations.json``, generated
-    on first use and kept."""
+    on first use and kept. With a ``version``, a file whose ``info.generator_version`` differs (written by an
+    older generator) is generated again, with a warning."""
 
     @register_demo(suite, usage)
     def prepare(root: Path, part: str) -> Path:
         domain, _, split = part.partition("_")
         out = Path(root) / suite / part / "annotations.json"
+        if out.exists() and version is not None:
+            found = json.loads(out.read_text()).get("info", {}).get("generator_version", 1)
+            if found != version:
+                warnings.warn(f"demo://{suite}/{part}.json: {out} was written by generator version {found}; "
+                              f"generating version {version} in its place", stacklevel=2)
+                return generate(root, domain, split)
         return out if out.exists() else generate(root, domain, split)
 
 

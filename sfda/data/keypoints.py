@@ -57,6 +57,8 @@ class PersonRecord:
     annotation: str
     person_id: int
     image_id: int | str = -1
+    category_id: int | str = 1
+    labelled: bool = True  # False: the file gave no keypoints for this person (target people need none)
 
     @property
     def name(self) -> str:
@@ -178,6 +180,11 @@ VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
 def person_keypoints(annotation: dict, names: list[str], where: str) -> np.ndarray:
     """``(K, 3)`` ``x, y, v`` of a person: ``3 K`` finite numbers, each v one of 0, 1, 2."""
     values = annotation.get("keypoints")
+    if values is None:
+        raise ValueError(
+            f"{where}: no 'keypoints' field; expected {3 * len(names)} numbers (x, y, v for each of the "
+            f"category's {len(names)} joints). Only target people, whose labels never train, may omit it"
+        )
     if isinstance(values, list) and values and all(isinstance(v, (list, dict)) for v in values):
         raise ValueError(
             f"{where}: keypoints is a list of {len(values)} {json_type(values[0])}s (e.g. {values[0]!r}); "
@@ -236,8 +243,12 @@ def person_annotations(payload: dict, category: dict, where: str) -> list[tuple[
     return people
 
 
-def read_people(location: str, image_root: str | None = None) -> list[PersonRecord]:
-    """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order."""
+def read_people(
+    location: str, image_root: str | None = None, keypoints_optional: bool = False
+) -> list[PersonRecord]:
+    """Every person of a COCO keypoints file (crowd annotations skipped), in annotation order. With
+    ``keypoints_optional`` (target people: labels only ever report) a person without a ``keypoints`` field
+    is read as unlabelled (every v 0, ``labelled`` False)."""
     where = str(location)
     payload = keypoints_payload(location)
     for key in ("images", "annotations", "categories"):
@@ -249,15 +260,19 @@ def read_people(location: str, image_root: str | None = None) -> list[PersonReco
     for pid, annotation in person_annotations(payload, category, where):
         image = images[coco_reference(annotation, "image_id", images, f"{where}: annotation {pid}")]
         place = f"{where}: annotation {pid}"
+        unlabelled = keypoints_optional and annotation.get("keypoints") is None
         people.append(
             PersonRecord(
                 image=locate(image["file_name"], where, image_root),
                 box=np.array(coco_box(annotation, place)),
-                keypoints=person_keypoints(annotation, names, place),
+                keypoints=(np.zeros((len(names), 3)) if unlabelled
+                           else person_keypoints(annotation, names, place)),
                 annotation=where,
                 person_id=pid,
                 size=coco_declared_size(image, f"{where}: images entry id {image['id']!r}") or (0, 0),
                 image_id=image["id"],
+                category_id=category["id"],
+                labelled=not unlabelled,
             )
         )
     return people
@@ -271,12 +286,8 @@ def check_people(
     model_joints: int | None = None,
 ) -> None:
     """Refuse people whose keypoints would train or score on wrong data (see the module docstring)."""
-    if model_joints is not None and model_joints != len(skeleton.names):
-        where = people[0].annotation if people else "data"
-        raise ValueError(
-            f"{where}: {len(skeleton.names)} joints {skeleton.names} but the model predicts "
-            f"{model_joints} heatmaps; use a model trained on this keypoint set"
-        )
+    if model_joints is not None:
+        check_joint_count(skeleton, model_joints, people[0].annotation if people else "data")
     if flip and not skeleton.flip_pairs:
         where = people[0].annotation if people else "data"
         raise ValueError(
@@ -311,6 +322,20 @@ def check_people(
                 f"{person.box.tolist()} is empty; expected [x, y, w, h] with w, h > 0"
             )
         check_box_inside(person)
+
+
+def check_joint_count(skeleton: Skeleton, model_joints: int, where: str) -> None:
+    """Refuse a keypoint set whose joint count is not the model's, naming the file and both counts."""
+    if model_joints == len(skeleton.names):
+        return
+    names = skeleton.names
+    shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
+    raise ValueError(
+        f"{where}: categories[].keypoints names {len(names)} joints ({shown}) but the source model predicts "
+        f"{model_joints} heatmaps; a pose model adapts only to its own keypoint set: train a source model on "
+        "labelled data with these joints (recipes/pose/figures/source.yaml with data.train set to your "
+        "files) and adapt that one"
+    )
 
 
 def check_box_inside(person: PersonRecord) -> None:

@@ -15,8 +15,18 @@ import torch
 from torch.utils.data import Dataset
 
 from .datasets import RGBImageCache
+from .heatmaps import MIN_HEATMAP
+from .heatmaps import heatmap_sigma as default_sigma
 from .image_files import check_stated_size
-from .keypoints import PersonRecord, Skeleton, check_people, image_exists, read_people, read_skeleton
+from .keypoints import (
+    PersonRecord,
+    Skeleton,
+    check_joint_count,
+    check_people,
+    image_exists,
+    read_people,
+    read_skeleton,
+)
 from .pose_views import Augment, colour_jitter, crop_matrix, heatmaps, is_mirrored, view_keypoints, warp_image
 from .record_datamodule import RecordDataModule, Role
 from .transforms import InputSpec
@@ -32,6 +42,7 @@ class PoseDataset(Dataset):
         skeleton: joint names and flip pairs.
         spec: the model's input spec (square size, channels, mean, std).
         heatmap_size: side of the heatmap targets.
+        sigma: Gaussian sigma of the targets, in heatmap pixels.
         augment: random geometry and colour of training views (None: the plain crop).
         strong: also return an augmented ``"strong"`` view (its weak view is the plain crop).
         hide_keypoints: never return keypoints (target training data).
@@ -43,11 +54,13 @@ class PoseDataset(Dataset):
         skeleton: Skeleton,
         spec: InputSpec,
         heatmap_size: int,
+        sigma: float,
         augment: Augment | None = None,
         strong: bool = False,
         hide_keypoints: bool = False,
     ):
         self.people, self.skeleton, self.spec, self.heatmap_size = people, skeleton, spec, heatmap_size
+        self.sigma = sigma
         self.augment, self.strong, self.hide_keypoints = augment, strong, hide_keypoints
         self.jitter = colour_jitter(augment.colour) if augment is not None else None
         self.flip_order = skeleton.flip_order()
@@ -86,7 +99,7 @@ class PoseDataset(Dataset):
             "image": self.normalise(crop),
             "keypoints": torch.from_numpy(points).float(),
             "weight": torch.from_numpy(weight),
-            "heatmaps": torch.from_numpy(heatmaps(points, weight, size, self.heatmap_size)),
+            "heatmaps": torch.from_numpy(heatmaps(points, weight, size, self.heatmap_size, self.sigma)),
             "matrix": torch.from_numpy(matrix).float(),
         }
 
@@ -103,7 +116,7 @@ class PoseDataset(Dataset):
             draw = (self.augment or Augment()).draw(rng)
             strong = self.view_of(index, image, crop_matrix(box, self.spec.size, **draw), rng)
             item.update({f"strong_{k}" if k != "image" else "strong": v for k, v in strong.items()})
-        item.update(index=index, labelled=not self.hide_keypoints)
+        item.update(index=index, labelled=not self.hide_keypoints and self.people[index].labelled)
         return item
 
 
@@ -132,7 +145,10 @@ class PoseDataModule(RecordDataModule):
         val: source role: files of the validation people.
         role: 'source' or 'target'.
         input: the model's input spec; a target adopts the artifact's.
-        heatmap_size: heatmap side (default: input size / 4, SimpleBaseline's stride).
+        heatmap_size: heatmap side (default: input size / 4, SimpleBaseline's stride); at least 8.
+        heatmap_sigma: Gaussian sigma of the heatmap targets (and of Mean Teacher's pseudo-heatmaps) in
+            heatmap pixels; default: the paper's 2 px at a 64-pixel heatmap scaled to the heatmap size, never
+            below 1.5 px (``sfda.data.heatmaps.heatmap_sigma``), so the 0.9 gates stay reachable.
         augment: random geometry and colour of training views (``flip`` needs flip pairs).
         flip_pairs: left/right joint pairs (0-based joint ids or joint names), if the files do not carry
             ``flip_pairs``; each joint in at most one pair.
@@ -150,6 +166,7 @@ class PoseDataModule(RecordDataModule):
         role: Role = "target",
         input: InputSpec | None = None,
         heatmap_size: int | None = None,
+        heatmap_sigma: float | None = None,
         augment: Augment | None = None,
         flip_pairs: list[tuple[int | str, int | str]] | None = None,
         image_root: str | None = None,
@@ -171,14 +188,30 @@ class PoseDataModule(RecordDataModule):
             eval_subset,
             heatmap_size=heatmap_size,
         )
+        if heatmap_size is not None and heatmap_size < MIN_HEATMAP:
+            raise ValueError(f"data.heatmap_size: expected at least {MIN_HEATMAP} pixels, got {heatmap_size}")
+        if heatmap_sigma is not None and not heatmap_sigma > 0:
+            raise ValueError(f"data.heatmap_sigma: expected a positive sigma in heatmap pixels, got "
+                             f"{heatmap_sigma}")
         self.input_spec, self.heatmap_size_given = input, heatmap_size
+        self.heatmap_sigma_given = heatmap_sigma
         self.augment = augment if augment is not None else Augment()
         self.flip_pairs, self.image_root = flip_pairs, image_root
         self.skeleton: Skeleton | None = None
 
     @property
     def heatmap_size(self) -> int:
-        return self.heatmap_size_given or self.input_spec.size // 4
+        size = self.heatmap_size_given or self.input_spec.size // 4
+        if size < MIN_HEATMAP:
+            raise ValueError(f"data.heatmap_size: input size {self.input_spec.size} / 4 gives {size}-pixel "
+                             f"heatmaps; expected at least {MIN_HEATMAP} (a larger input.size or "
+                             "heatmap_size)")
+        return size
+
+    @property
+    def heatmap_sigma(self) -> float:
+        """Sigma of the heatmap targets, in heatmap pixels."""
+        return self.heatmap_sigma_given or default_sigma(self.heatmap_size)
 
     @property
     def joint_names(self) -> list[str]:
@@ -199,14 +232,11 @@ class PoseDataModule(RecordDataModule):
                     f"{location}: joints {skeleton.names} differ from {self.locations['train'][0]}'s "
                     f"{self.skeleton.names}; every file of a run needs the same keypoint set"
                 )
-            found = read_people(location, self.image_root)
+            found = read_people(location, self.image_root, keypoints_optional=self.role == "target")
             check_image_sizes(found)
-            check_people(
-                found,
-                self.skeleton,
-                training=split == "train" and self.role == "source",
-                flip=split == "train" and self.augment.flip,
-            )
+            # flip pairs are checked where flipped views are made (``dataset``): ``sfda test`` needs none
+            training = split == "train" and self.role == "source"
+            check_people(found, self.skeleton, training=training, flip=False)
             people += found
         return people
 
@@ -219,17 +249,20 @@ class PoseDataModule(RecordDataModule):
         self.split_records(train, evaluation, val)
 
     def check_model_joints(self, joints: int) -> None:
-        """Refuse a model whose heatmap count differs from this keypoint set's, naming both."""
+        """Refuse a model whose heatmap count differs from this keypoint set's, naming the file and both."""
         self.setup()
-        check_people([], self.skeleton, training=False, flip=False, model_joints=joints)
+        check_joint_count(self.skeleton, joints, str(self.locations["train"][0]))
 
     def dataset(self, split: str, train: bool = False, strong: bool = False) -> PoseDataset:
         records, hide = self.records_for(split)
+        if (train or strong) and self.augment.flip:  # flipped views swap left and right: they need the pairs
+            check_people(records[:1], self.skeleton, training=False, flip=True)
         return PoseDataset(
             records,
             self.skeleton,
             self.input_spec,
             self.heatmap_size,
+            self.heatmap_sigma,
             self.augment if train else None,
             strong,
             hide,

@@ -122,10 +122,13 @@ def is_mirrored(matrix: np.ndarray) -> bool:
     return bool(np.linalg.det(matrix[:, :2]) < 0)
 
 
-def heatmaps(points: np.ndarray, weight: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
+def heatmaps(
+    points: np.ndarray, weight: np.ndarray, input_size: int, heatmap_size: int, sigma: float | None = None
+) -> np.ndarray:
     """``(K, h, h) float32`` Gaussian targets at ``points (K, 2)`` (input pixels), zero where ``weight`` is 0
-    (the engine's ``render_heatmaps``)."""
-    maps = render_heatmaps(torch.from_numpy(points), torch.from_numpy(weight), input_size, heatmap_size)
+    (the engine's ``render_heatmaps``; ``sigma`` in heatmap pixels)."""
+    maps = render_heatmaps(torch.from_numpy(points), torch.from_numpy(weight), input_size, heatmap_size,
+                           sigma)
     return maps.numpy()
 
 

@@ -55,8 +55,8 @@ class LPLD(MeanTeacher):
         optim: Optim | None = None,
         evaluate_source: bool = True,
     ):
-        super().__init__(source, confidence, ema_momentum, ema_every, teacher_proposals, optim,
-                         evaluate_source)
+        super().__init__(source, confidence=confidence, ema_momentum=ema_momentum, ema_every=ema_every,
+                         teacher_proposals=teacher_proposals, optim=optim, evaluate_source=evaluate_source)
         for name, value in (
             ("max_iou", max_iou),
             ("min_foreground", min_foreground),

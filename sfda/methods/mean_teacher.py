@@ -28,6 +28,9 @@ class MeanTeacher(Adaptation):
         confidence: pseudo-target threshold (None: the task's; detection 0.7, pose 0.5).
         ema_momentum: teacher share kept at each update (None: detection 0.75 per epoch, pose 0.999 per step).
         ema_every: 'epoch' or 'step' (None: the task's).
+        ema_source_share: instead of ``ema_momentum``: the share of the source weights the teacher keeps at
+            the run's end; the momentum is ``share ** (1 / updates)`` over the run's updates (recorded as
+            ``ema/momentum``). A fixed 0.999 over a few hundred CPU steps leaves the teacher mostly source.
         teacher_proposals: detection: RPN proposals kept after NMS in eval mode (None: 300), by the teacher
             and by every other network the run scores (the student, the source model).
     """
@@ -38,7 +41,7 @@ class MeanTeacher(Adaptation):
 
     def __init__(self, source: SourceModel, confidence: float | None = None,
                  ema_momentum: float | None = None, ema_every: Literal["epoch", "step"] | None = None,
-                 teacher_proposals: int | None = None,
+                 teacher_proposals: int | None = None, ema_source_share: float | None = None,
                  optim: Optim | None = None, evaluate_source: bool = True):
         super().__init__(source, optim, evaluate_source=evaluate_source)
         defaults = self.task.teacher_defaults
@@ -52,8 +55,17 @@ class MeanTeacher(Adaptation):
         if teacher_proposals is not None and (self.task.name != "detection" or teacher_proposals < 1):
             raise ValueError(f"model.teacher_proposals: expected a positive count for a detection model, got "
                              f"{teacher_proposals} for a {self.task.name} model")
+        if ema_source_share is not None and ema_momentum is not None:
+            raise ValueError("model.ema_source_share: give either ema_momentum or ema_source_share, not both")
         self.task.prepare_teacher(self.network, teacher_proposals)
         self.teacher = EMATeacher(self.network, momentum)
+        self.ema_source_share = ema_source_share
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.ema_source_share is not None:
+            self.teacher.momentum = self.momentum_from_share(self.ema_source_share, self.ema_every,
+                                                             "model.ema_source_share")
 
     def evaluated_network(self) -> torch.nn.Module:
         return self.teacher.model
@@ -93,4 +105,5 @@ class MeanTeacher(Adaptation):
     def on_train_epoch_end(self) -> None:
         if self.ema_every == "epoch" and getattr(self, "_updated_in_epoch", None) != self.current_epoch:
             self.teacher.update(self.network)  # an epoch cut short (a stop, max_steps, a loader of no length)
+        self.log_ema_share(self.teacher.momentum, self.ema_every)
         self.task.teacher_epoch_end(self, self.confidence)

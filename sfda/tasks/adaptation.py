@@ -15,6 +15,7 @@ import torch
 from ..data.contract import check_target_data
 from ..models import ArtifactError, SourceModel, load_source
 from ..pseudo_labels.passes import Rows
+from ..pseudo_labels.teacher import momentum_for_share
 from ..run.checks import check_state_shapes
 from .base import Task
 from .classification import ClassificationTask
@@ -138,6 +139,25 @@ class Adaptation(TaskModule):
     def on_train_start(self) -> None:
         if self.evaluate_source and self.source_only_key not in self.results and self.current_epoch == 0:
             self.results.update(self.evaluate_source_model())
+
+    # EMA time constants ---------------------------------------------------------------------------------
+    def ema_updates(self, every: str, epochs: int | None = None) -> int:
+        """EMA updates over the run's first ``epochs`` epochs (default: all of them), one per step or one per
+        epoch."""
+        epochs = self.trainer.max_epochs if epochs is None else epochs
+        return epochs * int(self.trainer.num_training_batches) if every == "step" else epochs
+
+    def momentum_from_share(self, share: float, every: str, field: str) -> float:
+        """The EMA momentum with which the follower keeps ``share`` of the source weights at the run's end
+        (``momentum_for_share`` over this run's updates), recorded in ``results`` (``ema/momentum``)."""
+        momentum = momentum_for_share(share, self.ema_updates(every), field)
+        self.results["ema/momentum"] = momentum
+        return momentum
+
+    def log_ema_share(self, momentum: float, every: str) -> None:
+        """Log ``train/ema_source_share``: the share of the source weights the follower still holds at the
+        end of this epoch (``momentum ** updates``)."""
+        self.log("train/ema_source_share", momentum ** self.ema_updates(every, self.current_epoch + 1))
 
     def report_evidence(self, folder) -> None:
         """What ``sfda report`` draws (see ``Task.report_evidence``)."""

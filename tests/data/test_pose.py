@@ -90,3 +90,36 @@ def test_training_views_are_random_but_seeded_and_targets_hide_keypoints(figures
 def test_source_holds_out_a_tenth_for_validation(figures):
     module = data(figures)
     assert len(module.splits["val"]) == 4 and len(module.splits["train"]) == 36
+
+
+# heatmap sigma: the gates the methods use must be reachable --------------------------------------------
+def test_default_sigma_is_the_papers_scaled_to_the_heatmap_but_never_below_one_and_a_half():
+    from sfda.data.heatmaps import heatmap_sigma
+
+    assert heatmap_sigma(64) == 2.0 and heatmap_sigma(128) == 4.0
+    assert heatmap_sigma(24) == 1.5 and heatmap_sigma(16) == 1.5  # 2 x 24 / 64 = 0.75 would be below
+
+
+def test_a_perfect_prediction_passes_the_09_gate_at_the_default_sigma_and_not_at_the_old_one():
+    """The discrete maximum of a target at a random sub-pixel place: with the default sigma on a 24-pixel
+    heatmap nearly every joint peaks at 0.9 or more (the occlusion gate), at the old 0.75 px a third."""
+    from sfda.data.heatmaps import render_heatmaps
+
+    points = torch.rand(2000, 1, 2) * 80 + 8  # input pixels of a 96-pixel crop
+    weight = torch.ones(2000, 1)
+    passed = {sigma: float((render_heatmaps(points, weight, 96, 24, sigma).amax(dim=(-1, -2)) >= 0.9)
+                           .float().mean()) for sigma in (None, 0.75)}
+    assert passed[None] > 0.75 and passed[0.75] < 0.5
+
+
+def test_sigma_is_a_data_option_and_bad_sizes_are_refused_by_field(figures):
+    wide, narrow = (data(figures, heatmap_sigma=s).dataset("val")[0]["heatmaps"] for s in (3.0, 1.0))
+    assert wide.sum() > 4 * narrow.sum()  # the targets follow the option
+    for kwargs, field in (({"heatmap_sigma": 0.0}, "data.heatmap_sigma"),
+                          ({"heatmap_sigma": -1.0}, "data.heatmap_sigma"),
+                          ({"heatmap_size": 4}, "data.heatmap_size: expected at least 8")):
+        with pytest.raises(ValueError, match=field):
+            data(figures, **kwargs)
+    small = InputSpec(size=28, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError, match="data.heatmap_size: input size 28 / 4 gives 7-pixel"):
+        PoseDataModule([str(figures["flat_train"])], role="source", input=small).dataset("val")

@@ -32,7 +32,26 @@ def test_mean_teacher_pseudo_heatmaps_follow_a_mirrored_strong_view(inputs, monk
     teacher[0, 1, 8, 8] = 0.2  # r_knee below the confidence
     monkeypatch.setattr(method.task, "heatmaps_of", lambda module, images, network: teacher)
     monkeypatch.setattr(method, "_trainer", SimpleNamespace(datamodule=data))
+    monkeypatch.setattr(method, "log", lambda *args, **kwargs: None)  # no real trainer to log to
     targets, weight = method.task.teacher_targets(method, method.teacher.model, batch, method.confidence)
     assert weight[0].tolist() == [0, 0, 0, 0, 0, 1] + [0] * 10  # r_ankle is l_ankle in the mirrored view
     row, col = divmod(int(targets[0, 5].argmax()), 16)
     assert (col, row) == (12, 5)  # x: (63 - 13.5 + 0.5) / 4 - 0.5 = 12
+
+
+def test_ema_source_share_sets_the_teachers_momentum_from_the_steps_and_the_gate_is_logged(inputs, tmp_path):
+    import lightning as L
+    from kits.pose import trainer
+
+    L.seed_everything(0)
+    method = MeanTeacherPose(str(inputs["artifact"]), evaluate_source=False, ema_source_share=0.1)
+    run = trainer(tmp_path, max_epochs=2, limit_train_batches=2)
+    run.fit(method, datamodule=target_data(inputs))
+    assert method.teacher.momentum == pytest.approx(0.1 ** (1 / 4))  # 2 epochs x 2 steps
+    assert method.results["ema/momentum"] == pytest.approx(method.teacher.momentum)
+    assert float(run.callback_metrics["train/ema_source_share"]) == pytest.approx(0.1, rel=1e-4)
+    assert 0.0 <= float(run.callback_metrics["train/confidence_gate"]) <= 1.0
+    with pytest.raises(ValueError, match="model.ema_source_share: give either"):
+        MeanTeacherPose(str(inputs["artifact"]), ema_momentum=0.99, ema_source_share=0.1)
+    with pytest.raises(ValueError, match=r"model.ema_momentum: expected an EMA momentum in \(0, 1\)"):
+        MeanTeacherPose(str(inputs["artifact"]), ema_momentum=1.0)

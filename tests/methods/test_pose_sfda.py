@@ -94,3 +94,31 @@ def test_adaptive_occlusion_pastes_a_patch_of_the_same_image_over_each_joint():
         image, joints, [True, False], 4, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     )
     assert torch.equal(out, again)
+
+
+def test_source_share_sets_the_momentum_from_the_steps_and_t_is_scored_with_the_gates(inputs, tmp_path):
+    """I keeps the asked share of the source weights after the run's steps; validation scores I and T; the
+    occlusion gate's pass fraction and the EMA share are logged."""
+    L.seed_everything(0)
+    method = PoseSFDA(str(inputs["artifact"]), evaluate_source=False, source_share=0.01)
+    run = trainer(tmp_path, max_epochs=2, limit_train_batches=2)
+    run.fit(method, datamodule=target_data(inputs))
+    updates = 2 * 2
+    assert method.momentum == pytest.approx(0.01 ** (1 / updates))
+    assert method.results["ema/momentum"] == pytest.approx(method.momentum)
+    logged = run.callback_metrics
+    assert float(logged["train/ema_source_share"]) == pytest.approx(0.01, rel=1e-4)
+    assert 0.0 <= float(logged["train/occlusion_gate"]) <= 1.0
+    assert "target/pck" in logged and "target_t_network/pck" in logged
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"momentum": 1.0}, "model.momentum"), ({"momentum": 0.0}, "model.momentum"),
+     ({"momentum": 0.9, "source_share": 0.1}, "model.source_share"),
+     ({"occlusion_confidence": 0.0}, "model.occlusion_confidence"),
+     ({"temperature": 0.0}, "model.temperature")],
+)
+def test_bad_time_constants_and_gates_are_refused_by_field(inputs, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        PoseSFDA(str(inputs["artifact"]), **kwargs)

@@ -27,7 +27,7 @@ def test_artifacts_of_another_task_or_other_joints_are_refused(inputs, tmp_path)
     with pytest.raises(ArtifactError, match="are not the source model's"):
         trainer(tmp_path, max_steps=1).fit(method, datamodule=target_data(inputs))
     method = MeanTeacherPose(str(pose_artifact(tmp_path / "fewer.pt", joints=JOINTS[:14])))
-    with pytest.raises(ValueError, match="16 joints .* but the model predicts 14 heatmaps"):
+    with pytest.raises(ValueError, match="16 joints .* but the source model predicts 14 heatmaps"):
         trainer(tmp_path, max_steps=1).fit(method, datamodule=target_data(inputs))
 
 
@@ -43,3 +43,33 @@ def test_teacher_agreement_is_one_for_identical_ema_pairs_and_drops_when_they_di
             parameter.add_(torch.randn_like(parameter) * parameter.std().nan_to_num(0.1))
     scores = trainer(tmp_path).validate(method, datamodule=target_data(inputs), verbose=False)[0]
     assert 0.0 <= scores["label_free/teacher_agreement"] < 0.9
+
+
+# the oracle: source training that starts from a source artifact ---------------------------------------
+def test_source_training_can_start_from_an_artifact_of_the_same_model_and_refuses_another(tmp_path):
+    import pytest
+    from kits.pose import SPEC, pose_artifact, pose_inputs, trainer
+
+    from sfda.data import PoseDataModule
+    from sfda.models import ArtifactError, load_source
+    from sfda.tasks.optim import Optim
+    from sfda.tasks.pose import PoseSourceTraining
+
+    inputs = pose_inputs(tmp_path)
+    frozen = Optim(name="adam", lr=1e-12, weight_decay=0.0, power=0.0)  # the start is what is written
+
+    def fit(start, channels=16):
+        data = PoseDataModule([str(inputs["photo"])], role="source", input=SPEC, batch_size=8)
+        method = PoseSourceTraining("resnet18", channels, artifact=None, optim=frozen, start_from=str(start))
+        trainer(tmp_path / f"run{channels}", max_epochs=1, limit_train_batches=1).fit(method, datamodule=data)
+        return method
+
+    method = fit(inputs["artifact"])
+    start = load_source(str(inputs["artifact"])).state_dict
+    weights = method.network.state_dict()
+    convolutions = [k for k in start if k.endswith("weight") and weights[k].dim() > 1]
+    assert convolutions and all(torch.allclose(weights[k], start[k], atol=1e-9) for k in convolutions)
+    other = pose_artifact(tmp_path / "other.pt", seed=1)  # same model, other weights: accepted
+    assert fit(other) is not None
+    with pytest.raises(ArtifactError, match="model.start_from: .* field 'architecture'"):
+        fit(inputs["artifact"], channels=32)

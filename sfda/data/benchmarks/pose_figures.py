@@ -9,7 +9,12 @@ per-figure proportions and joint angles drawn within human-like limits (lean +-2
 -30..170 deg from hanging, elbows and knees bent 0..145 / 0..140 deg, hips -20..80 deg). A body yaw
 (0..360 deg) narrows the shoulders and hips and orders the parts in depth: the far arm and leg are
 drawn first, the near ones last (arms also get a random depth, in front of or behind the torso).
-Limbs are capsules with widths, the torso a quadrilateral, the head an ellipse. A joint covered by
+Limbs are capsules with widths, the torso a quadrilateral, the head an ellipse with a face cue that turns
+with the body: hair on the back of the head and the crown, skin and two eyes on the front (a figure
+seen from behind shows only hair). Without it the figure turned by 180 degrees with its left and right
+draws swapped is pixel-identical with swapped labels (``mirror_twin``); with it, the image determines
+the figure's left and right, and a mirrored image is still a consistent figure (flip augmentation
+holds). A joint covered by
 a nearer part that is not its own (or by an occluder) is labelled but not visible (COCO ``v = 1``).
 
 - ``flat`` (source): flat-shaded parts (skin, shirt and trousers colours; the far side darker) on a
@@ -72,6 +77,9 @@ SKELETON = (
 )
 FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 CANVAS = 128
+# 2: the face cue (version 1 figures could not tell their left from their right); data written by another
+# version is generated again on first use
+GENERATOR_VERSION = 2
 COUNTS = {("flat", "train"): 5000, ("photo", "train"): 2000, ("photo", "test"): 500}
 SEEDS = {("flat", "train"): 1001, ("photo", "train"): 2002, ("photo", "test"): 3003}
 # (part, joints it joins, width as a fraction of the torso length, colour group)
@@ -93,13 +101,42 @@ PART_JOINTS = {name: set(joints) for name, joints, _, _ in LIMBS} | {
 
 
 @dataclass
+class Side:
+    """The draws of one side (right or left): arm and leg angles from hanging, the forearm and shin bends
+    (signed, radians) and the arm's depth offset (in front of or behind the torso)."""
+
+    arm: float
+    forearm_bend: float
+    leg: float
+    shin_bend: float
+    arm_depth: float
+
+
+@dataclass
+class Posture:
+    """Every random draw of one figure's pose: proportions (torso length 1), lean and yaw (radians), the
+    neck and head tilts, each side's draws, the scale (fraction of the canvas) and the offset (fraction of
+    the room left). ``place`` turns it into canvas pixels."""
+
+    proportions: dict[str, float]
+    lean: float
+    yaw: float
+    neck_tilt: float
+    head_tilt: float
+    sides: dict[str, Side]
+    scale: float
+    offset: tuple[float, float]
+
+
+@dataclass
 class Figure:
     """A posed figure: ``joints (16, 2)`` in canvas pixels, ``depth`` per part (larger = farther), the torso
-    length in pixels, and whether the far side is the figure's right."""
+    length in pixels and the body yaw (0: facing the viewer; the face turns with it)."""
 
     joints: np.ndarray
     depth: dict[str, float]
     torso: float
+    yaw: float = 0.0
 
 
 def direction(angle: float) -> np.ndarray:
@@ -107,63 +144,106 @@ def direction(angle: float) -> np.ndarray:
     return np.array([math.sin(angle), math.cos(angle)])
 
 
-def pose(rng: np.random.Generator) -> Figure:
-    """Joint positions of one figure in a body frame (pelvis at 0, torso length 1), then placed on the
-    canvas at a random scale and position so that it fits."""
-    p = {
-        k: v * rng.uniform(0.9, 1.1)
-        for k, v in {
-            "neck": 0.25,
-            "head": 0.42,
-            "upper_arm": 0.55,
-            "forearm": 0.5,
-            "thigh": 0.75,
-            "shin": 0.7,
-            "shoulder": 0.36,
-            "hip": 0.2,
-        }.items()
-    }
+def draw_posture(rng: np.random.Generator) -> Posture:
+    """The random draws of one figure, within human-like limits (see the module docstring)."""
+    base = {"neck": 0.25, "head": 0.42, "upper_arm": 0.55, "forearm": 0.5, "thigh": 0.75, "shin": 0.7,
+            "shoulder": 0.36, "hip": 0.2}
+    proportions = {k: v * rng.uniform(0.9, 1.1) for k, v in base.items()}
     lean, yaw = math.radians(rng.uniform(-25, 25)), rng.uniform(0, 2 * math.pi)
+    neck_tilt, head_tilt = math.radians(rng.uniform(-20, 20)), math.radians(rng.uniform(-25, 25))
+    sides = {}
+    for side in ("r", "l"):
+        arm = math.radians(rng.uniform(-30, 170))
+        forearm_bend = rng.choice([-1, 1]) * math.radians(rng.uniform(0, 145))
+        leg = math.radians(rng.uniform(-20, 80) if rng.random() < 0.3 else rng.uniform(-10, 25))
+        shin_bend = rng.choice([-1, 1]) * math.radians(rng.uniform(0, 140))
+        sides[side] = Side(arm, float(forearm_bend), leg, float(shin_bend), rng.uniform(-0.8, 0.8))
+    offset = (rng.uniform(0, 1), rng.uniform(0, 1))
+    return Posture(proportions, lean, yaw, neck_tilt, head_tilt, sides, rng.uniform(0.6, 0.88), offset)
+
+
+def mirror_twin(posture: Posture) -> Posture:
+    """The figure turned by 180 degrees with its right and left draws swapped: without a cue that tells the
+    front from the back, it is drawn on the very pixels of ``posture`` with its left and right labels
+    swapped (the ambiguity the face cue removes)."""
+    sides = {"r": posture.sides["l"], "l": posture.sides["r"]}
+    return Posture(posture.proportions, posture.lean, (posture.yaw + math.pi) % (2 * math.pi),
+                   posture.neck_tilt, posture.head_tilt, sides, posture.scale, posture.offset)
+
+
+def place(posture: Posture) -> Figure:
+    """Joint positions in a body frame (pelvis at 0, torso length 1), then on the canvas at the posture's
+    scale and offset."""
+    p, lean, yaw = posture.proportions, posture.lean, posture.yaw
     facing = math.copysign(max(abs(math.cos(yaw)), 0.2), math.cos(yaw))  # +: facing the viewer
-    up, across = (
-        -direction(lean),
-        np.array([math.cos(lean), -math.sin(lean)]),
-    )  # body up and body right-to-left
+    up, across = -direction(lean), np.array([math.cos(lean), -math.sin(lean)])  # body up, body right-to-left
     j = np.zeros((16, 2))
-    j[6] = 0.0
     j[7] = up
-    j[8] = j[7] + p["neck"] * -direction(lean + math.radians(rng.uniform(-20, 20)))
-    j[9] = j[8] + p["head"] * -direction(lean + math.radians(rng.uniform(-25, 25)))
+    j[8] = j[7] + p["neck"] * -direction(lean + posture.neck_tilt)
+    j[9] = j[8] + p["head"] * -direction(lean + posture.head_tilt)
     # the figure's right is on the viewer's left when it faces the viewer
     for side, shoulder, hip, sign in (("r", 12, 2, -1.0), ("l", 13, 3, 1.0)):
+        draws = posture.sides[side]
         j[shoulder] = j[7] + sign * facing * p["shoulder"] * across
         j[hip] = j[6] + sign * facing * p["hip"] * across
         outward = sign * math.copysign(1.0, facing)  # which way "away from the body" turns on the canvas
         elbow, wrist = (11, 10) if side == "r" else (14, 15)
         knee, ankle = (1, 0) if side == "r" else (4, 5)
-        arm = lean + outward * math.radians(rng.uniform(-30, 170))
+        arm = lean + outward * draws.arm
         j[elbow] = j[shoulder] + p["upper_arm"] * direction(arm)
-        j[wrist] = j[elbow] + p["forearm"] * direction(
-            arm + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 145))
-        )
-        leg = lean + outward * math.radians(
-            rng.uniform(-20, 80) if rng.random() < 0.3 else rng.uniform(-10, 25)
-        )
+        j[wrist] = j[elbow] + p["forearm"] * direction(arm + draws.forearm_bend)
+        leg = lean + outward * draws.leg
         j[knee] = j[hip] + p["thigh"] * direction(leg)
-        j[ankle] = j[knee] + p["shin"] * direction(
-            leg + rng.choice([-1, 1]) * math.radians(rng.uniform(0, 140))
-        )
+        j[ankle] = j[knee] + p["shin"] * direction(leg + draws.shin_bend)
     far = math.sin(yaw)  # > 0: the figure's right side is the far one
     depth = {"torso": 0.0, "neck": -0.05, "head": -0.1}
     for name, *_ in LIMBS[:-1]:
-        side = far if name.startswith("r_") else -far
-        depth[name] = side + (rng.uniform(-0.8, 0.8) if "arm" in name else 0.0)
+        side = name[0]
+        arm_depth = posture.sides[side].arm_depth if "arm" in name else 0.0
+        depth[name] = (far if side == "r" else -far) + arm_depth
     extent = j.max(axis=0) - j.min(axis=0) + 0.5  # + room for widths and the head
-    torso = rng.uniform(0.6, 0.88) * CANVAS / extent.max()
+    torso = posture.scale * CANVAS / extent.max()
     placed = (j - j.min(axis=0) + 0.25) * torso
     room = CANVAS - (placed.max(axis=0) + 0.25 * torso)
-    offset = np.array([rng.uniform(0, max(r, 0)) for r in room])
-    return Figure(joints=placed + offset, depth=depth, torso=torso)
+    offset = np.array([f * max(r, 0) for f, r in zip(posture.offset, room, strict=True)])
+    return Figure(joints=placed + offset, depth=depth, torso=torso, yaw=yaw)
+
+
+def pose(rng: np.random.Generator) -> Figure:
+    """One random figure on the canvas."""
+    return place(draw_posture(rng))
+
+
+def head_geometry(figure: Figure) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """The head ellipse: centre, unit axis towards the head top, unit axis across (viewer's right when
+    upright), and the half length and half width in pixels."""
+    j, t = figure.joints, figure.torso
+    centre, axis = (j[8] + j[9]) / 2, j[9] - j[8]
+    up = axis / max(np.linalg.norm(axis), 1e-6)
+    return centre, up, np.array([-up[1], up[0]]), np.linalg.norm(axis) / 2 + 0.04 * t, 0.17 * t
+
+
+def face_marks(figure: Figure) -> tuple[np.ndarray, np.ndarray]:
+    """``(hair, eyes)`` boolean ``(CANVAS, CANVAS)`` masks on the head, drawn as on a turning ellipsoid: the
+    hemisphere the face points to is skin with two eyes, the other one (and the crown) hair. The face
+    points along the yaw (longitude ``-yaw`` seen from the viewer), so the image tells the front from the
+    back, and with it the figure's right from its left; a mirrored image stays a consistent figure."""
+    centre, up, across, half_length, half_width = head_geometry(figure)
+    rows, cols = np.mgrid[0:CANVAS, 0:CANVAS] + 0.5
+    offset = np.stack([cols - centre[0], rows - centre[1]], axis=-1)
+    r = (offset @ up) / half_length  # latitude-like, 1 at the head top
+    s = (offset @ across) / half_width
+    inside = r**2 + s**2 <= 1
+    longitude = np.arcsin(np.clip(s / np.sqrt(np.clip(1 - r**2, 1e-6, None)), -1, 1))
+    face = -figure.yaw
+    hair = inside & ((np.cos(longitude - face) < 0) | (r > 0.55))
+    eyes = np.zeros_like(inside)
+    radius, height = max(0.9, 0.045 * figure.torso), 0.12  # pixels; eye level on the head's axis
+    for eye in (face - 0.5, face + 0.5):
+        if math.cos(eye) > 0.2:  # on the visible hemisphere
+            ex = math.sin(eye) * math.sqrt(1 - height**2)
+            eyes |= inside & (((s - ex) * half_width) ** 2 + ((r - height) * half_length) ** 2 <= radius**2)
+    return hair, eyes
 
 
 def part_masks(figure: Figure) -> dict[str, np.ndarray]:
@@ -218,6 +298,7 @@ def paint(
     figure: Figure,
     masks: dict[str, np.ndarray],
     photos: list[np.ndarray],
+    face_cue: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The RGB canvas (float, 0-255), the owner map (``(CANVAS, CANVAS)`` index into the returned part
     ``order``, -1 background) and that order: parts painted far to near."""
@@ -227,10 +308,13 @@ def paint(
             "skin": rng.uniform(120, 255, 3) * np.array([1.0, 0.8, 0.65]),
             "shirt": rng.uniform(0, 255, 3),
             "trousers": rng.uniform(0, 200, 3),
+            "hair": rng.uniform(0, 90, 3),
         }
     else:
         canvas = random_crop(rng, photos, CANVAS, CANVAS)
         colours = {group: random_crop(rng, photos, CANVAS, CANVAS) for group in ("skin", "shirt", "trousers")}
+        colours["hair"] = random_crop(rng, photos, CANVAS, CANVAS) * 0.35
+    hair, eyes = face_marks(figure)
     groups = {name: group for name, _, _, group in LIMBS} | {"torso": "shirt", "head": "skin"}
     order = sorted(masks, key=lambda name: -figure.depth[name])
     owner = np.full((CANVAS, CANVAS), -1)
@@ -238,6 +322,10 @@ def paint(
         fill = colours[groups[name]] * (0.8 if figure.depth[name] > 0.3 else 1.0)  # the far side in shadow
         canvas[masks[name]] = fill[masks[name]] if fill.ndim == 3 else fill
         owner[masks[name]] = index
+        if name == "head" and face_cue:  # the face cue: hair on the back and crown, eyes on the front
+            on_head = hair & masks[name]
+            canvas[on_head] = colours["hair"][on_head] if colours["hair"].ndim == 3 else colours["hair"]
+            canvas[eyes & masks[name]] = 20.0
     return canvas, owner, order
 
 
@@ -284,9 +372,15 @@ def render(
 ) -> tuple[np.ndarray, np.ndarray, list]:
     """One image (``CANVAS x CANVAS x 3 uint8``), its ``(16, 3)`` keypoints and the figure's box
     ``[x, y, w, h]`` (the extent of its parts)."""
-    figure = pose(rng)
+    return render_figure(rng, domain, pose(rng), photos)
+
+
+def render_figure(
+    rng: np.random.Generator, domain: str, figure: Figure, photos: list[np.ndarray], face_cue: bool = True
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """``render`` of a given figure (``face_cue`` False: without the face, to show what it resolves)."""
     masks = part_masks(figure)
-    canvas, owner, order = paint(rng, domain, figure, masks, photos)
+    canvas, owner, order = paint(rng, domain, figure, masks, photos, face_cue)
     if domain == "photo":
         canvas = shift_domain(rng, canvas, owner, figure, photos)
     rows, cols = np.nonzero(np.any(np.stack(list(masks.values())), axis=0))
@@ -343,7 +437,8 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
             }
         )
     payload = {
-        "info": {"description": f"SEMI-SYNTHETIC pose figures, {domain} domain, {split} split"},
+        "info": {"description": f"SEMI-SYNTHETIC pose figures, {domain} domain, {split} split",
+                 "generator_version": GENERATOR_VERSION},
         "images": images,
         "annotations": annotations,
         "categories": [category()],
@@ -351,4 +446,5 @@ def generate(root: Path, domain: str, split: str, count: int | None = None, seed
     return write_json(folder / "annotations.json", payload)
 
 
-register_generated("pose_figures", "demo://pose_figures/<flat_train|photo_train|photo_test>.json", generate)
+register_generated("pose_figures", "demo://pose_figures/<flat_train|photo_train|photo_test>.json", generate,
+                   version=GENERATOR_VERSION)

@@ -1,6 +1,7 @@
 """``sfda predict`` of a pose model: COCO keypoint results in original image pixels and overlays.
 
-``keypoints.json`` is a COCO results list, one entry per person: ``image_id`` (the file's), ``category_id`` 1,
+``keypoints.json`` is a COCO results list, one entry per person: ``image_id`` and ``category_id`` (the
+file's),
 ``keypoints`` ``[x1, y1, s1, ...]`` (s = the joint's heatmap peak), ``score`` (their mean) and sfda's
 ``file_name`` and ``person_id``. ``overlays/<index>_<name>.png`` draws the skeleton on the person crop:
 source-only and this model side by side for adaptation methods (and the reference, when given).
@@ -19,14 +20,16 @@ from ...data.pose_views import invert, warp_points
 from ...data.transforms import to_pixels
 from ...run.folder import own_run_dir
 
-VISIBLE_SCORE = 0.2  # joints drawn on overlays: peak at least this
+VISIBLE_SCORE = 0.2  # joints drawn in colour on overlays: peak at least this; the others faded
+FADED = (150, 150, 150)
 
 
 def overlay_png(
     pixels: np.ndarray, panels: dict[str, dict], edges: list[tuple[int, int]], path: Path
 ) -> Path:
     """PNG with one panel per entry of ``panels`` (name -> ``{"keypoints" (K, 2) input pixels, "scores"
-    (K,)}``) over the crop ``pixels (S, S, 3) uint8``, drawn at 2x."""
+    (K,)}``) over the crop ``pixels (S, S, 3) uint8``, drawn at 2x; joints peaking below ``VISIBLE_SCORE``
+    faded, with a note on the panel."""
     from PIL import Image, ImageDraw
 
     pictures = []
@@ -35,14 +38,15 @@ def overlay_png(
         draw = ImageDraw.Draw(picture)
         points = [tuple(2 * p + 0.5) for p in np.asarray(pose["keypoints"], dtype=np.float64)]
         shown = np.asarray(pose["scores"]) >= VISIBLE_SCORE
-        for a, b in edges:
-            if shown[a] and shown[b]:
-                draw.line([points[a], points[b]], fill=(255, 220, 0), width=2)
+        for a, b in edges:  # confident joints in colour, the others faded (a weak model is not blank)
+            draw.line([points[a], points[b]], fill=(255, 220, 0) if shown[a] and shown[b] else FADED,
+                      width=2 if shown[a] and shown[b] else 1)
         for point, keep in zip(points, shown, strict=True):
-            if keep:
-                draw.ellipse(
-                    [point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3], outline=(255, 40, 40), width=2
-                )
+            r = 3 if keep else 2
+            draw.ellipse([point[0] - r, point[1] - r, point[0] + r, point[1] + r],
+                         outline=(255, 40, 40) if keep else FADED, width=2 if keep else 1)
+        if not shown.all():
+            draw.text((3, picture.height - 12), f"grey: peak < {VISIBLE_SCORE}", fill=FADED)
         draw.text((3, 2), name, fill=(255, 255, 0))
         pictures.append(np.asarray(picture))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,7 @@ def coco_results(prediction: dict, datamodule) -> list[dict]:
                 "image_id": person.image_id,
                 "file_name": str(person.image),
                 "person_id": person.person_id,
-                "category_id": 1,
+                "category_id": person.category_id,
                 "keypoints": [round(float(v), 3) for v in values],
                 "score": round(float(scores.mean()), 5),
             }

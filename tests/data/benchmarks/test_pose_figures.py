@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sfda.data.benchmarks.pose_figures import FLIP_PAIRS, JOINTS, SKELETON, generate, pose
+from sfda.data.benchmarks.pose_figures import (
+    FLIP_PAIRS,
+    JOINTS,
+    SKELETON,
+    draw_posture,
+    generate,
+    mirror_twin,
+    place,
+    pose,
+    render_figure,
+)
 
 
 def digest(folder) -> str:
@@ -77,3 +87,22 @@ def test_the_target_domain_looks_different(figures):
     photo = np.stack([np.asarray(Image.open(p)) for p in sorted(figures["photo_train"].parent.glob("*.png"))])
     corner = lambda images: images[:, :8, :8].std(axis=(1, 2)).mean()  # noqa: E731 (per channel)
     assert corner(flat) < 1.0 < 5.0 < corner(photo)  # plain backgrounds vs photographs with noise
+
+
+def test_the_image_tells_left_from_right():
+    """The figure turned by 180 degrees with its sides' draws swapped lands on the same pixels with left
+    and right labels swapped: without the face cue the two images are identical (the ambiguity of the
+    version 1 figures), with it they differ in every figure."""
+    flip = np.arange(16)
+    for a, b in FLIP_PAIRS:
+        flip[a], flip[b] = b, a
+    for k in range(20):
+        posture = draw_posture(np.random.default_rng(k))
+        figure, twin = place(posture), place(mirror_twin(posture))
+        np.testing.assert_allclose(twin.joints, figure.joints[flip], atol=1e-9)
+        for domain in ("flat",):
+            plain = [render_figure(np.random.default_rng(99), domain, f, [], face_cue=False)[0]
+                     for f in (figure, twin)]
+            assert np.array_equal(*plain)
+            cued = [render_figure(np.random.default_rng(99), domain, f, [])[0] for f in (figure, twin)]
+            assert not np.array_equal(*cued)

@@ -37,3 +37,29 @@ def test_predictions_go_back_to_original_image_pixels(inputs):
         points[labelled, :2].double(), torch.from_numpy(person.keypoints[:, :2])[labelled], atol=1e-2
     )
     assert result["image_id"] == person.image_id and json.dumps(result)
+
+
+def test_results_keep_the_files_category_and_weak_joints_are_drawn_faded(inputs, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sfda.tasks.writers.keypoints import overlay_png
+
+    payload = json.loads(inputs["test"].read_text())
+    payload["categories"][0]["id"] = 7
+    for annotation in payload["annotations"]:
+        annotation["category_id"] = 7
+    (inputs["test"].parent / "category7.json").write_text(json.dumps(payload))
+    data = target_data(inputs)
+    data.locations["eval"] = [str(inputs["test"].parent / "category7.json")]
+    data.input_spec = SPEC
+    data.setup()
+    item = data.dataset("test")[0]
+    prediction = {"index": torch.tensor([0]), "matrix": item["matrix"][None],
+                  "keypoints": item["keypoints"][None], "scores": torch.ones(1, 16)}
+    assert coco_results(prediction, data)[0]["category_id"] == 7
+    grey = np.full((64, 64, 3), 0, np.uint8)
+    points = item["keypoints"]
+    panels = {"m": {"keypoints": points, "scores": torch.full((16,), 0.05)}}
+    weak = overlay_png(grey, panels, data.skeleton.edges, tmp_path / "weak.png")
+    assert np.asarray(Image.open(weak)).max() > 0  # drawn (faded), not a blank crop
