@@ -127,7 +127,8 @@ class PoseSFDA(Adaptation):
         for name, value, ok, expected in (
             ("occlusion", occlusion, 0 <= occlusion <= 1, "a probability in [0, 1]"),
             ("occlusion_size", occlusion_size, 0 < occlusion_size < 1, "a fraction in (0, 1)"),
-            ("occlusion_confidence", occlusion_confidence, 0 < occlusion_confidence <= 1, "a peak in (0, 1]"),
+            ("occlusion_confidence", occlusion_confidence, 0 <= occlusion_confidence <= 1,
+             "a peak in [0, 1]"),
             ("temperature", temperature, temperature > 0, "a positive temperature"),
         ):
             if not ok:

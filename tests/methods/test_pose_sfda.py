@@ -116,7 +116,7 @@ def test_source_share_sets_the_momentum_from_the_steps_and_t_is_scored_with_the_
     "kwargs, field",
     [({"momentum": 1.0}, "model.momentum"), ({"momentum": 0.0}, "model.momentum"),
      ({"momentum": 0.9, "source_share": 0.1}, "model.source_share"),
-     ({"occlusion_confidence": 0.0}, "model.occlusion_confidence"),
+     ({"occlusion_confidence": 1.5}, "model.occlusion_confidence"),
      ({"temperature": 0.0}, "model.temperature")],
 )
 def test_bad_time_constants_and_gates_are_refused_by_field(inputs, kwargs, field):
