@@ -145,6 +145,10 @@ class Adaptation(TaskModule):
         """EMA updates over the run's first ``epochs`` epochs (default: all of them), one per step or one per
         epoch."""
         epochs = self.trainer.max_epochs if epochs is None else epochs
+        if epochs is None or epochs < 1:
+            raise ValueError("trainer.max_epochs: an EMA time constant given as a share of the source "
+                             "weights counts the run's updates from its epochs; expected a positive count, "
+                             f"got {epochs}")
         return epochs * int(self.trainer.num_training_batches) if every == "step" else epochs
 
     def momentum_from_share(self, share: float, every: str, field: str) -> float:

@@ -122,3 +122,9 @@ def test_source_share_sets_the_momentum_from_the_steps_and_t_is_scored_with_the_
 def test_bad_time_constants_and_gates_are_refused_by_field(inputs, kwargs, field):
     with pytest.raises(ValueError, match=field):
         PoseSFDA(str(inputs["artifact"]), **kwargs)
+
+
+def test_a_source_share_without_an_epoch_count_is_refused_by_field(inputs, tmp_path):
+    method = PoseSFDA(str(inputs["artifact"]), evaluate_source=False, source_share=0.1)
+    with pytest.raises(ValueError, match="trainer.max_epochs: an EMA time constant given as a share"):
+        trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(method, datamodule=target_data(inputs))
