@@ -98,6 +98,7 @@ def test_two_process_lpld_matches_one_process(inputs, tmp_path):
     assert two["target/ap50"] == pytest.approx(one["target/ap50"], abs=1e-3)
 
 
+@pytest.mark.slow  # bf16 autocast on a CPU: 35 s, a fifth of the fast tier's budget
 def test_lpld_runs_in_bf16_mixed_precision(inputs, tmp_path):
     method = LPLD(str(inputs["artifact"]), **LOOSE)
     run = trainer(tmp_path, precision="bf16-mixed", limit_val_batches=1)
