@@ -162,7 +162,8 @@ class SFDACLI(LightningCLI):
             self.checkpoint = (selected, read_checkpoint(selected))
             print(f"sfda {self.subcommand}: using the selected checkpoint {selected} (see selected/* in its "
                   "results.json); pass --ckpt_path to choose another", file=sys.stderr)
-        check_needs_checkpoint(self.subcommand, self.model, options.get("ckpt_path"))
+        check_needs_checkpoint(self.subcommand, self.model, options.get("ckpt_path"),
+                               online=getattr(self.datamodule, "is_stream", False))
         if getattr(self, "checkpoint", None) is not None:
             check_checkpoint_method(*self.checkpoint, self.model)
             self.checkpoint = None  # the weights are read again by Lightning; do not hold them twice

@@ -8,6 +8,7 @@ from .folder import ImageFolderDataModule
 from .pose import PoseDataModule
 from .pose_views import Augment
 from .segmentation import SegmentationDataModule
+from .stream import CorruptedImages, StreamDataModule
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
@@ -24,5 +25,7 @@ __all__ = [
     "InputSpec",
     "DatalistError",
     "SegmentationDataModule",
+    "CorruptedImages",
+    "StreamDataModule",
     "VolumeSpec",
 ]

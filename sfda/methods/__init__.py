@@ -27,6 +27,7 @@ from .pose_sfda import PoseSFDA as PoseSFDA
 from .shot import SHOT as SHOT
 from .source_only import SourceOnly as SourceOnly
 from .tent import Tent as Tent
+from .test_time_norm import TestTimeNorm as TestTimeNorm
 
 # names of earlier releases, kept for recipes: each is the one generic class
 SegmentationSourceOnly = DetectionSourceOnly = PoseSourceOnly = SourceOnly

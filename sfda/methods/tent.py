@@ -1,5 +1,6 @@
 """Tent (Wang et al., ICLR 2021): entropy minimisation of the normalisation layers' affine parameters, for
-every task whose predictions are class probabilities (classification, segmentation)."""
+every task whose predictions are class probabilities (classification, segmentation); offline over epochs of
+a stored target set, or online on a stream (``sfda.data.stream``)."""
 
 from __future__ import annotations
 
@@ -53,11 +54,17 @@ class Tent(Adaptation):
         super().on_load_checkpoint(checkpoint)
         use_batch_statistics(self.norm_layers)  # a resumed or tested Tent model uses batch statistics
 
+    def normalises_with_the_batch(self) -> bool:
+        return bool(self.norm_layers)
+
     def parameter_groups(self) -> list[dict]:
         params = [p for layer in self.affine_layers for p in layer.parameters()]
         return [{"params": params, "lr": self.optim.lr}]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.task.mean_entropy(self(batch["image"], batch["index"]))
+    def adapt_step(self, batch: dict) -> tuple[torch.Tensor, tuple]:
+        """Online, the batch is predicted by the forward whose entropy the step then minimises (the official
+        ``forward_and_adapt``: predict while adapting)."""
+        outputs = self(batch["image"], batch["index"])
+        loss = self.task.mean_entropy(outputs)
         self.log("train/entropy", loss, prog_bar=True)
-        return loss
+        return loss, outputs

@@ -87,3 +87,12 @@ def use_keyed_dropout(network: nn.Module) -> list[KeyedDropout]:
                 setattr(parent, name, keyed)
                 replaced.append(keyed)
     return replaced
+
+
+def dropout_off(network: nn.Module) -> int:
+    """Put every dropout layer of ``network`` (``KeyedDropout`` or torch's) in eval mode, leaving the other
+    layers' modes as they are; returns how many there were."""
+    layers = [m for m in network.modules() if isinstance(m, (KeyedDropout, nn.modules.dropout._DropoutNd))]
+    for layer in layers:
+        layer.eval()
+    return len(layers)

@@ -380,10 +380,11 @@ def check_state_keys(model, state: dict, path) -> None:
         refuse_checkpoint(model, read_checkpoint(Path(path)), path, bad)
 
 
-def check_needs_checkpoint(subcommand: str, model, ckpt_path) -> None:
+def check_needs_checkpoint(subcommand: str, model, ckpt_path, online: bool = False) -> None:
     """An adapting method evaluated without its checkpoint would report the source model as the result;
-    a module that does not train (source-only) is refused by ``sfda fit`` before anything runs."""
-    if subcommand == "fit" and getattr(model, "evaluates_without_checkpoint", False):
+    a module that does not train (source-only) is refused by ``sfda fit`` before anything runs, except
+    ``online`` (a stream, which ``sfda fit`` passes over predicting each batch)."""
+    if subcommand == "fit" and getattr(model, "evaluates_without_checkpoint", False) and not online:
         raise RunConfigError(f"sfda fit: {type(model).__name__} does not train (the source model as it is is "
                              "the result); run `sfda test --config <recipe>` instead of `sfda fit`")
     if subcommand in ("test", "predict", "validate") and not ckpt_path \

@@ -13,7 +13,9 @@ import lightning as L
 import torch
 
 from ..data.contract import check_target_data
+from ..data.stream import StreamDataModule
 from ..models import ArtifactError, SourceModel, load_source
+from ..models.keyed_dropout import dropout_off
 from ..pseudo_labels.passes import Rows
 from ..pseudo_labels.teacher import momentum_for_share
 from ..run.checks import check_state_shapes
@@ -24,6 +26,7 @@ from .module import TaskModule
 from .optim import Optim
 from .pose import PoseTask
 from .segmentation import SegmentationTask
+from .stream import OnlineStream, restore, snapshot
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask, SegmentationTask,
                                                               DetectionTask, PoseTask)}
@@ -70,6 +73,7 @@ class Adaptation(TaskModule):
         self.network = self.task.build_network(self.artifact)
         if freeze_head:
             self.task.freeze_head(self.network)
+        self.stream: OnlineStream | None = None  # set when the data is a stream (online test-time adaptation)
 
     def task_for(self, name: str, source) -> Task:
         """The task of an artifact, if this method works on it; refused by name otherwise."""
@@ -99,10 +103,96 @@ class Adaptation(TaskModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
+        if isinstance(datamodule, StreamDataModule):
+            self.task.check_data(datamodule, self.artifact)
+            if stage == "fit" and self.stream is None:
+                self.start_stream(datamodule)
+            return
         check_target_data(datamodule)
         self.task.check_data(datamodule, self.artifact)
         if stage == "fit":
             self.build_state(datamodule.num_samples("train"))
+
+    # online test-time adaptation (``sfda.tasks.stream``) ---------------------------------------------------
+    def adapt_step(self, batch: dict):
+        """One step of the method on a batch WITHOUT labels: ``(loss or None, outputs)``, ``outputs`` the
+        predictions it makes for these images in the task's training-time form (classification
+        ``(features, logits)``), made before or while it adapts, as its paper does. A method that defines it
+        runs online on a stream (and offline over epochs, where its ``training_step`` is this one)."""
+        raise NotImplementedError
+
+    @classmethod
+    def runs_online(cls) -> bool:
+        return cls.adapt_step is not Adaptation.adapt_step
+
+    def start_stream(self, datamodule: StreamDataModule) -> None:
+        """Refuse what cannot run on a stream, then hold the protocol's state (``OnlineStream``) and the
+        source weights a reset returns to."""
+        if not self.runs_online():
+            raise ValueError(f"model: {type(self).__name__} adapts offline over epochs of a stored target "
+                             "set and has no online step; on a stream (data: StreamDataModule) use an "
+                             "online method (see docs/methods/online.md)")
+        if self.normalises_with_the_batch() and datamodule.batch_size < 2:
+            raise ValueError(f"data.batch_size: {type(self).__name__} normalises each batch with its own "
+                             "statistics, which one image cannot give; expected at least 2, got "
+                             f"{datamodule.batch_size}")
+        if self.trainer.max_epochs != 1:
+            raise ValueError("trainer.max_epochs: an online run passes over its stream once; expected 1, "
+                             f"got {self.trainer.max_epochs}")
+        self.stream = OnlineStream(self, datamodule)
+        self.__dict__["_source_state"] = snapshot(self.network)
+
+    def configure_optimizers(self):
+        """The method's optimiser; on a stream its learning rate must be constant (every online method's
+        paper keeps it so, and a reset at a shift could not return a decayed schedule to its start)."""
+        if self.stream is not None:
+            o = self.optim
+            for field, decays in (("power", o.power > 0 and o.gamma > 0), ("step_epochs", o.step_epochs > 0),
+                                  ("milestones", bool(o.milestones))):
+                if decays:
+                    raise ValueError(f"model.optim.{field}: an online run keeps its learning rate constant; "
+                                     f"expected {'()' if field == 'milestones' else 0}, got "
+                                     f"{getattr(o, field)}")
+        return super().configure_optimizers()
+
+    def reset_to_source(self) -> None:
+        """Return to the source model (``reset_each_shift``): the network's source weights, the method's own
+        state (``reset_method_state``) and fresh optimiser statistics."""
+        restore(self.network, self.__dict__["_source_state"])
+        self.reset_method_state()
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+
+    def normalises_with_the_batch(self) -> bool:
+        """Whether the method's predictions use the batch's own BatchNorm statistics (then a batch of one
+        image is refused on a stream); False by default."""
+        return False
+
+    def reset_method_state(self) -> None:
+        """Return the method's own state (teachers, memories, anchors) to its start; none by default."""
+
+    def training_step(self, batch: dict, batch_idx: int):
+        """``adapt_step``; on a stream its predictions are counted against the labels taken out before."""
+        loss, outputs = self.adapt_step(batch)
+        if self.stream is not None:
+            self.stream.count(self, outputs, batch)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if self.stream is not None:
+            self.stream.begin(self, batch)
+
+    def on_train_epoch_end(self) -> None:
+        if self.stream is not None:
+            self.stream.end(self)
+
+    def configure_callbacks(self) -> list:
+        own = super().configure_callbacks()
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(datamodule, StreamDataModule):
+            own.append(OnlineStream.checkpoints(datamodule.checkpoint_every))
+        return own
 
     def build_state(self, num_samples: int) -> None:
         """Create per-sample state (banks, pseudo-labels, priors) sized to the target set; before checkpoint
@@ -137,6 +227,9 @@ class Adaptation(TaskModule):
         return kept
 
     def on_train_start(self) -> None:
+        if self.stream is not None:  # a stream scores as it goes; the source model is the Source method's run
+            dropout_off(self.network)  # a stream's predictions are the adapted model's, not dropout's noise
+            return
         if self.evaluate_source and self.source_only_key not in self.results and self.current_epoch == 0:
             self.results.update(self.evaluate_source_model())
 
@@ -164,8 +257,10 @@ class Adaptation(TaskModule):
         self.log("train/ema_source_share", momentum ** self.ema_updates(every, self.current_epoch + 1))
 
     def report_evidence(self, folder) -> None:
-        """What ``sfda report`` draws (see ``Task.report_evidence``)."""
-        self.task.report_evidence(self, folder)
+        """What ``sfda report`` draws (see ``Task.report_evidence``); a stream's run has no evaluation split
+        to draw from (its scores are the online ones in ``results.json``)."""
+        if self.stream is None:
+            self.task.report_evidence(self, folder)
 
     # checkpoints ------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -177,6 +177,22 @@ class Task:
         """Tent's loss: the mean prediction entropy of the network's training-time ``outputs``."""
         raise NotImplementedError(f"the {self.name} task has no class probabilities to take an entropy of")
 
+    # online test-time adaptation (``sfda.tasks.stream``) ----------------------------------------------------
+    def online_count_shape(self) -> tuple[int, ...]:
+        """The shape of one domain's counts (the sufficient statistics of its online scores)."""
+        raise ValueError(f"data: online test-time adaptation streams are not offered for the {self.name} "
+                         "task yet (classification is)")
+
+    def online_counts(self, module: TaskModule, outputs, labels: torch.Tensor, rows: torch.Tensor
+                      ) -> torch.Tensor:
+        """The counts of the predictions in ``outputs`` (the method's training-time output form) at the
+        batch rows ``rows (B,) bool`` against ``labels``, shaped ``online_count_shape()``, int64."""
+        raise NotImplementedError
+
+    def online_scores(self, counts: torch.Tensor) -> dict[str, float]:
+        """One domain's online scores from its counts, with ``samples`` (how many were scored)."""
+        raise NotImplementedError
+
 
 def check_against_data(artifact: SourceArtifact, datamodule) -> None:
     """Refuse a source model whose class count or input spec differs from the recipe's data; a

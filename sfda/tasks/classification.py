@@ -89,6 +89,26 @@ class ClassificationTask(Task):
         _, logits = outputs
         return mean_entropy(logits.float().softmax(dim=1))
 
+    # online test-time adaptation ---------------------------------------------------------------------------
+    def online_count_shape(self) -> tuple[int, int]:
+        """A confusion matrix ``(K, K)``: rows true class, columns predicted class."""
+        return (self.num_classes, self.num_classes)
+
+    def online_counts(self, module: TaskModule, outputs, labels: torch.Tensor, rows: torch.Tensor
+                      ) -> torch.Tensor:
+        _, logits = outputs
+        k = self.num_classes
+        pairs = labels[rows].to(logits.device) * k + logits.detach()[rows].argmax(dim=1)
+        return torch.bincount(pairs, minlength=k * k).view(k, k)
+
+    def online_scores(self, counts: torch.Tensor) -> dict[str, float]:
+        """``error`` (the field's online error), ``acc`` and ``samples``."""
+        samples = float(counts.sum())
+        if not samples:
+            return {"samples": 0.0}
+        acc = float(counts.diagonal().sum()) / samples
+        return {"error": 1.0 - acc, "acc": acc, "samples": samples}
+
     # predictions ------------------------------------------------------------------------------------------
     @staticmethod
     def predict_labels(module: TaskModule, probs: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ README = (ROOT / "README.md").read_text()
 INSTALL = ("python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 && "
            ".venv/bin/pip install -e . && .venv/bin/sfda fit --config ")
 TESTS = (".venv/bin/pip install -e '.[dev,faiss,timm,export]' && .venv/bin/ruff check . && "
-         ".venv/bin/python -m pytest -q")
-FAST = '.venv/bin/python -m pytest -q -m "not slow and not ddp"'
+         ".venv/bin/python -m pytest -q -n auto --maxprocesses=4")
+FAST = '.venv/bin/python -m pytest -q -n auto --maxprocesses=4 -m "not slow and not ddp"'
 
 
 def test_readme_is_at_most_150_lines():
@@ -40,7 +40,8 @@ def test_the_quick_demo_numbers_are_the_quickstart_benchmark_rows():
 def test_the_test_commands_are_what_ci_runs():
     assert TESTS in README and FAST in README
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "\n.venv/bin/ruff check .\n" in ci and "\n.venv/bin/python -m pytest -q\n" in ci
+    assert "\n.venv/bin/ruff check .\n" in ci
+    assert "\n.venv/bin/python -m pytest -q -n auto --maxprocesses=4\n" in ci
     markers = (ROOT / "pyproject.toml").read_text().split("markers = [", 1)[1].split("]", 1)[0]
     assert '"slow:' in markers and '"ddp:' in markers
 

@@ -29,6 +29,7 @@ def test_there_is_a_recipe_per_benchmark_family():
         "active",
         "detection",
         "pose",
+        "tta",
     }
 
 

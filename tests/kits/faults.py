@@ -34,15 +34,15 @@ class InfRunningVarAtEpoch(L.Callback):
 
 
 class RequestStop(L.Callback):
-    """What a signal does, delivered at a known point: at the first training batch of epoch ``epoch``
-    (0-based), SIGTERM sets Lightning's flag as its handler would, SIGINT raises KeyboardInterrupt as
+    """What a signal does, delivered at a known point: at training batch ``batch`` of epoch ``epoch``
+    (both 0-based), SIGTERM sets Lightning's flag as its handler would, SIGINT raises KeyboardInterrupt as
     Python's handler would."""
 
-    def __init__(self, signal: str = "SIGTERM", epoch: int = 1):
-        self.signal, self.epoch = signal, epoch
+    def __init__(self, signal: str = "SIGTERM", epoch: int = 1, batch: int = 0):
+        self.signal, self.epoch, self.batch = signal, epoch, batch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == 0:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             self.deliver(trainer)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):

@@ -47,7 +47,7 @@ TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
 NOT_HERE: dict[tuple[str, str], str] = {}
 # what each method may change in the network, compared with the source artifact's weights
 PROMISES = {
-    "SourceOnly": "nothing",
+    "SourceOnly": "nothing", "TestTimeNorm": "nothing",
     "AdaBN": "batchnorm statistics",
     "Tent": "batchnorm affine",
     "SHOT": "not the head", "NRC": "not the head", "AaD": "not the head", "GLC": "not the head",
