@@ -9,6 +9,7 @@ from .pose import PoseDataModule
 from .pose_views import Augment
 from .segmentation import SegmentationDataModule
 from .stream import CorruptedImages, StreamDataModule
+from .stream_files import CifarC, ImageNetC
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
@@ -27,5 +28,7 @@ __all__ = [
     "SegmentationDataModule",
     "CorruptedImages",
     "StreamDataModule",
+    "CifarC",
+    "ImageNetC",
     "VolumeSpec",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -38,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .checks import check_counts
 from .corruptions import CORRUPTIONS, SEVERITIES, Table, check_corruption, corrupt
 from .digits import DATASETS, class_names, load_digits_split
+from .image_files import read_image
 from .transforms import InputSpec, build_view, to_tensor
 
 Setting = Literal["reset_each_shift", "continual", "gradual", "mixed_domains"]
@@ -48,8 +50,8 @@ CORRUPTION_SEED = 20_190_401  # corrupted images depend on (corruption, severity
 
 @dataclass(frozen=True)
 class Domain:
-    """One shift of the stream: ``images`` (an ``(N, H, W[, 3]) uint8`` array) and ``labels (N,)``, shown
-    under ``corruption`` at ``severity`` (None: as stored)."""
+    """One shift of the stream: ``images`` (an ``(N, H, W[, 3]) uint8`` array, or an array of image file
+    paths) and ``labels (N,)``, shown under ``corruption`` at ``severity`` (None: as stored)."""
 
     name: str
     images: np.ndarray
@@ -61,6 +63,8 @@ class Domain:
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as the stream shows it (uint8); a corruption's randomness is fixed by the image."""
         raw = self.images[index]
+        if isinstance(raw, (str, Path)):  # a published benchmark's image file
+            raw = read_image(raw, index)
         if self.corruption is None:
             return raw
         seed = (CORRUPTION_SEED, CORRUPTIONS.index(self.corruption), self.severity, int(index))
