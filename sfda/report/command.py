@@ -31,7 +31,8 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
     figures = Figures(folder)
     parts = [sections.comparison(runs, figures)] if len(runs) > 1 else []
     for run in runs:
-        parts += [sections.summary(run), sections.curve_sections(run, figures)]
+        parts += [sections.summary(run), *sections.stream(run, figures)]
+        parts += [sections.curve_sections(run, figures)]
         parts += BY_TASK.get(task, lambda run, figures: [])(run, figures)
         parts += [sections.timing(run, figures), sections.environment(run)]
     title = f"sfda report: {', '.join(run.name for run in runs)} ({task})"

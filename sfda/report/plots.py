@@ -94,6 +94,21 @@ def curves(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
     return figure
 
 
+def stream_curves(series: dict[str, list[tuple[str, float]]], ylabel: str, title: str):
+    """One line per entry of ``series`` (``{run: [(domain, value)]}``) along the stream's domains."""
+    plt = pyplot()
+    domains = max(series.values(), key=len)
+    figure, ax = plt.subplots(figsize=(max(5.2, 0.45 * len(domains)), 3.4))
+    for label, points in series.items():
+        ax.plot(range(1, len(points) + 1), [v for _, v in points], marker="o", markersize=3, label=label)
+    ax.set_xticks(range(1, len(domains) + 1), [name for name, _ in domains], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(loc="best")
+    figure.tight_layout()
+    return figure
+
+
 def small_multiples(
     series: dict[str, list[tuple[int, float]]],
     title: str,

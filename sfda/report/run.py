@@ -15,7 +15,7 @@ import numpy as np
 
 from ..tasks.evidence import EVIDENCE_DIR
 
-EVAL_PREFIXES = ("target", "source_val")  # where a task logs its labelled scores
+EVAL_PREFIXES = ("target", "source_val", "online")  # where a run keeps its labelled scores (online: a stream)
 
 
 class ReportInputError(ValueError):
@@ -62,6 +62,16 @@ class Run:
             if name and "/" not in name and isinstance(value, int | float):
                 out[name] = float(value)
         return out
+
+    def stream(self, metric: str = "error") -> list[tuple[str, float]]:
+        """An online run's ``[(domain, value)]`` of ``online/<NN>_<domain>/<metric>``, in stream order (empty
+        for an offline run)."""
+        found = []
+        for key, value in self.results.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "online" and parts[2] == metric and parts[1][:2].isdigit():
+                found.append((int(parts[1][:2]), parts[1][3:], float(value)))
+        return [(name, value) for _, name, value in sorted(found)]
 
     def per_item(self, prefix: str, metric: str) -> dict[str, float]:
         """``{item: value}`` of ``<prefix>/<metric>/<item>`` results (per volume, per class)."""

@@ -19,6 +19,7 @@ from sfda.data.transforms import InputSpec, build_view, to_tensor
 from sfda.methods import TestTimeNorm
 from sfda.models import load_artifact
 from sfda.models.keyed_dropout import dropout_off
+from sfda.report.command import build_report
 
 SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
 SHIFTS = ["gaussian_noise", "contrast"]
@@ -69,6 +70,12 @@ def test_a_reset_stream_scores_each_domain_as_if_it_came_alone_and_a_continual_o
     reset = run(tmp_path, "reset", "Tent", mnist_source, stream("reset_each_shift"), init=fast)
     continual = run(tmp_path, "continual", "Tent", mnist_source, stream("continual"), init=fast)
     alone = run(tmp_path, "alone", "Tent", mnist_source, stream(corruptions=["contrast"]), init=fast)
+    report = build_report([tmp_path / "reset" / "version_0", tmp_path / "continual" / "version_0"],
+                          tmp_path / "report.html").read_text()  # the error along the stream, per run
+    figures = {p.name for p in (tmp_path / "report_files").glob("*.png")}
+    assert any("compare_stream" in name for name in figures)
+    assert any(name.endswith("_stream.png") for name in figures)
+    assert "the stream" in report and "contrast-5" in report and "online error" in report
     assert reset["online/00_gaussian_noise-5/error"] == continual["online/00_gaussian_noise-5/error"]
     second = reset["online/01_contrast-5/error"]
     # the same 48 images in the same seeded order (a domain's order depends on the seed and the domain only),
