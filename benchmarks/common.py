@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,18 +28,25 @@ def commit() -> str:
 
 
 def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tuple[dict, float]:
-    """Run ``sfda <subcommand> --config <recipe>`` in a subprocess; returns (results.json, wall seconds)."""
+    """Run ``sfda <subcommand> --config <recipe>`` in a subprocess; returns (results.json, wall seconds), the
+    results with ``run/peak_rss_mib``, the subprocess's peak resident memory."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("SFDA_RUN_VERSION", None)
     cmd = [sys.executable, "-m", "sfda.cli", subcommand, "--config", str(ROOT / recipe),
            f"--trainer.default_root_dir={run_root}", "--trainer.enable_progress_bar=false", *overrides]
     started = time.time()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # the child's own peak resident memory, not its siblings'
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
     seconds = time.time() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
     latest = max(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     results = json.loads((latest / "results.json").read_text())
+    results["run/peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
     info = latest / "run_info.json"
     if info.exists() and json.loads(info.read_text()).get("git_commit"):
         # the code that ran, not HEAD now
