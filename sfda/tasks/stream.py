@@ -98,9 +98,45 @@ class OnlineStream:
 
     @staticmethod
     def checkpoints(every: int) -> ModelCheckpoint:
-        """Checkpoints every ``every`` steps (``last.ckpt`` links to the newest), so a stopped stream resumes
-        from its last save, not from its start."""
-        return ModelCheckpoint(every_n_train_steps=every, save_last="link")
+        """Checkpoints every ``every`` stream steps (``last.ckpt`` links to the newest), so a stopped stream
+        resumes from its last save, not from its start."""
+        return StreamCheckpoint(every)
+
+
+class StreamCheckpoint(ModelCheckpoint):
+    """Saves after every ``every``-th STREAM step (the module's ``stream_steps``), not optimiser step: a
+    method that takes no optimiser step (source, BN, LAME) or one every 64 samples (RoTTA) saves as often
+    as Tent.
+    Files are named ``epoch=0-stream_step=<n>.ckpt``; ``last.ckpt`` links to the newest."""
+
+    def __init__(self, every: int):
+        super().__init__(filename="{epoch}-{stream_step}", save_last="link")
+        self.every = every
+        self.saved_at = -1  # the stream step of the last save (Lightning's own test counts optimiser steps)
+
+    @staticmethod
+    def steps(trainer) -> int:
+        return int(getattr(trainer.lightning_module, "stream_steps", 0))
+
+    def _monitor_candidates(self, trainer) -> dict:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["stream_step"] = torch.tensor(self.steps(trainer))
+        return candidates
+
+    def _should_skip_saving_checkpoint(self, trainer) -> bool:
+        return (bool(trainer.fast_dev_run) or trainer.state.fn != "fit" or trainer.sanity_checking
+                or self.saved_at == self.steps(trainer))
+
+    def _save_topk_checkpoint(self, trainer, candidates) -> None:
+        super()._save_topk_checkpoint(trainer, candidates)
+        self.saved_at = self.steps(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or self.steps(trainer) % self.every:
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
 
 
 def snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:

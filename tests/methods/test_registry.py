@@ -50,6 +50,9 @@ PROMISES = {
     "SourceOnly": "nothing", "TestTimeNorm": "nothing",
     "AdaBN": "batchnorm statistics",
     "Tent": "batchnorm affine",
+    "EATA": "batchnorm affine", "ETA": "batchnorm affine", "SAR": "batchnorm affine",
+    "LAME": "nothing", "DeYO": "batchnorm affine", "MEMO": "anything",
+    "CoTTA": "student, batch statistics, teacher evaluated", "RoTTA": "batchnorm, teacher evaluated",
     "SHOT": "not the head", "NRC": "not the head", "AaD": "not the head", "GLC": "not the head",
     "BNM": "not the head",
     "MeanTeacher": "student, teacher evaluated", "LPLD": "student, teacher evaluated",
@@ -64,7 +67,10 @@ STATE = {"SHOT": ["pseudo_labels", "entropy_threshold"], "NRC": ["+bank."], "AaD
          "GLC": ["+bank.", "targets", "cluster_coefficient"],
          "LFTL": ["+anchors.", "given_labels", "query_round"],
          "MeanTeacher": ["+teacher.model."], "LPLD": ["+teacher.model."],
-         "PoseSFDA": ["+source_net.", "+target_net."]}
+         "PoseSFDA": ["+source_net.", "+target_net."],
+         "EATA": ["probs_average", "probs_updates", "anchor", "+fisher", "fisher_seen"],
+         "ETA": ["probs_average", "probs_updates"], "SAR": ["loss_average", "loss_updates", "recoveries"],
+         "CoTTA": ["+teacher.model."], "RoTTA": ["+teacher.model.", "+memory."]}
 # tiny arguments of a method beyond ``source`` (source training: its network), by method and task
 ARGS = {
     ("SourceTraining", "classification"): {"backbone": "lenet", "bottleneck_dim": 16},
@@ -75,6 +81,17 @@ ARGS = {
                                  "labelled_batch_size": 8},
     ("GLC", "classification"): {"max_points_per_centroid": None},
     ("MeanTeacher", "pose"): {"confidence": 0.0},  # an untrained teacher is never confident
+    # the untrained source predicts near-uniformly: with E0 = 0.4 ln C nothing is reliable (and with epsilon
+    # 0.05 everything after the first batch is redundant), so nothing would adapt
+    ("EATA", "classification"): {"entropy_margin": 1.0, "redundancy_margin": 1.0},
+    ("ETA", "classification"): {"entropy_margin": 1.0, "redundancy_margin": 1.0},
+    ("SAR", "classification"): {"entropy_margin": 1.0},
+    ("CoTTA", "classification"): {"augmentations": 4},  # an untrained anchor is never confident: 4 views
+    ("DeYO", "classification"): {"entropy_margin": 1.0, "plpd_threshold": -1.0},  # as EATA: else none pass
+    # episodic MEMO refuses an offline fit; its lr 0.005 trips the collapse guard on the untrained network
+    ("MEMO", "classification"): {"episodic": False, "augmentations": 2,
+                                 "optim": {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "nesterov": False,
+                                           "weight_decay": 0.0, "power": 0.0, "backbone_lr_mult": 1.0}},
 }
 SEEN: dict[str, dict[str, torch.Tensor]] = {}  # what the runs saw: evaluated networks, restored state
 
@@ -295,6 +312,19 @@ def assert_promise(method: str, task: str, artifact, state: dict) -> None:
                        for k in parameters if k.startswith("decoder."))
         # I's decoder is not optimised: it only follows T by the EMA (0.001 of the gap a step)
         assert largest(network) <= 0.05 * largest(target_net)
+    elif promise == "student, batch statistics, teacher evaluated":  # CoTTA: every weight trains
+        teacher = part(state, "teacher.model.")
+        assert moved & parameters, "the student did not train"
+        assert changed(original, teacher) & parameters, "the teacher did not follow the student"
+        for net in (network, teacher):  # BatchNorm normalises with the batch: running statistics dropped
+            assert set(net) <= set(original) and set(original) - set(net) <= statistics_of(built)
+    elif promise == "batchnorm, teacher evaluated":  # RoTTA: robust BatchNorm's scale, shift and statistics
+        norms = [name for name, module in built.named_modules()
+                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+        batchnorm = {f"{norm}.{p}" for norm in norms for p in ("weight", "bias")} | statistics_of(built)
+        assert moved & parameters and moved <= batchnorm, sorted(moved - batchnorm)
+        assert network.keys() == original.keys()
+        assert part(state, "teacher.model.").keys() == original.keys()
     elif promise == "anything":
         assert network.keys() == original.keys() and moved & parameters, "nothing trained"
     else:

@@ -84,12 +84,14 @@ def test_a_reset_stream_scores_each_domain_as_if_it_came_alone_and_a_continual_o
     assert continual["online/01_contrast-5/error"] != second
 
 
+@pytest.mark.parametrize("method", ["Tent", "TestTimeNorm"])  # an optimiser step each batch, and none
 def test_a_stream_stopped_part_way_resumes_from_its_checkpoint_and_scores_what_an_unbroken_one_does(
-        tmp_path, mnist_source):
+        method, tmp_path, mnist_source):
     data = stream("continual", checkpoint_every=2)  # 6 steps: 3 per domain
-    fast = {"optim": {"name": "adam", "lr": 0.05, "weight_decay": 0.0, "power": 0.0, "backbone_lr_mult": 1.0}}
-    unbroken = run(tmp_path, "unbroken", "Tent", mnist_source, data, init=fast)
-    config = recipe(tmp_path / "stopped.yaml", {"class_path": "sfda.methods.Tent",
+    fast = {"optim": {"name": "adam", "lr": 0.05, "weight_decay": 0.0, "power": 0.0,
+                      "backbone_lr_mult": 1.0}} if method == "Tent" else {}
+    unbroken = run(tmp_path, "unbroken", method, mnist_source, data, init=fast)
+    config = recipe(tmp_path / "stopped.yaml", {"class_path": f"sfda.methods.{method}",
                                                "init_args": {"source": str(mnist_source), **fast}},
                     data, {"default_root_dir": str(tmp_path / "stopped")})
     code, text = sfda("fit", "--config", str(config), "--report_evidence=false",
@@ -98,6 +100,8 @@ def test_a_stream_stopped_part_way_resumes_from_its_checkpoint_and_scores_what_a
     assert code == 143, text[-3000:]
     code, text = sfda("fit", "--config", str(config), "--report_evidence=false", "--ckpt_path", "last")
     assert code == 0, text[-3000:]
+    saved = sorted(p.name for p in (tmp_path / "stopped" / "version_0" / "checkpoints").iterdir())
+    assert saved == ["epoch=0-stream_step=4.ckpt", "last.ckpt"]  # saved at steps 2 and 4, the newest kept
     resumed = json.loads((tmp_path / "stopped" / "version_1" / "results.json").read_text())
     assert online(resumed) == online(unbroken) and len(online(unbroken)) == 3  # 2 domains and the mean
     assert resumed["online/error"] == unbroken["online/error"]
