@@ -234,6 +234,7 @@ def test_a_reset_stream_scores_its_second_domain_as_if_it_came_alone(tmp_path, m
     assert continual["online/01_fog-5/error"] != reset["online/01_fog-5/error"]
 
 
+@pytest.mark.slow  # two CLI runs and a resume: the protocol's own resume test is in the fast tier
 def test_a_stream_stopped_part_way_resumes_from_its_checkpoint_and_scores_what_an_unbroken_one_does(
         tmp_path, mnist_source, continual):
     data = stream("continual", checkpoint_every=2)
