@@ -21,9 +21,8 @@ from ..losses.reliable import (
     update_moving_average,
 )
 from ..models import SourceModel
-from ..models.norm import affine_norm_layers, batch_norms, use_batch_statistics
-from ..tasks.adaptation import Adaptation
 from ..tasks.optim import Optim
+from .tent import Tent
 
 
 def official_optim() -> Optim:
@@ -48,7 +47,7 @@ def eata_selection(logits: torch.Tensor, average: torch.Tensor | None, margin: f
     return entropies, reliable, reliable & (similarity < redundancy_margin)
 
 
-class EATA(Adaptation):
+class EATA(Tent):
     """Weighted entropy of the reliable, non-redundant samples, plus a Fisher regulariser (classification).
 
     Only the scale and shift of the normalisation layers train (BatchNorm, LayerNorm and GroupNorm, as Tent
@@ -115,15 +114,8 @@ class EATA(Adaptation):
         self.fisher_weight = fisher_weight
         self.fisher_samples = fisher_samples
         self.automatic_optimization = False  # a batch without a selected sample takes no step (DDP too)
-        self.network.requires_grad_(False)
-        self.norm_layers = batch_norms(self.network)
-        for layer in self.norm_layers + affine_norm_layers(self.network):
-            layer.requires_grad_(True)
+        # Tent's layers: the normalisation layers' scales and shifts (refused above where there are none)
         self.adapted = [(name, tuple(p.shape)) for name, p in self.named_parameters() if p.requires_grad]
-        if not self.adapted:
-            raise ValueError(f"model.source: {type(self).__name__} trains normalisation scale and shift, but "
-                             f"the {self.task.name} network ({type(self.network).__name__}) has no "
-                             "BatchNorm, LayerNorm or GroupNorm layer with them")
         self.register_buffer("probs_average", torch.zeros(self.num_classes))
         self.register_buffer("probs_updates", torch.zeros((), dtype=torch.int64))
         if fisher_weight > 0:
@@ -141,17 +133,6 @@ class EATA(Adaptation):
 
     def parameter_groups(self) -> list[dict]:
         return [{"params": self.adapted_parameters(), "lr": self.optim.lr}]
-
-    def normalises_with_the_batch(self) -> bool:
-        return bool(self.norm_layers)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()  # offline: the source model's scores with its running statistics
-        use_batch_statistics(self.norm_layers)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        use_batch_statistics(self.norm_layers)  # a resumed or tested model uses batch statistics
 
     def reset_method_state(self) -> None:
         """No moving average of probabilities and no Fisher estimate yet (the anchor stays the source

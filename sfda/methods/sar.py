@@ -20,11 +20,10 @@ from ..losses.reliable import (
     update_moving_average,
 )
 from ..models import SourceModel
-from ..models.norm import affine_norm_layers, batch_norms, use_batch_statistics
-from ..tasks.adaptation import Adaptation
 from ..tasks.optim import Optim
 from ..tasks.stream import snapshot
 from .eata import official_optim
+from .tent import Tent
 
 # the official ``collect_params``: the top layers do not adapt (ResNet layer4; ViT-Base blocks 9-11 and its
 # final norm)
@@ -66,7 +65,7 @@ def descend_from(params: list[torch.nn.Parameter], before: list[torch.Tensor]) -
         p.copy_(value)
 
 
-class SAR(Adaptation):
+class SAR(Tent):
     """Sharpness-aware entropy minimisation of the reliable samples, with model recovery (classification).
 
     The scale and shift of the normalisation layers train (BatchNorm with each batch's statistics, running
@@ -129,17 +128,9 @@ class SAR(Adaptation):
         self.rho = rho
         self.recovery_threshold = recovery_threshold
         self.skip_layers = tuple(skip_layers)
-        self.network.requires_grad_(False)
-        self.norm_layers = batch_norms(self.network)
-        norms = {id(m) for m in self.norm_layers + affine_norm_layers(self.network)
-                 if getattr(m, "weight", None) is not None}
-        if not norms:
-            raise ValueError(f"model.source: SAR trains normalisation scale and shift, but the "
-                             f"{self.task.name} network ({type(self.network).__name__}) has no BatchNorm, "
-                             "LayerNorm or GroupNorm layer with them")
-        for name, module in self.network.named_modules():
-            if id(module) in norms and not under(name, self.skip_layers):
-                module.requires_grad_(True)
+        for name, module in self.network.named_modules():  # Tent's layers, less the skipped top layers
+            if under(name, self.skip_layers):
+                module.requires_grad_(False)
         self.adapted = [name for name, p in self.named_parameters() if p.requires_grad]
         if not self.adapted:
             raise ValueError(f"model.skip_layers: every normalisation layer of the "
@@ -157,21 +148,10 @@ class SAR(Adaptation):
     def parameter_groups(self) -> list[dict]:
         return [{"params": self.adapted_parameters(), "lr": self.optim.lr}]
 
-    def normalises_with_the_batch(self) -> bool:
-        return bool(self.norm_layers)
-
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit" and "_source_state" not in self.__dict__:  # offline: what recovery returns to
             self.__dict__["_source_state"] = snapshot(self.network)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()  # offline: the source model's scores with its running statistics
-        use_batch_statistics(self.norm_layers)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        use_batch_statistics(self.norm_layers)  # a resumed or tested model uses batch statistics
 
     def reset_method_state(self) -> None:
         """No moving average of the loss yet (recoveries keep counting)."""

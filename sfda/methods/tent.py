@@ -40,9 +40,9 @@ class Tent(Adaptation):
         self.norm_layers = batch_norms(self.network)
         self.affine_layers = self.norm_layers + affine_norm_layers(self.network)
         if not self.affine_layers:
-            raise ValueError(f"model.source: Tent trains normalisation scale and shift, but the "
-                             f"{self.task.name} network ({type(self.network).__name__}) has no BatchNorm, "
-                             "LayerNorm or GroupNorm layer")
+            raise ValueError(f"model.source: {type(self).__name__} trains normalisation scale and shift, but "
+                             f"the {self.task.name} network ({type(self.network).__name__}) has no "
+                             "BatchNorm, LayerNorm or GroupNorm layer")
         for layer in self.affine_layers:
             layer.requires_grad_(True)
 
