@@ -12,7 +12,8 @@ from . import methods
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # the task of each recipes/<folder>
 RECIPE_TASKS = {"digits": "classification", "active": "classification", "universal": "classification",
-                "segmentation": "segmentation", "detection": "detection", "pose": "pose"}
+                "segmentation": "segmentation", "detection": "detection", "pose": "pose",
+                "tta": "classification"}  # recipes/tta: the online streams (classification so far)
 ONE_LINE = {
     "SourceTraining": "train the source classifier and write its artifact",
     "SourceOnly": "the source model as is (sfda test / predict)",
@@ -32,6 +33,16 @@ ONE_LINE = {
     "PoseSourceTraining": "train the source SimpleBaseline heatmap model and write its artifact",
     "PoseSFDA": "source, intermediate and target networks: source-protect, pose contrastive, IM "
     "(ICCV 2023)",
+    "TestTimeNorm": "online: each batch normalised with its own BatchNorm statistics (BN-1), or mixed with "
+    "the source's (prior N)",
+    "LAME": "online: the batch's Laplacian-regularised assignment over its feature affinity; no weight "
+    "changes",
+    "MEMO": "online: each point adapted on the marginal entropy of its AugMix views, then predicted "
+    "(episodic)",
+    "DeYO": "online: entropy minimisation of the samples whose prediction survives patch shuffling (PLPD)",
+    "CoTTA": "online, continual: EMA teacher averaged over augmentations, stochastic restore to the source",
+    "RoTTA": "online, correlated labels: robust BatchNorm, category-balanced memory, timeliness-weighted "
+    "teacher",
 }
 
 
