@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import results_of, run_sfda
 from kits.bad_input import recipe, sfda, source_artifact
+from kits.streams import online, stream
 
 from sfda.data.stream import CorruptedImages
 from sfda.data.transforms import build_view, to_tensor
@@ -27,18 +28,11 @@ from sfda.models.segmentation import unet_architecture
 from sfda.models.tta_augment import draw_key, katana_augment
 
 DIGITS = [str(d) for d in range(10)]
-SHIFTS = ["gaussian_noise", "contrast"]
 # fast enough that three steps per domain move the student and the teacher (the official 1e-3 and 0.999 would
 # leave both near the source in so few steps, and every check below would pass without adapting)
 FAST = {"optim": {"name": "adam", "lr": 0.05, "weight_decay": 0.0, "power": 0.0, "backbone_lr_mult": 1.0},
         "ema_momentum": 0.5, "augmentations": 4, "confidence_threshold": 1.0}
 
-
-def stream(setting: str = "continual", subset: int = 48, corruptions=SHIFTS, **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": list(corruptions), "subset": subset}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def run(tmp_path: Path, name: str, source: Path, data: dict, *args: str, init: dict | None = None) -> dict:
@@ -50,9 +44,6 @@ def run(tmp_path: Path, name: str, source: Path, data: dict, *args: str, init: d
     version = max((tmp_path / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     return json.loads((version / "results.json").read_text()) | {"console": text}
 
-
-def online(results: dict) -> dict[str, float]:
-    return {k: v for k, v in results.items() if k.startswith("online/") and k.endswith("/error")}
 
 
 @pytest.fixture(scope="module")

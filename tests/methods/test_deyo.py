@@ -14,21 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from kits.bad_input import recipe, sfda, source_artifact
+from kits.streams import stream
 
 from sfda.methods.deyo import DeYO, deyo_weights, plpd, shuffle_patches
 from sfda.models import load_artifact
 from sfda.models.keyed_dropout import sample_keys
 
 DIGITS = [str(d) for d in range(10)]
-SHIFTS = ["gaussian_noise", "contrast"]
 FAST = {"name": "adam", "lr": 0.05, "weight_decay": 0.0, "power": 0.0, "backbone_lr_mult": 1.0}
 
-
-def stream(setting: str = "continual", corruptions=SHIFTS, **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": list(corruptions), "subset": 48}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def fit(tmp_path: Path, name: str, source: Path, data: dict, **init) -> tuple[dict, dict]:

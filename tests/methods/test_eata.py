@@ -15,6 +15,8 @@ import pytest
 import torch
 from conftest import results_of, run_sfda
 from kits.bad_input import DIGIT_SPEC, recipe, sfda, source_artifact
+from kits.streams import online as errors
+from kits.streams import stream
 
 from sfda.methods.eata import EATA, ETA, eata_selection
 from sfda.models import artifact_from_module
@@ -22,15 +24,8 @@ from sfda.models.keyed_dropout import dropout_off
 from sfda.models.norm import use_batch_statistics
 
 DIGITS = [str(d) for d in range(10)]
-SHIFTS = ["gaussian_noise", "contrast"]
 FAST = {"name": "adam", "lr": 0.05, "weight_decay": 0.0, "power": 0.0, "backbone_lr_mult": 1.0}
 
-
-def stream(setting: str = "continual", corruptions=SHIFTS, subset: int = 48, **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": list(corruptions), "subset": subset}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def fit(tmp_path: Path, name: str, method: str, source: Path, data: dict, **init) -> tuple[dict, dict]:
@@ -44,9 +39,6 @@ def fit(tmp_path: Path, name: str, method: str, source: Path, data: dict, **init
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     return json.loads((run / "results.json").read_text()), state
 
-
-def errors(results: dict) -> dict[str, float]:
-    return {k: v for k, v in results.items() if k.startswith("online/") and k.endswith("/error")}
 
 
 def adapting(method: EATA) -> EATA:

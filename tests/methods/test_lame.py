@@ -12,18 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from kits.bad_input import recipe, sfda
+from kits.streams import stream
 
 from sfda.methods.lame import LAME, lame_affinity, laplacian_assignment
 from sfda.models import load_artifact
-
-SHIFTS = ["gaussian_noise", "contrast"]
-
-
-def stream(setting: str = "continual", **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": SHIFTS, "subset": 48}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def constructed() -> tuple[torch.Tensor, torch.Tensor]:

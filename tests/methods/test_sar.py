@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import results_of, run_sfda
 from kits.bad_input import recipe, sfda, source_artifact
+from kits.streams import stream
 
 from sfda.data.transforms import InputSpec
 from sfda.losses.reliable import softmax_entropy
@@ -24,16 +25,9 @@ from sfda.models.keyed_dropout import dropout_off
 from sfda.models.norm import use_batch_statistics
 
 DIGITS = [str(d) for d in range(10)]
-SHIFTS = ["gaussian_noise", "contrast"]
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "power": 0.0,
        "backbone_lr_mult": 1.0}
 
-
-def stream(setting: str = "continual", corruptions=SHIFTS, subset: int = 48, **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": list(corruptions), "subset": subset}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def fit(tmp_path: Path, name: str, source: Path, data: dict, **init) -> tuple[dict, dict]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import results_of, run_sfda
 from kits.bad_input import recipe, sfda
+from kits.streams import SHIFTS, online, stream
 
 from sfda.data.stream import CorruptedImages, StreamDataModule
 from sfda.data.transforms import InputSpec, build_view, to_tensor
@@ -22,14 +23,7 @@ from sfda.models.keyed_dropout import dropout_off
 from sfda.report.command import build_report
 
 SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
-SHIFTS = ["gaussian_noise", "contrast"]
 
-
-def stream(setting: str = "continual", subset: int = 48, corruptions=SHIFTS, **extra) -> dict:
-    source = {"class_path": "sfda.data.CorruptedImages",
-              "init_args": {"dataset": "mnist", "corruptions": list(corruptions), "subset": subset}}
-    return {"class_path": "sfda.data.StreamDataModule",
-            "init_args": {"source": source, "setting": setting, "batch_size": 16, **extra}}
 
 
 def run(tmp_path: Path, name: str, method: str, source: Path, data: dict, *args: str,
@@ -42,9 +36,6 @@ def run(tmp_path: Path, name: str, method: str, source: Path, data: dict, *args:
     version = max((tmp_path / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     return json.loads((version / "results.json").read_text()) | {"console": text}
 
-
-def online(results: dict) -> dict[str, float]:
-    return {k: v for k, v in results.items() if k.startswith("online/") and k.endswith("/error")}
 
 
 def test_the_source_row_is_the_source_models_own_error_on_each_corrupted_domain(tmp_path, mnist_source):
