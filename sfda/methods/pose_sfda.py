@@ -28,17 +28,14 @@ source weights); over a few hundred CPU steps it leaves I mostly the source (0.9
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..data.samplers import sample_seed
 from ..losses.pose import heatmap_im, joints_mse, pose_contrastive, residual_kl
 from ..models import ArtifactError, SourceModel
 from ..pseudo_labels import gather_with_grad
-from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.heatmaps import confident_joints, to_input_pixels
 from ..pseudo_labels.teacher import check_momentum, ema_update
 from ..tasks.adaptation import Adaptation
@@ -202,25 +199,15 @@ class PoseSFDA(Adaptation):
         size = max(1, round(fraction * images.shape[-1]))
         return occlude(images, joints, chosen, size, generators)
 
-    def step(self, optimizer, loss: torch.Tensor) -> None:
-        """One network's update. Under DDP the gradients are averaged here, for this optimiser's parameters
-        only: DDP's reducer serves one backward per forward, and this step has three."""
-        optimizer.zero_grad()
-        model = self.trainer.model
-        with model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext():
-            self.manual_backward(loss)
-        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
-        optimizer.step()
-
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_s, opt_i, opt_t = self.optimizers()
         x, w, tau = batch["image"], self.weights, self.temperature
         if self.source_protect:
             h_s, h_i = self.source_net(x).float(), self.network(x).float()
             loss_s = mse(h_s, h_i.detach())
-            self.step(opt_s, loss_s)
+            self.manual_step(opt_s, loss_s)
             loss_i = mse(h_s.detach(), h_i) + w["res"] * residual_kl(h_s.detach(), h_i, tau)
-            self.step(opt_i, loss_i)
+            self.manual_step(opt_i, loss_i)
             self.log_dict({"train/loss_s": loss_s, "train/loss_i": loss_i})
         with torch.no_grad():
             h_i = self.network(x).float()  # I after its step: T's teacher
@@ -233,7 +220,7 @@ class PoseSFDA(Adaptation):
                 + w["contrastive"] * pose_contrastive(h_i, h_t, tau)
                 + w["im"] * heatmap_im(h_t, tau, batch_mean)
             )
-        self.step(opt_t, loss_t)
+        self.manual_step(opt_t, loss_t)
         ema_update(self.network, self.target_net, self.momentum, buffers=False)
         self.log("train/loss", loss_t, prog_bar=True)
 

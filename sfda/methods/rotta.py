@@ -6,11 +6,9 @@ target set. See docs/methods/rotta.md."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..models import SourceModel
 from ..models.keyed_dropout import dropout_off
@@ -18,7 +16,6 @@ from ..models.norm import batch_norms
 from ..models.robust_norm import use_robust_batch_norm
 from ..models.tta_augment import draw_key, katana_augment
 from ..pseudo_labels import EMATeacher, gather_rows
-from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.memory import CategoryBalancedMemory, timeliness_weights
 from ..pseudo_labels.teacher import ema_update
 from ..tasks.adaptation import Adaptation
@@ -168,13 +165,7 @@ class RoTTA(Adaptation):
         _, logits = self(strong, index)
         losses = -(targets * logits.float().log_softmax(dim=1)).sum(dim=1)
         loss = (losses * timeliness_weights(ages)).mean()
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        model = self.trainer.model
-        with model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext():
-            self.manual_backward(loss)
-        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
-        optimizer.step()
+        self.manual_step(self.optimizers(), loss)
         self.follow_student()
         teacher.eval()
         self.log("train/loss", loss, prog_bar=True)

@@ -12,12 +12,14 @@ gives per-sample rows (``Task.evaluation_rows``), the epoch's end gathers them o
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ..models.batchnorm_folding import folded_copy
+from ..pseudo_labels.distributed import average_gradients
 from ..pseudo_labels.passes import Rows, collect_rows
 from ..run.checks import check_state_keys, check_state_shapes
 from ..run.progress import track
@@ -141,6 +143,18 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self):
         built = [build_optimizer(self, groups, settings) for groups, settings in self.optimizer_specs()]
         return built[0] if len(built) == 1 else built
+
+    def manual_step(self, optimizer, loss: torch.Tensor) -> None:
+        """One manual-optimisation update of ``optimizer``'s parameters on ``loss``. Under DDP the gradients
+        are averaged here, for this optimiser's parameters only: DDP's reducer serves one backward per
+        forward, and a method with several updates per step (pose SFDA) or an update on a memory bank every
+        few steps (RoTTA) does not fit it."""
+        optimizer.zero_grad()
+        model = self.trainer.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
+            self.manual_backward(loss)
+        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
         check_finite(self, loss)
