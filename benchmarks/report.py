@@ -15,6 +15,7 @@ import json
 import re
 
 from common import RESULTS, ROOT
+from tta_tables import write_page as write_tta_page
 
 METRIC_ORDER = ["acc", "acc-per-class", "h-score", "known-acc", "unknown-acc", "dice", "hd95", "source-dice",
                 "source-val-acc", "ap50", "ap50_11pt", "map", "student-ap50", "hpl-precision",
@@ -28,7 +29,8 @@ METRIC_ORDER += ENGINE_METRICS
 FIRST = ("quickstart",)  # the results start with the quickstart's own comparison
 # suites shown on a page of their own (a column per metric would be unreadable here): a link to it
 OWN_SECTION = {"engine_scaling": "[Engine cost curves](speed.md#engine-cost-curves)",
-               "profile": "[Speed](speed.md#where-the-time-went-and-what-changed)"}
+               "profile": "[Speed](speed.md#where-the-time-went-and-what-changed)",
+               "tta": "[Online TTA results](tta_results.md)"}
 PAGE = ROOT / "docs" / "results.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -108,6 +110,7 @@ def main() -> None:
                  flags=re.S)
     PAGE.write_text(new)
     print(f"{PAGE}: results tables rewritten")
+    write_tta_page()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from .pose_views import Augment
 from .segmentation import SegmentationDataModule
 from .stream import CorruptedImages, StreamDataModule
 from .stream_files import CifarC, ImageNetC
+from .stream_volumes import ArtifactVolumes
 from .transforms import InputSpec
 from .volumes import DatalistError, VolumeSpec
 
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptedImages",
     "StreamDataModule",
     "CifarC",
+    "ArtifactVolumes",
     "ImageNetC",
     "VolumeSpec",
 ]

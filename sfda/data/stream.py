@@ -41,6 +41,7 @@ from .corruptions import CORRUPTIONS, SEVERITIES, Table, check_corruption, corru
 from .digits import DATASETS, class_names, load_digits_split
 from .image_files import read_image
 from .transforms import InputSpec, build_view, to_tensor
+from .volumes import VolumeSpec
 
 Setting = Literal["reset_each_shift", "continual", "gradual", "mixed_domains"]
 LabelOrder = Literal["iid", "correlated"]
@@ -59,6 +60,13 @@ class Domain:
     corruption: str | None = None
     severity: int | None = None
     table: Table = "cifar"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def item(self, index: int, spec: InputSpec, pipeline) -> tuple[torch.Tensor, int]:
+        """Sample ``index`` as the model takes it: ``(image (C, H, W), label)``."""
+        return to_tensor(self.image(index), spec, pipeline), int(self.labels[index])
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as the stream shows it (uint8); a corruption's randomness is fixed by the image."""
@@ -84,6 +92,9 @@ class StreamSource:
     def shifts(self) -> list[str]:
         """The corruptions, in stream order."""
         raise NotImplementedError
+
+    def use_input(self, spec) -> None:
+        """The model's input spec, once known (a volume source preprocesses its volumes with it)."""
 
 
 class CorruptedImages(StreamSource):
@@ -164,7 +175,7 @@ def stream_steps(domains: list[Domain], batch_size: int, setting: Setting, label
     orders = []
     for domain in domains:  # a domain's order depends on the seed and the domain only, not on the others
         rng = np.random.default_rng([seed, zlib.crc32(domain.name.encode())])
-        n = len(domain.labels)
+        n = len(domain)
         if label_order == "correlated":
             orders.append(label_sorted(domain.labels, -(-n // batch_size), alpha, rng))
         else:
@@ -183,20 +194,20 @@ def stream_steps(domains: list[Domain], batch_size: int, setting: Setting, label
 
 
 class StreamDataset(Dataset):
-    """Items of the stream: key ``(domain, image index, stream position, weight)`` -> the item dict."""
+    """Items of the stream: key ``(domain, image index, stream position, weight)`` -> the item dict (``label``
+    an int, or a ``(H, W)`` mask for a segmentation stream)."""
 
-    def __init__(self, domains: list[Domain], spec: InputSpec):
+    def __init__(self, domains: list[Domain], spec):
         self.domains, self.spec = domains, spec
-        self.pipeline = build_view(spec, "test")
+        self.pipeline = build_view(spec, "test") if isinstance(spec, InputSpec) else None
 
     def __len__(self) -> int:
-        return sum(len(d.labels) for d in self.domains)
+        return sum(len(d) for d in self.domains)
 
     def __getitem__(self, key: tuple[int, int, int, float]) -> dict:
         domain, index, position, weight = key
-        image = to_tensor(self.domains[domain].image(index), self.spec, self.pipeline)
-        return {"image": image, "label": int(self.domains[domain].labels[index]), "index": position,
-                "domain": domain, "weight": weight}
+        image, label = self.domains[domain].item(index, self.spec, self.pipeline)
+        return {"image": image, "label": label, "index": position, "domain": domain, "weight": weight}
 
 
 class StreamBatchSampler(Sampler[list]):
@@ -252,7 +263,7 @@ class StreamDataModule(L.LightningDataModule):
     def __init__(self, source: StreamSource, setting: Setting = "continual",
                  severities: list[int] | None = None, label_order: LabelOrder = "iid",
                  dirichlet_alpha: float = 0.1, batch_size: int = 64, num_workers: int = 0,
-                 input: InputSpec | None = None, checkpoint_every: int = 100):
+                 input: InputSpec | VolumeSpec | None = None, checkpoint_every: int = 100):
         super().__init__()
         check_counts(1, batch_size=batch_size, checkpoint_every=checkpoint_every)
         check_counts(0, num_workers=num_workers)
@@ -271,11 +282,22 @@ class StreamDataModule(L.LightningDataModule):
                 raise ValueError(f"data.severities: expected severities in 1-5, got {severity!r}")
         self.source, self.setting, self.label_order = source, setting, label_order
         self.dirichlet_alpha, self.batch_size, self.num_workers = dirichlet_alpha, batch_size, num_workers
-        self.input_spec, self.checkpoint_every = input, checkpoint_every
+        self.checkpoint_every = checkpoint_every
+        self.input_spec = input
         self.class_names = list(source.class_names)
         self.domains: list[Domain] = []
 
     is_stream = True  # `sfda fit` of a method that does not train (source, BN) passes over a stream
+
+    @property
+    def input_spec(self):
+        return self._input_spec
+
+    @input_spec.setter
+    def input_spec(self, spec) -> None:
+        self._input_spec = spec
+        if spec is not None:
+            self.source.use_input(spec)
 
     @property
     def resets(self) -> bool:
@@ -296,7 +318,7 @@ class StreamDataModule(L.LightningDataModule):
 
     def num_samples(self, split: str = "train") -> int:
         self.setup()
-        return sum(len(d.labels) for d in self.domains)
+        return sum(len(d) for d in self.domains)
 
     def steps(self) -> list[Step]:
         """The stream's global batches, seeded by the run seed."""
@@ -318,10 +340,14 @@ class StreamDataModule(L.LightningDataModule):
 
 
 def collate_stream(items: list[dict]) -> dict:
-    """Stack a stream batch: ``image (B, C, H, W)``, ``label``/``index``/``domain`` ``(B,)`` int64,
-    ``weight (B,)`` float32."""
+    """Stack a stream batch: ``image (B, C, H, W)``, ``label`` ``(B,)`` (masks ``(B, H, W)``),
+    ``index``/``domain`` ``(B,)`` int64, ``weight (B,)`` float32."""
     out = {"image": torch.stack([it["image"] for it in items])}
+    if isinstance(items[0]["label"], torch.Tensor):
+        out["label"] = torch.stack([it["label"] for it in items]).long()
     for key in ("label", "index", "domain"):
+        if key in out:
+            continue
         out[key] = torch.tensor([it[key] for it in items], dtype=torch.int64)
     out["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
     return out

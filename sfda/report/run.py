@@ -63,9 +63,15 @@ class Run:
                 out[name] = float(value)
         return out
 
-    def stream(self, metric: str = "error") -> list[tuple[str, float]]:
-        """An online run's ``[(domain, value)]`` of ``online/<NN>_<domain>/<metric>``, in stream order (empty
-        for an offline run)."""
+    @property
+    def stream_metric(self) -> str:
+        """The online headline: ``error`` (classification) or ``dice`` (segmentation)."""
+        return "dice" if "online/dice" in self.results and "online/error" not in self.results else "error"
+
+    def stream(self, metric: str | None = None) -> list[tuple[str, float]]:
+        """An online run's ``[(domain, value)]`` of ``online/<NN>_<domain>/<metric>`` (default its
+        ``stream_metric``), in stream order (empty for an offline run)."""
+        metric = metric or self.stream_metric
         found = []
         for key, value in self.results.items():
             parts = key.split("/")

@@ -66,16 +66,17 @@ def curve_sections(run: Run, figures: plots.Figures) -> Section:
 
 
 def stream(run: Run, figures: plots.Figures) -> list[Section]:
-    """An online run: the error of each domain along the stream (predicted as the method's paper does, labels
-    only score), as a table and a curve; nothing for an offline run."""
+    """An online run: the error (segmentation: Dice) of each domain along the stream (predicted as the
+    method's paper does, labels only score), as a table and a curve; nothing for an offline run."""
     errors = run.stream()
     if not errors:
         return []
+    label = f"online {run.stream_metric}"
     samples = dict(run.stream("samples"))
     rows = [[k + 1, name, value, int(samples.get(name, 0))] for k, (name, value) in enumerate(errors)]
-    parts = [figures.save(plots.stream_curves({run.name: errors}, "online error",
-                                              "online error per domain, in stream order"), "stream"),
-             table(["#", "domain", "online error", "samples"], rows)]
+    parts = [figures.save(plots.stream_curves({run.name: errors}, label,
+                                              f"{label} per domain, in stream order"), "stream"),
+             table(["#", "domain", label, "samples"], rows)]
     return [Section(f"{run.name}: the stream", parts)]
 
 
@@ -134,10 +135,13 @@ def comparison(runs: list[Run], figures: plots.Figures) -> Section:
         ["run", "method"] + [f"source-only {n}" for n in names[:1]] + [f"{prefix} {n}" for n in names] + ["s"]
     )
     parts = [table(header, rows)]
-    streams = {run.name: run.stream() for run in runs if run.stream()}
-    if streams:
-        parts.append(figures.save(plots.stream_curves(streams, "online error",
-                                                      "online error per domain, all runs"), "compare_stream"))
+    for metric in ("error", "dice"):
+        streams = {run.name: run.stream() for run in runs if run.stream() and run.stream_metric == metric}
+        if streams:
+            suffix = "" if metric == "error" else "_dice"
+            parts.append(figures.save(plots.stream_curves(streams, f"online {metric}",
+                                                          f"online {metric} per domain, all runs"),
+                                      "compare_stream" + suffix))
     for name in names[:2]:
         key = f"{prefix}/{name}"
         series = {run.name: run.curves[key] for run in runs if key in run.curves}

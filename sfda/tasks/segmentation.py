@@ -96,6 +96,36 @@ class SegmentationTask(Task):
         module.voxels_inferred = getattr(module, "voxels_inferred", 0) + image[0, 0].numel()
         return logits.float().softmax(dim=1)
 
+    # online test-time adaptation (a stream of slices) ----------------------------------------------------
+    def online_count_shape(self) -> tuple[int, int]:
+        """Per class ``(C, 3)``: the pixels predicted AND labelled as the class, predicted as it, labelled
+        as it (the sufficient statistics of a Dice pooled over a domain's pixels)."""
+        return (self.num_classes, 3)
+
+    def online_counts(self, module: TaskModule, outputs, labels: torch.Tensor, rows: torch.Tensor
+                      ) -> torch.Tensor:
+        """``outputs`` logits or log-probabilities ``(B, C, H, W)``, ``labels (B, H, W)``."""
+        predicted = outputs.detach()[rows].argmax(dim=1).flatten()
+        truth = labels[rows].to(predicted.device).flatten()
+        k = self.num_classes
+        both = torch.bincount(truth[predicted == truth], minlength=k)
+        return torch.stack([both, torch.bincount(predicted, minlength=k), torch.bincount(truth, minlength=k)],
+                           dim=1)
+
+    def online_scores(self, counts: torch.Tensor) -> dict[str, float]:
+        """``dice``: the mean over foreground classes of the Dice pooled over the domain's pixels,
+        ``2 |P & T| / (|P| + |T|)`` (a class absent from both counts as 1); ``dice_<class>`` each;
+        ``samples``: the slices scored (``online_counts`` adds no slice count, so the pixels / slice size)."""
+        pixels = float(counts[:, 2].sum())
+        if not pixels:
+            return {"samples": 0.0}
+        per_class = {}
+        for c in range(1, self.num_classes):
+            both, predicted, truth = (float(v) for v in counts[c])
+            per_class[f"dice_{self.names[c]}"] = 2 * both / (predicted + truth) if predicted + truth else 1.0
+        dice = sum(per_class.values()) / len(per_class)
+        return {"dice": dice, **per_class, "samples": pixels / math.prod(self.input.roi)}
+
     # evaluation -------------------------------------------------------------------------------------------
     def evaluation_rows(self, module: TaskModule, batch: dict, network: torch.nn.Module) -> Rows:
         """One row per volume (batches hold one): ``entropy (1,)`` (mean voxel entropy), ``class_mass (1, C)``
