@@ -17,6 +17,7 @@ from sfda.data.stream import StreamDataModule
 from sfda.data.stream_volumes import ARTIFACTS, ArtifactVolumes, scanner_artifact
 from sfda.data.volumes import VolumeSpec
 from sfda.models import load_artifact
+from sfda.report.command import build_report
 from sfda.tasks.segmentation import SegmentationTask
 
 SPEC = VolumeSpec(mode="2d", roi=(128, 128), spacing=(2.0, 2.0, 2.0), intensity_percentiles=(1.0, 99.0),
@@ -119,6 +120,8 @@ def test_the_source_row_is_the_source_models_own_dice_on_each_artifact_domain(tm
     assert results["online/dice"] == pytest.approx(
         (results["online/00_bias_field-5/dice"] + results["online/01_kspace_spikes-5/dice"]) / 2)
     assert "online 2/2 kspace_spikes-5: dice" in results["console"]
+    page = build_report([tmp_path / "source" / "version_0"], tmp_path / "report.html").read_text()
+    assert "online dice" in page and "online error" not in page and "kspace_spikes-5" in page
 
 
 @pytest.mark.slow
