@@ -11,9 +11,10 @@ from .artifact import (
     load_source,
     wrap_external,
 )
+from .bundle import MonaiBundle
 from .classifier import SourceClassifier
 from .feature_classifier import FeatureClassifier
 
 __all__ = ["ArtifactError", "ArtifactFile", "ExternalModel", "SourceArtifact", "SourceModel",
            "artifact_from_module", "load_artifact", "load_source", "wrap_external", "SourceClassifier",
-           "FeatureClassifier"]
+           "FeatureClassifier", "MonaiBundle"]

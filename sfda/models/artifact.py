@@ -30,6 +30,7 @@ from torch import nn
 from ..data.fetch import resolve
 from ..data.transforms import InputSpec
 from ..data.volumes import VolumeSpec
+from .bundle import MonaiBundle, read_bundle
 from .feature_classifier import FeatureClassifier
 from .weights import ArtifactError, check_finite_weights, load_matching, read_state_dict
 from .zoo import build_zoo_network, classifier_head, default_input, zoo_scheme, zoo_task
@@ -191,10 +192,11 @@ class ArtifactFile:
     architecture: str
 
 
-# What ``model.source`` accepts in a recipe: an artifact path, or a mapping of ``ArtifactFile`` or
-# ``ExternalModel`` fields (Python callers may pass those objects too). Deliberately not typed with the
-# dataclasses: jsonargparse would then read a string naming an existing file as a sub-config, so a text
-# file handed over as "source.pt" could become an ExternalModel naming code. A path stays a path.
+# What ``model.source`` accepts in a recipe: an artifact path, or a mapping of ``ArtifactFile``,
+# ``ExternalModel`` or ``MonaiBundle`` (``sfda.models.bundle``) fields (Python callers may pass those
+# objects too). Deliberately not typed with the dataclasses: jsonargparse would then read a string naming
+# an existing file as a sub-config, so a text file handed over as "source.pt" could become an ExternalModel
+# naming code. A path stays a path.
 SourceModel = Union[str, dict]
 
 
@@ -299,9 +301,10 @@ def load_artifact(path: str | Path, trusted_architecture: str | None = None) -> 
                           bottleneck_layers=payload.get("bottleneck_layers", []), task=task, origin=str(path))
 
 
-def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel:
-    """``{path, architecture}`` -> ``ArtifactFile``; the fields of ``ExternalModel`` -> ``ExternalModel``."""
-    kind = ArtifactFile if "path" in fields else ExternalModel
+def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel | MonaiBundle:
+    """``{path, architecture}`` -> ``ArtifactFile``; ``{bundle, input}`` -> ``MonaiBundle``; the fields of
+    ``ExternalModel`` -> ``ExternalModel``."""
+    kind = MonaiBundle if "bundle" in fields else ArtifactFile if "path" in fields else ExternalModel
     names = [f.name for f in dataclasses.fields(kind)]
     unknown = sorted(set(fields) - set(names))
     missing = [f.name for f in dataclasses.fields(kind) if f.name not in fields
@@ -310,15 +313,22 @@ def source_from_mapping(fields: dict) -> ArtifactFile | ExternalModel:
         problems = [f"{what} fields {names}" for what, names in (("unknown", unknown), ("missing", missing))
                     if names]
         raise ArtifactError(f"model.source: {'; '.join(problems)}; expected an artifact path, {{path, "
-                            f"architecture}}, or a model trained elsewhere with fields "
+                            f"architecture}}, a MONAI bundle {{bundle, input}}, or a model trained elsewhere "
+                            f"with fields "
                             f"{[f.name for f in dataclasses.fields(ExternalModel)]}")
     return kind(**fields)
 
 
-def load_source(source: str | dict | ArtifactFile | ExternalModel) -> SourceArtifact:
-    """The artifact that ``model.source`` describes: a file, a trusted file, or a model trained elsewhere."""
+def load_source(source: str | dict | ArtifactFile | ExternalModel | MonaiBundle) -> SourceArtifact:
+    """The artifact that ``model.source`` describes: a file, a trusted file, a model trained elsewhere, or
+    a MONAI bundle (a segmentation model)."""
     if isinstance(source, dict):
         source = source_from_mapping(source)
+    if isinstance(source, MonaiBundle):
+        bundle = read_bundle(source)
+        return SourceArtifact(architecture=bundle.architecture, state_dict=bundle.state_dict,
+                              class_names=bundle.class_names, input=bundle.input, task="segmentation",
+                              origin=bundle.origin)
     if isinstance(source, ExternalModel):
         return wrap_external(source)
     if isinstance(source, ArtifactFile):

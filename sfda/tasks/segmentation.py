@@ -19,7 +19,7 @@ from ..losses import weighted_entropy
 from ..metrics import volume_scores
 from ..metrics.segmentation import class_volumes_ml, write_per_volume_csv
 from ..metrics.validators import marginal_entropy
-from ..models import SourceArtifact
+from ..models import ArtifactError, SourceArtifact
 from ..models.artifact import import_target
 from ..models.segmentation import unet_architecture
 from ..pseudo_labels import class_fractions, entropy, mean_size_where_present
@@ -68,6 +68,17 @@ class SegmentationTask(Task):
     per_item_scores = True
     default_optim = SEGMENTATION_OPTIM
     input: VolumeSpec
+
+    def check_data(self, datamodule, artifact: SourceArtifact) -> None:
+        """As every task, and the label names must be the model's, in its order: label value ``i`` is what
+        output channel ``i`` predicts (a bundle's ``channel_def``, an artifact's ``class_names``)."""
+        super().check_data(datamodule, artifact)
+        names = list(getattr(datamodule, "class_names", None) or [])
+        if names and names != artifact.class_names:
+            raise ArtifactError(f"data.class_names {names} differ from the labels of the source model "
+                                f"{artifact.origin or ''} {artifact.class_names}; label value i must be what "
+                                "output channel i predicts. Use a model of the target's labels, or name the "
+                                "labels as the model does")
 
     def forward(self, module: TaskModule, images: torch.Tensor, index: torch.Tensor | None = None):
         """``(B, channels, *roi) -> logits (B, C, *roi)``."""
