@@ -97,9 +97,11 @@ class SFDACLI(LightningCLI):
                             "(sfda.metrics.validators); kept as checkpoints/selected.ckpt")
         parser.add_argument("--selection.mode", type=Literal["max", "min"] | None, default=None,
                             help="max or min; default (and only accepted value): the validator's direction")
-        parser.add_argument("--predict.mask_format", type=Literal["nifti", "same"], default="nifti",
-                            help="segmentation masks of `sfda predict`: NIfTI, or each in its input's format "
-                            "(NRRD, MetaImage or a DICOM series folder)")
+        parser.add_argument("--predict.mask_format", type=Literal["nifti", "same", "dicom-seg"],
+                            default="nifti",
+                            help="segmentation masks of `sfda predict`: NIfTI, each in its input's format "
+                            "(NRRD, MetaImage or a DICOM series folder), or dicom-seg: one DICOM "
+                            "Segmentation object per DICOM series input (other inputs are refused)")
         # BatchNorm statistics of the GLOBAL batch under DDP, so results do not depend on the process count
         # (a no-op on one process); a recipe or `--trainer.sync_batchnorm=false` turns it off
         parser.set_defaults({"trainer.sync_batchnorm": True})

@@ -1,7 +1,8 @@
 """``sfda predict`` output for segmentation: masks on the input's grid and PNG overlays.
 
 Masks are NIfTI by default; ``--predict.mask_format same`` writes each in its input's own format
-(NRRD, MetaImage or a DICOM series folder, ``data.volume_writing``).
+(NRRD, MetaImage or a DICOM series folder, ``data.volume_writing``) and ``dicom-seg`` a DICOM Segmentation
+object of a DICOM series input (``dicom_seg``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from ...data.volume_files import Geometry
 from ...data.volume_writing import output_path, write_volume
 from ...run.folder import own_run_dir
+from .dicom_seg import check_dicom_inputs, write_dicom_seg
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 
@@ -66,13 +68,18 @@ def overlay_png(image: torch.Tensor, masks: dict[str, torch.Tensor], axis: int, 
 class MaskWriter(BasePredictionWriter):
     """For each predicted volume: ``masks/<id>.nii.gz`` (on the input image's grid, with its
     geometry; with ``mask_format='same'`` in the input's format: ``<id>.nrrd``, ``.mha``, ``.mhd`` or a
-    DICOM series folder ``<id>/``) and ``overlays/<id>.png`` (panels: source-only where the method has
-    a source model, then the prediction, then the reference label when the volume has one).
+    DICOM series folder ``<id>/``; with ``'dicom-seg'`` a DICOM Segmentation ``<id>.dcm``, refused before
+    prediction unless every input is a DICOM series) and ``overlays/<id>.png`` (panels: source-only where
+    the method has a source model, then the prediction, then the reference label when the volume has one).
     The segmentation task's writer (``SegmentationTask.configure_callbacks``)."""
 
     def __init__(self, mask_format: str = "nifti"):
         super().__init__(write_interval="batch")
         self.mask_format = mask_format
+
+    def on_predict_start(self, trainer, pl_module):
+        if self.mask_format == "dicom-seg":
+            check_dicom_inputs(trainer.datamodule.load_volumes()["eval"])
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0):
@@ -81,8 +88,13 @@ class MaskWriter(BasePredictionWriter):
             return
         volume = trainer.datamodule.volumes["eval"][prediction["index"]]
         mask = to_original_grid(prediction["mask"], volume.affine, volume.original)
-        path = output_path(run / "masks" / volume.name, volume.original, self.mask_format)
-        write_volume(mask, volume.original, path, description="sfda predicted mask")
+        stem = run / "masks" / volume.name
+        if self.mask_format == "dicom-seg":
+            write_dicom_seg(mask, volume.original, pl_module.task.names, type(pl_module).__name__,
+                            stem.with_name(stem.name + ".dcm"))
+        else:
+            path = output_path(stem, volume.original, self.mask_format)
+            write_volume(mask, volume.original, path, description="sfda predicted mask")
         write_overlay(prediction, volume, pl_module.task.input.slice_axis, run / "overlays")
 
 
