@@ -1,7 +1,7 @@
-"""The online test-time adaptation results page (``docs/tta_results.md``) from ``benchmarks/results/tta.json``:
-per benchmark, a method x setting table of the online error (Dice for the medical stream), mean ± standard
-deviation over seeds, with the source row's value beside each and the continual-minus-reset gap; then the
-speed and memory of every method. Written by ``benchmarks/report.py``."""
+"""The online test-time adaptation results page (``docs/tta_results.md``) from
+``benchmarks/results/tta.json``: per benchmark, a method x setting table of the online error (Dice for the
+medical stream), mean ± standard deviation over seeds, with the continual-minus-reset gap; then the speed and
+memory of every method. Written by ``benchmarks/report.py``."""
 
 from __future__ import annotations
 
