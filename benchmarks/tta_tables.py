@@ -56,8 +56,13 @@ def accuracy_table(rows: list[dict]) -> str:
             cells.append(f"{by[(m, 'continual')]['value'] - by[(m, 'reset_each_shift')]['value']:+.4f}"
                          if both else "")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    notes = sorted({r["notes"] for r in rows})
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    notes: dict[str, list[str]] = {}  # each note with the rows it applies to
+    for r in rows:
+        notes.setdefault(r["notes"], []).append(f"{r['method']} ({r['setting']})")
+    usual = max(notes, key=lambda note: len(notes[note]))  # said once; the others name their rows
+    told = [f"- {note}" if note == usual else f"- {', '.join(where)}: {note}"
+            for note, where in notes.items()]
+    return "\n".join(lines) + "\n\n" + "\n".join(told)
 
 
 def speed_table(rows: list[dict]) -> str:
