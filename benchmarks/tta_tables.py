@@ -73,7 +73,8 @@ def speed_table(rows: list[dict]) -> str:
     for method, values in sorted(by.items(), key=lambda kv: -kv[1].get("images-per-s", 0)):
         lines.append(f"| {method} | {values.get('images-per-s', 0):,.0f} | "
                      f"{values.get('peak-memory-mib', 0):,.0f} |")
-    return "\n".join(lines) + "\n\n- " + sorted({r["notes"] for r in rows})[0]
+    notes = dict.fromkeys(r["notes"] for r in rows)  # images per second's, then peak memory's
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
 def render(rows: list[dict]) -> str:

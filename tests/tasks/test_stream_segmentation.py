@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import results_of, run_sfda
 from kits.bad_input import recipe, sfda
 
 from sfda.data.stream import StreamDataModule
@@ -139,10 +140,21 @@ def test_bn_tent_and_cotta_adapt_online_on_the_medical_stream(method, init, tmp_
 
 
 @pytest.mark.ddp
-def test_two_processes_score_the_medical_stream_as_one_does(tmp_path, colin_source):
-    one = run(tmp_path, "one", "Tent", colin_source, stream(), None, "--trainer.accelerator=cpu")
-    two = run(tmp_path, "two", "Tent", colin_source, stream(), None, "--trainer.accelerator=cpu",
-              "--trainer.strategy=ddp", "--trainer.devices=2")
+@pytest.mark.parametrize("method,tolerance", [
+    ("TestTimeNorm", 1e-6),  # nothing learned: the global batch's statistics give the same predictions
+    # 64 Adam steps amplify the rounding of synchronised BatchNorm sums taken in another order (measured:
+    # 2e-4 apart on a Dice of 0.32); a process-count dependence would move it by far more
+    ("Tent", 2e-3),
+])
+def test_two_processes_score_the_medical_stream_as_one_does(method, tolerance, tmp_path, colin_source):
+    """BatchNorm statistics of the global batch and Dice counts summed over processes: the online Dice per
+    domain does not depend on the process count (each run a subprocess, as a user starts it)."""
+    config = recipe(tmp_path / "stream.yaml", {"class_path": f"sfda.methods.{method}",
+                                              "init_args": {"source": str(colin_source)}}, stream())
+    scores = []
+    for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
+        run_sfda("fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path / name}",
+                 "--trainer.accelerator=cpu", *extra)
+        scores.append(results_of(tmp_path / name))
     for key in ("online/00_bias_field-5/dice", "online/01_kspace_spikes-5/dice"):
-        assert one[key] == pytest.approx(two[key], abs=1e-4)
-
+        assert scores[1][key] == pytest.approx(scores[0][key], abs=tolerance), key
