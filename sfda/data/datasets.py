@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from .fetch import resolve
 from .image_files import DEFAULT_LIMIT, PixelLimit, read_image
-from .transforms import InputSpec, View, build_view, to_tensor
+from .transforms import InputSpec, View, build_view, model_input, prepared_input, to_tensor
 
 UNLABELLED = -1
 
@@ -30,8 +30,9 @@ class PreparedInputs:
     """Model inputs of one split's deterministic ``test`` view, kept by sample index after their first
     use within a ``MemoryBudget`` (a datamodule's splits share one): an epoch that passes over the same
     images again (the engine's pass at every epoch start, training with ``train_view: test``, evaluation
-    every epoch) takes them from memory instead of decoding, resizing and normalising each image again.
-    The tensors are those the pipeline made, so results do not change. Only the main process keeps
+    every epoch) takes them from memory instead of decoding and resizing each image again. An input is
+    kept as the resized uint8 image where the view allows (``transforms.prepared_input``: a quarter of
+    the float input's bytes) and normalised on use to the same values. Only the main process keeps
     inputs: loader worker processes read what it kept before they started, and keep nothing (each would
     hold a copy of its own)."""
 
@@ -90,13 +91,13 @@ class ImageDataset(Dataset):
         if seed is not None and self.view != "test":
             self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
-        image = None if self.prepared is None else self.prepared.get(index)
-        raw = self.load(index) if image is None or self.strong_pipeline is not None else None
-        if image is None:
-            image = to_tensor(raw, self.spec, self.pipeline)
+        kept = None if self.prepared is None else self.prepared.get(index)
+        raw = self.load(index) if kept is None or self.strong_pipeline is not None else None
+        if kept is None:
+            kept = prepared_input(raw, self.spec, self.pipeline)
             if self.prepared is not None:
-                self.prepared.put(index, image)
-        item = {"image": image, "label": label, "index": index}
+                self.prepared.put(index, kept)
+        item = {"image": model_input(kept, self.pipeline), "label": label, "index": index}
         if self.strong_pipeline is not None:
             self.strong_pipeline.set_random_seed(STRONG_VIEW_SEED + index)
             item["strong"] = to_tensor(raw, self.spec, self.strong_pipeline)
