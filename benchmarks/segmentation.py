@@ -4,7 +4,14 @@
         entropy_prior_estimated entropy_prior_source_sizes entropy_prior_csv entropy_prior_constant \
         entropy_prior_true oracle
     python benchmarks/segmentation.py colin27_itk_3d --methods source source_only adabn entropy \
-        entropy_prior_estimated entropy_prior_source_sizes oracle
+        entropy_prior_estimated entropy_prior_source_sizes oracle --seeds 0 1 2
+    python benchmarks/segmentation.py colin27_robex_3d --methods source_only adabn entropy \
+        entropy_prior_estimated oracle --seeds 0 1 2
+
+With ``--seeds`` every row but source-only's and source training's is the mean and sample standard
+deviation over the seeds (each seed's value kept): a seed changes the fixed patches a 3-D run draws and the
+batch order. One source model per source volume (seed 0); the ``*_robex_3d`` benchmarks reuse the source model
+of ``colin27_itk_3d`` / ``itk_colin27_3d`` and have no ``source`` method of their own.
 
 The ``_3d`` benchmarks (rows with setting ``3d``) train a 3-D UNet on patches and evaluate by 3-D
 sliding-window inference; their recipes are in ``recipes/segmentation/<benchmark>_3d/``.
@@ -19,12 +26,14 @@ from __future__ import annotations
 import argparse
 import csv
 
-from common import ROOT, append_rows, row, run_cli
+from common import ROOT, append_rows, row, run_cli, seeded_rows
 
 BENCHMARKS = {"colin27_itk": ("colin27->itk", "colin27", "itk", "closed"),
               "itk_colin27": ("itk->colin27", "itk", "colin27", "closed"),
               "colin27_itk_3d": ("colin27->itk", "colin27", "itk", "3d"),
-              "itk_colin27_3d": ("itk->colin27", "itk", "colin27", "3d")}
+              "itk_colin27_3d": ("itk->colin27", "itk", "colin27", "3d"),
+              "colin27_robex_3d": ("colin27->robex", "colin27", "robex", "3d"),
+              "itk_robex_3d": ("itk->robex", "itk", "robex", "3d")}
 INFERENCE = {"closed": "slice-by-slice sliding-window inference of the whole target volume, 1 CPU thread",
              "3d": "3-D sliding-window inference (window 48^3, overlap 0.25, Gaussian blending) of the whole "
                    "target volume, 1 CPU thread"}
@@ -88,8 +97,9 @@ def write_source_sizes(benchmark: str) -> None:
                 writer.writerow([ids[index], *(f"{f:.6f}" for f in row_fractions)])
 
 
-def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
-    """Rows of one method; ``lr`` overrides the recipe's adaptation lr (rows get setting ``lr-<lr>``)."""
+def run(benchmark: str, method: str, lr: float | None = None, seeds: list[int] | None = None) -> list[dict]:
+    """Rows of one method; ``lr`` overrides the recipe's adaptation lr (rows get setting ``lr-<lr>``);
+    ``seeds``: one run per seed, rows the mean and standard deviation (None: the recipe's seed, one run)."""
     bench, base_setting = BENCHMARKS[benchmark][0], BENCHMARKS[benchmark][3]
     setting = (base_setting if lr is None
                else f"lr-{lr:g}" + ("" if base_setting == "closed" else f"-{base_setting}"))
@@ -106,11 +116,21 @@ def run(benchmark: str, method: str, lr: float | None = None) -> list[dict]:
         write_tags(benchmark)
     if method == "entropy_prior_csv":
         write_source_sizes(benchmark)
+    prefix = "source_val" if method == "oracle" else "target"
+    if seeds is not None and method != "source_only":  # source-only draws no random number: one run
+        seeded = [run_cli("fit", recipe, runs / f"seed{seed}", *overrides, f"--seed_everything={seed}")
+                  for seed in seeds]
+        note = NOTES.get(method, "the last epoch")
+        metrics = {"dice": (f"{prefix}/dice", note),
+                   "hd95": (f"{prefix}/hd95", "95th-percentile Hausdorff distance in mm on the 2 mm "
+                                              "preprocessed grid"),
+                   "epoch-seconds": ("timing/epoch_s", "mean training-epoch wall time (1 CPU thread), incl. "
+                                                       "periodic whole-volume validation")}
+        return seeded_rows(bench, setting, METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]), metrics)
     if method == "source_only":
         results, seconds = run_cli("test", recipe, runs)
     else:
         results, seconds = run_cli("fit", recipe, runs, *overrides)
-    prefix = "source_val" if method == "oracle" else "target"
     epochs = 0 if method == "source_only" else int(results["epochs"])
     name = METHOD_NAMES[method]
     extra = {"notes": NOTES[method]} if method in NOTES else {}
@@ -138,9 +158,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="override the adaptation lr of the recipes (e.g. 1e-6, the official value); "
                              "rows get setting lr-<lr>")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="one run per seed (rows: mean and standard deviation, each seed kept); default "
+                             "one run at the recipe's seed")
     args = parser.parse_args()
     for method in args.methods:
-        rows = run(args.benchmark, method, args.lr)
+        rows = run(args.benchmark, method, args.lr, args.seeds)
         path = append_rows("segmentation", rows)
         print(f"{method}: " + ", ".join(f"{r['metric']}={r['value']}" for r in rows), "->", path.name,
               flush=True)

@@ -84,9 +84,34 @@ class SliceDataset(Dataset):
                 "index": index, "id": self.ids[index]}
 
 
+def foreground_box(image: torch.Tensor, threshold: float) -> tuple[tuple[int, int], ...]:
+    """Per spatial axis ``(first, end)`` of the bounding box of the voxels of ``image (C, X, Y, Z)`` whose
+    intensity (any channel) is at least ``threshold``; the whole volume when none is."""
+    inside = (image >= threshold).any(dim=0)
+    if not inside.any():
+        return tuple((0, s) for s in inside.shape)
+    box = []
+    for axis in range(inside.dim()):
+        hits = torch.nonzero(inside.any(dim=tuple(a for a in range(inside.dim()) if a != axis))).flatten()
+        box.append((int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def patch_corner(rng: np.random.Generator, shape: tuple[int, ...], roi: tuple[int, ...],
+                 box: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """A corner drawn uniformly so the ``roi`` patch lies within ``box`` (centred on a box smaller than the
+    patch), kept inside a volume of ``shape``."""
+    corner = []
+    for size, r, (first, end) in zip(shape, roi, box, strict=True):
+        low, high = (first, end - r) if end - first >= r else ((first + end - r) // 2,) * 2
+        corner.append(min(max(int(rng.integers(low, high + 1)), 0), size - r))
+    return tuple(corner)
+
+
 class PatchDataset(Dataset):
     """``patches_per_volume`` fixed 3-D patches of ``spec.roi`` per volume (positions seeded by
-    index, so the same index is the same patch on every epoch and process).
+    index, so the same index is the same patch on every epoch and process), drawn within the foreground's
+    bounding box or over the whole volume (``spec.patch_region``).
 
     Item: ``{"image": (1, X, Y, Z), "label": (X, Y, Z) long or -1, "index", "id": "<volume>:patch:<n>"}``.
     """
@@ -100,12 +125,14 @@ class PatchDataset(Dataset):
         self.images = [_plain(pad(v.image)) for v in volumes]
         self.labels = None if hide_labels or any(v.label is None for v in volumes) else \
             [_plain(pad(v.label[None]))[0] for v in volumes]
+        boxes = [foreground_box(image, spec.foreground_threshold) if spec.patch_region == "foreground"
+                 else tuple((0, s) for s in image.shape[1:]) for image in self.images]
         self.corners = []
         for i in range(len(volumes) * patches_per_volume):
             shape = self.images[i // patches_per_volume].shape[1:]
             rng = np.random.default_rng([seed, i])
-            self.corners.append(tuple(int(rng.integers(0, s - r + 1)) for s, r in zip(shape, spec.roi,
-                                                                                      strict=True)))
+            self.corners.append(patch_corner(rng, tuple(shape), tuple(spec.roi),
+                                             boxes[i // patches_per_volume]))
         self.patches_per_volume = patches_per_volume
         self.ids = [f"{volumes[i // patches_per_volume].name}:patch:{i % patches_per_volume}"
                     for i in range(len(self.corners))]

