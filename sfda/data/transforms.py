@@ -62,7 +62,6 @@ class TestView:
         self.shape, self.interpolation = (spec.size, spec.size), resize.interpolation
         ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], len(spec.mean), axis=2)
         self.tables = np.ascontiguousarray(normalise(image=ramp)["image"][0].T)  # (C, 256) float32
-        self.torch_tables: torch.Tensor | None = None
 
     def __call__(self, image: np.ndarray) -> dict:
         """``image`` ``(H, W, C)`` -> ``{"image": (size, size, C) float32}``, as the pipeline returns."""
@@ -86,10 +85,11 @@ class TestView:
     def normalise(self, resized: torch.Tensor) -> torch.Tensor:
         """``(C, size, size)`` uint8 from ``resized`` -> the normalised ``(C, size, size)`` float32 input, the
         values ``__call__`` gives."""
-        if self.torch_tables is None:
-            self.torch_tables = torch.from_numpy(self.tables)
-        flat = resized.reshape(len(self.tables), -1).long()
-        return torch.gather(self.torch_tables, 1, flat).reshape(resized.shape)
+        pixels = resized.numpy()
+        if len(self.tables) == 1:  # one lookup: about 5 us for a 28x28 image
+            return torch.from_numpy(self.tables[0][pixels])
+        offsets = (np.arange(len(self.tables), dtype=np.intp) * 256)[:, None, None]
+        return torch.from_numpy(np.take(self.tables.ravel(), pixels + offsets))
 
 
 def build_view(spec: InputSpec, view: View = "test") -> A.Compose | TestView:

@@ -14,13 +14,15 @@ def test_test_view_inputs_are_kept_and_reused_within_a_memory_limit():
     spec = InputSpec(32, 3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     one_image = 3 * 32 * 32  # kept resized as uint8: a quarter of the float input's bytes
     budget = MemoryBudget(limit_bytes=4 * one_image)
+    PreparedInputs(budget).put(0, torch.zeros(3, 32, 32, dtype=torch.uint8), total=1)  # another split's share
     prepared = PreparedInputs(budget)
-    PreparedInputs(budget).put(0, torch.zeros(3, 32, 32, dtype=torch.uint8))  # another split's takes a share
     first = ImageDataset(images, None, spec, view="test", prepared=prepared)
     again = ImageDataset(images, None, spec, view="test", prepared=prepared)  # another loader, same split
     items = [first[i]["image"] for i in range(6)]
-    assert sorted(prepared.inputs) == [0, 1, 2] and budget.used_bytes == 4 * one_image
-    assert all(prepared.inputs[i].dtype == torch.uint8 for i in range(3))
+    # one slab, reserved at the first use for as many samples as the budget leaves room for: the first 3
+    assert prepared.slab.shape == (3, 3, 32, 32) and prepared.slab.dtype == torch.uint8
+    assert prepared.count == 3 and budget.used_bytes == 4 * one_image
+    assert [prepared.get(i) is not None for i in range(6)] == [True] * 3 + [False] * 3
     assert all(torch.equal(again[i]["image"], items[i]) for i in range(6))
     # the kept inputs give, bit for bit, what the albumentations pipeline (resize, normalise) gives
     import albumentations as A
@@ -46,6 +48,6 @@ def test_loader_workers_keep_no_test_view_inputs():
     dataset = ImageDataset(images, None, InputSpec(28, 1, (0.5,), (0.5,)), view="test",
                            prepared=PreparedInputs(budget))
     assert len(list(DataLoader(dataset, batch_size=2, num_workers=1))) == 2
-    assert budget.used_bytes == 0 and not dataset.prepared.inputs
+    assert budget.used_bytes == 0 and dataset.prepared.count == 0
     dataset[0]
-    assert budget.used_bytes == 28 * 28  # the uint8 image
+    assert budget.used_bytes == 4 * 28 * 28 and dataset.prepared.count == 1  # room for the 4 uint8 images
