@@ -26,7 +26,7 @@ PARTS = {
     "fit loop": ("the whole epoch: engine pass, steps, validation, checkpoint",
                  [("loops/fit_loop.py", "run")]),
     "engine pass": ("eval-mode pass over the target set at the epoch start",
-                    [("methods/target_pass.py", "target_pass")]),
+                    [("tasks/module.py", "target_pass")]),
     "centroid labels": ("SHOT's centroid labelling on the pass's rows", [("pseudo_labels/clustering.py",
                                                                          "centroid_labels")]),
     "data": ("loading and collating batches, every loader (inside the parts above and below)",

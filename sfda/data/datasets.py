@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from .fetch import resolve
 from .image_files import DEFAULT_LIMIT, PixelLimit, read_image
-from .transforms import InputSpec, View, build_view, to_tensor
+from .transforms import InputSpec, View, build_view, model_input, prepared_input, to_tensor
 
 UNLABELLED = -1
 
@@ -30,23 +30,46 @@ class PreparedInputs:
     """Model inputs of one split's deterministic ``test`` view, kept by sample index after their first
     use within a ``MemoryBudget`` (a datamodule's splits share one): an epoch that passes over the same
     images again (the engine's pass at every epoch start, training with ``train_view: test``, evaluation
-    every epoch) takes them from memory instead of decoding, resizing and normalising each image again.
-    The tensors are those the pipeline made, so results do not change. Only the main process keeps
-    inputs: loader worker processes read what it kept before they started, and keep nothing (each would
-    hold a copy of its own)."""
+    every epoch) takes them from memory instead of decoding and resizing each image again. An input is
+    kept as the resized uint8 image where the view allows (``transforms.prepared_input``: a quarter of
+    the float input's bytes) and normalised on use to the same values.
+
+    The inputs live in ONE preallocated slab ``(capacity, *input shape)``, reserved at the first ``put``
+    for the split's first ``capacity`` samples (all of them when the budget allows). Tens of thousands of
+    small tensors, each allocated between a batch's large activations, kept the C heap from returning
+    freed memory: the process grew by gigabytes more than the inputs themselves (4.1 GiB against 1.1 GiB
+    without keeping, measured on 60k MNIST; ``benchmarks/memory_profile.py``). Only the main process
+    keeps inputs: loader worker processes read what it kept before they started, and keep nothing (each
+    would hold a copy of its own)."""
 
     def __init__(self, budget: MemoryBudget):
         self.budget = budget
-        self.inputs: dict[int, torch.Tensor] = {}
+        self.slab: torch.Tensor | None = None  # (capacity, *input shape), reserved at the first put
+        self.kept: torch.Tensor | None = None  # (capacity,) bool: which slots hold an input
 
     def get(self, index: int) -> torch.Tensor | None:
-        return self.inputs.get(index)
+        if self.kept is None or index >= len(self.kept) or not self.kept[index]:
+            return None
+        return self.slab[index]
 
-    def put(self, index: int, image: torch.Tensor) -> None:
-        size = image.numel() * image.element_size()
-        if get_worker_info() is None and self.budget.used_bytes + size <= self.budget.limit_bytes:
-            self.inputs[index] = image
-            self.budget.used_bytes += size
+    def put(self, index: int, image: torch.Tensor, total: int) -> None:
+        """Keep ``image`` as the input of sample ``index`` of a split of ``total`` samples."""
+        if get_worker_info() is not None:
+            return
+        if self.slab is None:
+            size = image.numel() * image.element_size()
+            capacity = min(total, max(self.budget.limit_bytes - self.budget.used_bytes, 0) // max(size, 1))
+            self.slab = torch.empty((capacity, *image.shape), dtype=image.dtype)  # pages touched as filled
+            self.kept = torch.zeros(capacity, dtype=torch.bool)
+            self.budget.used_bytes += capacity * size
+        if index < len(self.kept) and image.shape == self.slab.shape[1:] and image.dtype == self.slab.dtype:
+            self.slab[index] = image
+            self.kept[index] = True
+
+    @property
+    def count(self) -> int:
+        """How many inputs are kept."""
+        return 0 if self.kept is None else int(self.kept.sum())
 
 
 class ImageDataset(Dataset):
@@ -90,13 +113,13 @@ class ImageDataset(Dataset):
         if seed is not None and self.view != "test":
             self.pipeline.set_random_seed(seed)
         label = UNLABELLED if self.labels is None else int(self.labels[index])
-        image = None if self.prepared is None else self.prepared.get(index)
-        raw = self.load(index) if image is None or self.strong_pipeline is not None else None
-        if image is None:
-            image = to_tensor(raw, self.spec, self.pipeline)
+        kept = None if self.prepared is None else self.prepared.get(index)
+        raw = self.load(index) if kept is None or self.strong_pipeline is not None else None
+        if kept is None:
+            kept = prepared_input(raw, self.spec, self.pipeline)
             if self.prepared is not None:
-                self.prepared.put(index, image)
-        item = {"image": image, "label": label, "index": index}
+                self.prepared.put(index, kept, len(self))
+        item = {"image": model_input(kept, self.pipeline), "label": label, "index": index}
         if self.strong_pipeline is not None:
             self.strong_pipeline.set_random_seed(STRONG_VIEW_SEED + index)
             item["strong"] = to_tensor(raw, self.spec, self.strong_pipeline)

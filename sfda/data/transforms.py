@@ -65,15 +65,31 @@ class TestView:
 
     def __call__(self, image: np.ndarray) -> dict:
         """``image`` ``(H, W, C)`` -> ``{"image": (size, size, C) float32}``, as the pipeline returns."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != len(self.tables):
+        small = self.resized(image)
+        if small is None:
             return self.pipeline(image=image)
+        out = np.empty(small.shape, dtype=np.float32)
+        for channel, table in enumerate(self.tables):
+            out[..., channel] = table[small[..., channel]]
+        return {"image": out}
+
+    def resized(self, image: np.ndarray) -> np.ndarray | None:
+        """``image (H, W, C)`` uint8 resized to ``(size, size, C)`` uint8, before normalisation; None for an
+        image the lookup tables do not cover (not uint8, or another channel count)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != len(self.tables):
+            return None
         from albumentations.augmentations.geometric.functional import resize
 
-        resized = resize(image, self.shape, self.interpolation)
-        out = np.empty(resized.shape, dtype=np.float32)
-        for channel, table in enumerate(self.tables):
-            out[..., channel] = table[resized[..., channel]]
-        return {"image": out}
+        return resize(image, self.shape, self.interpolation)
+
+    def normalise(self, resized: torch.Tensor) -> torch.Tensor:
+        """``(C, size, size)`` uint8 from ``resized`` -> the normalised ``(C, size, size)`` float32 input, the
+        values ``__call__`` gives."""
+        pixels = resized.numpy()
+        if len(self.tables) == 1:  # one lookup: about 5 us for a 28x28 image
+            return torch.from_numpy(self.tables[0][pixels])
+        offsets = (np.arange(len(self.tables), dtype=np.intp) * 256)[:, None, None]
+        return torch.from_numpy(np.take(self.tables.ravel(), pixels + offsets))
 
 
 def build_view(spec: InputSpec, view: View = "test") -> A.Compose | TestView:
@@ -110,9 +126,9 @@ def build_view(spec: InputSpec, view: View = "test") -> A.Compose | TestView:
     return A.Compose(ops)
 
 
-def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.Tensor:
-    """Match ``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) to ``spec.channels``, apply ``pipeline``, return CHW
-    float32."""
+def match_channels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) as ``H x W x spec.channels``: grey repeated, colour
+    weighted to grey, alpha dropped."""
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] == 4:
@@ -121,8 +137,30 @@ def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.
         image = np.repeat(image, 3, axis=2)
     elif spec.channels == 1 and image.shape[2] == 3:
         image = np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[:, :, None]
-    out = pipeline(image=np.ascontiguousarray(image))["image"]  # an A.Compose or a TestView
+    return np.ascontiguousarray(image)
+
+
+def prepared_input(image: np.ndarray, spec: InputSpec, pipeline) -> torch.Tensor:
+    """What a test-view input is kept as: the resized ``(C, size, size)`` uint8 image, a quarter of the
+    float input's bytes, where ``pipeline`` is a ``TestView`` and the image uint8; else the float input
+    itself. ``model_input`` turns either into the float input."""
+    image = match_channels(image, spec)
+    small = pipeline.resized(image) if isinstance(pipeline, TestView) else None
+    if small is not None:
+        return torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))
+    out = pipeline(image=image)["image"]  # an A.Compose or a TestView
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float()
+
+
+def model_input(prepared: torch.Tensor, pipeline) -> torch.Tensor:
+    """The ``(C, size, size)`` float32 input from a ``prepared_input``."""
+    return pipeline.normalise(prepared) if prepared.dtype == torch.uint8 else prepared
+
+
+def to_tensor(image: np.ndarray, spec: InputSpec, pipeline: A.Compose) -> torch.Tensor:
+    """Match ``image`` (HxW, HxWx1, HxWx3 or HxWx4 uint8) to ``spec.channels``, apply ``pipeline``, return CHW
+    float32."""
+    return model_input(prepared_input(image, spec, pipeline), pipeline)
 
 
 def to_pixels(image: torch.Tensor, mean, std) -> np.ndarray:

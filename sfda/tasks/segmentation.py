@@ -11,8 +11,6 @@ import math
 from pathlib import Path
 
 import torch
-from monai.inferers import SliceInferer, SlidingWindowInferer
-from monai.losses import DiceCELoss
 
 from ..data.volumes import VolumeSpec
 from ..losses import weighted_entropy
@@ -91,6 +89,8 @@ class SegmentationTask(Task):
 
     def inferer(self):
         """Slice-by-slice (2-D network) or 3-D sliding-window inference over a whole volume."""
+        from monai.inferers import SliceInferer, SlidingWindowInferer  # MONAI on first use: 70 MiB a process
+
         spec = self.input
         if spec.mode == "2d":
             return SliceInferer(roi_size=spec.roi, sw_batch_size=32, spatial_dim=spec.slice_axis,
@@ -275,6 +275,8 @@ class SegmentationSourceTraining(SourceTrainingModule):
         spec = source_input_spec(dm, "a VolumeSpec: mode, roi, spacing, ...")
         self.architecture = unet_architecture(spec.spatial_dims, spec.channels, dm.num_classes, **self.unet)
         self.network = import_target(self.architecture["target"])(**self.architecture["kwargs"])
+        from monai.losses import DiceCELoss
+
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.task = SegmentationTask(dm.class_names, dm.input_spec)
 
