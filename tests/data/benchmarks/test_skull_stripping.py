@@ -51,8 +51,8 @@ def test_the_robex_atlas_is_written_three_d_with_its_affine_and_a_binary_mask(tm
 
 def test_a_volume_with_several_frames_is_refused():
     image = nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
-    with pytest.raises(ValueError, match=r"expected a 3-D volume, got shape \(4, 4, 4, 2\)"):
-        skull_stripping._three_d(image)
+    with pytest.raises(ValueError, match=r"atlas.nii.gz: expected a 3-D volume .*got shape \(4, 4, 4, 2\)"):
+        skull_stripping._three_d(image, "atlas.nii.gz")
 
 
 def test_an_unknown_subject_names_the_known_ones(tmp_path):
