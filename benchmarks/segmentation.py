@@ -106,6 +106,8 @@ def run(benchmark: str, method: str, lr: float | None = None, seeds: list[int] |
     runs = (ROOT / "benchmarks" / "runs" / "segmentation" / benchmark
             / (method if lr is None else f"{method}_lr{lr:g}"))
     overrides = [] if lr is None else [f"--model.init_args.optim.lr={lr}"]
+    if method == "oracle":  # its artifact is a by-product each rerun and seed replaces
+        overrides.append("--model.init_args.overwrite_artifact=true")
     recipe = f"recipes/segmentation/{benchmark}/{method}.yaml"
     if method == "source":  # a benchmark rerun retrains on purpose
         results, seconds = run_cli("fit", recipe, runs, "--model.init_args.overwrite_artifact=true")
