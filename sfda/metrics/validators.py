@@ -71,14 +71,21 @@ def agreement(probs: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (probs.argmax(1) == other.argmax(1)).float().mean()
 
 
-def soft_neighbourhood_density(
-    probs: torch.Tensor, temperature: float = 0.05, chunk_size: int = 2048
-) -> torch.Tensor:
+SIMILARITY_BLOCK_ELEMENTS = 2**20
+"""Entries of one block of an N x N similarity matrix held at a time (4 MiB of float32; its softmax and
+entropy hold a few more of that size). A fixed 2,048 rows, as before, is 0.5 GB per matrix over 60,000
+samples."""
+
+
+def soft_neighbourhood_density(probs: torch.Tensor, temperature: float = 0.05,
+                               block_elements: int = SIMILARITY_BLOCK_ELEMENTS) -> torch.Tensor:
     """SND (Saito et al., 2021): mean entropy of each sample's softmax over its scaled cosine
-    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``."""
+    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``;
+    computed in blocks of rows of at most ``block_elements`` entries."""
     if probs.shape[0] < 2:
         return probs.new_tensor(float("nan"))
     normed = F.normalize(probs.float(), dim=1)
+    chunk_size = max(1, block_elements // normed.shape[0])
     total = normed.new_zeros(())
     for start in range(0, normed.shape[0], chunk_size):
         sims = normed[start : start + chunk_size] @ normed.T / temperature

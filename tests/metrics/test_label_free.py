@@ -15,7 +15,7 @@ def test_snd_matches_brute_force_and_rewards_clusters():
     sims.fill_diagonal_(-float("inf"))
     q = sims.softmax(1)
     ref = -(q * torch.log(q + 1e-5)).sum(1).mean()
-    assert torch.allclose(soft_neighbourhood_density(p, chunk_size=7), ref, atol=1e-4)
+    assert torch.allclose(soft_neighbourhood_density(p, block_elements=7 * len(p)), ref, atol=1e-4)
 
 
 def one_hot(labels: list[int], classes: int = 3, confidence: float = 0.98) -> torch.Tensor:
