@@ -87,7 +87,7 @@ def test_cosine_knn_honours_the_block_bound_with_identical_results(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "topk", recording_topk)
     bounded = cosine_knn(bank, bank, 5, index, backend="torch", max_block_elements=300 * 7)
     assert shapes == [(7, 300)] * 42 + [(6, 300)]  # 7 queries x 300 bank rows per block, never more
-    # same neighbours; similarities to rounding (BLAS splits a product of other shape differently over threads)
+    # same neighbours; similarities to rounding (BLAS may split other shapes otherwise)
     assert torch.equal(bounded[1], one_block[1]) and torch.allclose(bounded[0], one_block[0], atol=1e-6)
     assert knn.block_rows(10**6, 4096) == 268  # the default 1 GiB block at N = 1M: 268 queries
     assert knn.block_rows(10, 4096, max_elements=5) == 1
