@@ -10,8 +10,8 @@ through ``process_launcher.py`` (peak resident memory is its ``ru_maxrss``): ``s
 source-only recipe over the N images, and ``sfda fit`` of the SHOT recipe for one epoch on them (evaluated
 on the 10,000 MNIST test images, so the evaluation's share stays fixed). ``--keep-inputs-mib`` runs each
 size with each budget for kept test-view inputs (``data.keep_inputs_mib``; 0 decodes every pass).
-Rows go to ``results/memory.json`` (setting ``scaling``), with N and what SHOT's per-sample state takes by
-design (features and predictions of the N samples).
+Rows go to ``results/memory.json`` (setting ``scaling, <N> images, keep_inputs_mib <MiB>``), with what
+SHOT's per-sample state takes by design (features and predictions of the N samples).
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def main() -> None:
                 bank_mib = n * (256 + 10) * 4 / 1024**2 if name.startswith("SHOT") else 0.0
                 print(f"N={n:,} keep {keep} MiB, {name}: peak {result['peak_rss_mib']:,.0f} MiB, "
                       f"{result['wall_s']:.0f} s", flush=True)
-                append_rows("memory", [row(BENCH, f"scaling, keep_inputs_mib {keep}", name, "peak-rss-mib",
+                append_rows("memory", [row(BENCH, f"scaling, {n} images, keep_inputs_mib {keep}", name,
+                                           "peak-rss-mib",
                                            result["peak_rss_mib"], result["wall_s"], run=result["results"],
                                            n=n, data=data, cpu_s=round(result["cpu_s"], 1),
                                            per_sample_state_mib=round(bank_mib, 1),
