@@ -27,16 +27,18 @@ def commit() -> str:
     return out.stdout.strip() or "uncommitted"
 
 
-def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str) -> tuple[dict, float]:
+def run_cli(subcommand: str, recipe: str, run_root: Path, *overrides: str,
+            tree: Path = ROOT) -> tuple[dict, float]:
     """Run ``sfda <subcommand> --config <recipe>`` in a subprocess; returns (results.json, wall seconds), the
-    results with ``run/peak_rss_mib``, the subprocess's peak resident memory."""
+    results with ``run/peak_rss_mib``, the subprocess's peak resident memory. ``tree``: the source tree
+    whose code and recipe run (another checkout, for before / after comparisons)."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("SFDA_RUN_VERSION", None)
-    cmd = [sys.executable, "-m", "sfda.cli", subcommand, "--config", str(ROOT / recipe),
+    cmd = [sys.executable, "-m", "sfda.cli", subcommand, "--config", str(tree / recipe),
            f"--trainer.default_root_dir={run_root}", "--trainer.enable_progress_bar=false", *overrides]
     started = time.time()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        child = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(child.pid, 0)  # the child's own peak resident memory, not its siblings'
         child.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)

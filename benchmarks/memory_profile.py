@@ -21,6 +21,8 @@ import resource
 import sys
 import threading
 import time
+import traceback
+from pathlib import Path
 
 from common import ROOT, append_rows, row
 from reference_loop import CASES, ensure_source
@@ -37,12 +39,20 @@ class Sampler:
         self.process, self.interval = psutil.Process(), interval
         self.samples: list[tuple[float, str, int]] = []
         self.phase, self.stack = "imports and set-up", []
+        self.main_thread = threading.get_ident()
+        self.high, self.high_stack = 0, []  # the highest RSS sampled and where the main thread was then
         self.running = True
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
         while self.running:
-            self.samples.append((time.perf_counter(), self.phase, self.process.memory_info().rss))
+            rss = self.process.memory_info().rss
+            self.samples.append((time.perf_counter(), self.phase, rss))
+            if rss > self.high:
+                self.high = rss
+                frame = sys._current_frames().get(self.main_thread)
+                self.high_stack = [f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                                   for f in traceback.extract_stack(frame) if "sfda" in f.filename][-6:]
             time.sleep(self.interval)
 
     def enter(self, phase: str) -> None:
@@ -81,8 +91,8 @@ class Sampler:
         return out
 
 
-def profile(case: str, epochs: int, train_subset: int | None) -> tuple[dict, dict, float]:
-    """Run the case's recipe for ``epochs`` under the sampler; (phases, results.json, peak MiB)."""
+def profile(case: str, epochs: int, train_subset: int | None) -> tuple[Sampler, dict, float]:
+    """Run the case's recipe for ``epochs`` under the sampler; (the sampler, results.json, peak MiB)."""
     sampler = Sampler()
     sampler.thread.start()
     import lightning.pytorch as pl
@@ -108,7 +118,7 @@ def profile(case: str, epochs: int, train_subset: int | None) -> tuple[dict, dic
 
     versions = sorted(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     results = json.loads((versions[-1] / "results.json").read_text())
-    return sampler.phases(), results, peak
+    return sampler, results, peak
 
 
 def main() -> None:
@@ -121,13 +131,17 @@ def main() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     ensure_source(args.case)
     started = time.perf_counter()
-    phases, results, peak = profile(args.case, args.epochs, args.train_subset)
+    sampler, results, peak = profile(args.case, args.epochs, args.train_subset)
+    phases = sampler.phases()
     seconds = time.perf_counter() - started
     n = args.train_subset or 60000
     setting = f"profile, {n} target images" + (f", {args.label}" if args.label else "")
     rows = [row(CASES[args.case][0], setting, "sfda fit (SHOT, 1 process)", "peak-rss-mib", peak, seconds,
-                run=results, notes="ru_maxrss of the whole process")]
-    print(f"{CASES[args.case][0]}: peak RSS {peak:,.0f} MiB over {seconds:.0f} s", file=sys.stderr)
+                run=results, peak_at=list(reversed(sampler.high_stack)),
+                notes="ru_maxrss of the whole process; peak_at: the sfda frames of the main thread at the "
+                      "highest sample, innermost first")]
+    print(f"{CASES[args.case][0]}: peak RSS {peak:,.0f} MiB over {seconds:.0f} s; highest sample "
+          f"{sampler.high / MiB:,.0f} MiB at: {' < '.join(reversed(sampler.high_stack))}", file=sys.stderr)
     for phase, part in phases.items():
         start, high, end = part["start"], part["peak"], part["end"]
         print(f"  {phase:34s} start {start:7,.0f}  peak {high:7,.0f}  end {end:7,.0f} MiB", file=sys.stderr)

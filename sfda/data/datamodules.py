@@ -41,20 +41,20 @@ class ImageClassificationDataModule(L.LightningDataModule):
         eval_strong_view: evaluation batches also carry ``"strong"``, a strong view of each image
             (seeded by the sample index), for the label-free ``view_agreement`` validator (one more
             forward pass per evaluation batch).
+        keep_inputs_mib: memory (MiB) for the test-view inputs of all splits kept after their first use
+            (``PreparedInputs``, uint8 where the view allows: 60k MNIST at 32x32x3 takes 184 MiB), so
+            later passes skip decoding and resizing; samples beyond it are decoded every pass. Bounded,
+            so memory does not grow with the data set beyond it; 0 keeps nothing.
     """
-
-    # test-view inputs of all splits kept after first use (PreparedInputs): bounded, so memory does not grow
-    # with the data set beyond it (60k MNIST at 32x32x3 uint8 takes 184 MiB)
-    PREPARED_BYTES = 1024**3
 
     def __init__(self, role: Role = "target", batch_size: int = 64, eval_batch_size: int = 256,
                  num_workers: int = 0, train_view: View = "weak", input: InputSpec | None = None,
                  train_subset: int | None = None, eval_subset: int | None = None,
-                 eval_strong_view: bool = False):
+                 eval_strong_view: bool = False, keep_inputs_mib: int = 1024):
         super().__init__()
         check_counts(1, batch_size=batch_size, eval_batch_size=eval_batch_size, train_subset=train_subset,
                      eval_subset=eval_subset)
-        check_counts(0, num_workers=num_workers)
+        check_counts(0, num_workers=num_workers, keep_inputs_mib=keep_inputs_mib)
         self.role, self.batch_size, self.eval_batch_size = role, batch_size, eval_batch_size
         self.num_workers, self.train_view, self.input_spec = num_workers, train_view, input
         self.train_subset, self.eval_subset = train_subset, eval_subset
@@ -62,7 +62,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple] = {}
         self.class_names: list[str] = []
         self.prepared: dict[str, PreparedInputs] = {}  # by split and input spec
-        self.prepared_budget = MemoryBudget(self.PREPARED_BYTES)
+        self.prepared_budget = MemoryBudget(keep_inputs_mib * 1024**2)
         self.split: ClassSplit | None = None  # universal-DA class split; None = closed set
 
     @property
@@ -204,9 +204,9 @@ class DigitsDataModule(ImageClassificationDataModule):
                  eval_batch_size: int = 256, num_workers: int = 0, train_view: View = "weak",
                  input: InputSpec | None = None, train_subset: int | None = None,
                  eval_subset: int | None = None, split: ClassSplit | None = None,
-                 eval_strong_view: bool = False):
+                 eval_strong_view: bool = False, keep_inputs_mib: int = 1024):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
-                         eval_subset, eval_strong_view)
+                         eval_subset, eval_strong_view, keep_inputs_mib)
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset '{dataset}', expected one of {DATASETS}")
         if split is not None and split.unknown_dataset is not None and split.unknown_dataset not in DATASETS:

@@ -180,9 +180,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                  eval_batch_size: int = 256, num_workers: int = 0, train_view: View = "weak",
                  input: InputSpec | None = None, train_subset: int | None = None,
                  eval_subset: int | None = None, eval_strong_view: bool = False,
-                 nested_folders: bool = False):
+                 nested_folders: bool = False, keep_inputs_mib: int = 1024):
         super().__init__(role, batch_size, eval_batch_size, num_workers, train_view, input, train_subset,
-                         eval_subset, eval_strong_view)
+                         eval_subset, eval_strong_view, keep_inputs_mib)
         self.locations = {"train": train, "val": val or train, "test": test or val or train}
         self.given_names = class_names
         self.class_names = list(class_names or [])

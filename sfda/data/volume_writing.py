@@ -147,6 +147,9 @@ def _write_slices(image, folder: Path, reference_files: tuple[str, ...], descrip
         "0008|0008": "DERIVED\\SECONDARY",
         "0008|103e": description[:64],
         "0020|0037": "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+        # Pixel Spacing (row spacing, column spacing): GDCM writes a secondary capture's in-plane spacing only
+        # as Nominal Scanned Pixel Spacing, which readers other than GDCM do not take as the geometry
+        "0028|0030": f"{image.GetSpacing()[1]:.10g}\\{image.GetSpacing()[0]:.10g}",
         "0018|0050": f"{image.GetSpacing()[2]:.10g}",
         "0018|0088": f"{image.GetSpacing()[2]:.10g}",
     }

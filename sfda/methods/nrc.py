@@ -33,17 +33,24 @@ class NRC(NeighbourhoodMethod):
         self.k, self.kk, self.expanded_weight = k, kk, expanded_weight
         self.knn_backend = check_knn_backend(knn_backend)
 
+    @torch.no_grad()
+    def expanded_neighbours(self, near: torch.Tensor,
+                            index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The neighbours' own ``kk`` bank neighbours. ``near (B, K)`` bank rows of the batch's neighbours,
+        ``index (B,)`` the batch's rows -> reciprocity weights ``(B, K)`` (how often the sample is among
+        neighbour j's kk, else ``expanded_weight``) and the expanded neighbours' scores ``(B, K*kk, C)``."""
+        b, k = near.shape
+        near_near = self.bank_neighbours(self.bank.features[near.reshape(-1)], self.kk, near.reshape(-1))
+        near_near = near_near.view(b, k, self.kk)
+        reciprocal = (near_near == index.view(b, 1, 1)).sum(-1).float()
+        weights = torch.where(reciprocal > 0, reciprocal, torch.full_like(reciprocal, self.expanded_weight))
+        return weights, self.bank.scores[near_near.view(b, -1)].view(b, k * self.kk, -1)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         probs, _, near = self.step_neighbours(batch)
-        with torch.no_grad(), self.stopwatch("engine"):
-            bank_feats, bank_scores = self.bank.features, self.bank.scores
-            b, k = near.shape
-            near_near = self.bank_neighbours(bank_feats[near.reshape(-1)], self.kk, near.reshape(-1))
-            near_near = near_near.view(b, k, self.kk)
-            reciprocal = (near_near == batch["index"].view(b, 1, 1)).sum(-1).float()
-            weights = torch.where(reciprocal > 0, reciprocal,
-                                  torch.full_like(reciprocal, self.expanded_weight))
-            expanded = bank_scores[near_near.view(b, -1)].view(b, k * self.kk, -1)
+        with self.stopwatch("engine"):
+            weights, expanded = self.expanded_neighbours(near, batch["index"])
+        bank_scores = self.bank.scores
         loss = weighted_neighbour_affinity(probs, bank_scores[near], weights)
         loss = loss + weighted_neighbour_affinity(probs, expanded,
                                                   torch.full(expanded.shape[:2], self.expanded_weight,

@@ -71,14 +71,30 @@ def agreement(probs: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (probs.argmax(1) == other.argmax(1)).float().mean()
 
 
-def soft_neighbourhood_density(
-    probs: torch.Tensor, temperature: float = 0.05, chunk_size: int = 2048
-) -> torch.Tensor:
+SIMILARITY_BLOCK_ELEMENTS = 2**20
+"""Entries of one block of an N x N similarity matrix held at a time (4 MiB of float32, at least 16 rows;
+its softmax and entropy hold a few more of that size). A fixed 2,048 rows, as before, is 0.5 GB per matrix
+over 60,000 samples."""
+SND_MAX_SAMPLES = 2**16
+"""SND is O(N^2): above this many samples it is computed on a fixed seeded subset of this size (its
+queries and their neighbours both), about a minute on one CPU thread. 600,000 samples would be 3.6e11
+similarities, hours. Targets up to 65,536 samples (MNIST, VisDA-2017's 55k) use every sample."""
+
+
+def soft_neighbourhood_density(probs: torch.Tensor, temperature: float = 0.05,
+                               block_elements: int = SIMILARITY_BLOCK_ELEMENTS,
+                               max_samples: int = SND_MAX_SAMPLES) -> torch.Tensor:
     """SND (Saito et al., 2021): mean entropy of each sample's softmax over its scaled cosine
-    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``."""
+    similarities to all other samples' predictions. Higher = denser neighbourhoods. ``(N, C) -> ()``;
+    computed in blocks of rows of about ``block_elements`` entries, over a seeded subset of
+    ``max_samples`` rows where N is larger (the same subset on every process)."""
     if probs.shape[0] < 2:
         return probs.new_tensor(float("nan"))
+    if probs.shape[0] > max_samples:
+        keep = torch.randperm(probs.shape[0], generator=torch.Generator().manual_seed(0))[:max_samples]
+        probs = probs[keep.sort().values.to(probs.device)]
     normed = F.normalize(probs.float(), dim=1)
+    chunk_size = max(16, block_elements // normed.shape[0])
     total = normed.new_zeros(())
     for start in range(0, normed.shape[0], chunk_size):
         sims = normed[start : start + chunk_size] @ normed.T / temperature

@@ -32,7 +32,13 @@ from ..data.transforms import InputSpec
 from ..data.volumes import VolumeSpec
 from .bundle import MonaiBundle, read_bundle
 from .feature_classifier import FeatureClassifier
-from .weights import ArtifactError, check_finite_weights, load_matching, read_state_dict
+from .weights import (
+    ArtifactError,
+    check_finite_weights,
+    load_matching,
+    modernise_weight_norm,
+    read_state_dict,
+)
 from .zoo import build_zoo_network, classifier_head, default_input, zoo_scheme, zoo_task
 
 FORMAT = "sfda-source/1"
@@ -232,7 +238,9 @@ class SourceArtifact:
             except (TypeError, ValueError, RuntimeError) as err:
                 raise ArtifactError(f"{where}: architecture.kwargs {kwargs} do not build {target}: "
                                     f"{err}") from err
-        load_matching(network, self.state_dict, f"{where}: source weights", target)
+        renames = modernise_weight_norm(network)
+        state = {renames.get(key, key): value for key, value in self.state_dict.items()}
+        load_matching(network, state, f"{where}: source weights", target)
         return network
 
     def build(self) -> FeatureClassifier:

@@ -82,3 +82,24 @@ def load_matching(module: nn.Module, state: dict, where: str, architecture: str 
         named = architecture or type(module).__name__
         raise ArtifactError(f"{where}: the weights do not match {named}: {differences}")
     module.load_state_dict(state)
+
+
+def modernise_weight_norm(network: nn.Module) -> dict[str, str]:
+    """Replace every ``torch.nn.utils.weight_norm`` (a forward pre-hook, as SHOT's and many published heads
+    use) by the same ``g * v / |v|`` as a parametrization (``torch.nn.utils.parametrizations.weight_norm``):
+    the hook's computed weight is no graph leaf, so such a network cannot be deep-copied, and sfda copies
+    networks (teachers, folded evaluation copies). Returns ``{legacy key: new key}`` (``<m>.weight_g`` ->
+    ``<m>.parametrizations.weight.original0``, ``_v`` -> ``original1``) so weights saved either way load."""
+    from torch.nn.utils import parametrizations, remove_weight_norm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    renames = {}
+    for prefix, module in network.named_modules():
+        for hook in [h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]:
+            name, dim = hook.name, hook.dim
+            remove_weight_norm(module, name)
+            parametrizations.weight_norm(module, name, dim)
+            at = f"{prefix}." if prefix else ""
+            renames[f"{at}{name}_g"] = f"{at}parametrizations.{name}.original0"
+            renames[f"{at}{name}_v"] = f"{at}parametrizations.{name}.original1"
+    return renames

@@ -14,8 +14,10 @@ class ChannelsLast(Callback):
     on GPU): about 25-40% more training images/s for the digit CNNs on this repository's CPU, and
     max pooling about 6x faster. The engine's target passes convert their batches too
     (``pl_module.channels_last``, read by ``TargetPasses``). A network without 4-D or 5-D weights
-    (an MLP) is left alone: the conversion would change nothing. Added to every run by the ``sfda``
-    command unless the recipe sets ``channels_last: false``.
+    (an MLP) is left alone: the conversion would change nothing. Nor is a classification network whose
+    forward fails on a channels-last batch (one that flattens with ``.view``, as many published models
+    do): a probe forward at set-up finds it, the weights go back to the usual order and the console says
+    so. Added to every run by the ``sfda`` command unless the recipe sets ``channels_last: false``.
     """
 
     FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -24,12 +26,44 @@ class ChannelsLast(Callback):
         self.active = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.probed = False
         with torch.no_grad():
-            for tensor in list(pl_module.parameters()) + list(pl_module.buffers()):
-                if tensor.dim() in self.FORMATS:
-                    tensor.data = restrided(tensor.data, self.FORMATS[tensor.dim()])
-                    self.active = True
+            for tensor in self.layout_tensors(pl_module):
+                tensor.data = restrided(tensor.data, self.FORMATS[tensor.dim()])
+                self.active = True
         pl_module.channels_last = self.active
+
+    def layout_tensors(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
+        return [t for t in [*pl_module.parameters(), *pl_module.buffers()] if t.dim() in self.FORMATS]
+
+    def probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Once, before the first batch (the module's own set-up has given the datamodule its input
+        spec): back to the usual layout if the network cannot take a channels-last batch
+        (``takes_channels_last``)."""
+        if getattr(self, "probed", True) or not self.active:
+            return
+        self.probed = True
+        if takes_channels_last(trainer, pl_module):
+            return
+        with torch.no_grad():
+            for tensor in self.layout_tensors(pl_module):
+                tensor.data = tensor.data.contiguous()
+        self.active = pl_module.channels_last = False
+        if trainer.is_global_zero:
+            print("channels_last: off, the network's forward fails on a channels-last batch (it flattens "
+                  "with .view); set channels_last: false in the recipe to skip this probe", flush=True)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.probe(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        self.probe(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self.probe(trainer, pl_module)
+
+    def on_predict_start(self, trainer, pl_module):
+        self.probe(trainer, pl_module)
 
     @classmethod
     def convert(cls, batch) -> None:
@@ -53,6 +87,32 @@ class ChannelsLast(Callback):
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self._convert(batch)
+
+
+def takes_channels_last(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+    """Whether a classification network (``pl_module.network``, images as the datamodule's ``input_spec``
+    says) runs a 2-image channels-last batch; a forward that fails because it reshapes with ``.view`` says
+    no. True where there is no such spec (other tasks) or the probe fails for another reason (the run
+    itself will say what is wrong)."""
+    spec = getattr(getattr(trainer, "datamodule", None), "input_spec", None)
+    network = getattr(pl_module, "network", None)
+    size, channels = getattr(spec, "size", None), getattr(spec, "channels", None)
+    if not isinstance(network, torch.nn.Module) or not isinstance(size, int) or not isinstance(channels, int):
+        return True
+    device = next(network.parameters()).device
+    probe = torch.zeros(2, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            network(probe)
+    except RuntimeError as err:
+        return "view size is not compatible" not in str(err)
+    except Exception:  # noqa: BLE001 - the probe only looks for the .view failure
+        return True
+    finally:
+        network.train(was_training)
+    return True
 
 
 class FoldBatchNorm(Callback):

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..models.batchnorm_folding import folded_copy
 from ..pseudo_labels.distributed import average_gradients
-from ..pseudo_labels.passes import Rows, collect_rows
+from ..pseudo_labels.passes import RowCollector, Rows, collect_rows, loader_length
 from ..run.checks import check_state_keys, check_state_shapes
 from ..run.progress import track
 from ..run.speed import ChannelsLast
@@ -56,8 +56,8 @@ class TaskModule(L.LightningModule):
         self._optim = optim
         self.results: dict[str, float] = {}  # extra entries for results.json
         self.stopwatch = Stopwatch()  # phase timings, reported as timing/<phase>_s
-        self.eval_rows: list[dict] = []  # this evaluation epoch's rows, gathered and scored at its end
-        self.paired_rows: list[dict] = []  # the same of the paired network (validation, ``paired_name``)
+        self.eval_rows = RowCollector()  # this evaluation epoch's rows, gathered and scored at its end
+        self.paired_rows = RowCollector()  # the same of the paired network (validation, ``paired_name``)
 
     @property
     def optim(self) -> Optim:
@@ -172,7 +172,7 @@ class TaskModule(L.LightningModule):
         batches = (self.batch_on_device(batch) for batch in shown)
         try:
             with self.stopwatch(phase), self.trainer.precision_plugin.forward_context():
-                return collect_rows(batches, per_batch)
+                return collect_rows(batches, per_batch, expected_batches=loader_length(loader))
         finally:
             self.network.train(was_training)
 
@@ -205,19 +205,27 @@ class TaskModule(L.LightningModule):
         """The evaluated network's rows of ``batch`` and, with ``paired`` where the module names one
         (``paired_name``), the paired network's."""
         with self.stopwatch("evaluation"):
+            if not self.eval_rows:  # this evaluation's first batch: reserve for all of its batches
+                self.eval_rows = RowCollector(self.expected_evaluation_batches())
+                self.paired_rows = RowCollector(self.eval_rows.expected_batches)
             rows = self.task.evaluation_rows(self, batch, self.evaluated_network())
-            self.eval_rows.append({"index": batch["index"], **rows})
+            self.eval_rows.add(batch["index"], rows)
             if paired and self.paired_name and self.paired_network() is not None:
-                rows = self.task.evaluation_rows(self, batch, self.paired_network())
-                self.paired_rows.append({"index": batch["index"], **rows})
+                paired_rows = self.task.evaluation_rows(self, batch, self.paired_network())
+                self.paired_rows.add(batch["index"], paired_rows)
+
+    def expected_evaluation_batches(self) -> int | None:
+        """Batches of the running validation or test (Lightning's count), None where not finite."""
+        counts = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
+        total = sum(counts) if counts else None
+        return int(total) if total is not None and total != float("inf") else None
 
     def gathered_evaluation(self, name: str = "eval_rows") -> Rows:
-        """This epoch's rows (the list attribute ``name``) of every process (a collective), one per sample;
-        the list is emptied."""
-        identity = lambda b: {k: v for k, v in b.items() if k != "index"}  # noqa: E731
-        batches = getattr(self, name)
-        setattr(self, name, [])
-        return collect_rows(iter(batches), identity)
+        """This epoch's rows (the ``RowCollector`` attribute ``name``) of every process (a collective), one
+        per sample; the collector is emptied."""
+        rows = getattr(self, name).gather()
+        setattr(self, name, RowCollector())
+        return rows
 
     def log_scores(self, scores: dict[str, float]) -> None:
         """Log flat scores; per-item values (three or more path parts, e.g. ``target/dice/<volume>``) go to

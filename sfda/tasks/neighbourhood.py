@@ -59,6 +59,8 @@ class NeighbourhoodMethod(Adaptation):
 
     def bank_neighbours(self, queries: torch.Tensor, k: int, query_index: torch.Tensor) -> torch.Tensor:
         """Indices ``(B, k)`` of the bank features most cosine-similar to ``queries``, each query's own row
-        ``query_index`` excluded, found with the method's ``knn_backend``."""
+        ``query_index`` excluded, found with the method's ``knn_backend``. The bank's rows are unit length
+        (written normalised), and so must ``queries`` be."""
         bank = self.bank.features
-        return cosine_knn(queries, bank, k, query_index=query_index, backend=self.knn_backend)[1]
+        return cosine_knn(queries, bank, k, query_index=query_index, backend=self.knn_backend,
+                          normalised=True)[1]

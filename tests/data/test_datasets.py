@@ -37,6 +37,23 @@ def test_test_view_inputs_are_kept_and_reused_within_a_memory_limit():
     assert weak.prepared is None
 
 
+def test_keep_inputs_mib_is_the_datamodules_budget_and_zero_decodes_every_pass():
+    import pytest
+
+    from sfda.data import DigitsDataModule
+
+    spec = InputSpec(28, 1, (0.5,), (0.5,))
+    kept = DigitsDataModule("optdigits", eval_subset=40, input=spec)
+    none = DigitsDataModule("optdigits", eval_subset=40, input=spec, keep_inputs_mib=0)
+    assert kept.prepared_budget.limit_bytes == 1024**3 and none.prepared_budget.limit_bytes == 0
+    with_kept, without = kept.dataset("test"), none.dataset("test")
+    for _ in range(2):  # the second pass reads what the first kept
+        assert all(torch.equal(with_kept[i]["image"], without[i]["image"]) for i in range(40))
+    assert with_kept.prepared.count == 40 and without.prepared.count == 0
+    with pytest.raises(ValueError, match=r"data.keep_inputs_mib: expected an integer >= 0, got -1"):
+        DigitsDataModule("optdigits", keep_inputs_mib=-1)
+
+
 def test_loader_workers_keep_no_test_view_inputs():
     """A worker process would keep a copy of its own, beyond the budget: only the main process keeps."""
     from torch.utils.data import DataLoader

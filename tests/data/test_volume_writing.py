@@ -48,3 +48,17 @@ def test_masks_are_written_in_the_inputs_format_and_geometry(tmp_path, input_nam
             reader.ReadImageInformation()
         assert tags[0].GetMetaData("0020|000d") == tags[1].GetMetaData("0020|000d")
         assert tags[0].GetMetaData("0020|000e") != tags[1].GetMetaData("0020|000e")
+
+
+def test_a_written_dicom_series_carries_pixel_spacing_for_readers_other_than_gdcm(tmp_path):
+    """GDCM alone puts a secondary capture's in-plane spacing in Nominal Scanned Pixel Spacing; Pixel
+    Spacing (row spacing = along y, column spacing = along x) is what PACS viewers and pydicom read."""
+    import pydicom
+
+    geometry = small_geometry(tmp_path, spacing=(0.7, 0.8, 2.0))
+    series = write_volume(small_volume(geometry).astype(np.uint8), geometry, tmp_path / "series")
+    for file in series.iterdir():
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        assert [float(v) for v in ds.PixelSpacing] == [0.8, 0.7], file
+        assert float(ds.SliceThickness) == 2.0
+    assert np.allclose(read_volume(series).geometry.affine, geometry.affine, atol=1e-6)

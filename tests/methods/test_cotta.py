@@ -178,6 +178,7 @@ def continual(tmp_path_factory, mnist_source) -> dict:
                stream("continual", checkpoint_every=2), init=FAST)
 
 
+@pytest.mark.slow  # three CLI runs; the protocol's own reset test (test_stream.py) is in the fast tier
 def test_a_reset_stream_scores_every_domain_and_its_second_as_if_it_came_alone(tmp_path, mnist_source,
                                                                                 continual):
     # no random draw (no augmentation, no restore): the augmentations and the restore are keyed by the run's

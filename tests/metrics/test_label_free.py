@@ -15,7 +15,16 @@ def test_snd_matches_brute_force_and_rewards_clusters():
     sims.fill_diagonal_(-float("inf"))
     q = sims.softmax(1)
     ref = -(q * torch.log(q + 1e-5)).sum(1).mean()
-    assert torch.allclose(soft_neighbourhood_density(p, chunk_size=7), ref, atol=1e-4)
+    assert torch.allclose(soft_neighbourhood_density(p, block_elements=7 * len(p)), ref, atol=1e-4)
+
+
+def test_snd_of_a_large_set_is_that_of_a_fixed_seeded_subset():
+    """SND is O(N^2): above ``max_samples`` rows it is the SND of a seeded subset, the same at every call."""
+    p = torch.rand(100, 4, generator=torch.Generator().manual_seed(2)).softmax(1)
+    keep = torch.randperm(100, generator=torch.Generator().manual_seed(0))[:40].sort().values
+    assert torch.allclose(soft_neighbourhood_density(p, max_samples=40), soft_neighbourhood_density(p[keep]))
+    assert soft_neighbourhood_density(p, max_samples=40) == soft_neighbourhood_density(p, max_samples=40)
+    assert not torch.allclose(soft_neighbourhood_density(p, max_samples=40), soft_neighbourhood_density(p))
 
 
 def one_hot(labels: list[int], classes: int = 3, confidence: float = 0.98) -> torch.Tensor:

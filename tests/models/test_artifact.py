@@ -205,3 +205,55 @@ def test_missing_and_foreign_artifacts_are_refused(tmp_path):
     torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(ArtifactError, match="not an sfda source artifact"):
         load_artifact(tmp_path / "plain.pt")
+
+
+WEIGHT_NORM_MODEL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A published-style head: torch.nn.utils.weight_norm (a forward hook), as SHOT's feat_classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU())
+        self.head = torch.nn.utils.weight_norm(nn.Linear(8, 3), name="weight")
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+def test_a_model_with_the_hook_weight_norm_is_built_copyable_with_the_same_outputs(tmp_path, monkeypatch):
+    """Its hook-computed weight is no graph leaf, so the network could not be deep-copied (teachers, folded
+    copies): sfda rebuilds it as a parametrization; weights saved with either kind of keys load."""
+    import copy
+    import sys
+
+    from sfda.data import InputSpec
+    from sfda.models import ExternalModel, wrap_external
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "wn_model.py").write_text(WEIGHT_NORM_MODEL)
+    import wn_model
+
+    torch.manual_seed(0)
+    legacy = wn_model.Net().eval()
+    x = torch.randn(4, 1, 4, 4)
+    expected = legacy(x)
+    torch.save(legacy.state_dict(), tmp_path / "legacy.pt")
+    assert "head.weight_g" in legacy.state_dict()
+    for weights in ("legacy.pt", "modern.pt"):
+        model = ExternalModel(architecture="wn_model.py:Net", weights=str(tmp_path / weights),
+                              class_names=["a", "b", "c"], input=InputSpec(4, 1, (0.5,), (0.5,)),
+                              feature_layer="body", head_layer="head")
+        network = wrap_external(model).build().eval()
+        assert torch.allclose(network(x)[1], expected, atol=1e-6)
+        assert torch.allclose(copy.deepcopy(network)(x)[1], expected, atol=1e-6)
+        torch.save(network.network.state_dict(), tmp_path / "modern.pt")  # the parametrization's keys
+    assert "head.parametrizations.weight.original0" in torch.load(tmp_path / "modern.pt")
+    sys.modules.pop("wn_model", None)
+    with pytest.raises(RuntimeError, match="deepcopy"):  # what the hook form does after a forward
+        copy.deepcopy(legacy)

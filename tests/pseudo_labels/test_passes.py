@@ -15,3 +15,23 @@ def test_target_pass_collects_fixed_and_variable_rows_in_index_order():
     assert all(bool((b == i).all()) for i, b in enumerate(rows["boxes"]))
     with pytest.raises(ValueError, match="no batches"):
         collect_rows([], lambda b: {})
+
+
+@pytest.mark.parametrize("expected_batches", [None, 1, 3, 50])
+def test_fixed_rows_are_the_same_whatever_the_capacity_hint_and_keep_their_dtype(expected_batches):
+    """Rows go into one reserved tensor per field: a hint too small (it grows) or too large (it is cut)
+    gives what joining the pieces gives."""
+    from sfda.pseudo_labels.passes import RowBuffer, collect_rows
+
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(23, generator=gen)
+    batches = [{"index": order[i : i + 5]} for i in range(0, 23, 5)]  # 5 batches, the last of 3
+    features = torch.randn(23, 4, 2, generator=gen)
+    rows = collect_rows(batches, lambda b: {"features": features[b["index"]].half(),
+                                            "label": b["index"] * 10}, expected_batches=expected_batches)
+    assert rows["features"].dtype == torch.float16 and rows["label"].dtype == torch.int64
+    assert torch.equal(rows["features"], features.half())
+    assert torch.equal(rows["label"], torch.arange(23) * 10)
+    buffer = RowBuffer(torch.zeros(2, 3), capacity=2)
+    buffer.append(torch.ones(5, 3))  # beyond the capacity: grown, the first rows kept
+    assert buffer.rows().shape == (7, 3) and buffer.rows()[:2].eq(0).all() and buffer.rows()[2:].eq(1).all()

@@ -121,3 +121,38 @@ def test_channels_last_leaves_a_network_without_convolutions_alone():
     assert not net.channels_last
     assert batch["image"].is_contiguous()
     assert not batch["image"].is_contiguous(memory_format=torch.channels_last)
+
+
+class Flattening(torch.nn.Module):
+    """A conv net that flattens as many published models do: ``.view`` (fails on channels-last) or not."""
+
+    def __init__(self, with_view: bool):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4 * 6 * 6, 2)
+        self.with_view = with_view
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.fc(x.view(x.size(0), -1) if self.with_view else x.flatten(1))
+
+
+@pytest.mark.parametrize("with_view", [True, False])
+def test_channels_last_stays_off_for_a_network_that_flattens_with_view(with_view, capsys):
+    from types import SimpleNamespace
+
+    from sfda.data import InputSpec
+
+    module = torch.nn.Module()
+    module.network = Flattening(with_view)
+    spec = InputSpec(8, 3, (0.5,) * 3, (0.5,) * 3)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(input_spec=spec), is_global_zero=True)
+    layout = ChannelsLast()
+    layout.setup(trainer, module, "fit")
+    layout.on_fit_start(trainer, module)  # after the module's set-up, which gives the datamodule its spec
+    weight = module.network.conv.weight
+    assert module.channels_last is not with_view and layout.active is not with_view
+    assert weight.is_contiguous(memory_format=torch.channels_last) is not with_view
+    assert ("channels_last: off" in capsys.readouterr().out) is with_view
+    batch = {"image": torch.randn(2, 3, 8, 8)}
+    layout.on_train_batch_start(trainer, module, batch, 0)
+    assert module.network(batch["image"]).shape == (2, 2)  # the run's batches now go through
