@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow  # a browser start: the fast tier keeps the report's own content tests
 def test_the_report_renders_in_chromium_with_every_image_and_no_console_error(tiny_run, tmp_path):
     page = build_report([tiny_run], tmp_path / "report.html")
     seen = open_page(page, tmp_path / "screenshot.png")
