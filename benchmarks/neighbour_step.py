@@ -35,29 +35,8 @@ from reference_loop import ensure_source
 BATCH, DIM, CLASSES, K, KK = 64, 256, 10, 5, 5
 
 
-def official_nrc_step(fea_bank, score_bank, feats, probs, tar_idx):
-    """The official NRC step's neighbour work; (neighbours (B, K), their neighbours (B, K, KK))."""
-    output_f_ = feats.detach().clone()
-    fea_bank[tar_idx] = output_f_.detach().clone()
-    score_bank[tar_idx] = probs.detach().clone()
-    distance = output_f_ @ fea_bank.T
-    _, idx_near = torch.topk(distance, dim=-1, largest=True, k=K + 1)
-    idx_near = idx_near[:, 1:]
-    score_near = score_bank[idx_near]
-    fea_near = fea_bank[idx_near]
-    fea_bank_re = fea_bank.unsqueeze(0).expand(fea_near.shape[0], -1, -1)
-    distance_ = torch.bmm(fea_near, fea_bank_re.permute(0, 2, 1))
-    _, idx_near_near = torch.topk(distance_, dim=-1, largest=True, k=KK + 1)
-    idx_near_near = idx_near_near[:, :, 1:]
-    match = (idx_near_near == tar_idx.unsqueeze(-1).unsqueeze(-1)).sum(-1).float()
-    weight = torch.where(match > 0.0, match, torch.ones_like(match).fill_(0.1))
-    score_near_kk = score_bank[idx_near_near].contiguous().view(feats.shape[0], -1, CLASSES)
-    del score_near, weight, score_near_kk
-    return idx_near, idx_near_near
-
-
 def official_aad_step(fea_bank, score_bank, feats, probs, tar_idx):
-    """The official AaD step's neighbour work; neighbours (B, K)."""
+    """The official AaD step's neighbour work (also the first half of NRC's); neighbours (B, K)."""
     output_f_ = feats.detach().clone()
     fea_bank[tar_idx] = output_f_.detach().clone()
     score_bank[tar_idx] = probs.detach().clone()
@@ -67,6 +46,21 @@ def official_aad_step(fea_bank, score_bank, feats, probs, tar_idx):
     score_near = score_bank[idx_near]
     del score_near
     return idx_near, None
+
+
+def official_nrc_step(fea_bank, score_bank, feats, probs, tar_idx):
+    """The official NRC step's neighbour work; (neighbours (B, K), their neighbours (B, K, KK))."""
+    idx_near, _ = official_aad_step(fea_bank, score_bank, feats, probs, tar_idx)
+    fea_near = fea_bank[idx_near]
+    fea_bank_re = fea_bank.unsqueeze(0).expand(fea_near.shape[0], -1, -1)
+    distance_ = torch.bmm(fea_near, fea_bank_re.permute(0, 2, 1))
+    _, idx_near_near = torch.topk(distance_, dim=-1, largest=True, k=KK + 1)
+    idx_near_near = idx_near_near[:, :, 1:]
+    match = (idx_near_near == tar_idx.unsqueeze(-1).unsqueeze(-1)).sum(-1).float()
+    weight = torch.where(match > 0.0, match, torch.ones_like(match).fill_(0.1))
+    score_near_kk = score_bank[idx_near_near].contiguous().view(feats.shape[0], -1, CLASSES)
+    del weight, score_near_kk
+    return idx_near, idx_near_near
 
 
 def sfda_step(module, feats, probs, index, expanded: bool):

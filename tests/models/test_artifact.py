@@ -253,7 +253,7 @@ def test_a_model_with_the_hook_weight_norm_is_built_copyable_with_the_same_outpu
         assert torch.allclose(network(x)[1], expected, atol=1e-6)
         assert torch.allclose(copy.deepcopy(network)(x)[1], expected, atol=1e-6)
         torch.save(network.network.state_dict(), tmp_path / "modern.pt")  # the parametrization's keys
-    assert "head.parametrizations.weight.original0" in torch.load(tmp_path / "modern.pt")
+    assert "head.parametrizations.weight.original0" in torch.load(tmp_path / "modern.pt", weights_only=True)
     sys.modules.pop("wn_model", None)
     with pytest.raises(RuntimeError, match="deepcopy"):  # what the hook form does after a forward
         copy.deepcopy(legacy)
