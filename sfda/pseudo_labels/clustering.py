@@ -9,8 +9,14 @@ import torch.nn.functional as F
 def augment_and_normalise(features: torch.Tensor) -> torch.Tensor:
     """SHOT's feature map for cosine clustering: append a constant 1, then L2-normalise rows.
     ``(N, D) -> (N, D+1)``."""
-    ones = features.new_ones(features.shape[0], 1)
-    return F.normalize(torch.cat([features.float(), ones], dim=1), dim=1)
+    ones = features.new_ones(features.shape[0], 1, dtype=torch.float32)
+    return normalise_rows_(torch.cat([features.float(), ones], dim=1))
+
+
+def normalise_rows_(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` written into ``x`` itself (the same values: each row divided by its norm,
+    at least ``eps``), without a second ``(N, D)`` tensor. Returns ``x``."""
+    return x.div_(x.norm(dim=1, keepdim=True).clamp_min_(eps))
 
 
 def centroid_labels(
@@ -48,6 +54,11 @@ def centroid_labels(
     return labels
 
 
+KMEANS_BLOCK_ROWS = 65_536
+"""Points k-means normalises and measures at a time (cosine: no normalised copy of all N rows; 64 MiB of
+256-d float32 per block)."""
+
+
 def kmeans(
     x: torch.Tensor, k: int, iters: int = 50, seed: int = 0, cosine: bool = False, tol: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,18 +74,34 @@ def kmeans(
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"kmeans: need 1 <= k <= number of samples ({n}), got k={k}")
-    x = F.normalize(x.float(), dim=1) if cosine else x.float()
+    x = x.float()
     gen = torch.Generator().manual_seed(seed)
+
+    def chunks():  # (start, rows): the points in blocks, normalised block by block when cosine
+        for start in range(0, n, KMEANS_BLOCK_ROWS):
+            rows = x[start : start + KMEANS_BLOCK_ROWS]
+            yield start, F.normalize(rows, dim=1) if cosine else rows
+
+    def point(i: int) -> torch.Tensor:
+        return F.normalize(x[i : i + 1], dim=1) if cosine else x[i : i + 1]
+
+    def nearest(centroids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.cdist(rows, centroids).argmin(1) for _, rows in chunks()])
+
     first = int(torch.randint(n, (1,), generator=gen))
-    centroids = x[first : first + 1]
-    closest = torch.cdist(x, centroids).squeeze(1) ** 2
+    centroids = point(first)
+    closest = torch.cat([torch.cdist(rows, centroids).squeeze(1) ** 2 for _, rows in chunks()])
     for _ in range(1, k):
         pick = int(torch.multinomial((closest + 1e-12).cpu(), 1, generator=gen))
-        centroids = torch.cat([centroids, x[pick : pick + 1]])
-        closest = torch.minimum(closest, torch.cdist(x, x[pick : pick + 1]).squeeze(1) ** 2)
-    labels = torch.cdist(x, centroids).argmin(1)
+        centroids = torch.cat([centroids, point(pick)])
+        for start, rows in chunks():
+            part = closest[start : start + len(rows)]
+            torch.minimum(part, torch.cdist(rows, centroids[-1:]).squeeze(1) ** 2, out=part)
+    labels = nearest(centroids)
     for _ in range(iters):
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        sums = torch.zeros_like(centroids)
+        for start, rows in chunks():
+            sums.index_add_(0, labels[start : start + len(rows)], rows)
         sizes = torch.bincount(labels, minlength=k).clamp(min=1).to(x.dtype)[:, None]
         updated = torch.where(sizes > 0, sums / sizes, centroids)
         empty = torch.bincount(labels, minlength=k) == 0
@@ -83,7 +110,7 @@ def kmeans(
             updated = F.normalize(updated, dim=1)
         shift = (updated - centroids).norm(dim=1).max()
         centroids = updated
-        labels = torch.cdist(x, centroids).argmin(1)
+        labels = nearest(centroids)
         if shift < tol:
             break
     return centroids, labels

@@ -35,3 +35,31 @@ def test_fixed_rows_are_the_same_whatever_the_capacity_hint_and_keep_their_dtype
     buffer = RowBuffer(torch.zeros(2, 3), capacity=2)
     buffer.append(torch.ones(5, 3))  # beyond the capacity: grown, the first rows kept
     assert buffer.rows().shape == (7, 3) and buffer.rows()[:2].eq(0).all() and buffer.rows()[2:].eq(1).all()
+
+
+def test_rows_gathered_in_order_share_the_buffer_and_a_grown_buffer_is_trimmed():
+    """One process, batches in index order: the gathered rows ARE the reserved buffer (no indexed copy of
+    every field); out of order they are a sorted copy; a buffer grown by doubling is cut to its rows."""
+    from sfda.pseudo_labels.passes import RowBuffer, RowCollector
+
+    features = torch.randn(12, 4)
+    in_order = RowCollector(expected_batches=3)
+    for start in (0, 4, 8):
+        in_order.add(torch.arange(start, start + 4), {"features": features[start : start + 4]})
+    reserved = in_order.fixed["features"].data
+    rows = in_order.gather()
+    assert torch.equal(rows["features"], features) and rows["index"].tolist() == list(range(12))
+    assert rows["features"].data_ptr() == reserved.data_ptr() and not in_order.fixed
+
+    shuffled = RowCollector(expected_batches=3)
+    for index in (torch.tensor([4, 5, 6, 7]), torch.tensor([0, 1, 2, 3]), torch.tensor([8, 9, 10, 11])):
+        shuffled.add(index, {"features": features[index]})
+    reserved = shuffled.fixed["features"].data
+    rows = shuffled.gather()
+    assert torch.equal(rows["features"], features) and rows["features"].data_ptr() != reserved.data_ptr()
+
+    buffer = RowBuffer(torch.zeros(2, 3), capacity=2)
+    buffer.append(torch.ones(3, 3))  # grown to 5 rows of room... then 10 with the next
+    buffer.append(torch.ones(1, 3))
+    kept = buffer.take()
+    assert kept.shape == (6, 3) and kept.untyped_storage().nbytes() == 6 * 3 * 4 and len(buffer.rows()) == 0
