@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datamodules import ImageClassificationDataModule, Role
-from .image_files import IMAGE_SUFFIXES, images_in, is_image_name, note, visible
+from .image_files import IMAGE_SUFFIXES, PathTable, images_in, is_image_name, note, visible
 from .text_files import text_of
 from .transforms import InputSpec, View
 
@@ -19,8 +19,8 @@ def folder_order(names: list[str]) -> list[str]:
 
 
 def read_image_source(location: str, class_names: list[str] | None, field_name: str,
-                      nested: bool = False) -> tuple[list[Path], list[int] | None, list[str]]:
-    """Paths, labels (or None) and class names from a folder or a list file.
+                      nested: bool = False) -> tuple[PathTable, list[int] | None, list[str]]:
+    """Paths (a ``PathTable``), labels (or None) and class names from a folder or a list file.
 
     - a folder with one sub-folder per class (ImageFolder layout): a folder's label is the
       position of its name in ``class_names`` (the model's output order); without names, the
@@ -45,7 +45,7 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
     if subdirs:
         return _read_class_folders(root, subdirs, class_names, field_name, nested)
     files, _ = images_in(root, f"data.{field_name}")
-    return _nonempty(files, root, field_name), None, list(class_names or [])
+    return PathTable(_nonempty(files, root, field_name)), None, list(class_names or [])
 
 
 def _read_class_folders(root: Path, subdirs: list[Path], class_names: list[str] | None, field_name: str,
@@ -64,7 +64,7 @@ def _read_class_folders(root: Path, subdirs: list[Path], class_names: list[str] 
         paths += files
         labels += [names.index(sub.name)] * len(files)
     _refuse_same_images(paths, field_name)
-    return _nonempty(paths, root, field_name), labels, names
+    return PathTable(_nonempty(paths, root, field_name)), labels, names
 
 
 def _refuse_loose_images(root: Path, field_name: str) -> None:
@@ -95,13 +95,14 @@ def _refuse_same_folders(subdirs: list[Path], field_name: str) -> None:
 def _refuse_same_images(paths: list[Path], field_name: str) -> None:
     """Refuse two entries of the class folders that are one image file (symbolic links to images are
     read as their targets; a link to an image of another class would give it two labels)."""
-    seen: dict[Path, Path] = {}
-    for path in paths:
-        first = seen.setdefault(path.resolve(), path)
+    seen: dict[tuple[int, int], Path] = {}  # (device, inode) of the file read: one stat an entry, where
+    for path in paths:                     # resolving every path costs a stat per component
+        status = path.stat()
+        first = seen.setdefault((status.st_dev, status.st_ino), path)
         if first != path:
             raise ValueError(f"data.{field_name}: {first} and {path} are the same image file "
-                             f"{path.resolve()} (a symbolic link), so it would be read twice, under the "
-                             "labels of both folders; expected each image once")
+                             f"{path.resolve()} (a symbolic or hard link), so it would be read twice, under "
+                             "the labels of both folders; expected each image once")
 
 
 def _class_images(sub: Path, field_name: str, nested: bool) -> list[Path]:
@@ -144,7 +145,7 @@ def _read_list(path: Path, class_names: list[str] | None, field_name: str):
     if labels and len(labels) != len(paths):
         raise ValueError(f"{path}: some lines have a label and some do not; label every line or none")
     names = list(class_names or ([str(i) for i in range(max(labels) + 1)] if labels else []))
-    return _nonempty(paths, path, field_name), (labels or None), names
+    return PathTable(_nonempty(paths, path, field_name)), (labels or None), names
 
 
 def _parse_label(text: str, class_names: list[str] | None, path: Path, number: int) -> int:
@@ -190,8 +191,12 @@ class ImageFolderDataModule(ImageClassificationDataModule):
 
     def load_splits(self) -> None:
         names = self.given_names
+        read: dict[str, tuple] = {}  # a location given for several splits is read (and held) once
         for split in ("train", "val", "test"):
-            paths, labels, found = read_image_source(self.locations[split], names, split, self.nested_folders)
+            location = self.locations[split]
+            if location not in read:
+                read[location] = read_image_source(location, names, split, self.nested_folders)
+            paths, labels, found = read[location]
             names = names or (found or None)
             if self.role == "source" and split == "train" and labels is None:
                 raise ValueError(f"data.train: source training needs labelled images, but "

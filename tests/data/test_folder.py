@@ -5,6 +5,7 @@ the message names the file or field and the expected value, and that the user's 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def test_a_folder_inside_a_class_folder_is_refused_unless_asked(workspace):
     module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES, nested_folders=True)
     module.load_splits()
     paths, labels = module.splits["train"]
-    assert len(paths) == 41 and labels[paths.index(workspace / "target" / "3" / "backup" / "old.png")] == 3
+    old = workspace / "target" / "3" / "backup" / "old.png"
+    assert len(paths) == 41 and labels[paths.index(old)] == 3
 
 
 def test_a_class_whose_files_are_all_skipped_is_refused_not_dropped(workspace):
@@ -142,6 +144,39 @@ def test_an_image_link_is_read_as_its_target_but_not_under_a_second_label(worksp
     assert f"data.train: {target / '3' / '1.png'} and {target / '4' / 'linked.png'} are the same image file" \
         in str(err.value)
     assert "under the labels of both folders" in str(err.value)
+    (target / "4" / "linked.png").unlink()  # a hard link is one file too
+    os.link(target / "3" / "1.png", target / "4" / "hard.png")
+    with pytest.raises(ValueError, match="are the same image file"):
+        ImageFolderDataModule(str(target), class_names=CLASSES).load_splits()
+
+
+def test_a_folder_given_for_every_split_is_read_and_held_once(workspace, monkeypatch):
+    """``sfda test`` on one folder (train, val and test all that folder) lists it once and the three
+    splits share one compact table of paths, not three lists of Path objects."""
+    import sfda.data.folder as folder
+
+    calls = []
+    read = folder.read_image_source
+    monkeypatch.setattr(folder, "read_image_source", lambda *a, **k: calls.append(a[0]) or read(*a, **k))
+    module = ImageFolderDataModule(str(workspace / "target"), class_names=CLASSES)
+    module.load_splits()
+    assert calls == [str(workspace / "target")]
+    train, val, test = (module.splits[s][0] for s in ("train", "val", "test"))
+    assert train is val is test and isinstance(train[0], Path) and len(train) == 40
+    assert train[0].is_file() and train[0].parent.parent == workspace / "target"
+
+
+def test_path_table_gives_back_every_path_and_subsets():
+    from sfda.data.image_files import PathTable
+
+    paths = ["/a/b/0.png", "/a/b/ünïcode 1.png", "relative/2.jpg", "/x/" + "long" * 100 + ".png"]
+    table = PathTable(Path(p) for p in paths)
+    assert len(table) == 4 and [str(p) for p in table] == paths and table[-1] == Path(paths[-1])
+    assert table == paths and table != paths[:3]
+    assert list(map(str, table[np.array([3, 0])])) == [paths[3], paths[0]]
+    assert list(map(str, table[1:3])) == paths[1:3]
+    with pytest.raises(IndexError, match="out of range"):
+        table[4]
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "9b"])
