@@ -82,6 +82,11 @@ def images_note(benchmark: str, subset: int | None) -> str:
     return f"{subset} images per domain" if subset else "10,000 images per domain"
 
 
+def severities_note(setting: str) -> str:
+    """The severities a setting's stream passes through, as the rows' notes say it."""
+    return "severities 1, 2, 3, 4, 5, 4, 3, 2, 1 of each corruption" if setting == "gradual" else "severity 5"
+
+
 def accuracy_rows(benchmark: str, method: str, setting: str, runs: list[tuple[dict, float]],
                   subset: int | None) -> list[dict]:
     name, _ = BENCHMARKS[benchmark]
@@ -96,7 +101,7 @@ def accuracy_rows(benchmark: str, method: str, setting: str, runs: list[tuple[di
         "average online error over"
     return [row(name, setting, method, f"online-{metric}", statistics.mean(values), sum(s for _, s in runs),
                 run=runs[0][0], seeds=[round(v, 4) for v in values], domains=domains, **spread,
-                notes=f"{what} the {int(runs[0][0]['online/domains'])} domains, severity 5, "
+                notes=f"{what} the {int(runs[0][0]['online/domains'])} domains, {severities_note(setting)}, "
                       f"{images_note(benchmark, subset)}; {how}")]
 
 

@@ -15,8 +15,10 @@ INTRO = """# Online test-time adaptation: results
 
 Every number here is measured by `benchmarks/tta.py` on this project's 2-core CPU machine and read from
 `benchmarks/results/tta.json` (rewritten by `python benchmarks/report.py`). The streams are GENERATED HERE:
-real test images under the 15 ImageNet-C corruptions at severity 5 (`sfda.data.corruptions`; not MNIST-C,
-not CIFAR-10-C), and the real ITK head under MR scanner artifacts (`sfda.data.ArtifactVolumes`). Each cell is
+real test images under the 15 ImageNet-C corruptions at severity 5 (`gradual`: each corruption through
+severities 1, 2, 3, 4, 5, 4, 3, 2, 1, 135 domains; `correlated`: continual, each class's images spread over
+the batches by a Dirichlet(0.1) draw) (`sfda.data.corruptions`; not MNIST-C, not CIFAR-10-C), and the real
+ITK head under MR scanner artifacts (`sfda.data.ArtifactVolumes`). Each cell is
 the average online error over the stream's domains (the medical stream: the Dice of the brain mask pooled
 over each domain's pixels, higher is better), mean ± sample standard deviation over the seeds that order the
 batches; each seed's value and its per-domain values are in the JSON. The protocol is in

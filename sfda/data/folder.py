@@ -30,7 +30,8 @@ def read_image_source(location: str, class_names: list[str] | None, field_name: 
       of hidden files only) is announced (a target may lack a class); images beside the class folders
       are refused (they would be left out), other files there are announced. Two class folders that are
       one folder (symbolic links) are refused naming both; a link to an image is read as its target,
-      but one image file reached twice (a link beside its target, in any class folder) is refused.
+      but one image file reached twice (a symbolic or hard link beside its target, in any class folder) is
+      refused.
     - a flat folder of images (unlabelled)
     - a text file of lines ``path [label]`` (label an int index or a class name; paths
       relative to the file's folder)

@@ -78,7 +78,9 @@ class SHOT(Adaptation):
                 self.entropy_threshold.fill_(threshold)
                 known = normalised_entropy(rows["probs"]) <= threshold
             labels = torch.full_like(rows["index"], self.UNKNOWN)
-            if known.any():
+            if bool(known.all()):  # closed set: the rows as they are, not a masked copy of every feature
+                labels = centroid_labels(rows["features"], rows["probs"], self.rounds, self.min_count)
+            elif known.any():
                 labels[known] = centroid_labels(rows["features"][known], rows["probs"][known], self.rounds,
                                                 self.min_count)
         self.pseudo_labels[rows["index"]] = labels.to(self.pseudo_labels.device)
