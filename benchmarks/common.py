@@ -113,3 +113,80 @@ def finished_run(root: Path, headline: str) -> tuple[dict, float] | None:
     if info.get("git_commit"):
         results["run/git_commit"] = info["git_commit"][:7]
     return results, float(results.get("wall_s", 0.0))
+
+
+# A finished seed of a seeded row is recorded in git (benchmarks/results/seed_runs/<suite>.json), keyed by
+# the fingerprint of the source weights it adapted: a later session, on a fresh machine whose run folders are
+# gone, finishes the row with ``--reuse-finished`` instead of rerunning the seeds it already has, provided its
+# source model is bitwise the same (retrained from the same recipe and seed, or copied).
+SEED_RUNS = RESULTS / "seed_runs"
+
+
+def weights_fingerprint(artifact: Path) -> str:
+    """sha256 (16 hex digits) over a source artifact's ``state_dict``, names and tensor bytes: equal for equal
+    weights whatever else the file holds (paths, dates)."""
+    import hashlib
+
+    import torch
+
+    state = torch.load(artifact, map_location="cpu", weights_only=True)["state_dict"]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _scalars(results: dict) -> dict:
+    return {k: v for k, v in results.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def recorded_seed(suite: str, benchmark: str, method: str, seed: int,
+                  weights: str) -> tuple[dict, float] | None:
+    """The recorded ``(results, seconds)`` of this seed from the same source weights, else None."""
+    path = SEED_RUNS / f"{suite}.json"
+    for record in json.loads(path.read_text()) if path.exists() else []:
+        if (record["benchmark"], record["method"], record["seed"], record["weights"]) == (
+                benchmark, method, seed, weights):
+            return dict(record["results"]), float(record["seconds"])
+    return None
+
+
+def record_seed(suite: str, benchmark: str, method: str, seed: int, weights: str, results: dict,
+                seconds: float) -> None:
+    """Keep a finished seed's scalar results in ``seed_runs/<suite>.json`` (replacing the same seed's record
+    from the same weights)."""
+    import fcntl
+
+    path = SEED_RUNS / f"{suite}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": benchmark, "method": method, "seed": seed, "weights": weights,
+              "commit": results.get("run/git_commit") or commit(), "date": datetime.date.today().isoformat(),
+              "seconds": round(seconds, 1), "results": _scalars(results)}
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.loads(path.read_text()) if path.exists() else []
+        same = lambda r: (r["benchmark"], r["method"], r["seed"], r["weights"]) == (  # noqa: E731
+            benchmark, method, seed, weights)
+        path.write_text(json.dumps([r for r in records if not same(r)] + [record], indent=1))
+
+
+def recipe_source(recipe: str) -> Path:
+    """The source artifact a recipe adapts (``model.init_args.source``), relative to the repository root."""
+    import yaml
+
+    return ROOT / yaml.safe_load((ROOT / recipe).read_text())["model"]["init_args"]["source"]
+
+
+def seed_run(suite: str, benchmark: str, method: str, seed: int, source: Path, local: Path, headline: str,
+             reuse: bool, start) -> tuple[dict, float]:
+    """One seed of a seeded row: with ``reuse``, the finished run under ``local`` or the recorded seed from
+    the same source weights; otherwise (or when neither exists) ``start()`` runs it, and it is recorded."""
+    weights = weights_fingerprint(source)
+    if reuse:
+        found = finished_run(local, headline) or recorded_seed(suite, benchmark, method, seed, weights)
+        if found:
+            return found
+    results, seconds = start()
+    record_seed(suite, benchmark, method, seed, weights, results, seconds)
+    return results, seconds

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import ROOT, append_rows, finished_run, row, run_cli, seeded_rows
+from common import ROOT, append_rows, recipe_source, row, run_cli, seed_run, seeded_rows
 
 BENCHMARKS = {"yell_fog": "yell fog (real images, synthetic fog)",
               "digits_photos": "digits->digits-on-photos (semi-synthetic)", "yell_osbs": "yell->osbs"}
@@ -59,8 +59,11 @@ def run(benchmark: str, method: str, seeds: list[int], reuse: bool = False) -> l
                                 METRICS)
         return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
                 for r in rows]
-    seeded = [(reuse and finished_run(runs / f"seed{seed}", "target/ap50")) or
-              run_cli("fit", recipe, runs / f"seed{seed}", f"--seed_everything={seed}") for seed in seeds]
+    seeded = [seed_run("detection", bench, method, seed, recipe_source(recipe), runs / f"seed{seed}",
+                       "target/ap50", reuse,
+                       lambda seed=seed: run_cli("fit", recipe, runs / f"seed{seed}",
+                                                 f"--seed_everything={seed}"))
+              for seed in seeds]
     return seeded_rows(bench, "closed", METHOD_NAMES[method], seeded, int(seeded[0][0]["epochs"]), METRICS)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import ROOT, append_rows, finished_run, row, run_cli, seeded_rows
+from common import ROOT, append_rows, recipe_source, row, run_cli, seed_run, seeded_rows
 
 BENCHMARK = "flat->photo figures (semi-synthetic)"
 RUNS = ROOT / "benchmarks" / "runs" / "pose_figures"
@@ -74,9 +74,11 @@ def run(method: str, seeds: list[int], reuse: bool) -> list[dict]:
         rows = seeded_rows(BENCHMARK, setting, NAMES[method], runs, epochs, METRICS)
         return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
                 for r in rows]
-    runs = [(reuse and finished_run(RUNS / method / f"seed{seed}", "target/pck")) or
-            run_cli("fit", f"recipes/pose/figures/{recipe}.yaml", RUNS / method / f"seed{seed}",
-                    f"--seed_everything={seed}", *extra) for seed in seeds]
+    path = f"recipes/pose/figures/{recipe}.yaml"
+    runs = [seed_run("pose", BENCHMARK, method, seed, recipe_source(path), RUNS / method / f"seed{seed}",
+                     "target/pck", reuse,
+                     lambda seed=seed: run_cli("fit", path, RUNS / method / f"seed{seed}",
+                                               f"--seed_everything={seed}", *extra)) for seed in seeds]
     return seeded_rows(BENCHMARK, setting, NAMES[method], runs, int(runs[0][0]["epochs"]), METRICS)
 
 

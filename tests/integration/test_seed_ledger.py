@@ -1,0 +1,48 @@
+"""Finished benchmark seeds recorded in git (benchmarks/common.py), reused only from the same weights."""
+
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # noqa: E402
+
+
+def artifact(path, weight: float, note: str):
+    torch.save({"format": "sfda-source/1", "note": note,
+                "state_dict": {"w": torch.full((2, 3), weight), "n": torch.tensor(4)}}, path)
+    return path
+
+
+def test_the_fingerprint_sees_the_weights_not_the_rest_of_the_file(tmp_path):
+    first = common.weights_fingerprint(artifact(tmp_path / "a.pt", 1.0, "made monday"))
+    assert first == common.weights_fingerprint(artifact(tmp_path / "b.pt", 1.0, "made tuesday"))
+    assert first != common.weights_fingerprint(artifact(tmp_path / "c.pt", 1.0 + 1e-6, "made monday"))
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "SEED_RUNS", tmp_path / "seed_runs")
+    return tmp_path
+
+
+def test_a_recorded_seed_is_reused_only_from_the_same_weights_and_seed(ledger):
+    source = artifact(ledger / "source.pt", 1.0, "")
+    calls = []
+
+    def start():
+        calls.append(1)
+        return {"target/ap50": 0.5 + len(calls), "history": [1, 2], "epochs": 10}, 12.0
+
+    args = ("detection", "bench", "lpld", 0, source, ledger / "runs" / "seed0", "target/ap50")
+    assert common.seed_run(*args, True, start)[0]["target/ap50"] == 1.5  # nothing recorded yet: it runs
+    results, seconds = common.seed_run(*args, True, start)
+    assert (results, seconds, len(calls)) == ({"target/ap50": 1.5, "epochs": 10}, 12.0, 1)  # reused
+    assert common.seed_run(*args, False, start)[0]["target/ap50"] == 2.5  # without reuse it runs again
+    other_seed = ("detection", "bench", "lpld", 1, source, ledger / "runs" / "seed1", "target/ap50")
+    assert common.seed_run(*other_seed, True, start)[0]["target/ap50"] == 3.5
+    artifact(source, 2.0, "")  # retrained to other weights: the record no longer applies
+    assert common.seed_run(*args, True, start)[0]["target/ap50"] == 4.5
+    assert len(calls) == 4
