@@ -11,6 +11,16 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def every_process_agrees(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Whether ``flag`` holds on every process (``flag`` itself on one process); every process calls it.
+    ``device``: where the collective's tensor lives (the module's device under nccl)."""
+    if world_size() == 1:
+        return flag
+    dissent = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(dissent)
+    return dissent.item() == 0
+
+
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` ``(n_r, ...)`` from every rank along dim 0, ranks in order.
 

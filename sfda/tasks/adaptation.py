@@ -220,7 +220,7 @@ class Adaptation(TaskModule):
         ``source_rows`` (the "before" of the report's evidence)."""
         loader = self.trainer.datamodule.val_dataloader()
         scores, rows = self.evaluate_loader(loader, "source_only", self.network, label_free=False)
-        self.source_rows = self.task.kept_source_rows(rows)
+        self.source_rows = self.task.kept_report_rows(rows)
         kept = {k: v for k, v in scores.items() if k.startswith("source_only/")}
         if "label_free/marginal_entropy" in scores:
             kept["source_only/marginal_entropy"] = scores["label_free/marginal_entropy"]

@@ -115,8 +115,9 @@ class Task:
         from); default the evaluation rows of the module's network."""
         return self.evaluation_rows(module, batch, module.network)
 
-    def kept_source_rows(self, rows: Rows):
-        """What the report's evidence keeps of the source model's evaluation rows (default nothing)."""
+    def kept_report_rows(self, rows: Rows):
+        """What the report's evidence keeps of an evaluation's rows, the source model's and the adapted one's
+        (default nothing)."""
         return None
 
     def after_test(self, module: TaskModule, rows: Rows) -> None:

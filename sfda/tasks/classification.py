@@ -178,18 +178,22 @@ class ClassificationTask(Task):
             out["label_free/marginal_entropy"] = float(marginal_entropy(probs))
         return out
 
-    def kept_source_rows(self, rows: Rows) -> dict:
+    def kept_report_rows(self, rows: Rows) -> dict:
         return kept_rows(rows)
 
     def report_evidence(self, module: TaskModule, folder: Path | None) -> None:
-        """``classification.npz`` for ``sfda report`` (see ``sfda.tasks.evidence``): one more pass over the
-        evaluation split with the adapted network, compared with the source-only pass."""
+        """``classification.npz`` for ``sfda report`` (see ``sfda.tasks.evidence``): the adapted network's
+        rows over the evaluation split, compared with the source-only pass. They are the last validation's
+        where it scored the whole split with this very network (``unchanged_evaluation``), else one more
+        pass."""
         loader = module.trainer.datamodule.val_dataloader()
-        rows = module.full_pass(loader, "report evidence", phase="evaluation")
+        after = module.unchanged_evaluation()
+        if after is None or len(after["index"]) != len(loader.dataset):
+            after = kept_rows(module.full_pass(loader, "report evidence", phase="evaluation"))
         if folder is None:
             return
         before = getattr(module, "source_rows", None)
-        evidence = classification_evidence(before, kept_rows(rows),
+        evidence = classification_evidence(before, after,
                                            lambda probs: self.predict_labels(module, probs),
                                            module.unknown_threshold(), self.names)
         evidence.update(gallery_images(loader.dataset, gallery_picks(evidence), self.input))

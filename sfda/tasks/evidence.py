@@ -10,7 +10,9 @@ every rank calls it, as a target pass is a collective):
 - segmentation and detection: ``overlays/*.png``, source-only vs adapted (vs reference), drawn by the
   task's own prediction writer.
 
-The evidence costs one more evaluation pass at the end of ``fit``; ``--report_evidence=false`` skips it.
+The evidence costs one more evaluation pass at the end of ``fit`` (classification reuses the last
+validation's rows instead when that validation scored the whole split with the network as it ends, which is
+what most runs do); ``--report_evidence=false`` skips it.
 """
 
 from __future__ import annotations

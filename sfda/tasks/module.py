@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..models.batchnorm_folding import folded_copy
-from ..pseudo_labels.distributed import average_gradients
+from ..pseudo_labels.distributed import average_gradients, every_process_agrees
 from ..pseudo_labels.passes import RowCollector, Rows, collect_rows, loader_length
 from ..run.checks import check_state_keys, check_state_shapes
 from ..run.progress import track
@@ -28,6 +28,12 @@ from ..run.timing import Stopwatch
 from .base import Task
 from .hparams import record_hyperparameters
 from .optim import Optim, build_optimizer, check_finite
+
+
+def state_versions(network: torch.nn.Module) -> tuple:
+    """``(id, version counter)`` of every parameter and buffer: any in-place write (an optimiser step, a
+    BatchNorm statistic, an EMA copy, a loaded state) or a replaced tensor changes it."""
+    return tuple((id(t), t._version) for t in network.state_dict(keep_vars=True).values())
 
 
 class TaskModule(L.LightningModule):
@@ -239,11 +245,28 @@ class TaskModule(L.LightningModule):
         self.evaluation_step(batch, paired=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_scores(self.task.score_rows(self, self.gathered_evaluation(), self.eval_prefix))
+        rows = self.gathered_evaluation()
+        self.log_scores(self.task.score_rows(self, rows, self.eval_prefix))
+        self.remember_evaluation(rows)
         if self.paired_name and self.paired_network() is not None:
             prefix = f"{self.eval_prefix}_{self.paired_name}"
             scores = self.task.score_rows(self, self.gathered_evaluation("paired_rows"), prefix)
             self.log_scores({k: v for k, v in scores.items() if k.startswith(prefix + "/")})
+
+    # the last validation, which the report's closing pass reuses --------------------------------------
+    def remember_evaluation(self, rows: Rows) -> None:
+        """Keep what the report takes of this validation's rows (``Task.kept_report_rows``) with the state of
+        the network that made them (the module's own network only)."""
+        kept = self.task.kept_report_rows(rows) if self.evaluated_network() is self.network else None
+        self.__dict__["_last_evaluation"] = None if kept is None else (state_versions(self.network), kept)
+
+    def unchanged_evaluation(self):
+        """The kept rows of the last validation if no weight or buffer of the network has been written since
+        (every process agrees: a collective), else None: the report's pass over the same split with the same
+        network would give the same rows."""
+        last = self.__dict__.get("_last_evaluation")
+        same = last is not None and last[0] == state_versions(self.network)
+        return last[1] if every_process_agrees(same, self.device) else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.evaluation_step(batch)

@@ -31,3 +31,89 @@ def test_the_evidence_agrees_with_the_run_results(shot_runs):
         assert ev[f"gallery_{kind}"].shape == (len(at), 28, 28, 3) and ev[f"gallery_{kind}"].dtype == np.uint8
     assert len(ev["gallery_corrected_at"]) > 0  # SHOT corrects some optdigits samples in 2 epochs
     assert [e for e, _ in run.curves["time/epoch_s"]] == [0, 1] and "time/epoch_s" not in results
+
+
+# the closing pass: the last validation's rows, when they are the network's as it ends ----------------------
+def fit_tent(tmp_path, monkeypatch, name: str, *args: str) -> tuple[dict, dict, list[str]]:
+    """An in-process ``sfda fit`` of Tent (1 epoch, 40 evaluation images in 3 batches); returns the results,
+    the report evidence and the descriptions of every full pass the run made."""
+    import json
+
+    from kits.bad_input import digit_images, folder_data, recipe, sfda, source_artifact
+
+    from sfda.tasks.adaptation import Adaptation
+
+    passes = []
+    full_pass = Adaptation.full_pass
+
+    def recorded(self, loader, description="engine pass", phase="engine"):
+        passes.append(description)
+        return full_pass(self, loader, description, phase)
+
+    monkeypatch.setattr(Adaptation, "full_pass", recorded)
+    images = digit_images(tmp_path / "digits", NAMES, per_class=4)
+    source = source_artifact(tmp_path / "lenet.pt", NAMES)
+    model = {"class_path": "sfda.methods.Tent", "init_args": {"source": str(source)}}
+    config = recipe(tmp_path / f"{name}.yaml", model, folder_data(images),
+                    {"default_root_dir": str(tmp_path / name)})
+    code, text = sfda("fit", "--config", str(config), *args)
+    assert code == 0, text[-3000:]
+    run = tmp_path / name / "version_0"
+    evidence = dict(np.load(run / "report" / "classification.npz"))
+    return json.loads((run / "results.json").read_text()), evidence, passes
+
+
+def test_the_report_takes_the_last_validation_when_it_scored_the_whole_split_with_the_final_network(
+        tmp_path, monkeypatch):
+    results, evidence, passes = fit_tent(tmp_path, monkeypatch, "whole")
+    assert "report evidence" not in passes  # no second pass over the evaluation split
+    assert len(evidence["label"]) == 40
+    after = accuracy(evidence["after_pred"], evidence["label"])
+    assert after == pytest.approx(results["target/acc"], abs=1e-6)
+    # a validation of part of the split cannot stand for it: the report makes its own pass over all of it
+    results, partial, passes = fit_tent(tmp_path, monkeypatch, "partial", "--trainer.limit_val_batches=1")
+    assert passes.count("report evidence") == 1 and len(partial["label"]) == 40
+    # and that pass, with the same network, gives what the whole validation gave
+    assert (partial["after_pred"] == evidence["after_pred"]).all()
+    assert np.allclose(partial["after_features"], evidence["after_features"], atol=1e-5)
+
+
+def test_kept_validation_rows_are_dropped_once_the_network_is_written(tmp_path):
+    import torch
+    from kits.bad_input import source_artifact
+
+    from sfda.methods import Tent
+    from sfda.tasks.module import state_versions
+
+    method = Tent(str(source_artifact(tmp_path / "lenet.pt", NAMES)))
+    rows = {"index": torch.arange(3), "labels": torch.tensor([0, 1, 2]), "probs": torch.eye(3),
+            "features": torch.ones(3, 4)}
+    method.remember_evaluation(rows)
+    assert method.unchanged_evaluation()["labels"].tolist() == [0, 1, 2]
+    before = state_versions(method.network)
+    with torch.no_grad():
+        next(method.network.parameters()).add_(0.0)  # an in-place write, even of the same values
+    assert state_versions(method.network) != before and method.unchanged_evaluation() is None
+    method.remember_evaluation(rows)
+    method.network.train()(torch.zeros(2, 1, 28, 28))  # a train-mode forward writes BatchNorm statistics
+    assert method.unchanged_evaluation() is None
+
+
+@pytest.mark.ddp
+def test_the_report_evidence_is_the_same_on_one_and_two_processes(mnist_source, tmp_path):
+    """Whether the last validation stands for the closing pass is agreed by every process (a collective)."""
+    from conftest import ROOT, results_on_one_and_two_processes
+
+    recipe = str(ROOT / "recipes/digits/mnist_optdigits/shot_im.yaml")
+    one, two = results_on_one_and_two_processes(
+        tmp_path, "fit", "--config", recipe, f"--model.init_args.source={mnist_source}",
+        "--trainer.max_epochs=1", "--data.init_args.train_subset=256",
+        "--data.init_args.eval_subset=255")  # 255: uneven shards
+    evidence = [np.load(tmp_path / run / "version_0" / "report" / "classification.npz")
+                for run in ("one", "two")]
+    assert len(evidence[0]["label"]) == 255 and (evidence[0]["label"] == evidence[1]["label"]).all()
+    for kept, results in zip(evidence, (one, two), strict=True):  # every sample, once, in order
+        after = accuracy(kept["after_pred"], kept["label"])
+        assert after == pytest.approx(results["target/acc"], abs=1e-6)
+    # the same training up to float rounding of the all-reduces (tests/integration/test_ddp_resume.py)
+    assert (evidence[0]["after_pred"] != evidence[1]["after_pred"]).sum() <= 1
