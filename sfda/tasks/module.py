@@ -30,10 +30,14 @@ from .hparams import record_hyperparameters
 from .optim import Optim, build_optimizer, check_finite
 
 
-def state_versions(network: torch.nn.Module) -> tuple:
+def state_versions(network: torch.nn.Module) -> tuple | None:
     """``(id, version counter)`` of every parameter and buffer: any in-place write (an optimiser step, a
-    BatchNorm statistic, an EMA copy, a loaded state) or a replaced tensor changes it."""
-    return tuple((id(t), t._version) for t in network.state_dict(keep_vars=True).values())
+    BatchNorm statistic, an EMA copy, a loaded state) or a replaced tensor changes it. None where a tensor
+    keeps no counter (one made under ``torch.inference_mode``): unknown, never equal."""
+    tensors = list(network.state_dict(keep_vars=True).values())
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple((id(t), t._version) for t in tensors)
 
 
 class TaskModule(L.LightningModule):
@@ -265,7 +269,7 @@ class TaskModule(L.LightningModule):
         (every process agrees: a collective), else None: the report's pass over the same split with the same
         network would give the same rows."""
         last = self.__dict__.get("_last_evaluation")
-        same = last is not None and last[0] == state_versions(self.network)
+        same = last is not None and last[0] is not None and last[0] == state_versions(self.network)
         return last[1] if every_process_agrees(same, self.device) else None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:

@@ -97,6 +97,10 @@ def test_kept_validation_rows_are_dropped_once_the_network_is_written(tmp_path):
     method.remember_evaluation(rows)
     method.network.train()(torch.zeros(2, 1, 28, 28))  # a train-mode forward writes BatchNorm statistics
     assert method.unchanged_evaluation() is None
+    with torch.inference_mode():  # a tensor made here keeps no version counter: never taken as unchanged
+        method.network.register_buffer("made_in_inference", torch.zeros(1))
+    method.remember_evaluation(rows)
+    assert state_versions(method.network) is None and method.unchanged_evaluation() is None
 
 
 @pytest.mark.ddp
