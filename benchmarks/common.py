@@ -172,10 +172,11 @@ def record_seed(suite: str, benchmark: str, method: str, seed: int, weights: str
 
 
 def recipe_source(recipe: str) -> Path:
-    """The source artifact a recipe adapts (``model.init_args.source``), relative to the repository root."""
-    import yaml
+    """The source artifact a recipe adapts (``model.init_args.source``, the recipes it includes with
+    ``config:`` merged in), relative to the repository root."""
+    from sfda.recipe_files import expanded_recipe
 
-    return ROOT / yaml.safe_load((ROOT / recipe).read_text())["model"]["init_args"]["source"]
+    return ROOT / expanded_recipe(ROOT / recipe)["model"]["init_args"]["source"]
 
 
 def seed_run(suite: str, benchmark: str, method: str, seed: int, source: Path, local: Path, headline: str,

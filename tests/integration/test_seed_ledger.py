@@ -46,3 +46,10 @@ def test_a_recorded_seed_is_reused_only_from_the_same_weights_and_seed(ledger):
     artifact(source, 2.0, "")  # retrained to other weights: the record no longer applies
     assert common.seed_run(*args, True, start)[0]["target/ap50"] == 4.5
     assert len(calls) == 4
+
+
+def test_the_source_of_a_recipe_that_includes_another_is_the_included_one():
+    lpld = common.recipe_source("recipes/detection/digits_photos/lpld.yaml")
+    assert lpld == common.ROOT / "runs/detection/digits_photos/source.pt"
+    # lpld_weight0.yaml holds only `config: lpld.yaml` and the weight
+    assert common.recipe_source("recipes/detection/digits_photos/lpld_weight0.yaml") == lpld
