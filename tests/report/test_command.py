@@ -100,6 +100,7 @@ def test_an_existing_file_that_is_not_a_report_is_not_replaced(tmp_path, tiny_ru
 
 
 # detection: overlays of source-only, adapted and reference boxes -----------------------------------
+@pytest.mark.slow  # a Faster R-CNN epoch in process (5 s): keeps the fast tier under 3 minutes
 def test_a_detection_run_keeps_overlays_and_reports_them(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
