@@ -1,5 +1,6 @@
 """DDP (2 CPU processes, launched as a subprocess) and exact resume."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, results_of, run_sfda
@@ -37,6 +38,13 @@ def test_two_process_ddp_matches_one_process(method, mnist_source, tmp_path):
     if method != "tent":
         assert results_of(tmp_path / "two")["target/acc"] == pytest.approx(
             results_of(tmp_path / "one")["target/acc"], abs=1 / 256)
+    # the report's evidence: the last validation's rows where every process agrees they still hold, every
+    # sample once and in order, so its accuracy is the run's
+    for run in ("one", "two"):
+        evidence = np.load(tmp_path / run / "version_0" / "report" / "classification.npz")
+        assert len(evidence["label"]) == 256
+        assert (evidence["after_pred"] == evidence["label"]).mean() == pytest.approx(
+            results_of(tmp_path / run)["target/acc"], abs=1e-6)
 
 
 @pytest.mark.slow  # a CLI subprocess run

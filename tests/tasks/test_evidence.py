@@ -102,22 +102,3 @@ def test_kept_validation_rows_are_dropped_once_the_network_is_written(tmp_path):
     method.remember_evaluation(rows)
     assert state_versions(method.network) is None and method.unchanged_evaluation() is None
 
-
-@pytest.mark.ddp
-def test_the_report_evidence_is_the_same_on_one_and_two_processes(mnist_source, tmp_path):
-    """Whether the last validation stands for the closing pass is agreed by every process (a collective)."""
-    from conftest import ROOT, results_on_one_and_two_processes
-
-    recipe = str(ROOT / "recipes/digits/mnist_optdigits/shot_im.yaml")
-    one, two = results_on_one_and_two_processes(
-        tmp_path, "fit", "--config", recipe, f"--model.init_args.source={mnist_source}",
-        "--trainer.max_epochs=1", "--data.init_args.train_subset=256",
-        "--data.init_args.eval_subset=255")  # 255: uneven shards
-    evidence = [np.load(tmp_path / run / "version_0" / "report" / "classification.npz")
-                for run in ("one", "two")]
-    assert len(evidence[0]["label"]) == 255 and (evidence[0]["label"] == evidence[1]["label"]).all()
-    for kept, results in zip(evidence, (one, two), strict=True):  # every sample, once, in order
-        after = accuracy(kept["after_pred"], kept["label"])
-        assert after == pytest.approx(results["target/acc"], abs=1e-6)
-    # the same training up to float rounding of the all-reduces (tests/integration/test_ddp_resume.py)
-    assert (evidence[0]["after_pred"] != evidence[1]["after_pred"]).sum() <= 1
