@@ -109,9 +109,12 @@ def signalled_run(root: Path, config: str, sig: signal.Signals, *extra: str) -> 
     stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("SFDA_RUN_VERSION", None)
+    # a shell's background job (`pytest ... &`) starts with SIGINT ignored and a child inherits that, so
+    # the child puts SIGINT back to its default: the test checks sfda, not how pytest was started
     process = subprocess.Popen([sys.executable, "-m", "sfda.cli", "fit", "--config", config, *extra,
                                 "--trainer.enable_progress_bar=false"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = root / "runs" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while not last.exists() and process.poll() is None and time.time() < deadline:
