@@ -87,3 +87,28 @@ def test_processes_sharing_a_cache_generate_a_demo_once(tmp_path, monkeypatch):
     for thread in threads:
         thread.join()
     assert generated == ["a"] and found == [tmp_path / "slow_demo" / "a.json"] * 2
+
+
+def test_a_generated_file_is_read_once_however_many_images_point_into_it(tmp_path, monkeypatch):
+    """Every image of a demo annotation file is located through the file's URI, which checks the file's
+    generator version: that check must not parse the whole file once per image (5,000 pose figures took
+    minutes before a run started)."""
+    from pathlib import Path
+
+    import sfda.data.benchmarks.pose_figures as figures_module
+    from sfda.data.keypoints import read_people
+
+    monkeypatch.setitem(figures_module.COUNTS, ("photo", "test"), 6)
+    monkeypatch.setenv("SFDA_DATA", str(tmp_path))
+    path = resolve("demo://pose_figures/photo_test.json", tmp_path)
+    reads = []
+    for name in ("read_text", "read_bytes"):
+        def counted(self, *args, _real=getattr(Path, name), **kwargs):
+            if self == path:
+                reads.append(self)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, name, counted)
+    people = read_people("demo://pose_figures/photo_test.json")
+    assert len(people) == 6 and Path(people[0].image).is_file()
+    assert len(reads) <= 2  # the reader's own read and one version check, not one per image
