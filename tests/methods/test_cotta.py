@@ -246,11 +246,11 @@ def test_two_processes_score_the_stream_as_one_does(tmp_path, mnist_source):
         probs = [teacher(images)[1].softmax(dim=1) for teacher in teachers]
     gap = float((probs[0] - probs[1]).abs().max())
     print(f"largest gap between the 1- and 2-process teachers' probabilities: {gap:.1e}")
-    # no probability moves by 0.01, so a predicted class can change only where the top two are within 0.02
-    # of each other: CI saw one such near-tie flip (gap 4.9e-4), so the classes are compared where decided
+    # the bound on every probability is the check: it keeps the predicted class of every sample whose top two
+    # are more than twice the gap apart (comparing the classes there would repeat it), and a near-tie may
+    # flip (CI saw one at gap 4.9e-4); most samples must be decided, or the bound says little about classes
     assert gap < 0.01
     top_two = probs[0].topk(2, dim=1).values
     decided = top_two[:, 0] - top_two[:, 1] > 2 * gap
     print(f"{int(decided.sum())} of 128 samples decided by more than twice the gap")
     assert int(decided.sum()) >= 100, "the check needs most samples away from a near-tie"
-    assert torch.equal(probs[0].argmax(dim=1)[decided], probs[1].argmax(dim=1)[decided])
