@@ -15,11 +15,13 @@ epoch is reported; nothing is chosen with them). Source-only and AdaBN draw no r
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from common import ROOT, append_rows, recipe_source, row, run_cli, seed_run, seeded_rows
+from common import ROOT, append_rows, finished_run, recipe_source, row, run_cli, seed_run, seeded_rows
 
 BENCHMARK = "flat->photo figures (semi-synthetic)"
 RUNS = ROOT / "benchmarks" / "runs" / "pose_figures"
+SOURCE = ROOT / "runs" / "pose_figures" / "source.pt"
 ORACLE = "runs/pose_figures/oracle.pt"
 NO_PROTECT = "--model.init_args.source_protect=false"
 NO_TARGET_TERMS = "--model.init_args.target_relevant=false"
@@ -50,9 +52,18 @@ METRICS = {
 }
 
 
-def train(recipe: str, name: str, *extra: str) -> tuple[list[dict], dict]:
-    results, seconds = run_cli("fit", f"recipes/pose/figures/{recipe}.yaml", RUNS / recipe,
-                               "--model.init_args.overwrite_artifact=true", *extra)
+def cli(command: str, recipe: str, folder: Path, headline: str, reuse: bool,
+        *extra: str) -> tuple[dict, float]:
+    """``run_cli`` of a recipe under ``recipes/pose/figures/``; with ``reuse``, the newest run under
+    ``folder`` instead when it finished (``headline`` reported)."""
+    return (reuse and finished_run(folder, headline)) or run_cli(
+        command, f"recipes/pose/figures/{recipe}.yaml", folder, *extra)
+
+
+def train(recipe: str, name: str, artifact: Path, reuse: bool) -> tuple[list[dict], dict]:
+    """Train the source (or oracle) model that writes ``artifact``; reused only while that file exists."""
+    results, seconds = cli("fit", recipe, RUNS / recipe, "source_val/best_pck", reuse and artifact.is_file(),
+                           "--model.init_args.overwrite_artifact=true")
     return [row(BENCHMARK, "closed", name, "source-pck", results["source_val/best_pck"], seconds, run=results,
                 epochs=int(results["epochs"]),
                 notes="PCK@0.05 on the held-out tenth of its TRAINING figures (selects its epoch)")], results
@@ -60,16 +71,16 @@ def train(recipe: str, name: str, *extra: str) -> tuple[list[dict], dict]:
 
 def run(method: str, seeds: list[int], reuse: bool) -> list[dict]:
     if method == "source":
-        return train("source", "source training")[0]
+        return train("source", "source training", SOURCE, reuse)[0]
     if method == "oracle":
-        rows, _ = train("oracle", "oracle (target labels)")
-        runs = [run_cli("test", "recipes/pose/figures/source_only.yaml", RUNS / "oracle_test",
-                        f"--model.init_args.source={ORACLE}")]
+        rows, _ = train("oracle", "oracle (target labels)", ROOT / ORACLE, reuse)
+        runs = [cli("test", "source_only", RUNS / "oracle_test", "target/pck", reuse,
+                    f"--model.init_args.source={ORACLE}")]
         return rows + seeded_rows(BENCHMARK, "closed", "oracle (target labels)", runs, 0, METRICS)
     recipe, extra, setting, seeded = VARIANTS[method]
     command = "test" if method == "source_only" else "fit"
     if not seeded:
-        runs = [run_cli(command, f"recipes/pose/figures/{recipe}.yaml", RUNS / method, *extra)]
+        runs = [cli(command, recipe, RUNS / method, "target/pck", reuse, *extra)]
         epochs = int(runs[0][0].get("epochs", 0)) if command == "fit" else 0
         rows = seeded_rows(BENCHMARK, setting, NAMES[method], runs, epochs, METRICS)
         return [dict(r, notes=r["notes"].replace("one run", "one run (deterministic: any seed gives it)"))
@@ -88,7 +99,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["source", *VARIANTS, "oracle"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--reuse-finished", action="store_true",
-                        help="keep a seed's finished run instead of running it again")
+                        help="keep a finished run (a seed's, source training's while its artifact exists) "
+                             "instead of running it again")
     args = parser.parse_args()
     for method in args.methods:
         print(append_rows("pose", run(method, args.seeds, args.reuse_finished)), method, flush=True)

@@ -53,3 +53,25 @@ def test_the_source_of_a_recipe_that_includes_another_is_the_included_one():
     assert lpld == common.ROOT / "runs/detection/digits_photos/source.pt"
     # lpld_weight0.yaml holds only `config: lpld.yaml` and the weight
     assert common.recipe_source("recipes/detection/digits_photos/lpld_weight0.yaml") == lpld
+
+
+def test_pose_suite_reuses_a_finished_source_training_only_while_its_artifact_exists(tmp_path, monkeypatch):
+    import json
+
+    import pose
+
+    folder = tmp_path / "runs" / "source" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"source_val/best_pck": 0.4, "epochs": 6, "wall_s": 9.0}))
+    (folder / "run_info.json").write_text(json.dumps({"git_commit": "abcdef0123"}))
+    trained = []
+    monkeypatch.setattr(pose, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(pose, "run_cli", lambda *args: trained.append(args) or (
+        {"source_val/best_pck": 0.5, "epochs": 6}, 99.0))
+    artifact_file = tmp_path / "source.pt"
+    assert pose.train("source", "source training", artifact_file, True)[0][0]["value"] == 0.5  # no artifact
+    artifact(artifact_file, 1.0, "")
+    rows, _ = pose.train("source", "source training", artifact_file, True)
+    assert (rows[0]["value"], rows[0]["seconds"], rows[0]["commit"], len(trained)) == (0.4, 9.0, "abcdef0", 1)
+    assert pose.train("source", "source training", artifact_file, False)[0][0]["value"] == 0.5  # no reuse
+    assert len(trained) == 2
