@@ -23,7 +23,8 @@ Time constant: 0.999 per step is the official momentum for about 15,000 steps (I
 source weights); over a few hundred CPU steps it leaves I mostly the source (0.999 ** 186 = 0.83).
 ``source_share`` chooses the momentum from the run's step count instead (``ema/momentum`` in
 ``results.json``); ``train/ema_source_share`` logs what I still holds each epoch, and
-``train/occlusion_gate`` the fraction of joints whose I' peak reaches the occlusion gate.
+``train/occlusion_gate`` the fraction of joints whose I' peak reaches the occlusion gate;
+``train/loss_t_mse``, ``train/loss_pc`` and ``train/loss_im`` T's three terms unweighted (epoch means).
 """
 
 from __future__ import annotations
@@ -215,11 +216,10 @@ class PoseSFDA(Adaptation):
         loss_t = mse(h_t, h_i)
         if self.target_relevant:
             batch_mean = gather_with_grad(h_t).mean(dim=0)  # the global batch's mean heatmap
-            loss_t = (
-                loss_t
-                + w["contrastive"] * pose_contrastive(h_i, h_t, tau)
-                + w["im"] * heatmap_im(h_t, tau, batch_mean)
-            )
+            terms = {"train/loss_t_mse": loss_t, "train/loss_pc": pose_contrastive(h_i, h_t, tau),
+                     "train/loss_im": heatmap_im(h_t, tau, batch_mean)}  # unweighted, for diagnosis
+            self.log_dict({k: v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True)
+            loss_t = loss_t + w["contrastive"] * terms["train/loss_pc"] + w["im"] * terms["train/loss_im"]
         self.manual_step(opt_t, loss_t)
         ema_update(self.network, self.target_net, self.momentum, buffers=False)
         self.log("train/loss", loss_t, prog_bar=True)

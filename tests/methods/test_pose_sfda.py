@@ -4,11 +4,14 @@ detached targets and the EMA into I, occlusion, predictions in original pixels, 
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
 from kits.pose import pose_inputs, target_data, trainer
 
+from sfda.data.benchmarks.pose_figures import JOINTS
 from sfda.methods import PoseSFDA
 from sfda.methods.pose_sfda import occlude
 
@@ -110,6 +113,11 @@ def test_source_share_sets_the_momentum_from_the_steps_and_t_is_scored_with_the_
     assert float(logged["train/ema_source_share"]) == pytest.approx(0.01, rel=1e-4)
     assert 0.0 <= float(logged["train/occlusion_gate"]) <= 1.0
     assert "target/pck" in logged and "target_t_network/pck" in logged
+    # T's terms, unweighted: at the faithful temperature 1 the contrastive term sits at log(K^2) (the docs'
+    # reason it gives almost no signal); the consistency MSE of raw heatmaps is small but not zero
+    assert float(logged["train/loss_pc"]) == pytest.approx(math.log(len(JOINTS) ** 2), abs=0.01)
+    assert 0.0 < float(logged["train/loss_t_mse"]) < 0.1
+    assert "train/loss_im" in logged
 
 
 @pytest.mark.parametrize(
