@@ -115,6 +115,25 @@ def finished_run(root: Path, headline: str) -> tuple[dict, float] | None:
     return results, float(results.get("wall_s", 0.0))
 
 
+def epoch_means(root: Path, keys: list[str]) -> list[dict]:
+    """Per epoch of the newest run under ``root`` (its ``metrics.csv``): ``{"epoch", key: mean}`` for each
+    of ``keys`` the epoch logs (a step-logged loss: the mean of its logged steps); ``[]`` without a run."""
+    import csv
+
+    versions = sorted(root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not versions:
+        return []
+    sums: dict[int, dict[str, list[float]]] = {}
+    with open(versions[-1], newline="") as table:
+        for line in csv.DictReader(table):
+            logged = sums.setdefault(int(line["epoch"]), {})
+            for key in keys:
+                if line.get(key):
+                    logged.setdefault(key, []).append(float(line[key]))
+    return [{"epoch": epoch, **{k: round(statistics.mean(v), 6) for k, v in logged.items()}}
+            for epoch, logged in sorted(sums.items())]
+
+
 # A finished seed of a seeded row is recorded in git (benchmarks/results/seed_runs/<suite>.json), keyed by
 # the fingerprint of the source weights it adapted: a later session, on a fresh machine whose run folders are
 # gone, finishes the row with ``--reuse-finished`` instead of rerunning the seeds it already has, provided its

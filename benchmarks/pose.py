@@ -15,9 +15,21 @@ epoch is reported; nothing is chosen with them). Source-only and AdaBN draw no r
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from common import ROOT, append_rows, finished_run, recipe_source, row, run_cli, seed_run, seeded_rows
+from common import (
+    RESULTS,
+    ROOT,
+    append_rows,
+    epoch_means,
+    finished_run,
+    recipe_source,
+    row,
+    run_cli,
+    seed_run,
+    seeded_rows,
+)
 
 BENCHMARK = "flat->photo figures (semi-synthetic)"
 RUNS = ROOT / "benchmarks" / "runs" / "pose_figures"
@@ -50,6 +62,10 @@ METRICS = {
                          "holds at the end"),
     "epoch-seconds": ("timing/epoch_s", "mean training-epoch wall time, 2 CPU threads, incl. evaluation"),
 }
+# per-epoch diagnostics of every seeded run, kept in results/pose_epochs.json (method -> seed -> epochs)
+EPOCH_KEYS = ["target/pck", "target_t_network/pck", "target_student/pck", "train/occlusion_gate",
+              "train/confidence_gate", "label_free/peak", "train/loss", "train/loss_s", "train/loss_i",
+              "train/loss_t_mse", "train/loss_pc", "train/loss_im"]
 
 
 def cli(command: str, recipe: str, folder: Path, headline: str, reuse: bool,
@@ -90,7 +106,21 @@ def run(method: str, seeds: list[int], reuse: bool) -> list[dict]:
                      "target/pck", reuse,
                      lambda seed=seed: run_cli("fit", path, RUNS / method / f"seed{seed}",
                                                f"--seed_everything={seed}", *extra)) for seed in seeds]
+    record_epochs(method, seeds)
     return seeded_rows(BENCHMARK, setting, NAMES[method], runs, int(runs[0][0]["epochs"]), METRICS)
+
+
+def record_epochs(method: str, seeds: list[int]) -> None:
+    """Each seed's per-epoch PCK of I and T (or teacher and student), gate-pass fractions and losses from its
+    run folder into ``results/pose_epochs.json``; a seed taken from the seed record (no folder) keeps what
+    the file has."""
+    path = RESULTS / "pose_epochs.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    for seed in seeds:
+        epochs = epoch_means(RUNS / method / f"seed{seed}", EPOCH_KEYS)
+        if epochs:
+            table.setdefault(NAMES[method], {})[str(seed)] = epochs
+    path.write_text(json.dumps(table, indent=1))
 
 
 def main() -> None:
@@ -101,9 +131,14 @@ def main() -> None:
     parser.add_argument("--reuse-finished", action="store_true",
                         help="keep a finished run (a seed's, source training's while its artifact exists) "
                              "instead of running it again")
+    parser.add_argument("--epochs-only", action="store_true",
+                        help="only rebuild results/pose_epochs.json from the seeds' run folders")
     args = parser.parse_args()
     for method in args.methods:
-        print(append_rows("pose", run(method, args.seeds, args.reuse_finished)), method, flush=True)
+        if not args.epochs_only:
+            print(append_rows("pose", run(method, args.seeds, args.reuse_finished)), method, flush=True)
+        elif method in VARIANTS and VARIANTS[method][3]:  # seeded methods
+            record_epochs(method, args.seeds)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,15 @@ def test_pose_suite_reuses_a_finished_source_training_only_while_its_artifact_ex
     assert (rows[0]["value"], rows[0]["seconds"], rows[0]["commit"], len(trained)) == (0.4, 9.0, "abcdef0", 1)
     assert pose.train("source", "source training", artifact_file, False)[0][0]["value"] == 0.5  # no reuse
     assert len(trained) == 2
+
+
+def test_epoch_means_average_the_newest_runs_logged_steps_per_epoch(tmp_path):
+    old, new = tmp_path / "version_1", tmp_path / "version_10"  # numeric order, not text order
+    for folder in (old, new):
+        folder.mkdir()
+    (old / "metrics.csv").write_text("epoch,step,train/loss\n0,1,9.0\n")
+    (new / "metrics.csv").write_text(
+        "epoch,step,train/loss,target/pck\n0,1,1.0,\n0,2,3.0,\n0,2,,0.5\n1,3,4.0,\n")
+    assert common.epoch_means(tmp_path, ["train/loss", "target/pck", "absent"]) == [
+        {"epoch": 0, "train/loss": 2.0, "target/pck": 0.5}, {"epoch": 1, "train/loss": 4.0}]
+    assert common.epoch_means(tmp_path / "nothing", ["train/loss"]) == []
