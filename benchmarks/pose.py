@@ -62,7 +62,7 @@ METRICS = {
                          "holds at the end"),
     "epoch-seconds": ("timing/epoch_s", "mean training-epoch wall time, 2 CPU threads, incl. evaluation"),
 }
-# per-epoch diagnostics of every seeded run, kept in results/pose_epochs.json (method -> seed -> epochs)
+# per-epoch diagnostics of every seeded run, kept in results/epochs/pose.json (method -> seed -> epochs)
 EPOCH_KEYS = ["target/pck", "target_t_network/pck", "target_student/pck", "train/occlusion_gate",
               "train/confidence_gate", "label_free/peak", "train/loss", "train/loss_s", "train/loss_i",
               "train/loss_t_mse", "train/loss_pc", "train/loss_im"]
@@ -112,9 +112,10 @@ def run(method: str, seeds: list[int], reuse: bool) -> list[dict]:
 
 def record_epochs(method: str, seeds: list[int]) -> None:
     """Each seed's per-epoch PCK of I and T (or teacher and student), gate-pass fractions and losses from its
-    run folder into ``results/pose_epochs.json``; a seed taken from the seed record (no folder) keeps what
+    run folder into ``results/epochs/pose.json``; a seed taken from the seed record (no folder) keeps what
     the file has."""
-    path = RESULTS / "pose_epochs.json"
+    path = RESULTS / "epochs" / "pose.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     table = json.loads(path.read_text()) if path.exists() else {}
     for seed in seeds:
         epochs = epoch_means(RUNS / method / f"seed{seed}", EPOCH_KEYS)
@@ -132,7 +133,7 @@ def main() -> None:
                         help="keep a finished run (a seed's, source training's while its artifact exists) "
                              "instead of running it again")
     parser.add_argument("--epochs-only", action="store_true",
-                        help="only rebuild results/pose_epochs.json from the seeds' run folders")
+                        help="only rebuild results/epochs/pose.json from the seeds' run folders")
     args = parser.parse_args()
     for method in args.methods:
         if not args.epochs_only:
