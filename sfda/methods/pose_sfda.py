@@ -24,7 +24,8 @@ source weights); over a few hundred CPU steps it leaves I mostly the source (0.9
 ``source_share`` chooses the momentum from the run's step count instead (``ema/momentum`` in
 ``results.json``); ``train/ema_source_share`` logs what I still holds each epoch, and
 ``train/occlusion_gate`` the fraction of joints whose I' peak reaches the occlusion gate;
-``train/loss_t_mse``, ``train/loss_pc`` and ``train/loss_im`` T's three terms unweighted (epoch means).
+``train/loss_t_mse``, ``train/loss_pc`` and ``train/loss_im`` T's terms unweighted (epoch means; the MSE alone
+without the target-relevant terms).
 """
 
 from __future__ import annotations
@@ -213,13 +214,14 @@ class PoseSFDA(Adaptation):
         with torch.no_grad():
             h_i = self.network(x).float()  # I after its step: T's teacher
         h_t = self.target_net(self.occluded(x, h_i, batch["index"])).float()
-        loss_t = mse(h_t, h_i)
+        terms = {"train/loss_t_mse": mse(h_t, h_i)}  # T's terms, unweighted, logged for diagnosis
+        loss_t = terms["train/loss_t_mse"]
         if self.target_relevant:
             batch_mean = gather_with_grad(h_t).mean(dim=0)  # the global batch's mean heatmap
-            terms = {"train/loss_t_mse": loss_t, "train/loss_pc": pose_contrastive(h_i, h_t, tau),
-                     "train/loss_im": heatmap_im(h_t, tau, batch_mean)}  # unweighted, for diagnosis
-            self.log_dict({k: v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True)
+            terms["train/loss_pc"] = pose_contrastive(h_i, h_t, tau)
+            terms["train/loss_im"] = heatmap_im(h_t, tau, batch_mean)
             loss_t = loss_t + w["contrastive"] * terms["train/loss_pc"] + w["im"] * terms["train/loss_im"]
+        self.log_dict({k: v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True)
         self.manual_step(opt_t, loss_t)
         ema_update(self.network, self.target_net, self.momentum, buffers=False)
         self.log("train/loss", loss_t, prog_bar=True)

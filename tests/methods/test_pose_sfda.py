@@ -136,3 +136,12 @@ def test_a_source_share_without_an_epoch_count_is_refused_by_field(inputs, tmp_p
     method = PoseSFDA(str(inputs["artifact"]), evaluate_source=False, source_share=0.1)
     with pytest.raises(ValueError, match="trainer.max_epochs: an EMA time constant given as a share"):
         trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(method, datamodule=target_data(inputs))
+
+
+def test_without_target_relevant_terms_t_learns_from_the_mse_alone(inputs, tmp_path, monkeypatch):
+    """The ablation: T's loss is the consistency MSE only, and only that term is logged."""
+    method, before, after, _ = run_sfda_steps(inputs, tmp_path, monkeypatch, target_relevant=False)
+    logged = method.trainer.callback_metrics
+    assert "train/loss_pc" not in logged and "train/loss_im" not in logged
+    assert float(logged["train/loss"]) == pytest.approx(float(logged["train/loss_t_mse"]))  # one step
+    assert changed(before["target"], after["target"], "")
